@@ -1,0 +1,33 @@
+# The two commands of the README:  make demo  (the main job)  and  make test  (the tests).
+# Both set up everything on a fresh machine: a virtual environment in .venv, the requirements, and the
+# compiled extension (pip install --no-build-isolation -e ., which needs torch installed first).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.requirements-installed
+
+.PHONY: setup build test demo bench clean
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# flock: several shells (and helpers) may build at once; one build folder, one writer.
+build: $(STAMP)
+	flock /tmp/ltl_ext_build.lock $(PY) -m pip install -q --no-build-isolation --no-deps -e .
+
+test: build
+	$(PY) -m pytest -q tests
+
+demo: build
+	$(PY) -m ltl_ext demo --out runs/demo
+
+bench: build
+	$(PY) -m pytest -q bench --benchmark-only
+
+clean:
+	rm -rf build *.egg-info ltl_ext/_C*.so

@@ -1,0 +1,13 @@
+"""Public functional API: fused ops and their pure-PyTorch reference twins (same signatures).
+
+- ``lif(x, *, beta, alpha=1.0, threshold=1.0, reset="soft", v_reset=0.0, v0=None, surrogate="sigmoid",
+  surrogate_alpha=None, detach_reset=False, return_v=False)`` -> spikes [T, *] (, v_final [*])
+- ``tandem_loss(x, target, *, mode="offline"|"online", warmup=0, **lif_kwargs)`` -> (spikes [T, *] detached, loss)
+- ``tandem_step(x_t, target, v, count, t, *, warmup=0, **lif_kwargs)`` -> (spikes_t, loss_t, v_new, count_new)
+"""
+from ._ops.lif import lif
+from ._ops.tandem import tandem_loss, tandem_step
+from .reference import lif_reference, tandem_loss_reference, tandem_step_reference, surrogate_grad
+
+__all__ = ["lif", "tandem_loss", "tandem_step", "lif_reference", "tandem_loss_reference",
+           "tandem_step_reference", "surrogate_grad"]

@@ -1,0 +1,137 @@
+"""LIF arguments: validation and normalisation, shared by the fused ops and the reference.
+
+Every public entry point (``lif``, ``tandem_loss``, ``tandem_step`` and their ``*_reference`` twins) calls
+:func:`check_lif_args` first, so bad input gets the same clear Python exception whichever path runs.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import torch
+from torch import Tensor
+
+#: surrogate name -> default parameter ``a`` (ltl-method.md §1). The formulas live in ``reference.surrogate_grad``
+#: (the spec) and ``csrc/include/ltl/lif_math.h`` (the fast twin); tests hold them together.
+SURROGATES = {"rect": 0.2, "sigmoid": 4.0, "atan": 2.0, "fast_sigmoid": 25.0}
+RESETS = ("soft", "hard")
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+Param = Union[float, Tensor]
+
+
+@dataclass(frozen=True)
+class LIFParams:
+    """Validated LIF parameters. ``beta``, ``alpha``, ``threshold`` are floats or tensors broadcastable to
+    ``x.shape[1:]``; ``v0`` is ``None`` or such a tensor."""
+
+    beta: Param
+    alpha: Param
+    threshold: Param
+    reset: str
+    v_reset: float
+    v0: Optional[Tensor]
+    surrogate: str
+    surrogate_alpha: float
+    detach_reset: bool
+
+
+def _is_compiling() -> bool:
+    try:
+        return torch.compiler.is_compiling()
+    except AttributeError:  # pragma: no cover - old torch
+        return False
+
+
+def _check_param(name: str, p, x: Tensor, low: float, high: float, low_open: bool) -> Param:
+    """A float, or a floating tensor on x's device broadcastable to x.shape[1:], with values in range."""
+    bound = f"({low}, {high}]" if low_open else f"[{low}, {high}]"
+    if isinstance(p, bool) or not isinstance(p, (int, float, Tensor)):
+        raise TypeError(f"{name} must be a float or a tensor broadcastable to x.shape[1:], got {type(p).__name__}")
+    if isinstance(p, Tensor):
+        if not p.is_floating_point():
+            raise TypeError(f"{name} must be a floating tensor, got dtype {p.dtype}; convert it with .float()")
+        if p.device != x.device:
+            raise ValueError(f"{name} is on {p.device} but x is on {x.device}; move both to the same device")
+        try:
+            shape = torch.broadcast_shapes(p.shape, x.shape[1:])
+        except RuntimeError:
+            shape = None
+        if shape != x.shape[1:]:
+            raise ValueError(
+                f"{name} has shape {tuple(p.shape)}, which does not broadcast to the neuron shape "
+                f"x.shape[1:] = {tuple(x.shape[1:])}; per-neuron parameters must match the trailing dims of x")
+        if not _is_compiling() and p.numel() > 0:
+            lo, hi = p.detach().aminmax()
+            lo, hi = float(lo), float(hi)
+            if math.isnan(lo) or math.isnan(hi) or (lo <= low if low_open else lo < low) or hi > high:
+                raise ValueError(f"{name} values must lie in {bound} (got min {lo:g}, max {hi:g})")
+        return p
+    p = float(p)
+    if not math.isfinite(p) or (p <= low if low_open else p < low) or p > high:
+        raise ValueError(f"{name} must lie in {bound}, got {p}")
+    return p
+
+
+def check_lif_args(x: Tensor, *, beta, alpha=1.0, threshold=1.0, reset="soft", v_reset=0.0, v0=None,
+                   surrogate="sigmoid", surrogate_alpha=None, detach_reset=False) -> LIFParams:
+    """Validate the arguments of a multi-step LIF call on ``x`` of shape [T, *] and return them normalised.
+
+    Raises ``TypeError`` for wrong types/dtypes and ``ValueError`` for wrong shapes, devices and values.
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a torch.Tensor of shape [T, ...], got {type(x).__name__}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"x must be float16, bfloat16, float32 or float64, got {x.dtype}; convert it with .float()")
+    if x.dim() < 1:
+        raise ValueError("x must have a leading time dimension: shape [T, ...], got a 0-d tensor")
+    if x.shape[0] < 1:
+        raise ValueError("x has T = 0 time steps; the LIF needs T >= 1 (x.shape[0] is time)")
+    if reset not in RESETS:
+        raise ValueError(f"reset must be one of {RESETS}, got {reset!r}")
+    if surrogate not in SURROGATES:
+        raise ValueError(f"surrogate must be one of {tuple(SURROGATES)}, got {surrogate!r}")
+    if surrogate_alpha is None:
+        surrogate_alpha = SURROGATES[surrogate]
+    if isinstance(surrogate_alpha, bool) or not isinstance(surrogate_alpha, (int, float)) \
+            or not math.isfinite(surrogate_alpha) or surrogate_alpha <= 0:
+        raise ValueError(f"surrogate_alpha must be a positive float, got {surrogate_alpha!r}")
+    if isinstance(v_reset, bool) or not isinstance(v_reset, (int, float)) or not math.isfinite(v_reset):
+        raise ValueError(f"v_reset must be a finite float, got {v_reset!r}")
+    beta = _check_param("beta", beta, x, 0.0, 1.0, low_open=False)
+    alpha = _check_param("alpha", alpha, x, -math.inf, math.inf, low_open=False)
+    threshold = _check_param("threshold", threshold, x, 0.0, math.inf, low_open=True)
+    if v0 is not None:
+        if not isinstance(v0, Tensor) or not v0.is_floating_point():
+            raise TypeError("v0 must be None or a floating tensor of shape x.shape[1:]")
+        if v0.device != x.device:
+            raise ValueError(f"v0 is on {v0.device} but x is on {x.device}; move both to the same device")
+        try:
+            ok = torch.broadcast_shapes(v0.shape, x.shape[1:]) == x.shape[1:]
+        except RuntimeError:
+            ok = False
+        if not ok:
+            raise ValueError(f"v0 has shape {tuple(v0.shape)}, expected one broadcastable to x.shape[1:] = "
+                             f"{tuple(x.shape[1:])}")
+    return LIFParams(beta, alpha, threshold, reset, float(v_reset), v0, surrogate, float(surrogate_alpha),
+                     bool(detach_reset))
+
+
+def check_target(target, x: Tensor, *, time_dim: bool = True) -> Tensor:
+    """The teacher target of a tandem loss: same shape as one time step of ``x``, same device, no NaN.
+
+    Values outside [0, 1] are allowed (an unnormalised teacher); NaN is an error because it would silently turn
+    every gradient of the layer into NaN.
+    """
+    if not isinstance(target, Tensor) or not target.is_floating_point():
+        raise TypeError("target must be a floating tensor with the shape of one time step of x")
+    want = x.shape[1:] if time_dim else x.shape
+    if target.shape != want:
+        raise ValueError(f"target has shape {tuple(target.shape)} but x has neuron shape {tuple(want)}; "
+                         f"the target is the teacher's activation of this layer, one value per neuron")
+    if target.device != x.device:
+        raise ValueError(f"target is on {target.device} but x is on {x.device}; move both to the same device")
+    if not _is_compiling() and bool(torch.isnan(target).any()):
+        raise ValueError("target contains NaN; check the teacher's activations and their normalisation")
+    return target
