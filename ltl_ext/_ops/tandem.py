@@ -1,10 +1,216 @@
-"""Fused tandem-loss ops. TEMPORARY: routes to the reference until the compiled kernels land (issue 3)."""
-from ..reference import tandem_loss_reference, tandem_step_reference
+"""Fused local tandem loss (floor 4): the public ``tandem_loss`` / ``tandem_step`` over the compiled ops
+``torch.ops.ltl_ext.tandem_*`` (csrc/tandem_ops.cpp), with their fake kernels and autograd formulas.
+
+Same signatures and semantics as ``reference.tandem_loss_reference`` / ``tandem_step_reference`` (the spec).
+
+- offline: ``tandem_offline_fwd`` writes the spikes and the [N] error ``err = rate - target``; it saves x and
+  err. The backward (``tandem_offline_bwd``) recomputes H from x and runs BPTT with dL/dS[t] = 2 err / (N T)
+  for every t: no [T, N] upstream gradient exists anywhere.
+- online (batched): ``tandem_online`` writes the spikes and, in the same pass, the local gradient gX[t] (state and
+  count are detached through time, so gX[t] depends only on step t); backward is a scale by dL/dloss (free when
+  it is 1, the usual ``loss.backward()``). gX is the only [T, N] tensor kept.
+- stepwise: ``tandem_online`` with T = 1 from a given state: O(N) memory whatever T.
+
+The teacher target gets a gradient too (it rarely needs one). Tensor beta/alpha/threshold get theirs, reduced to
+their own shape and dtype by autograd (the ops see them as [N] math-type tensors).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from ..params import check_lif_args, check_target
+from ..reference import _check_warmup, _state_dtype
+from . import HAS_C, check_device
+
+__all__ = ["tandem_loss", "tandem_step"]
+
+_ops = torch.ops.ltl_ext
 
 
-def tandem_loss(x, target, **kwargs):
-    return tandem_loss_reference(x, target, **kwargs)
+def _flat(p: Tensor, shape, n: int, dtype: torch.dtype) -> Tensor:
+    """A per-neuron tensor as the [N] math-type tensor the ops take (differentiable: autograd reduces back)."""
+    return p.to(dtype).expand(shape).reshape(n)
 
 
-def tandem_step(x_t, target, v, count, t, **kwargs):
-    return tandem_step_reference(x_t, target, v, count, t, **kwargs)
+def _param(p, shape, n: int, dtype: torch.dtype):
+    if isinstance(p, Tensor):
+        return _flat(p, shape, n, dtype), 1.0
+    return None, float(p)
+
+
+def _needs(t: Optional[Tensor]) -> bool:
+    return t is not None and t.requires_grad
+
+
+def _math_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+# ---- public API ---------------------------------------------------------------------------------------------
+
+def tandem_loss(x: Tensor, target: Tensor, *, mode="offline", warmup=0, beta, alpha=1.0, threshold=1.0,
+                reset="soft", v_reset=0.0, v0=None, surrogate="sigmoid", surrogate_alpha=None,
+                detach_reset=False):
+    """The local tandem loss of one layer, fused: LIF over ``x`` [T, *] and the MSE of its firing rate to
+    ``target`` [*]. Returns ``(spikes [T, *] detached, loss)``; see ``tandem_loss_reference``."""
+    p = check_lif_args(x, beta=beta, alpha=alpha, threshold=threshold, reset=reset, v_reset=v_reset, v0=v0,
+                       surrogate=surrogate, surrogate_alpha=surrogate_alpha, detach_reset=detach_reset)
+    check_target(target, x)
+    T = x.shape[0]
+    _check_warmup(mode, warmup, T)
+    check_device(x, "tandem_loss")
+    shape = x.shape[1:]
+    n = shape.numel()
+    sd = _state_dtype(x.dtype)
+    x2 = x.reshape(T, n)
+    y = target.to(sd).reshape(n)
+    b, bs = _param(p.beta, shape, n, sd)
+    a, as_ = _param(p.alpha, shape, n, sd)
+    th, ts = _param(p.threshold, shape, n, sd)
+    if mode == "offline":
+        v0f = None if p.v0 is None else _flat(p.v0, shape, n, sd)
+        spikes, loss, _ = _ops.tandem_offline_fwd(x2, y, b, a, th, v0f, bs, as_, ts, p.reset, p.v_reset,
+                                                  p.surrogate, p.surrogate_alpha, p.detach_reset)
+        return spikes.detach().view(x.shape), loss
+    v0f = None if p.v0 is None else _flat(p.v0.detach(), shape, n, sd)
+    g = torch.is_grad_enabled()
+    out = _ops.tandem_online(x2, y, b, a, th, v0f, None, bs, as_, ts, p.reset, p.v_reset, p.surrogate,
+                             p.surrogate_alpha, 0, warmup, False, g and x2.requires_grad, g and _needs(b),
+                             g and _needs(a), g and _needs(th), g and y.requires_grad)
+    return out[0].detach().view(x.shape), out[1]
+
+
+def tandem_step(x_t: Tensor, target: Tensor, v: Optional[Tensor], count: Optional[Tensor], t: int, *, warmup=0,
+                beta, alpha=1.0, threshold=1.0, reset="soft", v_reset=0.0, surrogate="sigmoid",
+                surrogate_alpha=None, detach_reset=False):
+    """One step of online LTL with O(N) memory: ``(spikes_t, loss_t, v_new, count_new)``; see
+    ``tandem_step_reference``. ``loss_t.backward()`` gives this step's local gradient (x_t, tensor params)."""
+    x1 = x_t.unsqueeze(0)
+    p = check_lif_args(x1, beta=beta, alpha=alpha, threshold=threshold, reset=reset, v_reset=v_reset, v0=v,
+                       surrogate=surrogate, surrogate_alpha=surrogate_alpha, detach_reset=detach_reset)
+    check_target(target, x1)
+    if isinstance(t, bool) or not isinstance(t, int) or t < 0:
+        raise ValueError(f"t must be the non-negative step index, got {t!r}")
+    _check_warmup("offline", warmup, t + 1)
+    check_device(x1, "tandem_step")
+    shape = x_t.shape
+    n = shape.numel()
+    sd = _state_dtype(x_t.dtype)
+    if count is not None:
+        if not isinstance(count, Tensor) or not count.is_floating_point():
+            raise TypeError("count must be None or a floating tensor of shape x_t.shape (the running spike count)")
+        if count.device != x_t.device:
+            raise ValueError(f"count is on {count.device} but x_t is on {x_t.device}; move both to the same device")
+        try:
+            ok = torch.broadcast_shapes(count.shape, shape) == shape
+        except RuntimeError:
+            ok = False
+        if not ok:
+            raise ValueError(f"count has shape {tuple(count.shape)}, expected x_t.shape = {tuple(shape)}")
+    y = target.to(sd).reshape(n)
+    b, bs = _param(p.beta, shape, n, sd)
+    a, as_ = _param(p.alpha, shape, n, sd)
+    th, ts = _param(p.threshold, shape, n, sd)
+    vf = None if v is None else _flat(v.detach(), shape, n, sd)
+    cf = None if count is None else _flat(count.detach(), shape, n, sd)
+    g = torch.is_grad_enabled()
+    out = _ops.tandem_online(x1.reshape(1, n), y, b, a, th, vf, cf, bs, as_, ts, p.reset, p.v_reset, p.surrogate,
+                             p.surrogate_alpha, t, warmup, True, g and x_t.requires_grad, g and _needs(b),
+                             g and _needs(a), g and _needs(th), g and y.requires_grad)
+    spikes, loss, v_new, count_new = out[:4]
+    return spikes.detach().view(shape), loss, v_new.view(shape), count_new.view(shape)
+
+
+# ---- fake kernels (shapes and dtypes only: torch.compile, opcheck) ---------------------------------------------
+
+def _offline_fwd_fake(x, target, beta, alpha, threshold, v0, beta_s, alpha_s, threshold_s, reset, v_reset,
+                      surrogate, surrogate_alpha, detach_reset):
+    torch._check(x.dim() == 2)
+    T, n = x.shape
+    return x.new_empty((T, n)), x.new_empty(()), x.new_empty((n,), dtype=_math_dtype(x.dtype))
+
+
+def _offline_bwd_fake(grad_loss, x, err, beta, alpha, threshold, v0, beta_s, alpha_s, threshold_s, reset, v_reset,
+                      surrogate, surrogate_alpha, detach_reset, need_v0, need_beta, need_alpha, need_threshold):
+    torch._check(x.dim() == 2)
+    T, n = x.shape
+    md = _math_dtype(x.dtype)
+    return (x.new_empty((T, n)),) + tuple(x.new_empty((n if need else 0,), dtype=md)
+                                           for need in (need_v0, need_beta, need_alpha, need_threshold))
+
+
+def _online_fake(x, target, beta, alpha, threshold, v0, count0, beta_s, alpha_s, threshold_s, reset, v_reset,
+                 surrogate, surrogate_alpha, t0, warmup, need_state, need_grad_x, need_beta, need_alpha,
+                 need_threshold, need_target):
+    torch._check(x.dim() == 2)
+    T, n = x.shape
+    md = _math_dtype(x.dtype)
+    vec = [x.new_empty((n if need else 0,), dtype=md) for need in (need_state, need_state)]
+    gx = x.new_empty((T, n) if need_grad_x else (0, 0))
+    grads = [x.new_empty((n if need else 0,), dtype=md)
+             for need in (need_beta, need_alpha, need_threshold, need_target)]
+    return (x.new_empty((T, n)), x.new_empty(()), *vec, gx, *grads)
+
+
+# ---- autograd -------------------------------------------------------------------------------------------------
+
+def _offline_setup(ctx, inputs, output):
+    x, target, beta, alpha, threshold, v0 = inputs[:6]
+    spikes, loss, err = output
+    ctx.mark_non_differentiable(spikes, err)
+    ctx.save_for_backward(x, err, beta, alpha, threshold, v0)
+    ctx.lif_args = inputs[6:]  # beta_s, alpha_s, threshold_s, reset, v_reset, surrogate, surrogate_alpha, detach
+
+
+def _offline_backward(ctx, g_spikes, g_loss, g_err):
+    x, err, beta, alpha, threshold, v0 = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    gx, g_v0, g_beta, g_alpha, g_theta = _ops.tandem_offline_bwd(
+        g_loss, x, err, beta, alpha, threshold, v0, *ctx.lif_args, need[5], need[2], need[3], need[4])
+    g_target = None
+    if need[1]:  # dL/dy = -2 (r - y) / N
+        g_target = err * (g_loss.to(err.dtype) * (-2.0 / max(err.numel(), 1)))
+    return ((gx if need[0] else None), g_target, (g_beta if need[2] else None), (g_alpha if need[3] else None),
+            (g_theta if need[4] else None), (g_v0 if need[5] else None)) + (None,) * 8
+
+
+def _online_setup(ctx, inputs, output):
+    spikes, loss, v_out, count_out, gx, g_beta, g_alpha, g_theta, g_target = output
+    ctx.mark_non_differentiable(spikes, v_out, count_out, gx, g_beta, g_alpha, g_theta, g_target)
+    ctx.save_for_backward(gx, g_beta, g_alpha, g_theta, g_target)
+
+
+def _is_one(g: Tensor) -> bool:
+    """True when dL/dloss is exactly 1 and reading it costs nothing (a CPU scalar, not under tracing)."""
+    if type(g) is not torch.Tensor or g.device.type != "cpu" or g.numel() != 1 or torch.compiler.is_compiling():
+        return False  # fake / functional tensors while tracing, CUDA (a sync), or anything unusual
+    try:
+        return bool(g.item() == 1.0)
+    except Exception:
+        return False
+
+
+def _scaled(t: Tensor, g: Tensor, one: bool) -> Tensor:
+    return t if one else t * g.to(t.dtype)
+
+
+def _online_backward(ctx, g_spikes, g_loss, *unused):
+    gx, g_beta, g_alpha, g_theta, g_target = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    one = _is_one(g_loss)
+    out = [None] * 22
+    for i, t in ((0, gx), (1, g_target), (2, g_beta), (3, g_alpha), (4, g_theta)):
+        if need[i]:  # the forward computed it: the wrapper sets need_* from requires_grad
+            out[i] = _scaled(t, g_loss, one)
+    return tuple(out)
+
+
+if HAS_C:  # without the library the wrappers raise check_device's message; nothing to register on
+    torch.library.register_fake("ltl_ext::tandem_offline_fwd")(_offline_fwd_fake)
+    torch.library.register_fake("ltl_ext::tandem_offline_bwd")(_offline_bwd_fake)
+    torch.library.register_fake("ltl_ext::tandem_online")(_online_fake)
+    torch.library.register_autograd("ltl_ext::tandem_offline_fwd", _offline_backward, setup_context=_offline_setup)
+    torch.library.register_autograd("ltl_ext::tandem_online", _online_backward, setup_context=_online_setup)

@@ -1,0 +1,139 @@
+"""A class-per-folder image tree (``torchvision.datasets.ImageFolder`` layout), read with PIL::
+
+    DATA_DIR/train/<class>/**/*.png|jpg|...      one folder per class; files may sit in sub-folders
+                                                 (Tiny ImageNet: train/<wnid>/images/*.JPEG)
+    DATA_DIR/val/<class>/**/*.png|jpg|...        the test split: val/ if present, else test/;
+    DATA_DIR/val/images/*  + val_annotations.txt   or Tiny ImageNet's flat val/ with its annotation file
+
+Classes are the train folder names, sorted (label = position). All images become one colour mode: ``L`` (grey,
+1 channel) when every image is grey, else ``RGB`` (3 channels). Images must share one size unless
+``image_size`` is given, which resizes every image to ``image_size x image_size`` (bilinear).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from .splits import DataError, DatasetSplits
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp"})
+_GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})
+_TEST_FOLDERS = ("val", "test")
+_TINY_IMAGENET_ANNOTATIONS = "val_annotations.txt"
+
+
+def _visible(path: Path) -> bool:
+    return not path.name.startswith(".")
+
+
+def _image_files(folder: Path) -> list[Path]:
+    """Image files under ``folder`` (recursively), sorted by path."""
+    return sorted(p for p in folder.rglob("*")
+                  if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and _visible(p))
+
+
+def _class_tree(folder: Path, classes: list[str]) -> list[tuple[Path, int]]:
+    """(file, label) for ``folder/<class>/**``; a class folder missing from ``folder`` is allowed."""
+    return [(path, label) for label, name in enumerate(classes) if (folder / name).is_dir()
+            for path in _image_files(folder / name)]
+
+
+def _tiny_imagenet_val(folder: Path, classes: list[str]) -> list[tuple[Path, int]]:
+    """(file, label) from ``val_annotations.txt``: tab-separated lines ``file  class  [box...]``; files in
+    ``folder/images/``."""
+    label_of = {name: i for i, name in enumerate(classes)}
+    files = []
+    for line_no, line in enumerate((folder / _TINY_IMAGENET_ANNOTATIONS).read_text().splitlines(), 1):
+        fields = line.split("\t")
+        if not line.strip():
+            continue
+        if len(fields) < 2 or fields[1] not in label_of:
+            raise DataError(f"{folder / _TINY_IMAGENET_ANNOTATIONS}:{line_no}: expected '<file>\\t<class>' with a "
+                            f"class of the train folder, got {line[:80]!r}")
+        files.append((folder / "images" / fields[0], label_of[fields[1]]))
+    return files
+
+
+def _test_files(data_dir: Path, classes: list[str]) -> list[tuple[Path, int]]:
+    for name in _TEST_FOLDERS:
+        folder = data_dir / name
+        if not folder.is_dir():
+            continue
+        if (folder / _TINY_IMAGENET_ANNOTATIONS).is_file():
+            return _tiny_imagenet_val(folder, classes)
+        unknown = sorted(p.name for p in folder.iterdir() if p.is_dir() and _visible(p) and p.name not in classes)
+        if unknown and not (len(unknown) == 1 and unknown[0] == "images"):
+            raise DataError(f"folder: {folder} has class folders not in {data_dir / 'train'}: "
+                            f"{', '.join(unknown[:5])}")
+        files = _class_tree(folder, classes)
+        if files:
+            return files
+    raise DataError(f"folder: expected a test split as {data_dir}/val/<class>/* or {data_dir}/test/<class>/* "
+                    f"(or Tiny ImageNet's val/images + val_annotations.txt); found none with images")
+
+
+def _read_images(files: list[tuple[Path, int]], mode: str, size: Optional[tuple[int, int]]) -> np.ndarray:
+    """Decode ``files`` into uint8 ``[N, H, W]`` (mode ``L``) or ``[N, H, W, 3]`` (``RGB``)."""
+    from PIL import Image
+
+    images = []
+    for path, _ in files:
+        with Image.open(path) as img:
+            img = img.convert(mode)
+            if size is not None and img.size != size:
+                img = img.resize(size, Image.BILINEAR)
+            images.append(np.asarray(img, dtype=np.uint8))
+    return np.stack(images)
+
+
+def load_image_folder(data_dir: Path, image_size: Optional[int] = None) -> DatasetSplits:
+    """Read the image tree at ``data_dir`` (see the module docstring).
+
+    Args:
+        data_dir: the folder holding ``train/`` and ``val/`` or ``test/``.
+        image_size: resize every image to ``image_size x image_size``; ``None`` keeps the sizes, which must
+            then all be equal.
+    Returns:
+        images uint8 ``[N, C, H, W]`` with ``C`` 1 or 3.
+    """
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:                                               # pragma: no cover - pillow is required
+        raise DataError("folder: reading images needs pillow (pip install pillow)") from None
+
+    train_dir = data_dir / "train"
+    if not train_dir.is_dir():
+        raise DataError(f"folder: expected {train_dir}/<class>/*.png|jpg (a folder per class) and "
+                        f"{data_dir}/val or test/ likewise; {train_dir} is not a folder")
+    classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir() and _visible(p))
+    if not classes:
+        raise DataError(f"folder: expected class folders in {train_dir}, found none")
+    train_files = _class_tree(train_dir, classes)
+    if not train_files:
+        raise DataError(f"folder: no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) under {train_dir}")
+    test_files = _test_files(data_dir, classes)
+
+    # first pass: headers only (PIL reads pixels lazily) -> one colour mode and one size for all
+    modes, sizes = set(), set()
+    for path, _ in train_files + test_files:
+        try:
+            with Image.open(path) as img:
+                modes.add(img.mode)
+                sizes.add(img.size)
+        except (OSError, UnidentifiedImageError) as err:
+            raise DataError(f"{path}: not a readable image ({err})") from None
+    mode = "L" if modes <= _GREY_MODES else "RGB"
+    if image_size is not None:
+        size = (int(image_size), int(image_size))
+    elif len(sizes) == 1:
+        size = None
+    else:
+        shown = ", ".join(f"{w}x{h}" for w, h in sorted(sizes)[:4])
+        raise DataError(f"folder: images under {data_dir} differ in size ({shown}, ...); pass image_size to "
+                        f"resize them all to one")
+    x_train, x_test = _read_images(train_files, mode, size), _read_images(test_files, mode, size)
+    y_train = np.array([label for _, label in train_files], dtype=np.int64)
+    y_test = np.array([label for _, label in test_files], dtype=np.int64)
+    return DatasetSplits.from_arrays("folder", x_train, y_train, x_test, y_test, classes, str(data_dir))

@@ -1,0 +1,179 @@
+"""Batches from in-memory uint8 images: shuffling, augmentation and normalisation done per batch on tensors.
+
+There is no per-sample Python: the sampler yields whole batches of indices, and the dataset turns one index
+batch into one tensor batch with a few vectorised ops (:class:`TensorBatches`).
+
+Reproducibility: the order of epoch ``e`` and every augmentation draw in it come from a generator seeded with
+``(seed, e)`` alone (:class:`EpochBatchSampler`). So a run gives the same batches whatever ``num_workers`` is,
+never touches the global torch RNG, and a resumed run sees exactly the batches the uninterrupted one would have
+seen once it calls ``train_loader.sampler.set_epoch(epoch)`` (or restores ``sampler.state_dict()``).
+"""
+from __future__ import annotations
+
+from typing import Iterator, Optional
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .splits import DatasetSplits
+
+#: a batch key: (sample indices int64 [B], seed of the batch's augmentation draws or None)
+BatchKey = tuple[Tensor, Optional[int]]
+
+_SEED_MIX = 0x9E3779B97F4A7C15          # golden-ratio constant: spreads (seed, epoch) over the 63-bit seed space
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """A CPU generator determined by ``(seed, epoch)`` alone."""
+    return torch.Generator().manual_seed((seed * _SEED_MIX + epoch) % (2 ** 63))
+
+
+def random_crop_flip(x: Tensor, padding: int, generator: torch.Generator) -> Tensor:
+    """The standard CIFAR augmentation, for a whole batch at once.
+
+    Each image is zero-padded by ``padding`` pixels on every side, cropped back to its size at a random offset,
+    and flipped left-right with probability 1/2.
+
+    Args:
+        x: ``[B, C, H, W]``, any dtype (uint8 here, so the padding is black like torchvision's).
+        padding: pixels of padding; 0 means flip only.
+        generator: source of all random draws.
+    Returns:
+        ``[B, C, H, W]``, same dtype.
+    """
+    b, c, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (padding, padding, padding, padding))
+    dy = torch.randint(0, 2 * padding + 1, (b,), generator=generator)
+    dx = torch.randint(0, 2 * padding + 1, (b,), generator=generator)
+    flip = torch.rand(b, generator=generator) < 0.5
+    rows = (dy[:, None] + torch.arange(h)).view(b, 1, h, 1)                     # [B, 1, H, 1]
+    cols = dx[:, None] + torch.arange(w)                                         # [B, W]
+    cols = torch.where(flip[:, None], cols.flip(1), cols)       # a flipped crop reads its columns backwards
+    x = padded.gather(2, rows.expand(b, c, h, w + 2 * padding))                  # [B, C, H, W + 2 * padding]
+    return x.gather(3, cols.view(b, 1, 1, w).expand(b, c, h, w))
+
+
+class TensorBatches(Dataset):
+    """Batch-level dataset over uint8 images: ``dataset[(indices, seed)]`` is one whole batch.
+
+    Args:
+        images: uint8 ``[N, C, H, W]``.
+        labels: int64 ``[N]``.
+        mean, std: per-channel statistics in [0, 1] units, or ``None`` for no normalisation (inputs in [0, 1],
+            as Poisson encoding needs).
+        crop_padding: ``None``: no augmentation; otherwise :func:`random_crop_flip` with this padding.
+
+    ``dataset[(indices int64 [B], seed)]`` returns ``(x float32 [B, C, H, W], y int64 [B])``; ``seed`` seeds the
+    augmentation draws of that batch (ignored without augmentation).
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor, mean: Optional[tuple[float, ...]] = None,
+                 std: Optional[tuple[float, ...]] = None, crop_padding: Optional[int] = None) -> None:
+        self.images, self.labels, self.crop_padding = images, labels, crop_padding
+        channels = images.shape[1]
+        mean = (0.0,) * channels if mean is None else mean
+        std = (1.0,) * channels if std is None else std
+        # x_float = (x_uint8 / 255 - mean) / std = x_uint8 * scale + shift
+        mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.scale, self.shift = 1.0 / (255.0 * std_t), -mean_t / std_t
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, key: BatchKey) -> tuple[Tensor, Tensor]:
+        indices, seed = key
+        x = self.images[indices]
+        if self.crop_padding is not None:
+            x = random_crop_flip(x, self.crop_padding, torch.Generator().manual_seed(seed))
+        return torch.addcmul(self.shift, x.float(), self.scale), self.labels[indices]
+
+
+class EpochBatchSampler(Sampler[BatchKey]):
+    """Yields the batches of one epoch as ``(indices int64 [B], augmentation seed)``.
+
+    The permutation (when ``shuffle``) and the per-batch seeds of epoch ``e`` are drawn from
+    :func:`epoch_generator` ``(seed, e)``. Each ``iter()`` uses ``self.epoch`` and then advances it by one, so
+    plain ``for epoch in ...: for x, y in loader`` sees a new order every epoch; ``set_epoch(e)`` fixes which
+    epoch the next ``iter()`` produces (call it at the start of every epoch to make resuming exact).
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, *, shuffle: bool, seed: int = 0,
+                 drop_last: bool = False) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.num_samples, self.batch_size, self.shuffle = num_samples, batch_size, shuffle
+        self.seed, self.drop_last, self.epoch = int(seed), drop_last, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next ``iter()`` produce epoch ``epoch``."""
+        self.epoch = int(epoch)
+
+    def state_dict(self) -> dict:
+        return {"seed": self.seed, "epoch": self.epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.seed, self.epoch = int(state["seed"]), int(state["epoch"])
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self.num_samples // self.batch_size
+        return -(-self.num_samples // self.batch_size)
+
+    def __iter__(self) -> Iterator[BatchKey]:
+        generator = epoch_generator(self.seed, self.epoch)
+        self.epoch += 1
+        if self.shuffle:
+            order = torch.randperm(self.num_samples, generator=generator)
+        else:
+            order = torch.arange(self.num_samples)
+        batch_seeds = torch.randint(0, 2 ** 62, (len(self),), generator=generator).tolist()
+        for i, batch_seed in enumerate(batch_seeds):
+            yield order[i * self.batch_size:(i + 1) * self.batch_size], batch_seed
+
+
+def default_crop_padding(splits: DatasetSplits) -> int:
+    """Padding for :func:`random_crop_flip`: 4 pixels per 32 (CIFAR's 4, Tiny ImageNet's 8)."""
+    return max(1, min(splits.image_size) // 8)
+
+
+def make_loaders(splits: DatasetSplits, batch_size: int = 128, *, test_batch_size: Optional[int] = None,
+                 augment: Optional[bool] = None, normalize: bool = True, seed: int = 0, num_workers: int = 0,
+                 drop_last: bool = False, pin_memory: bool = False) -> tuple[DataLoader, DataLoader]:
+    """Train and test loaders over ``splits``.
+
+    Args:
+        splits: from :func:`~ltl_ext.data.load_dataset`.
+        batch_size: train batch size.
+        test_batch_size: test batch size (default ``batch_size``).
+        augment: random crop (padding :func:`default_crop_padding`) + horizontal flip on the train split.
+            ``None`` (default): on for colour images (CIFAR style), off for grey ones (MNIST style).
+        normalize: subtract ``splits.mean`` and divide by ``splits.std`` per channel; ``False`` gives
+            intensities in [0, 1].
+        seed: fixes the shuffling and augmentation of every epoch (see :class:`EpochBatchSampler`).
+        num_workers: worker processes; the batches are the same for any value.
+        drop_last: drop the last, smaller train batch.
+        pin_memory: passed to :class:`~torch.utils.data.DataLoader` (useful with CUDA and workers).
+
+    Returns:
+        ``(train_loader, test_loader)``. Each yields ``(x float32 [B, C, H, W], y int64 [B])``; the train loader
+        shuffles (a new order each epoch), the test loader keeps the file order with no augmentation.
+        ``train_loader.sampler`` is the :class:`EpochBatchSampler` (``set_epoch``, ``state_dict``).
+    """
+    if augment is None:
+        augment = splits.in_channels == 3
+    mean, std = (splits.mean, splits.std) if normalize else (None, None)
+    train_data = TensorBatches(splits.x_train, splits.y_train, mean, std,
+                               crop_padding=default_crop_padding(splits) if augment else None)
+    test_data = TensorBatches(splits.x_test, splits.y_test, mean, std)
+    train_sampler = EpochBatchSampler(len(train_data), batch_size, shuffle=True, seed=seed, drop_last=drop_last)
+    test_sampler = EpochBatchSampler(len(test_data), test_batch_size or batch_size, shuffle=False, seed=seed)
+
+    def loader(data: TensorBatches, sampler: EpochBatchSampler) -> DataLoader:
+        # batch_size=None: the sampler's keys go to the dataset as they are (no per-sample collation). An own
+        # generator: DataLoader draws a base seed per iterator, which must not come from the global RNG.
+        return DataLoader(data, batch_size=None, sampler=sampler, num_workers=num_workers, pin_memory=pin_memory,
+                          generator=torch.Generator().manual_seed(seed))
+
+    return loader(train_data, train_sampler), loader(test_data, test_sampler)

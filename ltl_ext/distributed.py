@@ -1,0 +1,668 @@
+"""Multi-process training: a thin layer over PyTorch's own engine (``torch.distributed``, DDP, ``torchrun``).
+
+Nothing here is home-made: processes are launched by ``torchrun``, gradients are averaged by
+:class:`~torch.nn.parallel.DistributedDataParallel` (NCCL on GPUs, gloo on CPU), data is split by
+:class:`~torch.utils.data.distributed.DistributedSampler`. This module only gathers the few decisions LTL needs
+in one place, so that the trainer reads the same with one process or many::
+
+    dist = Distributed.setup()                 # from torchrun's RANK / WORLD_SIZE / LOCAL_RANK, else one process
+    student = dist.wrap(student)               # DDP (or the bare model when alone): student(x), student.step(x_t)
+    loader = dist.shard_loader(loader, train=True)  # this rank's part of every (global) batch
+    with dist.guard("training"):
+        for epoch in ...:
+            dist.set_epoch(loader, epoch)
+            ...
+            with student.sync_if(last_step):   # constant-memory online LTL: one all-reduce per batch
+                loss.backward()
+    totals = dist.all_sum({"correct": c, "count": n})          # metrics over all ranks
+    if dist.is_main: save / log / plot
+    dist.close()
+
+LTL specifics (ltl-method.md §3-4):
+
+- The loader's batch is the global batch: N processes run batch / N samples each (a DistributedSampler for
+  per-sample loaders, :class:`ShardedBatches` for ltl_ext.data's whole-batch loaders), so a run on N processes
+  takes the same steps with the same learning rate as on one, only faster.
+- Every layer has its own local loss (and the readout its CE), so every parameter gets a gradient in every
+  step: DDP runs with ``find_unused_parameters=False``. Each rank computes its own layers' losses on its share of
+  the batch; DDP averages the gradients, which equals the gradient of the global-batch mean when the ranks hold
+  equal shares (training shares are padded to be equal).
+- The constant-memory online mode calls ``backward`` once per time step. Run every step but the batch's last
+  under ``student.sync_if(False)`` (DDP's ``no_sync``, forward *and* backward inside it): gradients accumulate
+  locally and are all-reduced once per batch. Stepwise calls go through DDP's forward too (``student.step``),
+  otherwise DDP would not see the step and would silently skip the synchronisation.
+- Buffers are not broadcast at each forward (``forward_sync_buffers=False``): the stepwise LIF state (``v``,
+  ``count``) is per rank, as each rank runs its own samples. They are synchronised once, at wrapping.
+- The teacher is not wrapped: it runs in eval mode without gradients; :meth:`Distributed.broadcast_module`
+  makes every rank hold rank 0's copy.
+- Per-batch percentile normalisation of the targets is a statistic of the batch: :meth:`Distributed.percentile`
+  returns the exact percentile of the global batch (only the top ``(1 - q)`` share of each rank's values travels),
+  so that N processes with local batch b reproduce one process with batch N * b.
+
+Failures: the process group has a timeout (``timeout`` seconds, default ``LTL_DIST_TIMEOUT`` or 600). A rank that
+raises inside :meth:`Distributed.guard` (or a ``with Distributed.setup() as dist:`` block) tears its process group
+down at once, so its peers' next collective fails within the timeout instead of hanging; their error is turned
+into a :class:`DistributedError` that names the rank and what it was doing. Under ``torchrun`` the launcher also
+stops the other workers and prints the failing rank's traceback.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import inspect
+import math
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+
+import torch
+import torch.distributed as torch_dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Sampler, SequentialSampler
+from torch.utils.data.distributed import DistributedSampler
+
+__all__ = ["DistributedError", "LaunchEnv", "launch_env", "Distributed", "Replica", "ShardSampler",
+           "ShardedBatches", "free_port", "DEFAULT_TIMEOUT_S", "default_timeout_s"]
+
+DEFAULT_TIMEOUT_S = 600.0      # seconds a collective waits for the other ranks; LTL_DIST_TIMEOUT overrides it
+
+
+def default_timeout_s() -> float:
+    """``LTL_DIST_TIMEOUT`` (seconds) if set, else :data:`DEFAULT_TIMEOUT_S`."""
+    text = os.environ.get("LTL_DIST_TIMEOUT", "")
+    try:
+        return float(text) if text else DEFAULT_TIMEOUT_S
+    except ValueError:
+        raise DistributedError(f"LTL_DIST_TIMEOUT must be a number of seconds, got {text!r}") from None
+
+
+class DistributedError(RuntimeError):
+    """A collective failed or timed out: another rank failed, was killed, or stopped responding."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The launcher's environment
+# ---------------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LaunchEnv:
+    """What ``torchrun`` tells a worker: its global rank, the number of processes, its rank on this machine."""
+    rank: int
+    world_size: int
+    local_rank: int
+    local_world_size: int
+
+
+def launch_env(environ: Optional[Mapping[str, str]] = None) -> Optional[LaunchEnv]:
+    """The torchrun environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ...), or ``None`` when not launched by it."""
+    env = os.environ if environ is None else environ
+    if "RANK" not in env or "WORLD_SIZE" not in env:
+        return None
+    try:
+        rank, world = int(env["RANK"]), int(env["WORLD_SIZE"])
+        local_rank = int(env.get("LOCAL_RANK", rank))
+        local_world = int(env.get("LOCAL_WORLD_SIZE", world))
+    except ValueError as e:
+        raise DistributedError(f"malformed torchrun environment: {e}") from None
+    if world < 1 or not 0 <= rank < world or not 0 <= local_rank < local_world:
+        raise DistributedError(f"inconsistent torchrun environment: RANK={rank} WORLD_SIZE={world} "
+                               f"LOCAL_RANK={local_rank} LOCAL_WORLD_SIZE={local_world}")
+    return LaunchEnv(rank, world, local_rank, local_world)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free right now on ``host`` (for tests and single-machine launches without torchrun)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Samplers
+# ---------------------------------------------------------------------------------------------------------------
+
+class ShardSampler(Sampler[int]):
+    """Evaluation shard: rank r gets indices r, r + N, r + 2N, ... with no padding, so that summed counts are exact.
+
+    (:class:`DistributedSampler` pads with repeated samples so that training shares are equal; evaluation must not
+    count a sample twice. No collective runs per batch in evaluation, so unequal shares are fine there.)
+    """
+
+    def __init__(self, dataset_len: int, rank: int, world_size: int):
+        self.indices = range(rank, dataset_len, world_size)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+class ShardedBatches(Sampler):
+    """This rank's part of every batch of a sampler that yields whole batches (``DataLoader(batch_size=None)``
+    over a batch-level dataset, as :func:`ltl_ext.data.make_loaders` builds).
+
+    A batch is a tensor (or list) of sample indices, or a tuple whose first item is one (``ltl_ext.data``'s
+    ``(indices, augmentation seed)``); rank r keeps ``indices[r::N]``. With ``pad`` (training) a batch is first
+    padded to a multiple of N by repeating its first indices, as :class:`DistributedSampler` pads the data set,
+    so every rank gets an equal share and DDP's average is the global batch's mean. Without it (evaluation), a
+    rank may get a smaller or empty share (empty shares are skipped). ``set_epoch``, ``state_dict`` and
+    ``load_state_dict`` go to the wrapped sampler, which must give every rank the same batches (a sampler seeded
+    by (seed, epoch) alone, like ``ltl_ext.data``'s, does).
+    """
+
+    def __init__(self, batches: Sampler, rank: int, world_size: int, *, pad: bool):
+        self.batches, self.rank, self.world_size, self.pad = batches, rank, world_size, pad
+
+    def _share(self, key):
+        if isinstance(key, tuple) and key and isinstance(key[0], (Tensor, list)):
+            part = self._share(key[0])
+            return None if part is None else (part,) + tuple(key[1:])
+        if not isinstance(key, (Tensor, list)):
+            raise DistributedError(f"cannot split a batch key of type {type(key).__name__} across ranks; "
+                                   f"give each rank its own loader")
+        n = len(key)
+        if self.pad and n and n % self.world_size:
+            wrap = [i % n for i in range(n + self.world_size - n % self.world_size)]
+            key = key[torch.tensor(wrap)] if isinstance(key, Tensor) else [key[i] for i in wrap]
+        part = key[self.rank::self.world_size]
+        return part if len(part) else None
+
+    def __iter__(self):
+        for key in self.batches:
+            part = self._share(key)
+            if part is not None:
+                yield part
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.batches, "set_epoch"):
+            self.batches.set_epoch(epoch)
+
+    def state_dict(self) -> dict:
+        return self.batches.state_dict() if hasattr(self.batches, "state_dict") else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if hasattr(self.batches, "load_state_dict"):
+            self.batches.load_state_dict(state)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The student replica
+# ---------------------------------------------------------------------------------------------------------------
+
+class _Entry(nn.Module):
+    """Routes DDP's ``forward`` to any method of the model (``forward``, ``step``), so every training call is seen
+    by DDP (which prepares its gradient all-reduce in ``forward``)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args, _ltl_method: str = "forward", **kwargs):
+        if _ltl_method == "forward":
+            return self.model(*args, **kwargs)
+        return getattr(self.model, _ltl_method)(*args, **kwargs)
+
+
+class Replica:
+    """The training handle of a student: ``replica(x)``, ``replica.step(x_t)``, ``replica.sync_if(last)``.
+
+    With several processes it calls the model through DDP; alone, it calls the model itself. ``module`` is the
+    bare model (for evaluation, checkpoints, attribute access), identical on every rank.
+    """
+
+    def __init__(self, module: nn.Module, ddp: Optional[DistributedDataParallel] = None):
+        self.module = module
+        self.ddp = ddp
+
+    def __call__(self, *args, **kwargs):
+        return self.call("forward", *args, **kwargs)
+
+    def step(self, *args, **kwargs):
+        """One time step of a stepwise model (``module.step``), through DDP."""
+        return self.call("step", *args, **kwargs)
+
+    def call(self, method: str, *args, **kwargs):
+        if self.ddp is None:
+            fn = self.module if method == "forward" else getattr(self.module, method)
+            return fn(*args, **kwargs)
+        return self.ddp(*args, _ltl_method=method, **kwargs)
+
+    def no_sync(self):
+        """DDP's ``no_sync`` (forward and backward inside it accumulate gradients locally); a no-op alone."""
+        return contextlib.nullcontext() if self.ddp is None else self.ddp.no_sync()
+
+    def sync_if(self, sync: bool):
+        """``no_sync()`` unless ``sync``: wrap each step's forward and backward, with ``sync`` true on the last."""
+        return contextlib.nullcontext() if sync else self.no_sync()
+
+    def train(self, mode: bool = True) -> "Replica":
+        self.module.train(mode)
+        return self
+
+    def eval(self) -> "Replica":
+        return self.train(False)
+
+    def parameters(self):
+        return self.module.parameters()
+
+    def __getattr__(self, name: str):
+        # anything else (``last_step_logits``, ``reset_state``, ``time_steps`` ...) is the bare model's; only
+        # ``__call__`` and ``step`` compute through DDP
+        if name in ("module", "ddp"):
+            raise AttributeError(name)
+        return getattr(self.module, name)
+
+
+def _ddp_kwargs() -> Dict[str, Any]:
+    params = inspect.signature(DistributedDataParallel.__init__).parameters
+    # per-rank buffers (stepwise LIF state) must not be overwritten by rank 0's at every forward
+    return {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One process's view of the job
+# ---------------------------------------------------------------------------------------------------------------
+
+class Distributed:
+    """One process's view of a (possibly single-process) job. With ``world_size == 1`` every method is a cheap
+    no-op, so callers never branch on the number of processes.
+
+    Build it with :meth:`setup` (reads the torchrun environment) or :meth:`single`.
+    """
+
+    def __init__(self, *, rank: int = 0, world_size: int = 1, local_rank: int = 0,
+                 device: Union[str, torch.device] = "cpu", backend: Optional[str] = None,
+                 timeout_s: Optional[float] = None, owns_group: bool = False):
+        self.rank, self.world_size, self.local_rank = rank, world_size, local_rank
+        self.device = torch.device(device)
+        self.backend = backend
+        self.timeout_s = default_timeout_s() if timeout_s is None else float(timeout_s)
+        self._owns_group = owns_group
+        self._closed = False
+
+    # -- construction ----------------------------------------------------------------------------------------
+    @classmethod
+    def single(cls, device: Union[None, str, torch.device] = None) -> "Distributed":
+        """A one-process job on ``device`` (default: CUDA when present, else CPU)."""
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        return cls(device=device)
+
+    @classmethod
+    def setup(cls, device: Union[None, str, torch.device] = None, *, backend: Optional[str] = None,
+              timeout_s: Optional[float] = None, required: bool = False,
+              environ: Optional[Mapping[str, str]] = None) -> "Distributed":
+        """Join the job described by the torchrun environment, or run alone when there is none (or one process).
+
+        - ``device``: ``None`` picks ``cuda:LOCAL_RANK`` when CUDA is present, else CPU; ``"cuda"`` means
+          ``cuda:LOCAL_RANK``; an explicit ``"cuda:i"`` or ``"cpu"`` is kept.
+        - ``backend``: ``None`` picks NCCL for CUDA devices and gloo for CPU.
+        - ``timeout_s``: how long a collective waits for the other ranks before failing (default
+          ``LTL_DIST_TIMEOUT`` or 600 s).
+        - ``required``: raise if not launched by torchrun (for ``distributed=True``).
+        """
+        timeout_s = default_timeout_s() if timeout_s is None else float(timeout_s)
+        env = launch_env(environ)
+        if env is None:
+            if required:
+                raise DistributedError("distributed=True needs the torchrun environment (RANK, WORLD_SIZE, ...): "
+                                       "launch with  torchrun --nproc_per_node N -m ltl_ext train ...")
+            return cls.single(device)
+        if env.world_size == 1 and not torch_dist.is_initialized():
+            return cls.single(_local_device(device, env.local_rank))
+        if not torch_dist.is_available():
+            raise DistributedError("this PyTorch build has no torch.distributed")
+        dev = _local_device(device, env.local_rank)
+        if dev.type == "cuda":
+            if dev.index is None or dev.index >= torch.cuda.device_count():
+                raise DistributedError(f"rank {env.rank}: LOCAL_RANK={env.local_rank} but only "
+                                       f"{torch.cuda.device_count()} CUDA device(s) visible; use "
+                                       f"--nproc_per_node <= {torch.cuda.device_count()}")
+            torch.cuda.set_device(dev)
+        if backend is None:
+            backend = "nccl" if dev.type == "cuda" and torch_dist.is_nccl_available() else "gloo"
+        owns = False
+        if torch_dist.is_initialized():        # the caller set the group up already: adopt it
+            backend = torch_dist.get_backend()
+        else:
+            kwargs: Dict[str, Any] = {"backend": backend, "init_method": "env://",
+                                      "timeout": datetime.timedelta(seconds=timeout_s)}
+            if dev.type == "cuda" and "device_id" in inspect.signature(torch_dist.init_process_group).parameters:
+                kwargs["device_id"] = dev
+            try:
+                torch_dist.init_process_group(**kwargs)
+            except Exception as e:
+                raise DistributedError(f"rank {env.rank}/{env.world_size}: could not join the process group "
+                                       f"({backend}, MASTER_ADDR={os.environ.get('MASTER_ADDR')}, MASTER_PORT="
+                                       f"{os.environ.get('MASTER_PORT')}, timeout {timeout_s:g} s): {e}") from e
+            owns = True
+        return cls(rank=torch_dist.get_rank(), world_size=torch_dist.get_world_size(), local_rank=env.local_rank,
+                   device=dev, backend=backend, timeout_s=timeout_s, owns_group=owns)
+
+    # -- who am I ---------------------------------------------------------------------------------------------
+    @property
+    def enabled(self) -> bool:
+        """True with more than one process."""
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one that logs, shows progress bars, writes checkpoints, metrics and plots."""
+        return self.rank == 0
+
+    def __repr__(self) -> str:
+        return (f"Distributed(rank={self.rank}, world_size={self.world_size}, device={self.device}, "
+                f"backend={self.backend})")
+
+    def print(self, *args, **kwargs) -> None:
+        """``print`` on rank 0 only."""
+        if self.is_main:
+            print(*args, **kwargs)
+
+    # -- models -----------------------------------------------------------------------------------------------
+    def wrap(self, student: nn.Module, **ddp_kwargs) -> Replica:
+        """The student's training handle: DDP over it with several processes (parameters and buffers start as
+        rank 0's), the bare model alone. Move the model to ``self.device`` first. Extra arguments go to DDP."""
+        if not self.enabled:
+            return Replica(student)
+        kwargs = dict(_ddp_kwargs(), find_unused_parameters=False)
+        kwargs.update(ddp_kwargs)
+        if self.device.type == "cuda":
+            kwargs.setdefault("device_ids", [self.device.index])
+        with self.guard("wrapping the student in DDP"):
+            ddp = DistributedDataParallel(_Entry(student), **kwargs)
+        return Replica(student, ddp)
+
+    @torch.no_grad()
+    def broadcast_module(self, module: nn.Module, src: int = 0) -> nn.Module:
+        """Copy rank ``src``'s parameters and buffers into ``module`` on every rank (e.g. the teacher)."""
+        if self.enabled:
+            with self.guard("broadcasting a model"):
+                for t in list(module.parameters()) + list(module.buffers()):
+                    if t.device.type != self.device.type and self.backend == "nccl":
+                        tmp = t.detach().to(self.device)
+                        torch_dist.broadcast(tmp, src)
+                        t.copy_(tmp)
+                    else:
+                        torch_dist.broadcast(t.detach(), src)
+        return module
+
+    # -- data -------------------------------------------------------------------------------------------------
+    def train_sampler(self, dataset, *, shuffle: bool = True, seed: int = 0,
+                      drop_last: bool = False) -> Optional[DistributedSampler]:
+        """A :class:`DistributedSampler` (equal shares; call :meth:`set_epoch` each epoch), or ``None`` alone."""
+        if not self.enabled:
+            return None
+        return DistributedSampler(dataset, num_replicas=self.world_size, rank=self.rank, shuffle=shuffle,
+                                  seed=seed, drop_last=drop_last)
+
+    def eval_sampler(self, dataset) -> Optional[ShardSampler]:
+        """An unpadded shard of ``dataset`` for evaluation (sum the counts with :meth:`all_sum`), or ``None``."""
+        return ShardSampler(len(dataset), self.rank, self.world_size) if self.enabled else None
+
+    def shard_loader(self, loader: DataLoader, *, train: bool, seed: int = 0) -> DataLoader:
+        """The same loader over this rank's part of the data. **The loader's batch stays the global batch**: each
+        of N ranks runs ``batch_size / N`` samples of it, so N processes train like one (same batches, steps per
+        epoch and learning rate), only faster.
+
+        - A loader over whole-batch keys (``batch_size=None``, e.g. :func:`ltl_ext.data.make_loaders`): every
+          batch is split across ranks (:class:`ShardedBatches`; padded to equal shares when ``train``).
+        - A per-sample loader (``batch_size=b``): ``train`` uses a :class:`DistributedSampler` (shuffled if the
+          loader shuffles; seed ``seed``, a new order per :meth:`set_epoch`) with batches of b / N (b must be a
+          multiple of N); evaluation an unpadded :class:`ShardSampler` with batches of b.
+
+        Alone, or for a loader already split, ``loader`` is returned unchanged.
+        """
+        if not self.enabled or isinstance(loader.sampler, (DistributedSampler, ShardSampler, ShardedBatches)):
+            return loader
+        if isinstance(loader.dataset, torch.utils.data.IterableDataset):
+            raise DistributedError("an IterableDataset cannot be split across ranks by a sampler; "
+                                   "shard it yourself per rank")
+        kwargs = dict(num_workers=loader.num_workers, collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
+                      timeout=loader.timeout, worker_init_fn=loader.worker_init_fn,
+                      persistent_workers=loader.persistent_workers, generator=loader.generator)
+        if loader.num_workers > 0:
+            kwargs["prefetch_factor"] = loader.prefetch_factor
+        if loader.multiprocessing_context is not None:
+            kwargs["multiprocessing_context"] = loader.multiprocessing_context
+        if loader.batch_size is None and loader.batch_sampler is None:        # whole-batch keys
+            sampler = ShardedBatches(loader.sampler, self.rank, self.world_size, pad=train)
+            return DataLoader(loader.dataset, batch_size=None, sampler=sampler, **kwargs)
+        if loader.batch_size is None or type(loader.batch_sampler) is not torch.utils.data.BatchSampler:
+            raise DistributedError("a DataLoader with a custom batch_sampler cannot be split automatically; "
+                                   "build one per rank with Distributed.train_sampler()")
+        if not train:
+            return DataLoader(loader.dataset, batch_size=loader.batch_size, drop_last=loader.drop_last,
+                              sampler=self.eval_sampler(loader.dataset), **kwargs)
+        if loader.batch_size % self.world_size:
+            raise DistributedError(f"the batch size {loader.batch_size} is the global batch: it must be a "
+                                   f"multiple of the {self.world_size} processes")
+        sampler = self.train_sampler(loader.dataset, shuffle=not isinstance(loader.sampler, SequentialSampler),
+                                     seed=seed)
+        return DataLoader(loader.dataset, batch_size=loader.batch_size // self.world_size, sampler=sampler,
+                          drop_last=loader.drop_last, **kwargs)
+
+    @staticmethod
+    def set_epoch(loader_or_sampler, epoch: int) -> None:
+        """``sampler.set_epoch(epoch)`` when the loader's sampler has one (a new shuffle per epoch)."""
+        sampler = getattr(loader_or_sampler, "sampler", loader_or_sampler)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+
+    # -- collectives ------------------------------------------------------------------------------------------
+    def _comm_device(self) -> torch.device:
+        return self.device if self.backend == "nccl" else torch.device("cpu")
+
+    def all_sum(self, values: Mapping[str, Union[float, int, Tensor]]) -> Dict[str, float]:
+        """Sums over all ranks of scalar metrics (correct counts, sample counts, summed losses), in one
+        collective, in float64. Every rank must pass the same keys. Alone, the values themselves as floats."""
+        keys = sorted(values)
+        vec = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=self._comm_device())
+        if self.enabled and keys:
+            with self.guard("reducing metrics"):
+                torch_dist.all_reduce(vec, op=torch_dist.ReduceOp.SUM)
+        return dict(zip(keys, vec.tolist()))
+
+    def all_mean(self, values: Mapping[str, Union[float, int, Tensor]]) -> Dict[str, float]:
+        """Means over ranks (e.g. each rank's mean loss over equal shares)."""
+        return {k: v / self.world_size for k, v in self.all_sum(values).items()}
+
+    def weighted_mean(self, report: Any, weight: float, *, sum_keys: Sequence[str] = ("samples",)) -> Any:
+        """``sum_r report_r * weight_r / sum_r weight_r`` for every number in ``report`` (nested dicts and lists of
+        numbers; other values are kept as this rank's). With ``weight`` the rank's sample count,
+        per-rank accuracies, firing rates and spikes per sample become the exact global ones. Top-level keys in
+        ``sum_keys`` (sample counts) are summed instead."""
+        if not self.enabled:
+            return report
+        if isinstance(report, Mapping) and any(k in report for k in sum_keys):
+            summed = self.all_sum({k: report[k] for k in sum_keys if k in report})
+            rest = self.weighted_mean({k: v for k, v in report.items() if k not in summed}, weight, sum_keys=())
+            return {k: (type(report[k])(summed[k]) if k in summed else rest[k]) for k in report}
+        leaves: List[float] = []
+        _numbers(report, leaves)
+        vec = torch.tensor(leaves + [1.0], dtype=torch.float64, device=self._comm_device()) * float(weight)
+        with self.guard("reducing metrics"):
+            torch_dist.all_reduce(vec, op=torch_dist.ReduceOp.SUM)
+        total = vec[-1].item()
+        out = (vec[:-1] / total if total else vec[:-1]).tolist()
+        return _renumber(report, iter(out))
+
+    def gather_object(self, obj: Any) -> List[Any]:
+        """Every rank's ``obj`` (picklable), in rank order, on every rank (e.g. RNG states for a checkpoint)."""
+        if not self.enabled:
+            return [obj]
+        out: List[Any] = [None] * self.world_size
+        with self.guard("gathering objects"):
+            torch_dist.all_gather_object(out, obj)
+        return out
+
+    def broadcast_object(self, obj: Any, src: int = 0) -> Any:
+        """Rank ``src``'s ``obj`` on every rank."""
+        if not self.enabled:
+            return obj
+        box = [obj]
+        with self.guard("broadcasting an object"):
+            torch_dist.broadcast_object_list(box, src=src)
+        return box[0]
+
+    @torch.no_grad()
+    def percentile(self, x: Tensor, p: float) -> Tensor:
+        """The p-th percentile (nearest rank, 0 < p <= 100, as :func:`ltl_ext.tandem.percentile`) of all elements
+        of every rank's ``x`` together: the per-batch target scale of the global batch.
+
+        Exact and cheap: the k-th smallest of N values is the smallest of the top N - k + 1, so each rank sends
+        only its top values (0.1 % of them for the 99.9th percentile). Alone, the local percentile.
+        """
+        if not 0 < p <= 100:
+            raise ValueError(f"percentile must be in (0, 100], got {p}")
+        flat = x.detach().reshape(-1)
+        if not flat.is_floating_point() or flat.dtype in (torch.float16, torch.bfloat16):
+            flat = flat.float()
+        sizes = [flat.numel()]
+        dev = self._comm_device()
+        if self.enabled:
+            with self.guard("computing the global percentile"):
+                counts = [torch.zeros(1, dtype=torch.int64, device=dev) for _ in range(self.world_size)]
+                torch_dist.all_gather(counts, torch.tensor([flat.numel()], dtype=torch.int64, device=dev))
+                sizes = [int(c.item()) for c in counts]
+        n = sum(sizes)
+        if n == 0:
+            raise ValueError("percentile of an empty tensor")
+        k = min(n, max(1, math.ceil(p / 100 * n)))          # the k-th smallest ...
+        top = n - k + 1                                     # ... is the smallest of the top n - k + 1
+        if not self.enabled:
+            return flat.kthvalue(k).values
+        width = min(top, max(sizes))
+        mine = flat.topk(min(width, flat.numel())).values.to(dev)
+        padded = torch.full((width,), -math.inf, dtype=flat.dtype, device=dev)
+        padded[: mine.numel()] = mine
+        parts = [torch.empty_like(padded) for _ in range(self.world_size)]
+        with self.guard("computing the global percentile"):
+            torch_dist.all_gather(parts, padded)
+        return torch.cat(parts).topk(top).values[-1].to(x.device)
+
+    def barrier(self, what: str = "barrier") -> None:
+        """Wait for every rank (e.g. after rank 0 wrote a checkpoint the others will read)."""
+        if self.enabled:
+            with self.guard(what):
+                if self.backend == "nccl":
+                    torch_dist.barrier(device_ids=[self.device.index])
+                else:
+                    torch_dist.barrier()
+
+    # -- failures and teardown --------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def guard(self, what: str = "training"):
+        """Turn a failed or timed-out collective into a :class:`DistributedError`; on any other exception in this
+        rank, tear the process group down at once so the other ranks stop instead of waiting for it."""
+        if not self.enabled:
+            yield
+            return
+        try:
+            yield
+        except DistributedError:
+            raise
+        except Exception as e:
+            if _is_comm_error(e):
+                self._abort()         # the group is broken: leave it, so that this process exits cleanly
+                raise DistributedError(
+                    f"rank {self.rank}/{self.world_size}: {what} failed: another rank failed, was killed or did "
+                    f"not answer within the timeout ({self.timeout_s:g} s); see the first failing rank's error "
+                    f"above. [{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}]"
+                ) from e
+            print(f"[ltl_ext rank {self.rank}/{self.world_size}] {what}: {type(e).__name__}: {e} -- stopping this "
+                  f"rank; the other ranks will stop at their next collective", file=sys.stderr, flush=True)
+            self._abort()
+            raise
+
+    def _abort(self) -> None:
+        """Leave the process group now (closing this rank's connections) after a local failure."""
+        if self._closed or not (self._owns_group and torch_dist.is_initialized()):
+            return
+        self._closed = True
+        if self.backend == "gloo":    # closing the sockets makes the peers' collectives fail at once
+            with contextlib.suppress(Exception):
+                torch_dist.destroy_process_group()
+        # NCCL: the process exits; the peers' watchdog (TORCH_NCCL_ASYNC_ERROR_HANDLING) aborts them at the timeout
+
+    def close(self) -> None:
+        """Wait for every rank, then destroy the process group (if this object created it). Idempotent."""
+        if self._closed:
+            return
+        if self.enabled and self._owns_group and torch_dist.is_initialized():
+            try:
+                self.barrier("closing")
+            finally:
+                self._closed = True
+                torch_dist.destroy_process_group()
+        self._closed = True
+
+    def __enter__(self) -> "Distributed":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is None:
+            self.close()
+        else:
+            if self.enabled and not self._closed and not isinstance(exc, DistributedError) \
+                    and not _is_comm_error(exc):
+                print(f"[ltl_ext rank {self.rank}/{self.world_size}] failed: {exc_type.__name__}: {exc}",
+                      file=sys.stderr, flush=True)
+            self._abort()
+
+
+def _local_device(device, local_rank: int) -> torch.device:
+    if device is None:
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None:
+        return torch.device(f"cuda:{local_rank}")
+    return dev
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _numbers(obj, out: List[float]) -> None:
+    if _is_number(obj):
+        out.append(float(obj))
+    elif isinstance(obj, Mapping):
+        for k in sorted(obj):
+            _numbers(obj[k], out)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            _numbers(v, out)
+
+
+def _renumber(obj, it):
+    if _is_number(obj):
+        v = next(it)
+        return int(round(v)) if isinstance(obj, int) else v
+    if isinstance(obj, Mapping):
+        new = {k: _renumber(obj[k], it) for k in sorted(obj)}
+        return {k: new[k] for k in obj}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_renumber(v, it) for v in obj)
+    return obj
+
+
+_COMM_ERRORS = tuple(c for c in (getattr(torch_dist, "DistError", None),) if c is not None)
+_COMM_WORDS = ("gloo", "nccl", "connection closed", "connection reset", "timed out", "timeout", "broken pipe",
+               "socket", "peer", "process group", "processgroup", "c10d", "store")
+
+
+def _is_comm_error(e: BaseException) -> bool:
+    if _COMM_ERRORS and isinstance(e, _COMM_ERRORS):
+        return True
+    if isinstance(e, RuntimeError):
+        msg = str(e).lower()
+        return any(w in msg for w in _COMM_WORDS)
+    return False

@@ -1,0 +1,198 @@
+"""Model zoo: the teacher ANNs of the paper and small ones for 28x28 input.
+
+Every model is a plain ANN (the *teacher*): conv/linear -> BatchNorm -> ``activation`` (default
+``ClampReLU(2)``, the LTL code's clipped ReLU), dropout before the hidden fully-connected layers, and a final
+``nn.Linear`` readout. Down-sampling is by stride-2 convolutions (no pooling), as in the LTL code, so that
+:func:`ltl_ext.convert` turns a teacher into the paper's student (BN folded, dropout removed, each activation a
+:class:`~ltl_ext.nn.LIF` at the same module name). Pass ``activation=LIF(...)`` to build a spiking model
+directly, or ``batch_norm=False, dropout=0`` for the student layout itself.
+
+Each activation position gets its own deep copy of ``activation`` (no module instance is reused), so
+teacher/student pairing by module name is one-to-one.
+
+Shapes: ``vgg11/vgg16``: [B, in_channels, input_size, input_size] -> [B, num_classes] (any input size
+divisible by 16); ``cnn_small``, ``resnet``: [B, in_channels, H, W] -> [B, num_classes]; ``mlp``:
+[B, *] -> [B, num_classes] (flattened, ``in_features`` = prod of the input dims).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from .nn import ClampReLU
+
+__all__ = ["vgg11", "vgg16", "cnn_small", "mlp", "resnet", "VGG", "ResNet", "BasicBlock", "MODELS"]
+
+#: (out_channels, stride) of the 3x3 convs, from the released LTL code (ltl-method.md §5).
+VGG11_CONVS = ((64, 1), (128, 2), (256, 1), (256, 2), (512, 1), (512, 2), (512, 1), (512, 2))
+VGG16_CONVS = ((64, 1), (64, 1), (128, 1), (128, 2), (256, 1), (256, 1), (256, 2), (512, 1), (512, 1), (512, 2),
+               (512, 1), (512, 1), (512, 2))
+
+
+def _act(activation: Optional[nn.Module]) -> nn.Module:
+    """A fresh copy of the activation template (default ClampReLU(2))."""
+    return ClampReLU(2.0) if activation is None else copy.deepcopy(activation)
+
+
+def _conv_block(cin: int, cout: int, stride: int, activation, batch_norm: bool, bn_eps: float) -> nn.Sequential:
+    layers = [nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=not batch_norm)]
+    if batch_norm:
+        layers.append(nn.BatchNorm2d(cout, eps=bn_eps))
+    layers.append(_act(activation))
+    return nn.Sequential(*layers)
+
+
+def _fc_block(fin: int, fout: int, activation, batch_norm: bool, dropout: float, bn_eps: float) -> nn.Sequential:
+    layers = [nn.Dropout(dropout)] if dropout > 0 else []
+    layers.append(nn.Linear(fin, fout, bias=not batch_norm))
+    if batch_norm:
+        layers.append(nn.BatchNorm1d(fout, eps=bn_eps))
+    layers.append(_act(activation))
+    return nn.Sequential(*layers)
+
+
+class VGG(nn.Module):
+    """VGG with stride-2 convs instead of pooling: ``features`` (conv blocks), ``classifier`` (fc blocks), ``fc``
+    (readout). Shapes: [B, C, S, S] -> [B, num_classes]; the flattened features are 512 * (S / 2^n)^2 where n is
+    the number of stride-2 convs."""
+
+    def __init__(self, convs: Sequence[Tuple[int, int]], num_classes: int = 10, in_channels: int = 3,
+                 input_size: int = 32, activation: Optional[nn.Module] = None, hidden: Sequence[int] = (512, 512),
+                 batch_norm: bool = True, dropout: float = 0.2, bn_eps: float = 1e-4):
+        super().__init__()
+        blocks, cin, size = [], in_channels, input_size
+        for cout, stride in convs:
+            blocks.append(_conv_block(cin, cout, stride, activation, batch_norm, bn_eps))
+            cin, size = cout, (size + 2 - 3) // stride + 1
+        self.features = nn.Sequential(*blocks)
+        fin, fcs = cin * size * size, []
+        for h in hidden:
+            fcs.append(_fc_block(fin, h, activation, batch_norm, dropout, bn_eps))
+            fin = h
+        self.classifier = nn.Sequential(*fcs)
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.fc = nn.Linear(fin, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = torch.flatten(self.features(x), 1)
+        return self.fc(self.drop(self.classifier(x)))
+
+
+def vgg11(num_classes: int = 10, in_channels: int = 3, activation: Optional[nn.Module] = None, *,
+          input_size: int = 32, batch_norm: bool = True, dropout: float = 0.2) -> VGG:
+    """The LTL code's VGG-11: convs 64, 128s2, 256, 256s2, 512, 512s2, 512, 512s2 (3x3, pad 1), fc 512, fc 512,
+    readout. [B, in_channels, 32, 32] -> [B, num_classes]."""
+    return VGG(VGG11_CONVS, num_classes, in_channels, input_size, activation, batch_norm=batch_norm,
+               dropout=dropout)
+
+
+def vgg16(num_classes: int = 10, in_channels: int = 3, activation: Optional[nn.Module] = None, *,
+          input_size: int = 32, batch_norm: bool = True, dropout: float = 0.2) -> VGG:
+    """The LTL code's VGG-16: convs 64, 64, 128, 128s2, 256, 256, 256s2, 512, 512, 512s2, 512, 512, 512s2,
+    fc 512, fc 512, readout. [B, in_channels, 32, 32] -> [B, num_classes]."""
+    return VGG(VGG16_CONVS, num_classes, in_channels, input_size, activation, batch_norm=batch_norm,
+               dropout=dropout)
+
+
+def cnn_small(num_classes: int = 10, in_channels: int = 1, activation: Optional[nn.Module] = None, *,
+              channels: Sequence[int] = (32, 64, 64), hidden: int = 256, input_size: int = 28,
+              batch_norm: bool = True, dropout: float = 0.2) -> VGG:
+    """A small CNN for 28x28 input: conv 32, conv 64 s2, conv 64 s2 (3x3), fc ``hidden``, readout.
+    [B, in_channels, 28, 28] -> [B, num_classes]."""
+    convs = [(c, 1 if i == 0 else 2) for i, c in enumerate(channels)]
+    return VGG(convs, num_classes, in_channels, input_size, activation, hidden=(hidden,), batch_norm=batch_norm,
+               dropout=dropout)
+
+
+class MLP(nn.Module):
+    """Flatten -> [Dropout] Linear -> [BN1d] -> activation (per hidden layer) -> Dropout -> Linear readout."""
+
+    def __init__(self, num_classes: int = 10, in_features: int = 784, hidden: Sequence[int] = (512, 256),
+                 activation: Optional[nn.Module] = None, batch_norm: bool = True, dropout: float = 0.2,
+                 bn_eps: float = 1e-4):
+        super().__init__()
+        layers, fin = [], in_features
+        for i, h in enumerate(hidden):
+            layers.append(_fc_block(fin, h, activation, batch_norm, dropout if i > 0 else 0.0, bn_eps))
+            fin = h
+        self.flatten = nn.Flatten()
+        self.hidden = nn.Sequential(*layers)
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.fc = nn.Linear(fin, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.drop(self.hidden(self.flatten(x))))
+
+
+def mlp(num_classes: int = 10, in_features: int = 784, activation: Optional[nn.Module] = None, *,
+        hidden: Sequence[int] = (512, 256), batch_norm: bool = True, dropout: float = 0.2) -> MLP:
+    """A multi-layer perceptron for 28x28 input: [B, 1, 28, 28] (or [B, 784]) -> [B, num_classes]."""
+    return MLP(num_classes, in_features, hidden, activation, batch_norm, dropout)
+
+
+class BasicBlock(nn.Module):
+    """Residual block (torchvision layout): ``act2(bn2(conv2(act1(bn1(conv1(x))))) + shortcut(x))``.
+
+    The shortcut is the identity, or a 1x1 stride-s conv + BN when the shape changes. [B, Cin, H, W] ->
+    [B, Cout, H/s, W/s]."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1, activation: Optional[nn.Module] = None,
+                 batch_norm: bool = True):
+        super().__init__()
+        norm = (lambda c: nn.BatchNorm2d(c)) if batch_norm else (lambda c: nn.Identity())
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=not batch_norm)
+        self.bn1 = norm(cout)
+        self.act1 = _act(activation)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=not batch_norm)
+        self.bn2 = norm(cout)
+        self.act2 = _act(activation)
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=not batch_norm), norm(cout))
+        else:
+            self.shortcut = nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.act1(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.act2(out + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """Stem conv 3x3 -> BN -> act, then stages of :class:`BasicBlock` (the first block of each stage after the
+    first has stride 2), global average pooling, functional flatten and a Linear readout.
+    [B, in_channels, H, W] -> [B, num_classes]."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, widths: Sequence[int] = (32, 64, 128),
+                 blocks: Sequence[int] = (2, 2, 2), activation: Optional[nn.Module] = None,
+                 batch_norm: bool = True):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=not batch_norm)
+        self.bn1 = nn.BatchNorm2d(widths[0]) if batch_norm else nn.Identity()
+        self.act1 = _act(activation)
+        stages, cin = [], widths[0]
+        for i, (w, n) in enumerate(zip(widths, blocks)):
+            stage = [BasicBlock(cin, w, 2 if i > 0 else 1, activation, batch_norm)]
+            stage += [BasicBlock(w, w, 1, activation, batch_norm) for _ in range(n - 1)]
+            stages.append(nn.Sequential(*stage))
+            cin = w
+        self.layers = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.layers(self.act1(self.bn1(self.conv1(x))))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def resnet(num_classes: int = 10, in_channels: int = 3, activation: Optional[nn.Module] = None, *,
+           widths: Sequence[int] = (32, 64, 128), blocks: Sequence[int] = (2, 2, 2),
+           batch_norm: bool = True) -> ResNet:
+    """A small ResNet (3 stages of 2 basic blocks by default): [B, in_channels, H, W] -> [B, num_classes]."""
+    return ResNet(num_classes, in_channels, widths, blocks, activation, batch_norm)
+
+
+#: name -> builder, for the CLI / trainer.
+MODELS = {"vgg11": vgg11, "vgg16": vgg16, "cnn_small": cnn_small, "mlp": mlp, "resnet": resnet}

@@ -1,0 +1,358 @@
+"""Drop-in spiking layers: :class:`LIF`, :class:`ClampReLU`, :class:`SpikingModel` and the input encodings.
+
+Time is folded into the batch. Inside a spiking model every tensor is ``[T*B, ...]`` (time-major: rows
+``t*B .. t*B + B - 1`` are step t), so every stateless layer (Conv, Linear, BN, pooling, ``nn.Flatten``,
+``torch.flatten(x, 1)``, residual adds) works unchanged. Only :class:`LIF` unfolds its input to
+``[T, B, ...]``, runs the neuron over time with :func:`ltl_ext.functional.lif` and folds the spikes back.
+
+The neuron (ltl-method.md §1), for t = 0 .. T-1 with V[-1] = v0 (default 0)::
+
+    H[t] = beta * V[t-1] + alpha * X[t]          charge
+    S[t] = 1 if H[t] >= threshold else 0         fire   (backward: dS/dH = psi(H - threshold))
+    V[t] = H[t] - threshold * S[t]               soft reset
+    V[t] = H[t] * (1 - S[t]) + v_reset * S[t]    hard reset
+
+Mapping from other libraries: snnTorch ``Leaky(beta, reset_mechanism="subtract")`` is
+``LIF(beta=beta, reset="soft")``; SpikingJelly ``LIFNode(tau, decay_input=True, v_reset=0.)`` is
+``LIF(beta=1 - 1/tau, alpha=1/tau, reset="hard")`` (``v_reset=None`` there means ``reset="soft"`` here);
+SpikingJelly ``IFNode`` is ``LIF(beta=1.0, ...)``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Optional, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+from . import functional
+from .params import RESETS, SURROGATES
+
+__all__ = ["LIF", "ClampReLU", "SpikingModel", "encode", "lifs", "ANN_ACTIVATIONS"]
+
+_LEARNABLE = {False: (), None: (), "threshold": ("threshold",), "beta": ("beta",), "both": ("threshold", "beta")}
+_TENSOR_PARAMS = ("beta", "threshold", "alpha")
+TANDEM_MODES = (None, "offline", "online")
+ENCODINGS = ("direct", "poisson")
+
+
+class ClampReLU(nn.Module):
+    """The teacher's clipped activation ``y = clamp(x, 0, max)`` (the LTL code uses ``max = 2``).
+
+    Shapes: any -> same. A module (not a functional call) so that :func:`ltl_ext.convert` can replace it.
+    """
+
+    def __init__(self, max: float = 2.0, inplace: bool = False):
+        super().__init__()
+        if not max > 0:
+            raise ValueError(f"ClampReLU max must be > 0, got {max}")
+        self.max = float(max)
+        self.inplace = inplace
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.clamp_(0.0, self.max) if self.inplace else x.clamp(0.0, self.max)
+
+    def extra_repr(self) -> str:
+        return f"max={self.max:g}" + (", inplace=True" if self.inplace else "")
+
+
+#: ANN activation modules that ``ltl_ext.convert`` replaces by LIFs (LeakyReLU with a warning); ReLU6 is a Hardtanh.
+ANN_ACTIVATIONS = (nn.ReLU, nn.Hardtanh, ClampReLU, nn.LeakyReLU)
+
+
+class LIF(nn.Module):
+    """Leaky integrate-and-fire neuron layer, a drop-in replacement for ``nn.ReLU`` inside a spiking model.
+
+    Args:
+        beta: leak factor in [0, 1] (1 = non-leaky IF). Default ``exp(-1/10)`` as in the LTL code.
+        threshold: firing threshold > 0. Default 0.6 (LTL code).
+        reset: ``"hard"`` (to ``v_reset``, LTL code) or ``"soft"`` (subtract the threshold).
+        alpha: input scale (1 by default).
+        v_reset: the hard-reset potential.
+        surrogate, surrogate_alpha: surrogate gradient of the spike (see ``ltl_ext.params.SURROGATES``);
+            default ``"rect"`` with half-width 0.2 (LTL code).
+        detach_reset: no surrogate gradient through the reset.
+        learnable: ``False``, ``"threshold"``, ``"beta"`` or ``"both"``: which of threshold / beta are
+            ``nn.Parameter`` s. In the forward a learnable threshold is clamped to ``>= min_threshold`` and a
+            learnable beta to [0, 1] (the op validates its arguments; clamping keeps training from breaking it).
+        time_steps: T, used to unfold ``[T*B, ...]``; :class:`SpikingModel` sets it.
+        stepwise: if True each forward is ONE time step ``[B, ...]`` and the state ``v``, ``count``, ``t`` is kept
+            (detached) between calls until :meth:`reset_state` (constant memory in T, online LTL).
+
+    ``beta``, ``threshold`` and ``alpha`` are always tensors (buffers, or parameters when learnable), so they
+    move with ``.to()`` and are saved in the ``state_dict``. They are scalars (0-d) or per-neuron tensors of
+    the neuron shape without batch, e.g. ``[C, H, W]`` or ``[F]`` (chip mismatch). Assign to change them,
+    e.g. ``lif.threshold = torch.full((64, 16, 16), 0.6)``: the value becomes a buffer or parameter as
+    ``learnable`` says (a new shape makes a new ``nn.Parameter``: build the optimiser afterwards). Do not mutate
+    a scalar *buffer* in place (it is cached as a float for the op's fast scalar path; assignment, ``.to()``
+    and ``load_state_dict`` refresh the cache); ``load_state_dict`` accepts per-neuron values even into a
+    scalar module. ``torch.nn.utils.parametrize`` works on ``threshold`` / ``beta`` (the noise models use it).
+
+    Tandem mode (set by :mod:`ltl_ext.tandem` for the trainer): when ``tandem_mode`` is ``"offline"`` or
+    ``"online"`` and ``target`` ([B, *neuron] teacher target) is set, the forward calls
+    :func:`ltl_ext.functional.tandem_loss` (or ``tandem_step`` when stepwise), stores the layer's loss in
+    ``local_loss`` and returns detached spikes, so each layer's gradient stays inside the layer.
+
+    Shapes: forward ``[T*B, *neuron] -> [T*B, *neuron]`` spikes in {0, 1} (x's dtype); stepwise
+    ``[B, *neuron] -> [B, *neuron]``.
+    """
+
+    def __init__(self, beta: Union[float, Tensor] = math.exp(-1 / 10), threshold: Union[float, Tensor] = 0.6,
+                 reset: str = "hard", *, alpha: Union[float, Tensor] = 1.0, v_reset: float = 0.0,
+                 surrogate: str = "rect", surrogate_alpha: Optional[float] = None, detach_reset: bool = False,
+                 learnable: Union[bool, str, None] = False, min_threshold: float = 1e-3, time_steps: int = 1,
+                 stepwise: bool = False):
+        super().__init__()
+        if learnable is True:
+            learnable = "both"
+        if learnable not in _LEARNABLE:
+            raise ValueError(f"learnable must be False, 'threshold', 'beta' or 'both', got {learnable!r}")
+        if reset not in RESETS:
+            raise ValueError(f"reset must be one of {RESETS}, got {reset!r}")
+        if surrogate not in SURROGATES:
+            raise ValueError(f"surrogate must be one of {tuple(SURROGATES)}, got {surrogate!r}")
+        self.learnable = learnable or False
+        self._learn = _LEARNABLE[learnable]
+        self._scalars: Dict[str, Optional[float]] = {}
+        self.reset = reset
+        self.v_reset = float(v_reset)
+        self.surrogate = surrogate
+        self.surrogate_alpha = surrogate_alpha
+        self.detach_reset = bool(detach_reset)
+        self.min_threshold = float(min_threshold)
+        self.time_steps = int(time_steps)
+        self.stepwise = bool(stepwise)
+        # tandem mode (see ltl_ext.tandem)
+        self.target: Optional[Tensor] = None
+        self.tandem_mode: Optional[str] = None
+        self.warmup: int = 0
+        self.local_loss: Optional[Tensor] = None
+        # which teacher activation this neuron learns from (set by convert; None = the module of the same name)
+        self.teacher_name: Optional[str] = None
+        self.teacher_call: int = 0
+        # stepwise state
+        self.v: Optional[Tensor] = None
+        self.count: Optional[Tensor] = None
+        self.t: int = 0
+        for name, value in (("beta", beta), ("threshold", threshold), ("alpha", alpha)):
+            self._set_param(name, value)
+        self._ready = True
+
+    # ---------------------------------------------------------------- parameters
+    def __setattr__(self, name, value):
+        # plain buffer/parameter: (re)register; parametrized (torch.nn.utils.parametrize): its property setter
+        if name in _TENSOR_PARAMS and self.__dict__.get("_ready", False) and (
+                name in self._buffers or name in self._parameters):
+            self._set_param(name, value)
+        else:
+            super().__setattr__(name, value)
+
+    def _set_param(self, name: str, value) -> None:
+        """(Re)register ``name`` as a buffer or, if learnable, a parameter holding ``value``."""
+        old = self._parameters.get(name, self._buffers.get(name))
+        if isinstance(value, Tensor):
+            new = value.detach()
+            if not new.is_floating_point():
+                new = new.float()
+            if old is not None:
+                new = new.to(old.device)
+        else:
+            new = torch.tensor(float(value), dtype=old.dtype if old is not None else torch.get_default_dtype(),
+                               device=old.device if old is not None else None)
+        if name in self._learn:
+            if isinstance(old, nn.Parameter) and old.shape == new.shape:
+                with torch.no_grad():  # keep the Parameter object: optimisers hold it
+                    old.copy_(new)
+            else:
+                self._buffers.pop(name, None)
+                self._parameters.pop(name, None)
+                self.register_parameter(name, nn.Parameter(new.clone()))
+        else:
+            self._parameters.pop(name, None)
+            self._buffers.pop(name, None)
+            self.register_buffer(name, new.clone())
+        self._refresh_scalar(name)
+
+    def _refresh_scalar(self, name: str) -> None:
+        """Cache a 0-d, non-learnable buffer as a float (the op's fast scalar path, no device sync)."""
+        t = self._buffers.get(name)
+        self._scalars[name] = float(t) if (t is not None and t.dim() == 0 and not t.requires_grad) else None
+
+    def _apply(self, fn, *args, **kwargs):
+        out = super()._apply(fn, *args, **kwargs)
+        for n in _TENSOR_PARAMS:
+            self._refresh_scalar(n)
+        return out
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for n in _TENSOR_PARAMS:  # accept per-neuron values into a scalar module (and back)
+            key = prefix + n
+            if key in state_dict and state_dict[key].shape != getattr(self, n).shape:
+                self._set_param(n, torch.zeros_like(state_dict[key]))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        for n in _TENSOR_PARAMS:
+            self._refresh_scalar(n)
+
+    def lif_kwargs(self) -> dict:
+        """Keyword arguments for ``ltl_ext.functional.lif`` / ``tandem_loss`` / ``tandem_step`` (no v0)."""
+        # the float cache is valid only while the value is still a plain buffer (not parametrized since)
+        beta, threshold, alpha = (self._scalars.get(n) if n in self._buffers else None for n in _TENSOR_PARAMS)
+        if beta is None:
+            beta = self.beta.clamp(0.0, 1.0) if self.beta.requires_grad else self.beta
+        if threshold is None:
+            threshold = (self.threshold.clamp_min(self.min_threshold) if self.threshold.requires_grad
+                         else self.threshold)
+        if alpha is None:
+            alpha = self.alpha
+        return dict(beta=beta, alpha=alpha, threshold=threshold, reset=self.reset, v_reset=self.v_reset,
+                    surrogate=self.surrogate, surrogate_alpha=self.surrogate_alpha,
+                    detach_reset=self.detach_reset)
+
+    # ---------------------------------------------------------------- state
+    def reset_state(self) -> None:
+        """Clear the stepwise state (``v``, ``count``, ``t``) and the last ``local_loss``."""
+        self.v, self.count, self.t, self.local_loss = None, None, 0, None
+
+    # ---------------------------------------------------------------- forward
+    def forward(self, x: Tensor) -> Tensor:
+        if self.stepwise:
+            return self._forward_step(x)
+        T = self.time_steps
+        if x.shape[0] % T != 0:
+            raise ValueError(f"LIF got a leading dim of {x.shape[0]}, not a multiple of time_steps = {T}; inside "
+                             f"a spiking model tensors are [T*B, ...] (wrap the model in SpikingModel)")
+        xs = x.reshape(T, x.shape[0] // T, *x.shape[1:])
+        if self.tandem_mode is None:
+            s = functional.lif(xs, **self.lif_kwargs())
+        else:
+            if self.target is None:
+                raise RuntimeError(f"LIF is in tandem mode {self.tandem_mode!r} but has no target; set "
+                                   f"it with ltl_ext.tandem (set_targets / tandem_batch)")
+            s, self.local_loss = functional.tandem_loss(xs, self.target, mode=self.tandem_mode,
+                                                        warmup=self.warmup, **self.lif_kwargs())
+        return s.reshape(x.shape)
+
+    def _forward_step(self, x: Tensor) -> Tensor:
+        if self.v is not None and self.v.shape != x.shape:
+            raise RuntimeError(f"stepwise LIF state has shape {tuple(self.v.shape)} but the input is "
+                               f"{tuple(x.shape)}; call reset_state() (SpikingModel.reset_state()) between batches")
+        if self.tandem_mode is None:
+            s, v = functional.lif(x.unsqueeze(0), v0=self.v, return_v=True, **self.lif_kwargs())
+            s = s[0]
+            self.v = v.detach()
+            self.count = s.detach() if self.count is None else self.count + s.detach()
+        else:
+            if self.tandem_mode != "online" or self.target is None:
+                raise RuntimeError("a stepwise LIF in tandem mode needs tandem_mode='online' and a target")
+            s, self.local_loss, self.v, self.count = functional.tandem_step(
+                x, self.target, self.v, self.count, self.t, warmup=self.warmup, **self.lif_kwargs())
+        self.t += 1
+        return s
+
+    def extra_repr(self) -> str:
+        def show(n):
+            t = getattr(self, n)
+            return f"{float(t.detach()):.4g}" if t.dim() == 0 else f"tensor{tuple(t.shape)}"
+        s = f"beta={show('beta')}, threshold={show('threshold')}, reset={self.reset!r}"
+        if self._scalars.get("alpha") != 1.0:
+            s += f", alpha={show('alpha')}"
+        if self.reset == "hard" and self.v_reset != 0.0:
+            s += f", v_reset={self.v_reset:g}"
+        s += f", surrogate={self.surrogate!r}"
+        if self.learnable:
+            s += f", learnable={self.learnable!r}"
+        if self.stepwise:
+            s += ", stepwise=True"
+        return s
+
+
+def lifs(model: nn.Module) -> List[Tuple[str, LIF]]:
+    """All ``(name, LIF)`` in ``model``, in module order."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, LIF)]
+
+
+def encode(x: Tensor, time_steps: int, encoding: str = "direct") -> Tensor:
+    """Encode a batch ``x`` [B, ...] over T steps into ``[T*B, ...]`` (time-major).
+
+    - ``"direct"``: the (normalised) input is the first layer's current at every step: x repeated T times.
+    - ``"poisson"``: rate coding, S[t] ~ Bernoulli(clamp(x, 0, 1)) independently per step (x must be in [0, 1],
+      e.g. pixel intensities, not mean/std-normalised values).
+    """
+    if encoding not in ENCODINGS:
+        raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+    xs = x.unsqueeze(0).expand(time_steps, *x.shape).reshape(time_steps * x.shape[0], *x.shape[1:])
+    if encoding == "poisson":
+        xs = (torch.rand_like(xs) < xs.clamp(0, 1)).to(x.dtype)
+    return xs
+
+
+class SpikingModel(nn.Module):
+    """Runs a model containing :class:`LIF` layers over T time steps.
+
+    ``forward(x)``: x ``[B, ...]`` -> encoded ``[T*B, ...]`` -> model -> ``[T*B, classes]`` -> stored as
+    ``last_step_logits`` ``[T, B, classes]`` (the readout's input current at each step, with graph) -> returns
+    the time-averaged logits ``[B, classes] = mean_t last_step_logits[t]``. Each forward starts every neuron
+    from rest, so no state leaks between batches.
+
+    ``step(x)``: one time step for constant-memory runs: x ``[B, ...]`` (the raw input; encoded for one step)
+    -> readout current ``[B, classes]`` at this step. The LIFs switch to stepwise mode and keep their state until
+    :meth:`reset_state` (call it before each batch). ``forward`` switches them back.
+
+    ``time_steps`` (settable) is propagated to every LIF.
+    """
+
+    def __init__(self, model: nn.Module, time_steps: int = 16, encoding: str = "direct"):
+        super().__init__()
+        if encoding not in ENCODINGS:
+            raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+        self.model = model
+        self.encoding = encoding
+        self.time_steps = time_steps
+        self._stepwise = False
+        self.last_step_logits: Optional[Tensor] = None
+
+    @property
+    def time_steps(self) -> int:
+        return self._time_steps
+
+    @time_steps.setter
+    def time_steps(self, T: int) -> None:
+        if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+            raise ValueError(f"time_steps must be a positive int, got {T!r}")
+        self._time_steps = T
+        for _, m in self.lifs():
+            m.time_steps = T
+
+    def lifs(self) -> List[Tuple[str, LIF]]:
+        """``(name, LIF)`` pairs, names relative to the wrapped model (the names the teacher uses)."""
+        return lifs(self.model)
+
+    def _set_stepwise(self, on: bool) -> None:
+        for _, m in self.lifs():
+            m.stepwise = on
+            m.reset_state()
+        self._stepwise = on
+
+    def reset_state(self) -> None:
+        """Clear every LIF's stepwise state; call before each batch of ``step`` calls."""
+        for _, m in self.lifs():
+            m.reset_state()
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self._stepwise:
+            self._set_stepwise(False)
+        T, B = self._time_steps, x.shape[0]
+        out = self.model(encode(x, T, self.encoding))
+        out = out.reshape(T, B, *out.shape[1:])
+        self.last_step_logits = out
+        return out.mean(0)
+
+    def step(self, x: Tensor) -> Tensor:
+        if not self._stepwise:
+            self._set_stepwise(True)
+        if self.encoding == "poisson":
+            x = (torch.rand_like(x) < x.clamp(0, 1)).to(x.dtype)
+        return self.model(x)
+
+    def extra_repr(self) -> str:
+        return f"time_steps={self._time_steps}, encoding={self.encoding!r}"

@@ -1,0 +1,342 @@
+"""The robustness study: a trained spiking student on noisy analog chips, before and after on-chip LTL calibration.
+
+::
+
+    python -m ltl_ext robustness [--checkpoint CKPT] [--sigmas 0.05,0.1,0.2,0.3] [--chips 3] [--steps 300]
+                                 [--mode multiplicative|additive] [--out DIR]
+
+For each programming-variation sigma and each of ``--chips`` chip seeds (ltl-method.md §7): the accuracy of the
+ideal student, of the chip as programmed ("before"), and of the chip after ``--steps`` online LTL steps on the
+chip with teacher targets from the host ("after"); then the same for stuck devices and for 4/8/16 conductance
+levels. A control calibrates the *ideal* student with the same steps, to tell compensation of the noise apart
+from plain extra training. Writes ``DIR/robustness.json``, ``DIR/robustness.png`` and prints a table.
+
+Without ``--checkpoint`` the student is trained first with the demo recipe (``python -m ltl_ext demo``) into
+``DIR/student/``. The function API is :func:`run_study` (a trainer and loaders in, the results dict out).
+
+"Recovered" is the fraction of the accuracy the noise cost that calibration won back, over the chips of a
+setting: ``mean(after - before) / mean(ideal - before)``.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+from . import noise
+
+DEFAULT_SIGMAS = (0.05, 0.1, 0.2, 0.3)
+#: the extra device settings of the study: (name, DeviceModel keyword arguments)
+DEFAULT_DEVICES = (
+    ("stuck 1% off + 1% on", dict(programming_sigma=0.0, stuck_off=0.01, stuck_on=0.01)),
+    ("4 levels", dict(programming_sigma=0.0, levels=4)),
+    ("8 levels", dict(programming_sigma=0.0, levels=8)),
+    ("16 levels", dict(programming_sigma=0.0, levels=16)),
+)
+CLAIM_SIGMA, CLAIM_RECOVERY = 0.2, 0.70
+
+
+# ============================================================================================= the study
+def _say(progress: bool, msg: str) -> None:
+    if progress:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def _mean_std(values: Sequence[float]) -> tuple:
+    n = len(values)
+    if n == 0:
+        return float("nan"), float("nan")
+    m = sum(values) / n
+    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return m, sd
+
+
+def _summarise(entry: Dict[str, Any], ideal: float, control: Optional[float]) -> Dict[str, Any]:
+    before = [c["before"] for c in entry["chips"]]
+    after = [c["after"] for c in entry["chips"]]
+    entry["before_mean"], entry["before_std"] = _mean_std(before)
+    entry["after_mean"], entry["after_std"] = _mean_std(after)
+    cost = ideal - entry["before_mean"]
+    gain = entry["after_mean"] - entry["before_mean"]
+    entry["cost"] = cost
+    entry["gain"] = gain
+    # a setting that costs (almost) nothing has nothing to recover: report no fraction rather than noise / noise
+    entry["recovered"] = gain / cost if cost > 0.5 else None
+    if control is not None:
+        # stricter: measured against the ideal student calibrated with the same steps (extra training removed)
+        cost_c = control - entry["before_mean"]
+        entry["recovered_vs_calibrated_ideal"] = gain / cost_c if cost_c > 0.5 else None
+    return entry
+
+
+def evaluate_chip(trainer, dev: "noise.DeviceModel", seed: int, calib_loader: Iterable, test_loader: Iterable, *,
+                  steps: int, lr: Optional[float] = None, train_thresholds: bool = False,
+                  max_eval_batches: Optional[int] = None) -> Dict[str, Any]:
+    """One chip: program the trainer's student, evaluate, calibrate on the chip (online LTL), evaluate."""
+    chip = noise.program(trainer.student, dev, seed=seed)
+    t0 = time.perf_counter()
+    before = trainer.evaluate(test_loader, model=chip, max_batches=max_eval_batches)["student_acc"]
+    t1 = time.perf_counter()
+    calib = trainer.calibrate(chip, calib_loader, steps=steps, mode="online", lr=lr,
+                              train_thresholds=train_thresholds) if steps > 0 else {}
+    t2 = time.perf_counter()
+    after = trainer.evaluate(test_loader, model=chip, max_batches=max_eval_batches)["student_acc"] \
+        if steps > 0 else before
+    return {"seed": seed, "before": before, "after": after, "calib_seconds": t2 - t1,
+            "eval_seconds": (t1 - t0) + (time.perf_counter() - t2), "calib_loss": calib.get("loss")}
+
+
+def run_study(trainer, calib_loader: Iterable, test_loader: Iterable, *, sigmas: Sequence[float] = DEFAULT_SIGMAS,
+              chips: int = 3, steps: int = 300, mode: str = "multiplicative", lr: Optional[float] = None,
+              train_thresholds: bool = False, devices=DEFAULT_DEVICES, control: bool = True, seed: int = 0,
+              max_eval_batches: Optional[int] = None, progress: bool = True,
+              callback=None) -> Dict[str, Any]:
+    """The study on ``trainer``'s student (a trained :class:`~ltl_ext.trainer.LocalTandemTrainer`).
+
+    ``calib_loader`` feeds the calibration (the host streams inputs and teacher targets), ``test_loader``
+    measures accuracy. Chip seeds are ``seed, seed+1, ...``. ``devices``: extra settings as
+    ``(name, DeviceModel kwargs)``; a setting without randomness (levels only) is measured on one chip.
+    ``callback(results)`` is called after every chip (to write partial results). Returns a JSON-able dict.
+    """
+    if chips < 1:
+        raise ValueError(f"chips must be >= 1, got {chips}")
+    t_start = time.perf_counter()
+    ideal_report = trainer.evaluate(test_loader, max_batches=max_eval_batches)
+    ideal = ideal_report["student_acc"]
+    results: Dict[str, Any] = {
+        "teacher_acc": ideal_report["teacher_acc"], "ideal_acc": ideal,
+        "config": {"sigmas": list(sigmas), "chips": chips, "steps": steps, "mode": mode, "lr": lr,
+                   "calib_lr": lr if lr is not None else trainer.config.lr, "train_thresholds": train_thresholds,
+                   "seed": seed, "time_steps": trainer.time_steps, "warmup": trainer.config.warmup,
+                   "percentile": trainer.config.percentile, "calibration": "online LTL on the chip"},
+        "sweep": [], "devices": [], "control": None,
+    }
+    _say(progress, f"ideal student {ideal:.2f}%  (teacher {ideal_report['teacher_acc']:.2f}%)")
+    control_acc = None
+    if control and steps > 0:
+        c = evaluate_chip(trainer, noise.DeviceModel(programming_sigma=0.0), seed, calib_loader, test_loader,
+                          steps=steps, lr=lr, train_thresholds=train_thresholds, max_eval_batches=max_eval_batches)
+        control_acc = c["after"]
+        results["control"] = {"ideal_calibrated_acc": control_acc, "seconds": c["calib_seconds"]}
+        _say(progress, f"control: ideal student after the same {steps} calibration steps {control_acc:.2f}%")
+    for sigma in sigmas:
+        dev = noise.DeviceModel(programming_sigma=float(sigma), mode=mode)
+        entry = {"sigma": float(sigma), "device": dev.to_dict(), "chips": []}
+        results["sweep"].append(entry)
+        for k in range(chips):
+            r = evaluate_chip(trainer, dev, seed + k, calib_loader, test_loader, steps=steps, lr=lr,
+                              train_thresholds=train_thresholds, max_eval_batches=max_eval_batches)
+            entry["chips"].append(r)
+            _summarise(entry, ideal, control_acc)
+            _say(progress, f"sigma {sigma:g} chip {seed + k}: before {r['before']:.2f}%  after {r['after']:.2f}%  "
+                           f"({r['calib_seconds']:.0f} s)")
+            if callback:
+                callback(results)
+    for name, kwargs in devices:
+        dev = noise.DeviceModel(**kwargs)
+        random = dev.programming_sigma > 0 or dev.stuck_off > 0 or dev.stuck_on > 0 or dev.read_sigma > 0 \
+            or dev.threshold_sigma > 0 or dev.beta_sigma > 0
+        entry = {"name": name, "device": dev.to_dict(), "chips": []}
+        results["devices"].append(entry)
+        for k in range(chips if random else 1):
+            r = evaluate_chip(trainer, dev, seed + k, calib_loader, test_loader, steps=steps, lr=lr,
+                              train_thresholds=train_thresholds, max_eval_batches=max_eval_batches)
+            entry["chips"].append(r)
+            _summarise(entry, ideal, control_acc)
+            _say(progress, f"{name} chip {seed + k}: before {r['before']:.2f}%  after {r['after']:.2f}%")
+            if callback:
+                callback(results)
+    claim = next((e for e in results["sweep"] if abs(e["sigma"] - CLAIM_SIGMA) < 1e-9), None)
+    if claim is not None and mode == "multiplicative":
+        results["claim"] = {
+            "statement": f"multiplicative sigma={CLAIM_SIGMA}: calibration with <= 300 online steps recovers "
+                         f">= {CLAIM_RECOVERY:.0%} of the accuracy the noise cost, over >= 3 chips",
+            "chips": len(claim["chips"]), "steps": steps, "cost": claim["cost"], "gain": claim["gain"],
+            "recovered": claim["recovered"],
+            "holds": (claim["recovered"] is not None and claim["recovered"] >= CLAIM_RECOVERY
+                      and len(claim["chips"]) >= 3 and steps <= 300)}
+    results["seconds"] = time.perf_counter() - t_start
+    return results
+
+
+# ============================================================================================= outputs
+def table(results: Dict[str, Any]) -> str:
+    """The study as a text table (accuracies in %, mean +- sd over chips)."""
+    def pct(m, s=None):
+        return f"{m:6.2f}" + (f" +- {s:4.2f}" if s is not None else "")
+
+    def rec(r):
+        return "   -" if r is None else f"{100 * r:4.0f}%"
+
+    lines = [f"ideal student {results['ideal_acc']:.2f}%   teacher {results['teacher_acc']:.2f}%"]
+    if results.get("control"):
+        lines.append(f"control: ideal student after the same calibration {results['control']['ideal_calibrated_acc']:.2f}%")
+    cfg = results["config"]
+    lines.append(f"calibration: {cfg['steps']} online LTL steps on the chip, lr {cfg['calib_lr']:g}; "
+                 f"{cfg['chips']} chips per setting")
+    head = f"  {'setting':<26} {'chips':>5}  {'before':>15}  {'after':>15}  {'recovered':>9}"
+    lines += [head, "  " + "-" * (len(head) - 2)]
+    rows = [(f"{cfg['mode']} sigma={e['sigma']:g}", e) for e in results["sweep"]]
+    rows += [(e["name"], e) for e in results["devices"]]
+    for name, e in rows:
+        lines.append(f"  {name:<26} {len(e['chips']):>5}  {pct(e['before_mean'], e['before_std'])}  "
+                     f"{pct(e['after_mean'], e['after_std'])}  {rec(e['recovered']):>9}")
+    claim = results.get("claim")
+    if claim:
+        r = claim["recovered"]
+        lines.append(f"claim (sigma={CLAIM_SIGMA}, >= {CLAIM_RECOVERY:.0%} recovered): "
+                     f"{'holds' if claim['holds'] else 'does NOT hold'} "
+                     f"(cost {claim['cost']:.2f} pts, gain {claim['gain']:.2f} pts, "
+                     f"recovered {'-' if r is None else f'{100 * r:.0f}%'})")
+    return "\n".join(lines)
+
+
+def plot(results: Dict[str, Any], path) -> Path:
+    """Accuracy vs sigma (ideal, chip before/after calibration: mean and spread over chips, each chip a dot),
+    and the extra device settings as before/after bars."""
+    import matplotlib
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    has_dev = bool(results["devices"])
+    fig, axes = plt.subplots(1, 2 if has_dev else 1, figsize=(10 if has_dev else 5.5, 3.8),
+                             gridspec_kw={"width_ratios": [3, 2]} if has_dev else None)
+    ax = axes[0] if has_dev else axes
+    sweep = results["sweep"]
+    xs = [e["sigma"] for e in sweep]
+    ax.axhline(results["ideal_acc"], color="gray", ls="--", label="ideal student")
+    if results.get("control"):
+        ax.axhline(results["control"]["ideal_calibrated_acc"], color="gray", ls=":", label="ideal, calibrated")
+    for key, color, label in (("before", "tab:red", "chip, before calibration"),
+                              ("after", "tab:blue", "chip, after calibration")):
+        m = [e[f"{key}_mean"] for e in sweep]
+        s = [e[f"{key}_std"] for e in sweep]
+        ax.errorbar(xs, m, yerr=s, fmt="o-", color=color, capsize=3, label=label)
+        ax.fill_between(xs, [a - b for a, b in zip(m, s)], [a + b for a, b in zip(m, s)], color=color, alpha=0.12)
+        for e in sweep:
+            ax.plot([e["sigma"]] * len(e["chips"]), [c[key] for c in e["chips"]], ".", color=color, alpha=0.4)
+    cfg = results["config"]
+    ax.set_xlabel(f"programming variation sigma ({cfg['mode']})")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{cfg['chips']} chips per sigma, {cfg['steps']} online LTL steps")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    if has_dev:
+        bx = axes[1]
+        devs = results["devices"]
+        idx = list(range(len(devs)))
+        w = 0.38
+        for off, key, color, label in ((-w / 2, "before", "tab:red", "before"),
+                                       (w / 2, "after", "tab:blue", "after")):
+            bx.bar([i + off for i in idx], [e[f"{key}_mean"] for e in devs], w,
+                   yerr=[e[f"{key}_std"] for e in devs], color=color, alpha=0.8, capsize=3, label=label)
+        bx.axhline(results["ideal_acc"], color="gray", ls="--")
+        bx.set_xticks(idx)
+        bx.set_xticklabels([e["name"].replace(" + ", "\n+ ") for e in devs], fontsize=8)
+        lo = min([e["before_mean"] - e["before_std"] for e in devs] + [results["ideal_acc"]])
+        bx.set_ylim(max(0.0, lo - 5), min(100.0, results["ideal_acc"] + 5))
+        bx.set_title("stuck devices, conductance levels")
+        bx.legend(fontsize=8)
+        bx.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ============================================================================================= CLI
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``robustness`` on the CLI's subparsers (called by :mod:`ltl_ext.cli`)."""
+    r = subparsers.add_parser("robustness", help="accuracy on noisy analog chips before/after on-chip LTL "
+                                                 "calibration (programming variation, stuck devices, levels)",
+                              description=__doc__.split("\n\n")[0])
+    r.add_argument("--checkpoint", default=None, metavar="CKPT",
+                   help="a trained run's ckpt.pt (from demo/train); default: train one with the demo recipe")
+    r.add_argument("--data", default="embedded", help="data set (default: the embedded Fashion-MNIST subset)")
+    r.add_argument("--data-dir", default=None, metavar="PATH")
+    r.add_argument("--batch-size", type=int, default=64)
+    r.add_argument("--sigmas", default=",".join(f"{s:g}" for s in DEFAULT_SIGMAS),
+                   help="programming variation sigmas, comma separated (default: %(default)s)")
+    r.add_argument("--mode", choices=noise.MODES, default="multiplicative")
+    r.add_argument("--chips", type=int, default=3, help="chip instances (seeds) per setting (default: 3)")
+    r.add_argument("--steps", type=int, default=300, help="online LTL calibration steps per chip (default: 300)")
+    r.add_argument("--calib-lr", type=float, default=None, help="calibration learning rate (default: the run's)")
+    r.add_argument("--train-thresholds", action="store_true", help="calibrate the LIF thresholds too")
+    r.add_argument("--no-devices", action="store_true", help="skip the stuck-device and conductance-level runs")
+    r.add_argument("--no-control", action="store_true", help="skip calibrating the ideal student (the control)")
+    r.add_argument("--seed", type=int, default=0, help="first chip seed (default: 0)")
+    r.add_argument("--out", default="runs/robustness", help="output folder (default: %(default)s)")
+    r.add_argument("--device", default=None)
+    r.add_argument("--quiet", action="store_true")
+    r.set_defaults(func=run)
+    return r
+
+
+def _parse_sigmas(text: str) -> List[float]:
+    try:
+        values = [float(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--sigmas must be comma-separated numbers, got {text!r}") from None
+    if not values or any(not math.isfinite(v) or v < 0 for v in values):
+        raise ValueError(f"--sigmas must be numbers >= 0, got {text!r}")
+    return values
+
+
+def _user_error(msg: str) -> Exception:
+    try:
+        from .cli import UserError
+        return UserError(msg)
+    except ImportError:  # pragma: no cover
+        return ValueError(msg)
+
+
+def run(args) -> int:
+    """The ``robustness`` command."""
+    from . import data as ltl_data
+    from .trainer import LocalTandemTrainer, write_json
+    try:
+        sigmas = _parse_sigmas(args.sigmas)
+    except ValueError as e:
+        raise _user_error(str(e)) from None
+    for flag, v, low in (("--chips", args.chips, 1), ("--steps", args.steps, 0), ("--batch-size", args.batch_size, 1)):
+        if v < low:
+            raise _user_error(f"{flag} must be >= {low}, got {v}")
+    out = Path(args.out)
+    progress = not args.quiet
+    ckpt = args.checkpoint
+    if ckpt is None:
+        ckpt = out / "student" / "ckpt.pt"
+        if not ckpt.exists():
+            from .cli import main as cli_main
+            _say(progress, f"no --checkpoint: training a student with the demo recipe into {ckpt.parent}")
+            argv = ["demo", "--out", str(ckpt.parent)] + (["--device", args.device] if args.device else []) \
+                + (["--quiet"] if args.quiet else [])
+            rc = cli_main(argv)
+            if rc:
+                return rc
+    elif not Path(ckpt).exists():
+        raise _user_error(f"--checkpoint {ckpt}: no such file (a ckpt.pt written by demo or train)")
+    trainer = LocalTandemTrainer.load(ckpt, device=args.device, restore_rng=False)
+    if args.data != "embedded" and not args.data_dir:
+        raise _user_error(f"--data {args.data} needs --data-dir PATH (nothing is ever downloaded)")
+    splits = ltl_data.load_dataset(args.data, args.data_dir)
+    calib_loader, test_loader = ltl_data.make_loaders(splits, batch_size=args.batch_size, augment=False,
+                                                      seed=args.seed)
+
+    def partial(res):
+        write_json(out / "robustness.json", dict(res, partial=True, checkpoint=str(ckpt), data=args.data))
+
+    results = run_study(trainer, calib_loader, test_loader, sigmas=sigmas, chips=args.chips, steps=args.steps,
+                        mode=args.mode, lr=args.calib_lr, train_thresholds=args.train_thresholds,
+                        devices=() if args.no_devices else DEFAULT_DEVICES, control=not args.no_control,
+                        seed=args.seed, progress=progress, callback=partial)
+    results.update(checkpoint=str(ckpt), data=args.data, command=" ".join(["python -m ltl_ext"] + sys.argv[1:]))
+    write_json(out / "robustness.json", results)
+    plot(results, out / "robustness.png")
+    print(table(results))
+    print(f"  written to {out}/robustness.json, robustness.png ({results['seconds']:.0f} s)")
+    return 0

@@ -1,0 +1,366 @@
+"""Teacher/student pairing, teacher-target normalisation, and tandem mode for one batch (ltl-method.md §2-§4).
+
+The trainer's handle is :class:`Tandem` (pairing + normalisation + tandem mode in one object)::
+
+    link = tandem.Tandem(teacher, student, percentile=99.9)     # or "running", or None
+    link.set_targets(x, mode="offline")                        # teacher forward, y_l set on the student's LIFs
+    logits = student(x)
+    loss = F.cross_entropy(logits, labels) + sum(link.local_losses().values())
+    loss.backward(); link.clear()                              # ...; link.close() removes the hooks
+
+The same with the lower-level functions::
+
+    pairs = tandem.pair(teacher, student)                  # once: hooks on the teacher's activations
+    norm = tandem.TargetNormaliser("batch", percentile=99.9)
+    ...
+    with torch.no_grad():
+        teacher.eval(); teacher(x)                          # hooks capture a_l  [B, *]
+    targets = pairs.targets(norm)                           # y_l = clamp(a_l / pct_p(a_l), 0, 1)
+    with tandem.tandem_batch(pairs, targets, mode="offline"):
+        logits = student(x)                                 # each LIF computes its local loss
+        loss = F.cross_entropy(logits, labels) + pairs.local_loss()
+    loss.backward()
+
+Online (``mode="online", warmup=...``) is the same with ``student.last_step_logits`` for the per-step readout;
+constant memory: ``student.reset_state()`` then ``student.step(x)`` T times inside ``tandem_batch``, each LIF's
+``local_loss`` being that step's loss.
+"""
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from typing import Dict, Iterator, List, NamedTuple, Optional, Union
+
+import torch
+from torch import Tensor, nn
+
+from .nn import ANN_ACTIVATIONS, LIF, SpikingModel, lifs
+
+__all__ = ["percentile", "normalise", "TargetNormaliser", "TandemPair", "Pairs", "pair", "set_targets",
+           "clear_targets", "local_losses", "tandem_batch", "Tandem", "NORMALISATIONS"]
+
+NORMALISATIONS = ("batch", "running", "none")
+
+
+def percentile(a: Tensor, p: float) -> Tensor:
+    """The p-th percentile (nearest rank, 0 < p <= 100) of all elements of ``a``, zeros included; a 0-d tensor."""
+    if not 0 < p <= 100:
+        raise ValueError(f"percentile must be in (0, 100], got {p}")
+    flat = a.detach().reshape(-1)
+    if flat.numel() == 0:
+        raise ValueError("percentile of an empty tensor")
+    if not flat.is_floating_point() or flat.dtype in (torch.float16, torch.bfloat16):
+        flat = flat.float()
+    k = min(flat.numel(), max(1, math.ceil(round(p * flat.numel() / 100, 6))))  # round: 99.9% of 1000 is 999
+    return flat.kthvalue(k).values
+
+
+_percentile = percentile  # for functions whose argument is called `percentile`
+
+
+def normalise(a: Tensor, percentile: Optional[float] = 99.9, *, scale: Union[None, float, Tensor] = None,
+              eps: float = 1e-8) -> Tensor:
+    """Teacher activation -> target in [0, 1]: ``y = clamp(a / s, 0, 1)`` with ``s = pct_p(a)`` over the whole
+    batch (or the given ``scale``). ``percentile=None`` and no scale: no normalisation, ``a`` is returned.
+    Shape: [B, *] -> [B, *], detached."""
+    a = a.detach()
+    if scale is None:
+        if percentile is None:
+            return a
+        scale = _percentile(a, percentile)
+    if isinstance(scale, Tensor):
+        scale = scale.to(a.dtype).clamp_min(eps)
+    else:
+        scale = max(float(scale), eps)
+    return (a / scale).clamp(0.0, 1.0)
+
+
+class TargetNormaliser:
+    """Per-layer target normalisation.
+
+    - ``"batch"`` (default, LTL code): s_l = pct_p(a_l) of the current batch (p = 99.9 offline, 99 online);
+    - ``"running"`` (ours): s_l = EMA of the batch percentile, ``s <- (1 - momentum) s + momentum pct_p(a)``
+      (the first batch initialises it); frozen when ``update=False`` (e.g. evaluation);
+    - ``"none"``: y_l = a_l.
+
+    ``__call__(name, a) -> y``. ``state_dict()`` / ``load_state_dict()`` keep the running scales in checkpoints.
+    """
+
+    def __init__(self, mode: Optional[str] = "batch", percentile: float = 99.9, momentum: float = 0.1):
+        mode = "none" if mode is None else mode
+        if mode not in NORMALISATIONS:
+            raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {mode!r}")
+        if not 0 < percentile <= 100:
+            raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+        if not 0 < momentum <= 1:
+            raise ValueError(f"momentum must be in (0, 1], got {momentum}")
+        self.mode, self.percentile, self.momentum = mode, float(percentile), float(momentum)
+        self.scales: Dict[str, Tensor] = {}
+
+    def __call__(self, name: str, a: Tensor, update: bool = True) -> Tensor:
+        if self.mode == "none":
+            return a.detach()
+        if self.mode == "batch":
+            return normalise(a, self.percentile)
+        s = self.scales.get(name)
+        if update:
+            p = percentile(a, self.percentile).to(torch.float32)
+            s = p if s is None else (1 - self.momentum) * s.to(p.device) + self.momentum * p
+            self.scales[name] = s
+        if s is None:
+            raise RuntimeError(f"running normalisation has no scale for {name!r} yet; call it with update=True")
+        return normalise(a, scale=s)
+
+    def state_dict(self) -> dict:
+        return {"mode": self.mode, "percentile": self.percentile, "momentum": self.momentum,
+                "scales": {k: v.detach().cpu() for k, v in self.scales.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.mode, self.percentile, self.momentum = state["mode"], state["percentile"], state["momentum"]
+        self.scales = dict(state["scales"])
+
+    def __repr__(self) -> str:
+        return f"TargetNormaliser(mode={self.mode!r}, percentile={self.percentile:g}, momentum={self.momentum:g})"
+
+
+class TandemPair(NamedTuple):
+    """One student neuron layer and the teacher activation it learns from (``name`` is the student's name)."""
+
+    name: str
+    teacher: nn.Module
+    student: LIF
+
+
+class Pairs(list):
+    """The list of :class:`TandemPair` returned by :func:`pair`, plus the teacher hooks.
+
+    After a teacher forward, :meth:`activations` gives each pair's teacher activation ``[B, *]``, and
+    :meth:`targets` the normalised targets. :meth:`remove` (or leaving a ``with`` block) removes the hooks.
+    """
+
+    def __init__(self, pairs: List[TandemPair], teacher: nn.Module, calls: Dict[str, List[str]]):
+        super().__init__(pairs)
+        self.teacher = teacher
+        self._store: Dict[str, List[Tensor]] = {n: [] for n in calls}
+        self._handles = [teacher.register_forward_pre_hook(self._clear)]
+        for tname in calls:
+            self._handles.append(teacher.get_submodule(tname).register_forward_hook(self._capture(tname)))
+        self._where = {p.name: (p.student.teacher_name or p.name, p.student.teacher_call) for p in pairs}
+
+    def _clear(self, module, args) -> None:
+        for v in self._store.values():
+            v.clear()
+
+    def _capture(self, tname: str):
+        def hook(module, args, out):
+            self._store[tname].append(out.detach())
+        return hook
+
+    @property
+    def students(self) -> List[LIF]:
+        return [p.student for p in self]
+
+    def activations(self) -> Dict[str, Tensor]:
+        """Student name -> the teacher activation captured in the teacher's last forward ([B, *], detached)."""
+        out = {}
+        for name, (tname, k) in self._where.items():
+            got = self._store[tname]
+            if len(got) <= k:
+                raise RuntimeError(f"no teacher activation for {name!r} (teacher module {tname!r}, call {k}); run "
+                                   f"the teacher on the batch first")
+            out[name] = got[k]
+        return out
+
+    def targets(self, normaliser: Union[None, str, float, TargetNormaliser] = "batch") -> Dict[str, Tensor]:
+        """Normalised targets from the last teacher forward. ``normaliser``: a :class:`TargetNormaliser`, a
+        percentile (float, batch mode), ``"batch"`` (p = 99.9) or ``None`` (raw activations)."""
+        if not isinstance(normaliser, TargetNormaliser):
+            if isinstance(normaliser, (int, float)) and not isinstance(normaliser, bool):
+                normaliser = TargetNormaliser("batch", float(normaliser))
+            else:
+                normaliser = TargetNormaliser(normaliser)
+        return {name: normaliser(name, a) for name, a in self.activations().items()}
+
+    def local_losses(self) -> Dict[str, Tensor]:
+        return local_losses(self)
+
+    def local_loss(self) -> Tensor:
+        """Sum of the students' ``local_loss`` from the last forward."""
+        losses = list(local_losses(self).values())
+        if not losses:
+            raise RuntimeError("no local losses: run the student inside tandem_batch(...) first")
+        return torch.stack(losses).sum()
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def __enter__(self) -> "Pairs":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.model if isinstance(model, SpikingModel) else model
+
+
+def pair(teacher: nn.Module, student: nn.Module, *, strict: bool = True) -> Pairs:
+    """Pair each student :class:`LIF` with the teacher activation module of the same name (or the one recorded
+    by :func:`ltl_ext.convert` in ``lif.teacher_name`` / ``lif.teacher_call`` for split reused activations),
+    and hook the teacher so its activations are captured at every forward.
+
+    ``student`` may be a :class:`SpikingModel` (its wrapped model's names are used). Raises ``ValueError`` naming
+    the student LIFs with no teacher module, and (``strict``) the teacher activations with no student LIF.
+    Returns :class:`Pairs`, a list of ``(name, teacher_module, student_lif)``.
+    """
+    teacher, s_model = _unwrap(teacher), _unwrap(student)
+    t_modules = dict(teacher.named_modules())
+    pairs, missing, used = [], [], {}
+    for name, lif in lifs(s_model):
+        tname = lif.teacher_name or name
+        if tname not in t_modules or tname == "":
+            missing.append(name if tname == name else f"{name} (teacher name {tname!r})")
+            continue
+        used.setdefault(tname, []).append(name)
+        pairs.append(TandemPair(name, t_modules[tname], lif))
+    unmatched = [n for n, m in t_modules.items()
+                 if n and isinstance(m, ANN_ACTIVATIONS + (LIF,)) and n not in used] if strict else []
+    if missing or unmatched:
+        msg = ["teacher and student do not line up:"]
+        if missing:
+            msg.append(f"  student LIF layers with no teacher module of that name: {missing}")
+        if unmatched:
+            msg.append(f"  teacher activations with no student LIF: {unmatched}")
+        msg.append("  (build the student with ltl_ext.convert(teacher) so names match, or pass strict=False)")
+        raise ValueError("\n".join(msg))
+    if not pairs:
+        raise ValueError("the student has no LIF layers to pair")
+    return Pairs(pairs, teacher, used)
+
+
+def _students(pairs_or_model) -> List[LIF]:
+    if isinstance(pairs_or_model, nn.Module):
+        return [m for _, m in lifs(_unwrap(pairs_or_model))]
+    return [p.student for p in pairs_or_model]
+
+
+def set_targets(pairs: Union[Pairs, List[TandemPair]], targets: Dict[str, Tensor], *, mode: str = "offline",
+                warmup: int = 0) -> None:
+    """Put the student LIFs of ``pairs`` in tandem mode for one batch: ``target`` [B, *], ``tandem_mode``,
+    ``warmup``. Every pair needs a target (missing names raise ``KeyError``)."""
+    if mode not in ("offline", "online"):
+        raise ValueError(f"mode must be 'offline' or 'online', got {mode!r}")
+    for p in pairs:
+        if p.name not in targets:
+            raise KeyError(f"no target for student layer {p.name!r}")
+    for p in pairs:
+        p.student.target, p.student.tandem_mode, p.student.warmup = targets[p.name], mode, int(warmup)
+        p.student.local_loss = None
+
+
+def clear_targets(pairs_or_model) -> None:
+    """Leave tandem mode (plain spiking inference again). ``local_loss`` of the last forward is kept (so the loss
+    can be read after the ``with`` block); the next :func:`set_targets` clears it."""
+    for lif in _students(pairs_or_model):
+        lif.target, lif.tandem_mode, lif.warmup = None, None, 0
+
+
+def local_losses(pairs: Union[Pairs, List[TandemPair]]) -> Dict[str, Tensor]:
+    """Student name -> ``local_loss`` of its last forward in tandem mode (layers without one are left out)."""
+    return {p.name: p.student.local_loss for p in pairs if p.student.local_loss is not None}
+
+
+@contextmanager
+def tandem_batch(pairs: Union[Pairs, List[TandemPair]], targets: Dict[str, Tensor], *, mode: str = "offline",
+                 warmup: int = 0) -> Iterator[Union[Pairs, List[TandemPair]]]:
+    """``with tandem_batch(pairs, targets, mode=..., warmup=...):`` student forwards inside compute local losses;
+    on exit the LIFs leave tandem mode (even on error); their last ``local_loss`` stays readable."""
+    set_targets(pairs, targets, mode=mode, warmup=warmup)
+    try:
+        yield pairs
+    finally:
+        clear_targets(pairs)
+
+
+class Tandem:
+    """Teacher/student link for LTL: :func:`pair` + a :class:`TargetNormaliser` + tandem mode on the LIFs.
+
+    Args:
+        teacher: the ANN (run in eval mode, without gradient, by :meth:`set_targets`).
+        student: the spiking model (a :class:`SpikingModel` or the model inside it).
+        percentile: target normalisation: a float p (batch percentile, default 99.9; the code uses 99 online),
+            ``"running"`` (EMA of the batch 99.9th percentile, or ``running_percentile``), ``None`` (raw
+            activations), or a :class:`TargetNormaliser`.
+        strict: see :func:`pair`.
+
+    Attributes: ``pairs`` (:class:`Pairs`), ``normaliser``.
+    """
+
+    def __init__(self, teacher: nn.Module, student: nn.Module, percentile: Union[None, float, str,
+                 TargetNormaliser] = 99.9, *, momentum: float = 0.1, running_percentile: float = 99.9,
+                 strict: bool = True):
+        self.teacher = teacher
+        self.pairs = pair(teacher, student, strict=strict)
+        if isinstance(percentile, TargetNormaliser):
+            self.normaliser = percentile
+        elif percentile is None or percentile == "none":
+            self.normaliser = TargetNormaliser("none")
+        elif percentile == "running":
+            self.normaliser = TargetNormaliser("running", running_percentile, momentum)
+        elif isinstance(percentile, (int, float)) and not isinstance(percentile, bool):
+            self.normaliser = TargetNormaliser("batch", float(percentile))
+        else:
+            raise ValueError(f"percentile must be a float in (0, 100], 'running', None or a TargetNormaliser, "
+                             f"got {percentile!r}")
+
+    @torch.no_grad()
+    def targets(self, x: Tensor, update: bool = True) -> Dict[str, Tensor]:
+        """Run the teacher (eval mode, no grad) on ``x`` [B, ...]; return student name -> y_l [B, *] in [0, 1].
+        The teacher's logits of that forward are kept in ``teacher_logits``."""
+        was_training = self.teacher.training
+        self.teacher.eval()
+        try:
+            self.teacher_logits = self.teacher(x)
+        finally:
+            self.teacher.train(was_training)
+        return {name: self.normaliser(name, a, update=update) for name, a in self.pairs.activations().items()}
+
+    def set_targets(self, x: Tensor, *, mode: str = "offline", warmup: int = 0, stepwise: bool = False
+                    ) -> Dict[str, Tensor]:
+        """Teacher forward on ``x`` and tandem mode on the student's LIFs for this batch. ``stepwise=True``
+        (constant-memory online LTL: drive the student with ``SpikingModel.step``) needs ``mode="online"``.
+        Returns the targets."""
+        if stepwise and mode != "online":
+            raise ValueError("stepwise tandem learning is online LTL: use mode='online'")
+        y = self.targets(x)
+        set_targets(self.pairs, y, mode=mode, warmup=warmup)
+        return y
+
+    def local_losses(self) -> Dict[str, Tensor]:
+        """Student name -> the layer's local loss of the last forward (or of the last step, stepwise)."""
+        return local_losses(self.pairs)
+
+    def clear(self) -> None:
+        """Leave tandem mode (the student runs as a plain SNN again)."""
+        clear_targets(self.pairs)
+
+    def close(self) -> None:
+        """Leave tandem mode and remove the teacher hooks."""
+        self.clear()
+        self.pairs.remove()
+
+    def state_dict(self) -> dict:
+        return {"normaliser": self.normaliser.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state and "normaliser" in state:
+            self.normaliser.load_state_dict(state["normaliser"])
+
+    def __enter__(self) -> "Tandem":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

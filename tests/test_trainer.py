@@ -1,0 +1,268 @@
+"""LocalTandemTrainer end to end on tiny generated data: learning, equivalences, checkpoints and resume."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from ltl_ext.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ltl_ext.convert import convert
+from ltl_ext.data import DatasetSplits, make_loaders
+from ltl_ext.models import cnn_small, mlp
+from ltl_ext.nn import LIF, SpikingModel
+from ltl_ext.trainer import (BPTTTrainer, LocalTandemTrainer, evaluate_ann, load_teacher, save_teacher,
+                             train_teacher)
+
+CLASSES, SIZE = 4, 8
+
+
+def make_splits(n_train=256, n_test=128, seed=0) -> DatasetSplits:
+    """4 classes of 8x8 grey images: a fixed random prototype per class plus pixel noise."""
+    g = torch.Generator().manual_seed(seed)
+    protos = torch.rand(CLASSES, 1, SIZE, SIZE, generator=g)
+
+    def draw(n):
+        y = torch.arange(n) % CLASSES
+        x = protos[y] * 0.7 + 0.3 * torch.rand(n, 1, SIZE, SIZE, generator=g)
+        return (x * 255).round().to(torch.uint8), y
+
+    x_tr, y_tr = draw(n_train)
+    x_te, y_te = draw(n_test)
+    return DatasetSplits("generated", x_tr, y_tr, x_te, y_te, tuple(str(i) for i in range(CLASSES)))
+
+
+def tiny_teacher():
+    return cnn_small(num_classes=CLASSES, in_channels=1, channels=(4, 8, 8), hidden=16, input_size=SIZE,
+                     dropout=0.0)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_loaders(make_splits(256), batch_size=32, seed=0)
+
+
+@pytest.fixture(scope="module")
+def teacher(data):
+    torch.manual_seed(0)
+    model = tiny_teacher()
+    train_teacher(model, data[0], epochs=8, lr=0.05, progress=False, device="cpu")
+    assert evaluate_ann(model, data[1], "cpu") >= 90.0
+    return model
+
+
+@pytest.mark.parametrize("mode,memory", [("offline", "batched"), ("online", "batched"), ("online", "constant")])
+def test_fit_raises_accuracy_and_lowers_every_local_loss(teacher, data, mode, memory):
+    train, test = data
+    torch.manual_seed(1)
+    trainer = LocalTandemTrainer(teacher, time_steps=4, mode=mode, warmup=2, memory=memory, lr=1e-2,
+                                 percentile=99.9 if mode == "offline" else 99.0, device="cpu")
+    before_acc = trainer.evaluate(test)["student_acc"]
+    before = trainer.local_losses(train)
+    history = trainer.fit(train, epochs=4, val_loader=test if mode == "offline" else None, progress=False)
+    after = trainer.local_losses(train)
+    report = trainer.evaluate(test)
+    assert len(history) == 4 and trainer.epoch == 4
+    assert report["student_acc"] > before_acc + 20, (before_acc, report["student_acc"])
+    assert set(before["local_loss"]) == set(after["local_loss"]) and len(after["local_loss"]) == 4
+    for name, loss in after["local_loss"].items():
+        assert loss < before["local_loss"][name], (name, before["local_loss"][name], loss)
+    assert after["ce"] < before["ce"]
+    # the report's shape
+    assert len(report["acc_per_step"]) == 4 and report["acc_per_step"][-1] == pytest.approx(report["student_acc"])
+    assert all(0.0 <= r <= 1.0 for r in report["firing_rate"].values()) and len(report["firing_rate"]) == 4
+    assert report["spikes_per_sample"] > 0
+    assert set(history[-1]["local_loss"]) == set(after["local_loss"])
+    if mode == "offline":
+        assert history[-1]["student_acc"] == report["student_acc"] and "teacher_acc" in history[-1]
+
+
+def test_constant_memory_gradients_equal_batched_online(teacher, data):
+    x, y = next(iter(data[0]))
+    grads = {}
+    for memory in ("batched", "constant"):
+        torch.manual_seed(3)
+        trainer = LocalTandemTrainer(teacher, time_steps=6, mode="online", warmup=3, memory=memory, device="cpu")
+        trainer.optimizer.step = lambda *a, **k: None          # keep the weights: compare the gradients
+        trainer.train_step(x, y)
+        grads[memory] = {n: p.grad.clone() for n, p in trainer.student.named_parameters()}
+    assert grads["batched"].keys() == grads["constant"].keys()
+    for n in grads["batched"]:
+        torch.testing.assert_close(grads["constant"][n], grads["batched"][n], rtol=1e-4, atol=1e-6, msg=n)
+
+
+def _interrupt_after(trainer, n_steps):
+    real, calls = trainer.train_step, [0]
+
+    def step(x, y):
+        if calls[0] == n_steps:
+            raise KeyboardInterrupt
+        calls[0] += 1
+        return real(x, y)
+    trainer.train_step = step
+
+
+def _same_run(a: LocalTandemTrainer, b: LocalTandemTrainer):
+    sa, sb = a.student.state_dict(), b.student.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+    strip = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h]  # noqa: E731
+    assert strip(a.history) == strip(b.history)
+    oa, ob = a.optimizer.state_dict()["state"], b.optimizer.state_dict()["state"]
+    for k in oa:
+        assert torch.equal(oa[k]["exp_avg"], ob[k]["exp_avg"])
+
+
+@pytest.mark.parametrize("stop_at", [3, 4], ids=["mid-epoch", "epoch-boundary"])
+def test_resume_equals_uninterrupted(teacher, tmp_path, stop_at):
+    """4 batches per epoch; a checkpoint every 3 steps and after each epoch; poisson encoding, so the global RNG
+    state must be restored too."""
+    splits = make_splits(128, 32)
+    kw = dict(time_steps=3, mode="offline", lr=3e-3, encoding="poisson", device="cpu")
+    loaders = lambda: make_loaders(splits, batch_size=32, seed=5, normalize=False)  # noqa: E731
+
+    torch.manual_seed(11)
+    full = LocalTandemTrainer(teacher, **kw)
+    full.fit(loaders()[0], epochs=2, progress=False)
+
+    torch.manual_seed(11)
+    ckpt = tmp_path / "ckpt.pt"
+    broken = LocalTandemTrainer(teacher, **kw)
+    _interrupt_after(broken, stop_at + 1)        # dies after stop_at + 1 steps; last checkpoint at step stop_at
+    with pytest.raises(KeyboardInterrupt):
+        broken.fit(loaders()[0], epochs=2, progress=False, checkpoint=ckpt, checkpoint_every=3)
+    torch.manual_seed(999)                       # whatever happens in between must not matter
+    torch.rand(7)
+    resumed = LocalTandemTrainer.load(ckpt, teacher=copy.deepcopy(teacher))
+    assert resumed.global_step == stop_at
+    resumed.fit(loaders()[0], epochs=2, progress=False)
+    _same_run(full, resumed)
+
+
+def test_resume_from_the_zoo_without_passing_models(tmp_path):
+    splits = make_splits(64, 32)
+    train, test = make_loaders(splits, batch_size=32, seed=0)
+    torch.manual_seed(0)
+    teacher = mlp(num_classes=CLASSES, in_features=SIZE * SIZE, hidden=(16,))
+    spec = {"arch": "mlp", "kwargs": {"num_classes": CLASSES, "in_features": SIZE * SIZE, "hidden": [16]}}
+    trainer = LocalTandemTrainer(teacher, time_steps=2, teacher_spec=spec, device="cpu")
+    trainer.fit(train, epochs=1, progress=False, checkpoint=tmp_path / "c.pt")
+    again = LocalTandemTrainer.load(tmp_path / "c.pt")
+    assert again.epoch == 1 and again.config == trainer.config
+    assert again.evaluate(test)["student_acc"] == trainer.evaluate(test)["student_acc"]
+    save_teacher(teacher, spec, tmp_path / "t.pt", {"test_acc": 1.0})
+    t2, spec2, meta = load_teacher(tmp_path / "t.pt")
+    assert spec2 == spec and meta == {"test_acc": 1.0}
+    for a, b in zip(t2.state_dict().values(), teacher.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_bad_checkpoints_give_clear_errors(teacher, tmp_path):
+    trainer = LocalTandemTrainer(teacher, time_steps=2, device="cpu")
+    good = trainer.save(tmp_path / "good.pt")
+    raw = good.read_bytes()
+    (tmp_path / "trunc.pt").write_bytes(raw[: len(raw) // 2])
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all" * 10)
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    for name in ("trunc.pt", "junk.pt"):
+        with pytest.raises(CheckpointError, match="corrupt"):
+            LocalTandemTrainer.load(tmp_path / name, teacher=teacher)
+    with pytest.raises(CheckpointError, match="not a ltl_ext checkpoint"):
+        LocalTandemTrainer.load(tmp_path / "other.pt", teacher=teacher)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        LocalTandemTrainer.load(tmp_path / "missing.pt", teacher=teacher)
+    with pytest.raises(CheckpointError, match="user-built"):          # no zoo spec: the teacher must be passed
+        LocalTandemTrainer.load(good)
+    other = cnn_small(num_classes=CLASSES, in_channels=1, channels=(4, 8, 6), hidden=16, input_size=SIZE)
+    with pytest.raises(CheckpointError, match="does not match"):
+        LocalTandemTrainer.load(good, teacher=other)
+    save_teacher(teacher, None, tmp_path / "teacher.pt")
+    with pytest.raises(CheckpointError, match="expected 'ltl_trainer'"):
+        LocalTandemTrainer.load(tmp_path / "teacher.pt", teacher=teacher)
+    # a pickle that would run code is refused by the weights_only loader
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+    with open(tmp_path / "evil.pt", "wb") as f:
+        pickle.dump({"format": "x", "evil": Evil()}, f)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        LocalTandemTrainer.load(tmp_path / "evil.pt", teacher=teacher)
+
+
+def test_atomic_save_keeps_the_old_file_on_failure(tmp_path):
+    path = save_checkpoint({"a": torch.ones(2)}, tmp_path / "x.pt", kind="test")
+
+    class Boom:
+        def __reduce__(self):
+            raise RuntimeError("boom")
+    with pytest.raises(Exception):
+        save_checkpoint({"a": Boom()}, path, kind="test")
+    assert torch.equal(load_checkpoint(path, kind="test")["a"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == ["x.pt"]
+
+
+def test_calibrate_trains_only_what_it_may(teacher, data):
+    train, test = data
+    torch.manual_seed(2)
+    student = convert(teacher, neuron=LIF(learnable="threshold"))     # thresholds are parameters
+    trainer = LocalTandemTrainer(teacher, student, time_steps=4, mode="offline", lr=3e-3, device="cpu")
+    trainer.fit(train, epochs=1, progress=False)
+    chip = copy.deepcopy(trainer.student)
+    with torch.no_grad():                             # a "noisy chip": perturb its weights
+        for n, p in chip.named_parameters():
+            if not n.endswith("threshold"):
+                p.mul_(1 + 0.3 * torch.randn_like(p))
+    before = {n: p.detach().clone() for n, p in chip.named_parameters()}
+    noisy_acc = trainer.evaluate(test, model=chip)["student_acc"]
+    out = trainer.calibrate(chip, train, steps=16, mode="online", lr=3e-3)
+    assert out["steps"] == 16 and set(out["local_loss"]) == {n for n, _ in chip.lifs()}
+    for n, p in chip.named_parameters():
+        if n.endswith("threshold"):                   # thresholds untouched without train_thresholds
+            assert torch.equal(p, before[n]) and p.requires_grad, n
+        else:
+            assert not torch.equal(p, before[n]), n
+    assert trainer.evaluate(test, model=chip)["student_acc"] >= noisy_acc - 5
+    assert all(lif.target is None and lif.tandem_mode is None for _, lif in chip.lifs())
+    trainer.calibrate(chip, train, steps=4, lr=1e-2, train_thresholds=True)
+    assert any(not torch.equal(p, before[n]) for n, p in chip.named_parameters() if n.endswith("threshold"))
+    plain = copy.deepcopy(LocalTandemTrainer(teacher, time_steps=2, device="cpu").student)
+    with pytest.raises(ValueError, match="thresholds"):
+        trainer.calibrate(plain, train, steps=1, train_thresholds=True)
+
+
+def test_init_teacher_starts_close_to_the_teacher(teacher, data):
+    train, test = data
+    x = torch.cat([x for x, _ in train])[:128]
+    trainer = LocalTandemTrainer(teacher, time_steps=8, init="teacher", calib_data=x, device="cpu")
+    rand = LocalTandemTrainer(teacher, time_steps=8, init="random", device="cpu")
+    assert trainer.evaluate(test)["student_acc"] > rand.evaluate(test)["student_acc"]
+
+
+def test_bptt_baseline_learns(teacher, data):
+    train, test = data
+    torch.manual_seed(4)
+    student = SpikingModel(convert(teacher, neuron=LIF()), time_steps=4)
+    bptt = BPTTTrainer(student, time_steps=4, lr=1e-2, device="cpu")
+    before = bptt.evaluate(test)["student_acc"]
+    bptt.fit(train, epochs=2, progress=False)
+    assert bptt.evaluate(test)["student_acc"] > before + 20
+    assert len(bptt.history) == 2
+
+
+def test_bad_arguments(teacher):
+    with pytest.raises(ValueError, match="mode"):
+        LocalTandemTrainer(teacher, mode="sideways")
+    with pytest.raises(ValueError, match="constant"):
+        LocalTandemTrainer(teacher, mode="offline", memory="constant")
+    with pytest.raises(ValueError, match="warmup"):
+        LocalTandemTrainer(teacher, mode="online", time_steps=4, warmup=4)
+    with pytest.raises(ValueError, match="percentile"):
+        LocalTandemTrainer(teacher, percentile=150)
+    with pytest.raises(TypeError, match="teacher"):
+        LocalTandemTrainer("resnet")
+    with pytest.raises(ValueError, match="calib_data"):
+        LocalTandemTrainer(teacher, init="teacher")
