@@ -85,7 +85,9 @@ def _nvidia_wheel_includes():
 
 
 def _rel(paths):
-    return sorted(os.path.relpath(p, ROOT) for p in paths)
+    # *avx2* objects link last: the linker keeps the first copy of an inline function, so a baseline copy wins
+    # over one compiled for AVX2 (see csrc/cpu/lif_cpu_avx2.cpp)
+    return sorted((os.path.relpath(p, ROOT) for p in paths), key=lambda p: ("avx2" in os.path.basename(p), p))
 
 
 def _extension(with_cuda: bool):
@@ -99,7 +101,8 @@ def _extension(with_cuda: bool):
         return cpp_extension.CppExtension(
             "ltl_ext._C", sources, include_dirs=[os.path.join(ROOT, "csrc", "include")],
             define_macros=define, extra_compile_args={"cxx": cxx}, extra_link_args=link)
-    sources += _rel(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu")) + glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cpp")))
+    sources = _rel([os.path.join(ROOT, p) for p in sources] + glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu"))
+                   + glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cpp")))
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
     define += [("WITH_CUDA", None), ("LTL_EXT_CUDA_VERSION", f'"{torch.version.cuda}"')]
     for d in _nvidia_wheel_includes():

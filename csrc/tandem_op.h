@@ -101,7 +101,7 @@ using TandemOfflineBwdOut = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::T
 using TandemOnlineOut = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                                    at::Tensor, at::Tensor, at::Tensor>;
 
-// The three ops, for a device: `run(c)` launches the kernel on c.p; `scratch(T, N)` is how many math-type
+// The three ops, for a device: `run(c)` launches the kernel on c.p; `scratch(c.p)` is how many math-type
 // values the offline backward's kernel needs as scratch (0 for the CPU).
 template <typename Run>
 TandemOfflineFwdOut tandem_offline_fwd_impl(Run&& run, const at::Tensor& x, const at::Tensor& target,
@@ -145,7 +145,7 @@ TandemOfflineBwdOut tandem_offline_bwd_impl(Run&& run, Scratch&& scratch, const 
   at::Tensor gb = opt_out(need_beta, N, mo, &c.p.grad_beta);
   at::Tensor ga = opt_out(need_alpha, N, mo, &c.p.grad_alpha);
   at::Tensor gt = opt_out(need_theta, N, mo, &c.p.grad_theta);
-  const int64_t ns = scratch(T, N);
+  const int64_t ns = scratch(c.p);
   if (ns > 0) {
     c.scratch = at::empty({ns}, mo);
     c.p.scratch = c.scratch.data_ptr();

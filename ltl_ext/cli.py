@@ -14,7 +14,10 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-DATASETS = ("embedded", "fashion-mnist", "mnist", "cifar10", "cifar100", "folder", "npz")
+from .data.catalog import DATASETS as _DATASETS
+
+DATASETS = tuple(_DATASETS)
+ARCHS = ("cnn_small", "mlp", "vgg11", "vgg16", "resnet")
 
 
 class UserError(Exception):
@@ -35,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--epochs", type=int, default=None, help="LTL epochs (default: the demo recipe's, <= 5)")
     d.add_argument("--time-steps", type=int, default=None, help="T (default: the demo recipe's)")
     d.add_argument("--mode", choices=("offline", "online"), default="offline")
+    d.add_argument("--init", choices=("random", "teacher"), default=None,
+                   help="student start (default: the recipe's, teacher)")
+    d.add_argument("--teacher-epochs", type=int, default=None, help="(default: the demo recipe's)")
+    d.add_argument("--limit", type=int, default=None, help="use at most N train and N test images (smoke runs)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -42,7 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a teacher (or load one) and its spiking student with LTL")
     _add_data_args(t)
-    t.add_argument("--arch", default=None, help="teacher architecture from the zoo (default: by data set)")
+    t.add_argument("--arch", choices=ARCHS, default=None,
+                   help="teacher architecture from the zoo (default: vgg11 for CIFAR, cnn_small otherwise)")
+    t.add_argument("--channels", default=None, metavar="C1,C2,..",
+                   help="cnn_small conv widths (default 32,64,64)")
+    t.add_argument("--hidden", default=None, metavar="H[,H2..]",
+                   help="hidden fc width(s) of cnn_small (one) or mlp (a list)")
     t.add_argument("--teacher", default=None, metavar="CKPT",
                    help="a teacher checkpoint (teacher.pt of an earlier run); default: train one")
     t.add_argument("--teacher-epochs", type=int, default=10)
@@ -82,9 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", choices=DATASETS, default="embedded",
+    p.add_argument("--data", choices=list(DATASETS), default="embedded",
                    help="data set (default: the embedded Fashion-MNIST subset)")
     p.add_argument("--data-dir", default=None, metavar="PATH", help="where the data set's files are")
+    p.add_argument("--limit", type=int, default=None, help="use at most N train and N test images")
+    p.add_argument("--image-size", type=int, default=None, help="folder data: resize images to S x S")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
@@ -133,57 +147,63 @@ def _is_user_error(e: BaseException) -> bool:
 
 
 # ============================================================================================= commands
-#: The demo recipe: sized to finish in ~2 minutes on 2 CPU cores (measured in docs/results.md).
-DEMO = dict(arch="demo_cnn", batch_size=64, teacher_epochs=3, teacher_lr=0.05, epochs=3, time_steps=8,
-            lr=1e-3, init="random")
+#: The demo recipe: sized to finish in about 2 minutes on 2 CPU cores (measured: docs/results.md).
+#: The student starts from the teacher (BN folded, thresholds balanced: ltl-method.md §2 "ours"); from random
+#: weights LTL needs more epochs than fit in 2 minutes here (docs/results.md, init table).
+DEMO = dict(arch="cnn_small", arch_kwargs={"channels": [16, 32, 32], "hidden": 128}, batch_size=64,
+            teacher_epochs=3, teacher_lr=0.05, epochs=2, time_steps=8, lr=1e-3, init="teacher")
 
 
 def cmd_demo(args) -> int:
     t_start = time.perf_counter()
-    torch = _torch(args)
+    _torch(args)
     from . import data as ltl_data
-    from .trainer import LocalTandemTrainer, train_teacher, evaluate_ann
+    from .trainer import LocalTandemTrainer, evaluate_ann, save_teacher, train_teacher
     recipe = dict(DEMO)
     if args.epochs is not None:
         recipe["epochs"] = _positive("--epochs", args.epochs, 5)
     if args.time_steps is not None:
         recipe["time_steps"] = _positive("--time-steps", args.time_steps)
+    if args.teacher_epochs is not None:
+        recipe["teacher_epochs"] = _positive("--teacher-epochs", args.teacher_epochs, allow_zero=True)
+    if args.init is not None:
+        recipe["init"] = args.init
     out = Path(args.out)
     progress = not args.quiet
-    splits = ltl_data.load_dataset("embedded")
+    splits = ltl_data.load_dataset("embedded", limit=_limit(args))
     train_loader, test_loader = ltl_data.make_loaders(splits, batch_size=recipe["batch_size"], augment=False,
                                                       seed=args.seed)
-    teacher, spec = _build_teacher(recipe["arch"], splits)
-    _say(progress, f"teacher: {recipe['arch']} on {len(splits.y_train)} images, {recipe['teacher_epochs']} epochs")
+    teacher, spec = _build_teacher(recipe["arch"], splits, recipe["arch_kwargs"])
+    _say(progress, f"{splits.describe()}\nteacher: {recipe['arch']}, {recipe['teacher_epochs']} epochs")
     train_teacher(teacher, train_loader, recipe["teacher_epochs"], lr=recipe["teacher_lr"], device=args.device,
                   progress=progress)
     teacher_acc = evaluate_ann(teacher, test_loader, args.device)
-    _say(progress, f"teacher test accuracy {teacher_acc:.2f}%; LTL {args.mode}, T={recipe['time_steps']}")
-    warmup = recipe["time_steps"] * 3 // 4
-    trainer = LocalTandemTrainer(teacher, time_steps=recipe["time_steps"], mode=args.mode, warmup=warmup,
+    save_teacher(teacher, spec, out / "teacher.pt", {"test_acc": teacher_acc, "data": "embedded"})
+    _say(progress, f"teacher test accuracy {teacher_acc:.2f}%; LTL {args.mode}, T = {recipe['time_steps']}")
+    trainer = LocalTandemTrainer(teacher, time_steps=recipe["time_steps"], mode=args.mode,
                                  percentile=99.9 if args.mode == "offline" else 99.0, init=recipe["init"],
-                                 lr=recipe["lr"], device=args.device, teacher_spec=spec)
+                                 lr=recipe["lr"], device=args.device, teacher_spec=spec,
+                                 calib_data=_first_images(train_loader) if recipe["init"] == "teacher" else None)
     t_ltl = time.perf_counter()
     trainer.fit(train_loader, recipe["epochs"], val_loader=test_loader, progress=progress,
                 checkpoint=out / "ckpt.pt")
     ltl_seconds = time.perf_counter() - t_ltl
-    report = trainer.history[-1] if trainer.history else {}
     final = trainer.evaluate(test_loader)
     metrics = _metrics(trainer, final, data="embedded", seconds=time.perf_counter() - t_start,
                        ltl_seconds=ltl_seconds, teacher_acc=teacher_acc)
-    del report
     _finish(out, trainer, final, metrics, teacher_acc)
     return 0
 
 
 def cmd_train(args) -> int:
     t_start = time.perf_counter()
-    torch = _torch(args)
+    _torch(args)
     from . import data as ltl_data
     from .trainer import LocalTandemTrainer, evaluate_ann, load_teacher, save_teacher, train_teacher
     _positive("--epochs", args.epochs, allow_zero=True)
     _positive("--time-steps", args.time_steps)
     _positive("--batch-size", args.batch_size)
+    percentile = _percentile(args.percentile, args.mode)
     out = Path(args.out)
     progress = not args.quiet
     splits = _load_data(args)
@@ -193,26 +213,30 @@ def cmd_train(args) -> int:
     ckpt = out / "ckpt.pt"
     if args.resume and ckpt.exists():
         trainer = LocalTandemTrainer.load(ckpt, device=args.device)
+        _check_fits(trainer.teacher_spec, splits, str(ckpt))
         teacher_acc = trainer.history[0]["teacher_acc"] if trainer.history and \
             "teacher_acc" in trainer.history[0] else evaluate_ann(trainer.teacher, test_loader, args.device)
         _say(progress, f"resuming {ckpt} at epoch {trainer.epoch}")
     else:
         if args.teacher:
             teacher, spec, _ = load_teacher(args.teacher)
+            _check_fits(spec, splits, args.teacher)
         else:
             arch = args.arch or _default_arch(args.data)
-            teacher, spec = _build_teacher(arch, splits)
+            teacher, spec = _build_teacher(arch, splits, _arch_kwargs(arch, args.channels, args.hidden))
             _say(progress, f"teacher: {arch}, {args.teacher_epochs} epochs")
             train_teacher(teacher, train_loader, args.teacher_epochs, lr=args.teacher_lr, device=args.device,
                           progress=progress)
         teacher_acc = evaluate_ann(teacher, test_loader, args.device)
         save_teacher(teacher, spec, out / "teacher.pt", {"test_acc": teacher_acc, "data": args.data})
         _say(progress, f"teacher test accuracy {teacher_acc:.2f}%")
-        warmup = args.warmup if args.warmup is not None else args.time_steps * 3 // 4
-        trainer = LocalTandemTrainer(
-            teacher, time_steps=args.time_steps, mode=args.mode, warmup=warmup, memory=args.memory,
-            percentile=_percentile(args.percentile, args.mode), init=args.init, lr=args.lr, device=args.device,
-            teacher_spec=spec, calib_data=_first_images(train_loader) if args.init == "teacher" else None)
+        try:
+            trainer = LocalTandemTrainer(
+                teacher, time_steps=args.time_steps, mode=args.mode, warmup=args.warmup, memory=args.memory,
+                percentile=percentile, init=args.init, lr=args.lr, device=args.device,
+                teacher_spec=spec, calib_data=_first_images(train_loader) if args.init == "teacher" else None)
+        except ValueError as e:      # a flag combination the trainer refuses (e.g. --warmup >= -T online)
+            raise UserError(str(e).splitlines()[0]) from None
     t_ltl = time.perf_counter()
     trainer.fit(train_loader, args.epochs, val_loader=test_loader, progress=progress, checkpoint=ckpt,
                 metrics_path=out / "history.json")
@@ -231,6 +255,7 @@ def cmd_eval(args) -> int:
     from .plots import plot_acc_per_step
     trainer = LocalTandemTrainer.load(args.checkpoint, device=args.device, restore_rng=False)
     splits = _load_data(args)
+    _check_fits(trainer.teacher_spec, splits, args.checkpoint)
     _, test_loader = ltl_data.make_loaders(splits, batch_size=args.batch_size, augment=False, seed=0,
                                            num_workers=args.workers)
     report = trainer.evaluate(test_loader, progress=not args.quiet)
@@ -310,24 +335,70 @@ def _percentile(text: Optional[str], mode: str):
 
 def _load_data(args):
     from . import data as ltl_data
-    if args.data not in ("embedded",) and not args.data_dir:
-        raise UserError(f"--data {args.data} needs --data-dir PATH (nothing is ever downloaded)")
-    return ltl_data.load_dataset(args.data, args.data_dir)
+    return ltl_data.load_dataset(args.data, args.data_dir, limit=_limit(args), image_size=args.image_size)
+
+
+def _limit(args) -> Optional[int]:
+    return None if args.limit is None else _positive("--limit", args.limit)
 
 
 def _default_arch(data: str) -> str:
-    return {"cifar10": "vgg11", "cifar100": "vgg11"}.get(data, "fmnist_cnn")
+    return {"cifar10": "vgg11", "cifar100": "vgg11", "folder": "resnet"}.get(data, "cnn_small")
 
 
-def _build_teacher(arch: str, splits):
-    from . import models
-    kwargs = dict(in_channels=splits.in_channels, num_classes=splits.num_classes,
-                  image_size=tuple(splits.image_size))
-    try:
-        model = models.build(arch, **kwargs)
-    except KeyError:
-        raise UserError(f"unknown --arch {arch!r}; choose one of {', '.join(models.available())}") from None
-    return model, {"arch": arch, "kwargs": kwargs}
+def _build_teacher(arch: str, splits, extra: Optional[Dict[str, Any]] = None):
+    """A fresh zoo model for these data, and its spec (what a checkpoint needs to rebuild it)."""
+    from .models import MODELS
+    c, (h, w) = splits.in_channels, splits.image_size
+    kwargs: Dict[str, Any] = {"num_classes": splits.num_classes}
+    if arch == "mlp":
+        kwargs["in_features"] = c * h * w
+    else:
+        kwargs["in_channels"] = c
+    if arch in ("vgg11", "vgg16", "cnn_small"):
+        if h != w:
+            raise UserError(f"--arch {arch} needs square images, got {h}x{w} (use --image-size for folder data)")
+        if arch.startswith("vgg") and h % 16:
+            raise UserError(f"--arch {arch} needs an image size divisible by 16, got {h}")
+        kwargs["input_size"] = h
+    kwargs.update(extra or {})
+    return MODELS[arch](**kwargs), {"arch": arch, "kwargs": kwargs}
+
+
+def _check_fits(spec: Optional[Dict[str, Any]], splits, where) -> None:
+    """A saved model must match the data it is run on (classes, channels, input size): one clear line if not."""
+    kw = (spec or {}).get("kwargs", {})
+    c, (h, w) = splits.in_channels, splits.image_size
+    checks = [("classes", kw.get("num_classes"), splits.num_classes), ("input channels", kw.get("in_channels"), c),
+              ("input features", kw.get("in_features"), c * h * w),
+              ("image size", kw.get("input_size"), h if h == w else f"{h}x{w}")]
+    for what, model, data in checks:
+        if model is not None and model != data:
+            raise UserError(f"{where} was trained for {model} {what}, but {splits.name} has {data}")
+
+
+def _arch_kwargs(arch: str, channels: Optional[str], hidden: Optional[str]) -> Dict[str, Any]:
+    def ints(flag, text):
+        try:
+            values = [int(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            values = []
+        if not values or min(values) < 1:
+            raise UserError(f"{flag} must be positive integers separated by commas, got {text!r}")
+        return values
+    out: Dict[str, Any] = {}
+    if channels is not None:
+        if arch != "cnn_small":
+            raise UserError(f"--channels applies to --arch cnn_small, not {arch}")
+        out["channels"] = ints("--channels", channels)
+    if hidden is not None:
+        if arch not in ("cnn_small", "mlp"):
+            raise UserError(f"--hidden applies to --arch cnn_small or mlp, not {arch}")
+        h = ints("--hidden", hidden)
+        if arch == "cnn_small" and len(h) != 1:
+            raise UserError("--hidden takes one width for cnn_small")
+        out["hidden"] = h[0] if arch == "cnn_small" else h
+    return out
 
 
 def _first_images(loader, n: int = 256):

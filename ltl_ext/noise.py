@@ -409,6 +409,10 @@ def program(student: nn.Module, dev: DeviceModel, seed: int = 0, *, example_inpu
                     mm.original_value = None if torch.is_tensor(value) else float(value)
                     mm.original_kind = _nominal_tensor(lif, name)
                     parametrize.register_parametrization(lif, name, mm, unsafe=True)
+                    orig = getattr(lif.parametrizations, name).original
+                    if isinstance(orig, nn.Parameter):
+                        # fixed unless calibration asks for it (trainer.calibrate(train_thresholds=True))
+                        orig.requires_grad_(False)
             lif.register_forward_pre_hook(_materialise_hook)
         if example_input is not None:
             shapes = _neuron_shapes(chip, example_input, lifs)  # the pre-hooks materialise during this forward

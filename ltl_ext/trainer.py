@@ -50,6 +50,11 @@ def _lifs(model: nn.Module) -> Dict[str, LIF]:
     return {name: m for name, m in model.named_modules() if isinstance(m, LIF)}
 
 
+def default_warmup(time_steps: int) -> int:
+    """Online LTL's warm-up: the released code's 12 of T = 16, i.e. 3T/4 (at least one step is left)."""
+    return max(0, min(time_steps * 3 // 4, time_steps - 1)) if isinstance(time_steps, int) else 0
+
+
 # ============================================================================================= config
 @dataclass
 class LTLConfig:
@@ -57,7 +62,7 @@ class LTLConfig:
 
     time_steps: int = 16
     mode: str = "offline"
-    warmup: int = 12
+    warmup: int = 12                # LocalTandemTrainer's default: 3T/4 (12 at T = 16)
     percentile: Any = 99.9          # float in (0, 100], "running", or None (no normalisation)
     init: str = "random"
     lr: float = 1e-4
@@ -108,10 +113,12 @@ class LocalTandemTrainer:
     """
 
     def __init__(self, teacher: nn.Module, student: Optional[nn.Module] = None, time_steps: int = 16,
-                 mode: str = "offline", warmup: int = 12, percentile=99.9, init: str = "random",
+                 mode: str = "offline", warmup: Optional[int] = None, percentile=99.9, init: str = "random",
                  lr: float = 1e-4, memory: str = "batched", device=None, *, ce_weight: float = 1.0,
                  weight_decay: float = 0.0, encoding: str = "direct", calib_data=None,
                  seed: Optional[int] = None, teacher_spec: Optional[dict] = None):
+        if warmup is None:                # the code's 12 of 16 steps, scaled to T
+            warmup = default_warmup(time_steps)
         self.config = LTLConfig(time_steps=time_steps, mode=mode, warmup=warmup, percentile=percentile,
                                 init=init, lr=float(lr), memory=memory, ce_weight=float(ce_weight),
                                 weight_decay=float(weight_decay), encoding=encoding).check()
@@ -143,7 +150,7 @@ class LocalTandemTrainer:
     # ------------------------------------------------------------------------------------------ building
     def _convert(self, teacher, init, calib_data):
         from .convert import convert
-        if calib_data is not None:
+        if isinstance(calib_data, Tensor):
             calib_data = calib_data.to(self.device)
         student = convert(teacher, init=init, calib_data=calib_data)
         for p in student.parameters():        # the teacher may come frozen; its student learns
@@ -311,7 +318,7 @@ class LocalTandemTrainer:
     # ------------------------------------------------------------------------------------------ calibrate
     def calibrate(self, model: nn.Module, loader: Iterable, steps: int = 300, mode: str = "online",
                   lr: Optional[float] = None, train_thresholds: bool = False, *, memory: str = "batched",
-                  progress: bool = False) -> Dict[str, Any]:
+                  warmup: Optional[int] = None, progress: bool = False) -> Dict[str, Any]:
         """Train ``model`` (a copy of the student on a noisy chip, say) with LTL against this trainer's teacher.
 
         Only ``model``'s own trainable weights learn (for a chip: the programmed weights behind its
@@ -321,7 +328,10 @@ class LocalTandemTrainer:
         """
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
             raise ValueError(f"steps must be a non-negative int, got {steps!r}")
-        config = LTLConfig(**dict(asdict(self.config), mode=mode, memory=memory,
+        T = getattr(model, "time_steps", self.config.time_steps)
+        if warmup is None:
+            warmup = self.config.warmup if self.config.warmup < T else default_warmup(T)
+        config = LTLConfig(**dict(asdict(self.config), mode=mode, memory=memory, time_steps=T, warmup=warmup,
                                   lr=float(lr if lr is not None else self.config.lr))).check()
         params, toggled = _calibration_params(model, train_thresholds)
         if not params:

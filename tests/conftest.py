@@ -81,6 +81,7 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "cuda: runs on the GPU (auto-applied to node ids containing 'cuda')")
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.nodeid.lower():

@@ -300,3 +300,35 @@ def test_calibration_improves_a_noisy_chip(tiny_trainer):
     after = trainer.evaluate(test, model=chip)["student_acc"]
     assert after > before + 0.5 * (ideal - before), (ideal, before, after)
     assert math.isfinite(after)
+
+
+# --------------------------------------------------------------------------------------------- the study
+def test_robustness_study_function_table_plot_and_parser(tiny_trainer, tmp_path):
+    import argparse
+    import json
+    from ltl_ext import robustness
+    trainer, train, test = tiny_trainer
+    student_state = {k: v.clone() for k, v in trainer.student.state_dict().items()}
+    res = robustness.run_study(trainer, train, test, sigmas=[0.2, 0.8], chips=2, steps=3,
+                               devices=(("4 levels", dict(programming_sigma=0.0, levels=4)),
+                                        ("stuck", dict(programming_sigma=0.0, stuck_off=0.05))),
+                               progress=False)
+    assert [e["sigma"] for e in res["sweep"]] == [0.2, 0.8]
+    assert all(len(e["chips"]) == 2 for e in res["sweep"])
+    assert len(res["devices"][0]["chips"]) == 1 and len(res["devices"][1]["chips"]) == 2  # levels: deterministic
+    assert res["claim"]["chips"] == 2 and res["claim"]["holds"] is False  # fewer than 3 chips never holds
+    for e in res["sweep"] + res["devices"]:
+        assert {"before_mean", "before_std", "after_mean", "after_std", "recovered", "recovered_strict"} <= set(e)
+    json.dumps(res)
+    text = robustness.table(res)
+    assert "sigma=0.8" in text and "4 levels" in text
+    png = robustness.plot(res, tmp_path / "r.png")
+    assert png.stat().st_size > 1000
+    for k, v in trainer.student.state_dict().items():
+        assert torch.equal(v, student_state[k]), k
+    p = argparse.ArgumentParser()
+    robustness.add_parser(p.add_subparsers())
+    args = p.parse_args(["robustness", "--sigmas", "0.1,0.2", "--chips", "4", "--out", str(tmp_path)])
+    assert robustness._parse_sigmas(args.sigmas) == [0.1, 0.2] and args.chips == 4 and args.steps == 300
+    with pytest.raises(ValueError):
+        robustness._parse_sigmas("0.1,x")

@@ -130,7 +130,7 @@ def test_resume_equals_uninterrupted(teacher, tmp_path, stop_at):
     torch.manual_seed(11)
     ckpt = tmp_path / "ckpt.pt"
     broken = LocalTandemTrainer(teacher, **kw)
-    _interrupt_after(broken, stop_at + 1)        # dies after stop_at + 1 steps; last checkpoint at step stop_at
+    _interrupt_after(broken, stop_at)            # dies in step stop_at + 1; the last checkpoint is at step stop_at
     with pytest.raises(KeyboardInterrupt):
         broken.fit(loaders()[0], epochs=2, progress=False, checkpoint=ckpt, checkpoint_every=3)
     torch.manual_seed(999)                       # whatever happens in between must not matter

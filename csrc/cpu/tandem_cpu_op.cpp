@@ -10,7 +10,7 @@ namespace {
 void check_cpu(const at::Tensor& x) {
   TORCH_CHECK(x.device().is_cpu(), "ltl_ext.tandem: the CPU kernel got x on ", x.device());
 }
-int64_t no_scratch(int64_t, int64_t) { return 0; }
+int64_t no_scratch(const TandemLaunch&) { return 0; }
 
 TandemOfflineFwdOut offline_fwd(const at::Tensor& x, const at::Tensor& target, const OptTensor& beta,
                                 const OptTensor& alpha, const OptTensor& theta, const OptTensor& v0, double beta_s,

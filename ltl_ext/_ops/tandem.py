@@ -161,6 +161,7 @@ def _offline_setup(ctx, inputs, output):
     x, target, beta, alpha, threshold, v0 = inputs[:6]
     spikes, loss, err = output
     ctx.mark_non_differentiable(spikes, err)
+    ctx.set_materialize_grads(False)  # else autograd allocates a zero [T, N] gradient for the spikes
     ctx.save_for_backward(x, err, beta, alpha, threshold, v0)
     ctx.lif_args = inputs[6:]  # beta_s, alpha_s, threshold_s, reset, v_reset, surrogate, surrogate_alpha, detach
 
@@ -168,6 +169,8 @@ def _offline_setup(ctx, inputs, output):
 def _offline_backward(ctx, g_spikes, g_loss, g_err):
     x, err, beta, alpha, threshold, v0 = ctx.saved_tensors
     need = ctx.needs_input_grad
+    if g_loss is None:
+        return (None,) * 14
     gx, g_v0, g_beta, g_alpha, g_theta = _ops.tandem_offline_bwd(
         g_loss, x, err, beta, alpha, threshold, v0, *ctx.lif_args, need[5], need[2], need[3], need[4])
     g_target = None
@@ -180,6 +183,7 @@ def _offline_backward(ctx, g_spikes, g_loss, g_err):
 def _online_setup(ctx, inputs, output):
     spikes, loss, v_out, count_out, gx, g_beta, g_alpha, g_theta, g_target = output
     ctx.mark_non_differentiable(spikes, v_out, count_out, gx, g_beta, g_alpha, g_theta, g_target)
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(gx, g_beta, g_alpha, g_theta, g_target)
 
 
@@ -200,8 +204,10 @@ def _scaled(t: Tensor, g: Tensor, one: bool) -> Tensor:
 def _online_backward(ctx, g_spikes, g_loss, *unused):
     gx, g_beta, g_alpha, g_theta, g_target = ctx.saved_tensors
     need = ctx.needs_input_grad
-    one = _is_one(g_loss)
     out = [None] * 22
+    if g_loss is None:
+        return tuple(out)
+    one = _is_one(g_loss)
     for i, t in ((0, gx), (1, g_target), (2, g_beta), (3, g_alpha), (4, g_theta)):
         if need[i]:  # the forward computed it: the wrapper sets need_* from requires_grad
             out[i] = _scaled(t, g_loss, one)

@@ -53,7 +53,7 @@ struct TandemLaunch {
   void* grad_alpha = nullptr;
   void* grad_theta = nullptr;
   void* grad_target = nullptr;   // online only (offline: -2 err / N, computed by the caller)
-  // CUDA offline backward with T > its register window: scratch of tandem_cuda_scratch(T, N) math-type values.
+  // CUDA offline backward when H does not fit in shared memory: tandem_cuda_scratch(p) math-type values.
   void* scratch = nullptr;
 };
 
@@ -68,7 +68,7 @@ void tandem_online_cpu(const TandemLaunch& p);
 
 // CUDA kernels (csrc/cuda/tandem_cuda.cu): one thread per neuron. `stream` is a cudaStream_t. Return nullptr on
 // success, else the CUDA error string of the launch.
-int64_t tandem_cuda_scratch(int64_t T, int64_t N);  // math-type values the offline backward needs as scratch
+int64_t tandem_cuda_scratch(const TandemLaunch& p);  // math-type values the offline backward needs as scratch
 const char* tandem_offline_forward_cuda(const TandemLaunch& p, void* stream);
 const char* tandem_offline_backward_cuda(const TandemLaunch& p, void* stream);
 const char* tandem_online_cuda(const TandemLaunch& p, void* stream);

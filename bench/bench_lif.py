@@ -1,0 +1,138 @@
+"""Fused multi-step LIF vs the floor, the reference and SpikingJelly's multi-step LIF (figures, not pass/fail).
+
+    .venv/bin/python -m pytest bench/bench_lif.py --benchmark-only -q          # default: short
+    LTL_BENCH_FULL=1 .venv/bin/python -m pytest bench/bench_lif.py --benchmark-only -q
+
+float32, sigmoid surrogate, soft reset, beta = 0.9, threshold = 1. Modes: fwd (forward only, no autograd graph),
+bwd (backward only: a fresh forward in the untimed setup of every round), both (forward + backward).
+Floor = plain torch ops that read the op's inputs and write fresh outputs of the same sizes: fwd x.clone(),
+bwd torch.add(grad_s, x), both = the two. SpikingJelly: `pip install --no-deps spikingjelly loguru`; its
+LIFNode(tau=10, decay_input=True, v_reset=None) is the same neuron as beta = 0.9, alpha = 0.1 (skipped if absent).
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import DEVICES, EXTRA, FULL, cuda_ok, run_bench, sync
+from ltl_ext.functional import lif, lif_reference
+
+TS = [8, 16, 64]
+NS = [1 << 14, 1 << 20]
+MODES = ["fwd", "bwd", "both"]
+KW = dict(beta=0.9, threshold=1.0, reset="soft", surrogate="sigmoid")
+
+try:
+    from spikingjelly.activation_based import neuron as sj_neuron, surrogate as sj_surrogate
+except Exception:  # pragma: no cover
+    sj_neuron = None
+
+
+def _inputs(T, N, device):
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(T, N, generator=g) + 0.3).to(device)
+    gs = torch.randn(T, N, generator=g).to(device)
+    return x, gs
+
+
+def _fused(x):
+    return lif(x, **KW)
+
+
+def _reference(x):
+    return lif_reference(x, **KW)
+
+
+def _spikingjelly_fn():
+    node = sj_neuron.LIFNode(tau=10.0, decay_input=True, v_threshold=1.0, v_reset=None,
+                             surrogate_function=sj_surrogate.Sigmoid(alpha=4.0), step_mode="m")
+
+    def f(x):
+        node.reset()
+        return node(x)
+    return f
+
+
+def _bench_impl(benchmark, impl, fwd_fn, mode, T, N, device):
+    x, gs = _inputs(T, N, device)
+    key = (device, "lif", mode, T, N)
+    if impl == "floor":
+        fns = {"fwd": lambda: x.clone(), "bwd": lambda: torch.add(gs, x),
+               "both": lambda: (x.clone(), torch.add(gs, x))}
+        return run_bench(benchmark, key, impl, fns[mode], device=device)
+    if mode == "fwd":
+        with torch.no_grad():
+            fwd_fn(x)
+        def f():
+            with torch.no_grad():
+                return fwd_fn(x)
+        return run_bench(benchmark, key, impl, f, device=device)
+    if mode == "both":
+        def f():
+            xx = x.detach().requires_grad_()
+            fwd_fn(xx).backward(gs)
+            return xx.grad
+        return run_bench(benchmark, key, impl, f, device=device)
+
+    def setup():  # bwd: the forward is untimed
+        xx = x.detach().requires_grad_()
+        return (fwd_fn(xx),)
+
+    return run_bench(benchmark, key, impl, lambda s: s.backward(gs), setup=setup, device=device)
+
+
+def _skip_slow(impl, T, N, device):
+    if impl in ("reference", "spikingjelly") and not FULL and (T != 16 or device == "cuda" and N < (1 << 20)):
+        pytest.skip("slow Python-loop baseline: only T = 16 unless LTL_BENCH_FULL=1")
+    if impl == "spikingjelly" and sj_neuron is None:
+        pytest.skip("spikingjelly not installed (pip install --no-deps spikingjelly loguru)")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("N", NS, ids=lambda n: f"N{n}")
+@pytest.mark.parametrize("T", TS, ids=lambda t: f"T{t}")
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("impl", ["fused", "floor", "reference", "spikingjelly"])
+def test_lif(benchmark, impl, mode, T, N, device):
+    _skip_slow(impl, T, N, device)
+    benchmark.group = f"lif-{device}-{mode}-T{T}-N2^{N.bit_length() - 1}"
+    fn = {"fused": _fused, "reference": _reference, "floor": None}.get(impl)
+    if impl == "spikingjelly":
+        fn = _spikingjelly_fn()
+    _bench_impl(benchmark, impl, fn, mode, T, N, device)
+
+
+@pytest.mark.skipif(not cuda_ok(), reason="GPU target: needs a GPU and the CUDA kernels")
+def test_gpu_bandwidth_cuda(benchmark):
+    """GPU target: fused fwd+bwd at >= 60 % of the measured copy bandwidth, N = 2^24, T = 16 (float32).
+
+    Effective bandwidth of the fused pair = the [T, N] streams it must move (forward: read x, write spikes;
+    backward: read x and grad_s, write grad_x = 5 x T x N x 4 bytes) / time. Copy bandwidth = 2 x bytes / time of
+    y.copy_(x) into an existing tensor.
+    """
+    T, N, device = 16, 1 << 24, "cuda"
+    x, gs = _inputs(T, N, device)
+    y = torch.empty_like(x)
+    nbytes = x.numel() * x.element_size()
+    for _ in range(3):
+        y.copy_(x)
+    sync(device)
+    ev = [torch.cuda.Event(enable_timing=True) for _ in range(2)]
+    ts = []
+    for _ in range(20):
+        ev[0].record(); y.copy_(x); ev[1].record(); torch.cuda.synchronize()
+        ts.append(ev[0].elapsed_time(ev[1]) / 1e3)
+    copy_bw = 2 * nbytes / min(ts)
+
+    def f():
+        xx = x.detach().requires_grad_()
+        lif(xx, **KW).backward(gs)
+        return xx.grad
+
+    best = run_bench(benchmark, (device, "lif", "both", T, N), "fused", f, device=device)
+    fused_bw = 5 * nbytes / best
+    row = {"target": "gpu_fwd_bwd_vs_copy", "T": T, "N": N, "copy_GBps": round(copy_bw / 1e9, 1),
+           "fused_effective_GBps": round(fused_bw / 1e9, 1), "fraction_of_copy": round(fused_bw / copy_bw, 3),
+           "fused_fwd_bwd_ms": round(best * 1e3, 3), "goal": 0.6}
+    EXTRA.append(row)
+    benchmark.extra_info.update(row)

@@ -1,0 +1,89 @@
+"""Benchmark helpers (pytest-benchmark): devices, timing of fwd / bwd / both, and a ratio table at the end.
+
+Every benchmark records its best time (min over rounds: the machine is shared and noisy, and the minimum is the
+least disturbed estimate) under a key (device, op, mode, T, N, impl); the terminal summary prints, per key, the
+fused time and its ratio to the floor and to the other implementations from the SAME run. Set
+LTL_BENCH_TABLE=path.json to also write the rows as JSON (scripts/gpu_check.sh does).
+
+LTL_BENCH_FULL=1 runs every implementation at every (T, N); the default runs the slow Python-loop
+implementations (reference, SpikingJelly) only at T = 16.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+
+import pytest
+import torch
+
+FULL = os.environ.get("LTL_BENCH_FULL") == "1"
+RESULTS: dict = defaultdict(dict)  # (device, op, mode, T, N) -> {impl: seconds}
+EXTRA: list = []                   # free-form rows (bandwidth figures)
+
+
+def cuda_ok() -> bool:
+    try:
+        from ltl_ext._ops import HAS_CUDA_KERNELS
+    except Exception:  # pragma: no cover
+        return False
+    return torch.cuda.is_available() and HAS_CUDA_KERNELS
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not cuda_ok(), reason="no GPU / CUDA kernels"))]
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def run_bench(benchmark, key, impl, fn, *, setup=None, device="cpu", rounds=None):
+    """Time ``fn(*setup())`` (setup untimed, fresh per round) and record the best round under ``key``/``impl``."""
+    def target(*args):
+        out = fn(*args)
+        sync(device)
+        return out
+
+    if rounds is None:
+        rounds = 5 if device == "cpu" else 20
+    if setup is None:
+        benchmark.pedantic(target, rounds=rounds, iterations=1, warmup_rounds=1)
+    else:
+        def _setup():
+            args = setup()
+            sync(device)
+            return args, {}
+        benchmark.pedantic(target, setup=_setup, rounds=rounds, warmup_rounds=1)
+    best = benchmark.stats.stats.min
+    RESULTS[key][impl] = best
+    benchmark.extra_info.update(impl=impl, key=list(key), best_ms=best * 1e3)
+    return best
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if not RESULTS and not EXTRA:
+        return
+    tr = terminalreporter
+    impls = ["fused", "floor", "reference", "spikingjelly"]
+    tr.write_sep("=", "ltl_ext: best times (ms) and ratios from this run")
+    head = "| device | op | mode | T | N | " + " | ".join(impls) + " | fused/floor | reference/fused | SJ/fused |"
+    tr.write_line(head)
+    tr.write_line("|" + "---|" * (head.count("|") - 1))
+    rows = []
+    for key in sorted(RESULTS, key=lambda k: (k[0], k[1], ["fwd", "bwd", "both"].index(k[2]) if k[2] in ("fwd", "bwd", "both") else 9, k[3], k[4])):
+        r = RESULTS[key]
+        f = r.get("fused")
+        ratio = lambda a, b: f"{a / b:.2f}" if a and b else "-"
+        cells = [f"{r[i] * 1e3:.2f}" if i in r else "-" for i in impls]
+        tr.write_line(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | 2^{int(key[4]).bit_length() - 1} | "
+                      + " | ".join(cells) + f" | {ratio(f, r.get('floor'))} | {ratio(r.get('reference'), f)} | "
+                      f"{ratio(r.get('spikingjelly'), f)} |")
+        rows.append({"device": key[0], "op": key[1], "mode": key[2], "T": key[3], "N": key[4],
+                     **{f"{i}_ms": r[i] * 1e3 for i in r}})
+    for e in EXTRA:
+        tr.write_line(" ".join(f"{k}={v}" for k, v in e.items()))
+    path = os.environ.get("LTL_BENCH_TABLE")
+    if path:
+        with open(path, "w") as fh:
+            json.dump({"rows": rows, "extra": EXTRA, "torch": torch.__version__}, fh, indent=1)

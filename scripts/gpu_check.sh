@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# One command for the lent GPU machine (H200, sm_90; Python 3.12, torch 2.11 + cu130, nvcc 13.0, no network):
+#   build the CUDA flavour, run every CUDA test (pytest -m cuda: node ids containing "cuda", see tests/conftest.py),
+#   run the CUDA benchmarks (incl. the GPU target: fused LIF fwd+bwd >= 60 % of copy bandwidth, N = 2^24, T = 16),
+#   and leave logs + JSON under $OUT (7 files). Each stage is bounded with `timeout`; the whole run < 6 minutes.
+#
+#   bash scripts/gpu_check.sh                       # on the GPU machine, from the repository root
+#   OUT=/tmp/o LTL_EXT_CUDA=0 PY=.venv/bin/python bash scripts/gpu_check.sh   # dry run of the logic on a CPU box
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/out/gpu_check}
+PY=${PY:-python}
+mkdir -p "$OUT"
+LOG="$OUT/gpu_check.log"
+: >"$LOG"
+t0=$SECONDS
+say() { echo "[gpu_check $((SECONDS - t0))s] $*" | tee -a "$LOG"; }
+status_build=skip status_tests=skip status_bench=skip
+
+say "host: $(hostname); $(nvidia-smi -L 2>/dev/null | head -1 || echo 'no nvidia-smi')"
+"$PY" -c "import sys, torch; print('python', sys.version.split()[0], '| torch', torch.__version__, '| cuda', torch.version.cuda, '| gpu', torch.cuda.is_available() and torch.cuda.get_device_name())" 2>&1 | tee -a "$LOG"
+command -v nvcc >/dev/null && nvcc --version | tail -1 | tee -a "$LOG"
+
+# ---- 1. build (sm_90 only: fast) ----------------------------------------------------------------------------------
+say "build: pip install --no-build-isolation --no-deps -e . (LTL_EXT_CUDA=${LTL_EXT_CUDA:-1}, TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0})"
+LOCK=""; command -v flock >/dev/null && LOCK="flock /tmp/ltl_ext_build.lock"
+if LTL_EXT_CUDA=${LTL_EXT_CUDA:-1} TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-$(nproc)} \
+    timeout 170 $LOCK "$PY" -m pip install --no-build-isolation --no-deps -e . >"$OUT/build.log" 2>&1; then
+  status_build=ok
+else
+  status_build="FAILED(rc=$?)"
+  tail -40 "$OUT/build.log" | tee -a "$LOG"
+fi
+say "build: $status_build"
+"$PY" - <<'PY' 2>&1 | tee -a "$LOG"
+try:
+    from ltl_ext._ops import build_info
+    info = build_info()
+    print("build_info:", {k: info.get(k) for k in ("compiled", "torch_built_against", "cuda_kernels",
+                                                 "cuda_built_against", "openmp", "cuda_device", "error")})
+except Exception as e:
+    print("build_info failed:", type(e).__name__, e)
+PY
+
+# ---- 2. CUDA tests -----------------------------------------------------------------------------------------------
+if [ "$status_build" = ok ]; then
+  say "tests: pytest tests -m cuda"
+  timeout 100 "$PY" -m pytest tests -m cuda -q -p no:cacheprovider -rfE --durations=5 >"$OUT/tests_cuda.log" 2>&1
+  rc=$?
+  status_tests=$([ $rc = 0 ] && echo ok || echo "FAILED(rc=$rc)")
+  tail -25 "$OUT/tests_cuda.log" | tee -a "$LOG"
+  say "tests: $status_tests"
+
+  # ---- 3. CUDA benchmarks ------------------------------------------------------------------------------------------
+  say "bench: pytest bench -k cuda --benchmark-only"
+  LTL_BENCH_TABLE="$OUT/bench_cuda.json" timeout 80 "$PY" -m pytest bench -k cuda --benchmark-only -q \
+      -p no:cacheprovider --benchmark-json="$OUT/bench_raw.json" --benchmark-columns=min,median,rounds \
+      >"$OUT/bench.log" 2>&1
+  rc=$?
+  status_bench=$([ $rc = 0 ] && echo ok || echo "FAILED(rc=$rc)")
+  sed -n '/ltl_ext: best times/,$p' "$OUT/bench.log" | head -60 | tee -a "$LOG"
+  grep -E "^(FAILED|ERROR)" "$OUT/bench.log" | head -10 | tee -a "$LOG"
+  say "bench: $status_bench"
+fi
+
+# ---- summary -----------------------------------------------------------------------------------------------------
+"$PY" - "$OUT" "$status_build" "$status_tests" "$status_bench" "$((SECONDS - t0))" <<'PY' 2>&1 | tee -a "$LOG"
+import json, os, sys
+out, b, t, be, secs = sys.argv[1:6]
+s = {"build": b, "tests_cuda": t, "bench_cuda": be, "seconds": int(secs)}
+p = os.path.join(out, "bench_cuda.json")
+if os.path.exists(p):
+    extra = json.load(open(p)).get("extra", [])
+    for e in extra:
+        if e.get("target") == "gpu_fwd_bwd_vs_copy":
+            s["gpu_target"] = e
+            s["gpu_target_met"] = e["fraction_of_copy"] >= e["goal"]
+json.dump(s, open(os.path.join(out, "summary.json"), "w"), indent=1)
+print("SUMMARY", json.dumps(s))
+PY
+say "done; files in $OUT: $(ls "$OUT" | tr '\n' ' ')"
