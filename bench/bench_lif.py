@@ -29,9 +29,9 @@ except Exception:  # pragma: no cover
 
 
 def _inputs(T, N, device):
-    g = torch.Generator().manual_seed(0)
-    x = (torch.randn(T, N, generator=g) + 0.3).to(device)
-    gs = torch.randn(T, N, generator=g).to(device)
+    g = torch.Generator(device).manual_seed(0)
+    x = torch.randn(T, N, generator=g, device=device) + 0.3
+    gs = torch.randn(T, N, generator=g, device=device)
     return x, gs
 
 

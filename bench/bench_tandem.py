@@ -1,7 +1,7 @@
 """Benchmarks of the fused local tandem loss (issue 3): figures, not pass/fail.
 
-    .venv/bin/python -m pytest bench/bench_tandem.py --benchmark-only -q          # CPU (+ CUDA if present)
-    .venv/bin/python -m pytest bench/bench_tandem.py --benchmark-only -q -k ratios -s   # the one-run table
+    .venv/bin/python -m pytest bench/bench_tandem.py --benchmark-only -q -k fwd_bwd     # conftest's summary table
+    .venv/bin/python -m pytest bench/bench_tandem.py --benchmark-only -q -s -k "ratios or memory"  # medians, memory
 
 Float32, T = 16, N = 2^20 (env LTL_BENCH_T / LTL_BENCH_N to change), fwd+bwd (``torch.autograd.grad`` of the
 loss w.r.t. x, so no accumulation into x.grad is timed):
@@ -21,12 +21,13 @@ import time
 import pytest
 import torch
 
+from conftest import DEVICES, run_bench
 from ltl_ext.functional import tandem_loss, tandem_loss_reference, tandem_step
 
 T = int(os.environ.get("LTL_BENCH_T", 16))
 N = int(os.environ.get("LTL_BENCH_N", 1 << 20))
-LIF = dict(beta=0.9048, threshold=0.6, reset="hard", surrogate="sigmoid")
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+# the LTL paper's neuron (hard reset, rect surrogate); test_ratios also runs the sigmoid surrogate (an exp per step)
+LIF = dict(beta=0.9048, threshold=0.6, reset="hard", surrogate=os.environ.get("LTL_BENCH_SURROGATE", "rect"))
 
 
 def _data(device):
@@ -41,27 +42,34 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def fused(mode):
+def fused(mode, lif=LIF):
     def run(x, y):
         x = x.detach().requires_grad_()
-        _, loss = tandem_loss(x, y, mode=mode, warmup=12 if mode == "online" else 0, **LIF)
+        _, loss = tandem_loss(x, y, mode=mode, warmup=12 if mode == "online" else 0, **lif)
         return torch.autograd.grad(loss, x)[0]
     return run
 
 
-def stepwise(x, y):
-    v = c = None
-    for t in range(T):
-        x_t = x[t].detach().requires_grad_()
-        _, l_t, v, c = tandem_step(x_t, y, v, c, t, warmup=12, **LIF)
-        torch.autograd.grad(l_t, x_t)
-    return v
+def stepwise_(lif=LIF):
+    def run(x, y):
+        v = c = None
+        for t in range(T):
+            x_t = x[t].detach().requires_grad_()
+            _, l_t, v, c = tandem_step(x_t, y, v, c, t, warmup=12, **lif)
+            torch.autograd.grad(l_t, x_t)
+        return v
+    return run
 
 
-def reference(x, y):
-    x = x.detach().requires_grad_()
-    _, loss = tandem_loss_reference(x, y, mode="offline", **LIF)
-    return torch.autograd.grad(loss, x)[0]
+def reference_(lif=LIF):
+    def run(x, y):
+        x = x.detach().requires_grad_()
+        _, loss = tandem_loss_reference(x, y, mode="offline", **lif)
+        return torch.autograd.grad(loss, x)[0]
+    return run
+
+
+stepwise, reference = stepwise_(), reference_()
 
 
 def floor(x, y):
@@ -70,26 +78,30 @@ def floor(x, y):
     return spikes, gx
 
 
+def reference_online(x, y):
+    x = x.detach().requires_grad_()
+    _, loss = tandem_loss_reference(x, y, mode="online", warmup=12, **LIF)
+    return torch.autograd.grad(loss, x)[0]
+
+
+# op -> impl -> function; the rows of bench/conftest.py's summary table (fused / floor / reference, one run)
+OPS = {
+    "tandem_offline": {"fused": fused("offline"), "floor": floor, "reference": reference},
+    "tandem_online": {"fused": fused("online"), "floor": floor, "reference": reference_online},
+    "tandem_stepwise": {"fused": stepwise, "floor": floor},
+}
 CASES = {"fused_offline": fused("offline"), "fused_online": fused("online"), "stepwise_online": stepwise,
          "reference_offline": reference, "floor": floor}
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("case", list(CASES))
-def test_fwd_bwd(benchmark, case, device):
+@pytest.mark.parametrize("op,impl", [(op, impl) for op, impls in OPS.items() for impl in impls])
+def test_fwd_bwd(benchmark, op, impl, device):
     x, y = _data(device)
-    fn = CASES[case]
-
-    def run():
-        out = fn(x, y)
-        _sync(device)
-        return out
-
-    benchmark.extra_info.update(T=T, N=N, device=device)
-    if case == "reference_offline":
-        benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
-    else:
-        benchmark.pedantic(run, rounds=15, iterations=1, warmup_rounds=2)
+    rounds = (1 if device == "cpu" else 3) if impl == "reference" else None
+    benchmark.extra_info.update(surrogate=LIF["surrogate"])
+    run_bench(benchmark, (device, op, "both", T, N), impl, OPS[op][impl], setup=lambda: (x, y), device=device,
+              rounds=rounds)
 
 
 def saved_bytes(fn):
@@ -150,15 +162,19 @@ def _median_ms(fn, x, y, device, reps):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_ratios(benchmark, device):
+@pytest.mark.parametrize("surrogate", ["rect", "sigmoid"])
+def test_ratios(benchmark, surrogate, device):
     """Everything interleaved in one process, several rounds; prints medians and the ratios of the issue."""
     x, y = _data(device)
-    for fn in CASES.values():  # warm up (allocator, page cache, lazy init)
+    lif = dict(LIF, surrogate=surrogate)
+    cases = {"fused_offline": fused("offline", lif), "fused_online": fused("online", lif),
+             "stepwise_online": stepwise_(lif), "reference_offline": reference_(lif), "floor": floor}
+    for fn in cases.values():  # warm up (allocator, page cache, lazy init)
         fn(x, y)
-    reps = {k: (2 if k.startswith("reference") else 5) for k in CASES}
-    times = {k: [] for k in CASES}
+    reps = {k: (2 if k.startswith("reference") else 5) for k in cases}
+    times = {k: [] for k in cases}
     for _ in range(3):
-        for k, fn in CASES.items():
+        for k, fn in cases.items():
             times[k].append(_median_ms(fn, x, y, device, reps[k]))
     med = {k: statistics.median(v) for k, v in times.items()}
     ratios = {
@@ -170,7 +186,8 @@ def test_ratios(benchmark, device):
     benchmark.extra_info.update({f"{k} ms": round(v, 2) for k, v in med.items()})
     benchmark.extra_info.update({k: round(v, 2) for k, v in ratios.items()})
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)
-    print(f"\n{device}, float32, T={T}, N={N}, fwd+bwd, threads={torch.get_num_threads()} (median ms):")
+    print(f"\n{device}, float32, T={T}, N={N}, {surrogate} surrogate, fwd+bwd, threads={torch.get_num_threads()} "
+          "(median ms):")
     for k, v in med.items():
         print(f"  {k:22s} {v:9.2f}")
     for k, v in ratios.items():

@@ -39,11 +39,12 @@ LTL specifics (ltl-method.md §3-4):
   returns the exact percentile of the global batch (only the top ``(1 - q)`` share of each rank's values travels),
   so that N processes with local batch b reproduce one process with batch N * b.
 
-Failures: the process group has a timeout (``timeout`` seconds, default ``LTL_DIST_TIMEOUT`` or 600). A rank that
-raises inside :meth:`Distributed.guard` (or a ``with Distributed.setup() as dist:`` block) tears its process group
-down at once, so its peers' next collective fails within the timeout instead of hanging; their error is turned
-into a :class:`DistributedError` that names the rank and what it was doing. Under ``torchrun`` the launcher also
-stops the other workers and prints the failing rank's traceback.
+Failures: the process group has a timeout (``timeout_s``, default ``LTL_DIST_TIMEOUT`` or 600 s). A rank that
+raises inside :meth:`Distributed.guard` (or a ``with Distributed.setup() as dist:`` block) says so on stderr and
+stops; when its process exits its connections close, and its peers' next collective fails at once (at the latest
+at the timeout, if the failed process lingers or hangs) with a :class:`DistributedError` that names the rank and
+what it was doing, instead of hanging. Under ``torchrun`` the launcher also stops the other workers and prints the
+failing rank's traceback.
 """
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ import math
 import os
 import socket
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
@@ -561,7 +563,7 @@ class Distributed:
     @contextlib.contextmanager
     def guard(self, what: str = "training"):
         """Turn a failed or timed-out collective into a :class:`DistributedError`; on any other exception in this
-        rank, tear the process group down at once so the other ranks stop instead of waiting for it."""
+        rank, say which rank failed (stderr) and stop using the group (no barrier on the way out)."""
         if not self.enabled:
             yield
             return
@@ -571,26 +573,36 @@ class Distributed:
             raise
         except Exception as e:
             if _is_comm_error(e):
-                self._abort()         # the group is broken: leave it, so that this process exits cleanly
+                self._leave_broken_group()
                 raise DistributedError(
                     f"rank {self.rank}/{self.world_size}: {what} failed: another rank failed, was killed or did "
                     f"not answer within the timeout ({self.timeout_s:g} s); see the first failing rank's error "
                     f"above. [{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}]"
                 ) from e
             print(f"[ltl_ext rank {self.rank}/{self.world_size}] {what}: {type(e).__name__}: {e} -- stopping this "
-                  f"rank; the other ranks will stop at their next collective", file=sys.stderr, flush=True)
+                  f"rank; the others stop when it exits (or at the {self.timeout_s:g} s timeout)", file=sys.stderr,
+                  flush=True)
             self._abort()
             raise
 
     def _abort(self) -> None:
-        """Leave the process group now (closing this rank's connections) after a local failure."""
+        """After a failure: this rank stops using the group and leaves it without a barrier. The group is not
+        destroyed here: DDP still holds it, and destroying it under DDP can deadlock (torch's gloo worker thread
+        needs the GIL to drop a failed collective's tensors while the destructor joins it with the GIL held).
+        The peers stop when this process exits (its connections close: at once) or at the timeout."""
+        self._closed = True
+
+    def _leave_broken_group(self) -> None:
+        """After a failed collective: destroy the broken group, so that this process exits cleanly. First let
+        torch's gloo worker thread drop the failed collective (it needs the GIL for that, and the group's
+        destructor joins it while holding the GIL)."""
         if self._closed or not (self._owns_group and torch_dist.is_initialized()):
+            self._closed = True
             return
         self._closed = True
-        if self.backend == "gloo":    # closing the sockets makes the peers' collectives fail at once
-            with contextlib.suppress(Exception):
-                torch_dist.destroy_process_group()
-        # NCCL: the process exits; the peers' watchdog (TORCH_NCCL_ASYNC_ERROR_HANDLING) aborts them at the timeout
+        time.sleep(0.2)
+        with contextlib.suppress(Exception):
+            torch_dist.destroy_process_group()
 
     def close(self) -> None:
         """Wait for every rank, then destroy the process group (if this object created it). Idempotent."""

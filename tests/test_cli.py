@@ -29,8 +29,8 @@ def npz(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run(npz, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    rc = main(["train", "--data", "npz", "--data-dir", str(npz), "--arch", "cnn_small", "-T", "2",
-               "--batch-size", "16", "--out", str(out)] + TINY)
+    rc = main(["train", "--data", "npz", "--data-dir", str(npz), "--arch", "cnn_small", "--channels", "4,8,8",
+               "--hidden", "16", "-T", "2", "--batch-size", "16", "--out", str(out)] + TINY)
     assert rc == 0
     return out
 

@@ -245,7 +245,7 @@ def test_bad_input(fn, case, exc, match):
         fn(x, **kw)
 
 
-def test_cuda_tensor_on_cpu_only_build(monkeypatch):
+def test_gpu_tensor_on_cpu_only_build(monkeypatch):
     """A CUDA tensor reaching a build without CUDA kernels gets a message that says so and how to fix it."""
     from ltl_ext import _ops
     from torch._subclasses.fake_tensor import FakeTensorMode

@@ -73,7 +73,7 @@ lif_bwd_kernel(const S* __restrict__ x, const S* __restrict__ gs, const S* __res
                typename Acc<S>::type* __restrict__ scratch, Params<typename Acc<S>::type> P, bool detach, int64_t T,
                int64_t N) {
   using acc_t = typename Acc<S>::type;
-  extern __shared__ unsigned char smem_raw[];
+  extern __shared__ __align__(16) unsigned char smem_raw[];
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= N) return;
   acc_t* H;
