@@ -151,7 +151,7 @@ def _is_user_error(e: BaseException) -> bool:
 #: The student starts from the teacher (BN folded, thresholds balanced: ltl-method.md §2 "ours"); from random
 #: weights LTL needs more epochs than fit in 2 minutes here (docs/results.md, init table).
 DEMO = dict(arch="cnn_small", arch_kwargs={"channels": [16, 32, 32], "hidden": 128}, batch_size=64,
-            teacher_epochs=3, teacher_lr=0.05, epochs=2, time_steps=8, lr=1e-3, init="teacher")
+            teacher_epochs=3, teacher_lr=0.05, epochs=3, time_steps=8, lr=1e-3, init="teacher")
 
 
 def cmd_demo(args) -> int:

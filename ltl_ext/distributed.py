@@ -254,12 +254,20 @@ class Replica:
     def parameters(self):
         return self.module.parameters()
 
+    # Any other attribute (``last_step_logits``, ``reset_state``, ``time_steps`` ...) is the bare model's, read and
+    # written; only ``__call__`` and ``step`` compute through DDP.
+    _OWN = ("module", "ddp")
+
     def __getattr__(self, name: str):
-        # anything else (``last_step_logits``, ``reset_state``, ``time_steps`` ...) is the bare model's; only
-        # ``__call__`` and ``step`` compute through DDP
-        if name in ("module", "ddp"):
+        if name in Replica._OWN:
             raise AttributeError(name)
         return getattr(self.module, name)
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in Replica._OWN:
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self.module, name, value)
 
 
 def _ddp_kwargs() -> Dict[str, Any]:

@@ -43,10 +43,14 @@ def _progress(iterable, enabled: bool, **kw):
     if not enabled:
         return iterable
     from tqdm.auto import tqdm
-    return tqdm(iterable, leave=False, dynamic_ncols=True, **kw)
+    return tqdm(iterable, leave=False, dynamic_ncols=True, disable=None, **kw)   # None: no bar off a terminal
 
 
 def _lifs(model: nn.Module) -> Dict[str, LIF]:
+    """The model's LIF layers by name; inside a SpikingModel, names relative to the wrapped model (the names
+    the teacher and the local losses use)."""
+    if isinstance(model, SpikingModel):
+        return dict(model.lifs())
     return {name: m for name, m in model.named_modules() if isinstance(m, LIF)}
 
 

@@ -68,7 +68,7 @@ CPY="$WORK/venv/bin/python"
 # a copy of the tree (sources only): the checkout's CPU-built ltl_ext/_C*.so stays untouched
 mkdir -p "$WORK/src"
 tar --exclude=./.venv --exclude=./.git --exclude=./build --exclude='./ltl_ext/_C*.so' --exclude='*.egg-info' \
-    --exclude=./runs --exclude='__pycache__' -cf - . | (cd "$WORK/src" && tar -xf -)
+    --exclude=./runs --exclude=./out --exclude=./.benchmarks --exclude='__pycache__' -cf - . | (cd "$WORK/src" && tar -xf -)
 log "building the CUDA flavour in $WORK/src (TORCH_CUDA_ARCH_LIST=9.0; sm_80 was checked above)"
 ( cd "$WORK/src" && rm -f ltl_ext/_C*.so && \
   CUDA_HOME=$CUDA_HOME LTL_EXT_CUDA=1 TORCH_CUDA_ARCH_LIST=${LTL_CI_CUDA_ARCH:-9.0} MAX_JOBS=${MAX_JOBS:-2} \

@@ -320,6 +320,8 @@ def test_single_process_is_a_no_op(monkeypatch):
     model = nn.Linear(2, 2)
     replica = dist.wrap(model)
     assert replica.module is model and replica.ddp is None
+    replica.last_out = None                     # attributes are the model's, read and written
+    assert model.last_out is None and replica.out_features == 2
     loader = DataLoader(TensorDataset(torch.arange(5.0)), batch_size=2)
     assert dist.shard_loader(loader, train=True) is loader
     assert dist.all_sum({"a": 2}) == {"a": 2.0}

@@ -112,6 +112,15 @@ def test_one_step_odd_sizes_and_strides(dtype, mode, device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+def test_long_T(dtype, device):
+    """T = 100: on CUDA the offline backward keeps H in a global scratch instead of shared memory."""
+    x, y, kw = _inputs(100, (37,), dtype, device, per_neuron=True, seed=3)
+    _check_against_reference(x, y, kw, dtype, mode="offline", reset="soft", surrogate="sigmoid")
+    _check_against_reference(x, y, kw, dtype, mode="online", warmup=90, reset="hard", surrogate="atan")
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_target_out_of_range_and_its_gradient(device):
     x, y, kw = _inputs(5, (4, 3), torch.float64, device, per_neuron=False)
     y = (y * 3 - 1).requires_grad_()  # outside [0, 1] is allowed (an unnormalised teacher)

@@ -42,14 +42,20 @@ struct Scratch {
   Scratch& operator=(const Scratch&) = delete;
 };
 
-// Per-block parameter rows: the per-neuron values, or the scalar broadcast.
+// Per-block parameter rows: the per-neuron values, or the scalar broadcast (filled once per thread, in the
+// constructor: at T = 8 refilling them per block cost as much as the LIF itself).
 template <typename acc_t> struct Rows {
   acc_t beta[kBlock], alpha[kBlock], theta[kBlock], v[kBlock];
 
+  explicit Rows(const LifLaunch& p) {
+    if (!p.beta) fill(beta, nullptr, p.beta_s, 0, kBlock);
+    if (!p.alpha) fill(alpha, nullptr, p.alpha_s, 0, kBlock);
+    if (!p.theta) fill(theta, nullptr, p.theta_s, 0, kBlock);
+  }
   void load(const LifLaunch& p, int64_t i0, int64_t n) {
-    fill(beta, static_cast<const acc_t*>(p.beta), p.beta_s, i0, n);
-    fill(alpha, static_cast<const acc_t*>(p.alpha), p.alpha_s, i0, n);
-    fill(theta, static_cast<const acc_t*>(p.theta), p.theta_s, i0, n);
+    if (p.beta) fill(beta, static_cast<const acc_t*>(p.beta), 0.0, i0, n);
+    if (p.alpha) fill(alpha, static_cast<const acc_t*>(p.alpha), 0.0, i0, n);
+    if (p.theta) fill(theta, static_cast<const acc_t*>(p.theta), 0.0, i0, n);
     fill(v, static_cast<const acc_t*>(p.v0), 0.0, i0, n);
   }
   static void fill(acc_t* dst, const acc_t* src, double s, int64_t i0, int64_t n) {
@@ -70,7 +76,7 @@ void forward_impl(const LifLaunch& p) {
   scalar_t* v_final = static_cast<scalar_t*>(p.v_final);
   const acc_t vr = static_cast<acc_t>(p.v_reset);
   at::parallel_for(0, N, grain(T), [&](int64_t begin, int64_t end) {
-    Rows<acc_t> r;
+    Rows<acc_t> r(p);
     for (int64_t i0 = begin; i0 < end; i0 += kBlock) {
       const int64_t n = imin(kBlock, end - i0);
       r.load(p, i0, n);
@@ -114,7 +120,7 @@ void backward_impl(const LifLaunch& p) {
   const acc_t vr = static_cast<acc_t>(p.v_reset), sa = static_cast<acc_t>(p.surrogate_alpha);
   const bool detach = p.detach_reset;
   at::parallel_for(0, N, grain(T), [&](int64_t begin, int64_t end) {
-    Rows<acc_t> r;
+    Rows<acc_t> r(p);
     acc_t v0[kBlock], gv[kBlock], psi[kBlock], gb[kBlock], ga[kBlock], gt[kBlock];
     Scratch hbuf(static_cast<size_t>(T) * kBlock * sizeof(acc_t));
     acc_t* H = static_cast<acc_t*>(hbuf.p);

@@ -96,6 +96,8 @@ lif_bwd_kernel(const S* __restrict__ x, const S* __restrict__ gs, const S* __res
   }
   acc_t gv = gvf ? to_acc(gvf[i]) : acc_t(0);
   acc_t gb = 0, ga = 0, gt = 0;
+  // unrolled so several grad_spikes loads are in flight per thread (one per thread cannot cover HBM latency)
+#pragma unroll 4
   for (int64_t t = T - 1; t >= 0; --t) {
     const acc_t h = H[t * stride];
     const acc_t psi = surrogate_grad<K>(h - theta, P.sa);
