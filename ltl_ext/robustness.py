@@ -199,7 +199,8 @@ def run_study(trainer, calib_loader: Iterable, test_loader: Iterable, *, sigmas:
         c = evaluate_chip(trainer, noise.DeviceModel(programming_sigma=0.0), seed, calib_loader, test_loader,
                           steps=steps, lr=lr, train_thresholds=train_thresholds, max_eval_batches=max_eval_batches)
         control_acc = c["after"]
-        results["control"] = {"ideal_calibrated_acc": control_acc, "seconds": c["calib_seconds"]}
+        results["control"] = {"ideal_calibrated_acc": control_acc, "rate_error": c["rate_error_after"],
+                              "seconds": c["calib_seconds"]}
         _say(progress, f"control: ideal student after the same {steps} calibration steps {control_acc:.2f}%")
     for sigma in sigmas:
         dev = noise.DeviceModel(programming_sigma=float(sigma), mode=mode)

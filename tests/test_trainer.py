@@ -159,6 +159,17 @@ def test_resume_from_the_zoo_without_passing_models(tmp_path):
         assert torch.equal(a, b)
 
 
+def test_running_percentile_state_is_checkpointed(teacher, tmp_path):
+    train, _ = make_loaders(make_splits(64, 32), batch_size=32, seed=0)
+    trainer = LocalTandemTrainer(teacher, time_steps=2, percentile="running", device="cpu")
+    trainer.fit(train, epochs=1, progress=False, checkpoint=tmp_path / "c.pt")
+    scales = trainer.link.normaliser.scales
+    assert len(scales) == 4
+    again = LocalTandemTrainer.load(tmp_path / "c.pt", teacher=teacher)
+    assert again.config.percentile == "running"
+    assert {k: float(v) for k, v in again.link.normaliser.scales.items()} == {k: float(v) for k, v in scales.items()}
+
+
 def test_bad_checkpoints_give_clear_errors(teacher, tmp_path):
     trainer = LocalTandemTrainer(teacher, time_steps=2, device="cpu")
     good = trainer.save(tmp_path / "good.pt")
