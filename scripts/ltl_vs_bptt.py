@@ -175,7 +175,7 @@ def main(argv=None):
 
 
 def table(results) -> str:
-    rows = ["| T | method | s / step (B=%d) | s / epoch, embedded 5k | s / epoch, full 60k (extrapolated) | "
+    rows = ["| T | method | s / step (B=%d) | s / epoch, embedded 3.7k | s / epoch, full 60k (extrapolated) | "
             "saved for backward (MiB) | vs BPTT time | vs BPTT memory |" % results["config"]["batch_size"],
             "|---|---|---|---|---|---|---|---|"]
     by = {(r["T"], r["method"]): r for r in results["timing"]}
