@@ -5,12 +5,15 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.requirements-installed
+# The torch to install into a fresh venv: 2.13.0 is the CPU build on this platform's local disk (an unpinned
+# torch would pull a multi-GB CUDA build). Override for a GPU box: make test TORCH=torch==2.11.0
+TORCH  ?= torch==2.13.0
 
 .PHONY: setup build test demo bench clean
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
 	$(PY) -m pip install -q -r requirements.txt
 	touch $(STAMP)
 

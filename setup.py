@@ -103,7 +103,6 @@ def _extension(with_cuda: bool):
             define_macros=define, extra_compile_args={"cxx": cxx}, extra_link_args=link)
     sources = _rel([os.path.join(ROOT, p) for p in sources] + glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu"))
                    + glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cpp")))
-    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
     define += [("WITH_CUDA", None), ("LTL_EXT_CUDA_VERSION", f'"{torch.version.cuda}"')]
     for d in _nvidia_wheel_includes():
         cxx += ["-idirafter", d]  # after the toolkit's own headers
@@ -114,6 +113,8 @@ def _extension(with_cuda: bool):
 
 
 WITH_CUDA = _want_cuda()
+if WITH_CUDA:  # with no GPU to ask, torch's arch detection crashes: name the archs (A100, H100/H200)
+    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
 FLAVOUR = "cuda" if WITH_CUDA else "cpu"
 
 
@@ -134,6 +135,7 @@ setup(
     name="ltl_ext",
     version=_version(),
     packages=find_packages(include=["ltl_ext", "ltl_ext.*"]),
+    package_data={"ltl_ext.datasets": ["*.npz", "LICENSE", "NOTICE"]},
     ext_modules=[_extension(WITH_CUDA)],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     zip_safe=False,

@@ -20,7 +20,8 @@ Neuron mismatch (``threshold_sigma``, ``beta_sigma``) turns each LIF's scalar th
 tensors ``theta (1 + sigma_theta eps)``, ``clamp(beta (1 + sigma_beta eps), 0, 1)``, again through a
 parametrization over the nominal (programmed) value (``lif.parametrizations.threshold.original``), so
 calibrating thresholds changes the programmed value and never the mismatch. On a chip that original is frozen
-(a buffer, or a parameter with ``requires_grad=False``) until calibration asks for it. The neuron shape is taken from ``example_input`` (a dry forward) or, without one, at
+(a buffer, or a parameter with ``requires_grad=False``) until calibration asks for it. The neuron shape is
+taken from ``example_input`` (a dry forward) or, without one, at
 the chip's first forward; the draw depends only on the seed and the layer, so both give the same chip.
 
 All the noise lives in buffers (``eps``, stuck masks, ``w_max``): calibration, whose optimiser sees only

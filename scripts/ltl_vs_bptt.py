@@ -20,7 +20,6 @@ Writes OUT/ltl_vs_bptt.json and prints a markdown table.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time

@@ -332,3 +332,18 @@ def test_robustness_study_function_table_plot_and_parser(tiny_trainer, tmp_path)
     assert robustness._parse_sigmas(args.sigmas) == [0.1, 0.2] and args.chips == 4 and args.steps == 300
     with pytest.raises(ValueError):
         robustness._parse_sigmas("0.1,x")
+
+
+def test_a_chip_of_the_study_is_reproducible_on_its_own(tiny_trainer):
+    from ltl_ext import robustness
+    trainer, train, test = tiny_trainer
+
+    def loader(seed):   # a per-chip batch order, as the CLI does
+        g = torch.Generator().manual_seed(seed)
+        return [train[i] for i in torch.randperm(len(train), generator=g)]
+
+    dev = DeviceModel(0.5, read_sigma=0.05)
+    a = robustness.evaluate_chip(trainer, dev, 3, loader, test, steps=4)
+    torch.rand(5)  # whatever ran in between
+    b = robustness.evaluate_chip(trainer, dev, 3, loader, test, steps=4)
+    assert (a["before"], a["after"], a["rate_error_after"]) == (b["before"], b["after"], b["rate_error_after"])

@@ -5,7 +5,6 @@ import copy
 
 import pytest
 import torch
-from torch import nn
 
 from ltl_ext.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ltl_ext.convert import convert
