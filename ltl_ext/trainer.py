@@ -607,6 +607,7 @@ def evaluate_spiking(model: nn.Module, loader: Iterable, *, teacher: Optional[nn
 def evaluate_ann(model: nn.Module, loader: Iterable, device=None) -> float:
     """Test accuracy (%) of a plain ANN."""
     device = default_device(device)
+    model.to(device)                 # a teacher loaded from a checkpoint arrives on the CPU
     was_training = model.training
     model.eval()
     correct = n = 0

@@ -271,7 +271,7 @@ def test_cuda_matches_cpu_kernel_large_cuda():
     x = make_input((16, 1 << 16), torch.float32, "cpu", seed=16)
     outs = []
     for dev in ("cpu", "cuda"):
-        xx = x.to(dev).requires_grad_()
+        xx = x.detach().to(dev).requires_grad_()
         s, v = lif(xx, beta=0.9, threshold=1.0, reset="soft", surrogate="sigmoid", return_v=True)
         (s.sum() + v.sum()).backward()
         outs.append((s.cpu(), v.cpu(), xx.grad.cpu()))
