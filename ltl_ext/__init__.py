@@ -9,8 +9,11 @@ __version__ = "0.1.0"
 
 from . import functional, nn, models, tandem  # noqa: F401
 from .convert import convert  # noqa: F401
-from .trainer import LocalTandemTrainer, train_teacher  # noqa: F401
+from .trainer import (BPTTTrainer, LocalTandemTrainer, evaluate_ann, evaluate_spiking,  # noqa: F401
+                      load_teacher, save_teacher, train_teacher)
+from .checkpoint import CheckpointError  # noqa: F401
 from . import noise  # noqa: F401
 
-__all__ = ["LocalTandemTrainer", "train_teacher", "convert", "functional", "nn", "models", "tandem", "noise",
-           "__version__"]
+__all__ = ["LocalTandemTrainer", "BPTTTrainer", "train_teacher", "evaluate_spiking", "evaluate_ann",
+           "save_teacher", "load_teacher", "CheckpointError", "convert", "functional", "nn", "models", "tandem",
+           "noise", "__version__"]

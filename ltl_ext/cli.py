@@ -117,6 +117,13 @@ def _add_robustness(sub) -> None:
 
 # ============================================================================================= entry point
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    if "TORCHELASTIC_ERROR_FILE" in os.environ:      # under torchrun: the failing rank's traceback goes to it
+        from torch.distributed.elastic.multiprocessing.errors import record
+        return record(_main)(argv)
+    return _main(argv)
+
+
+def _main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = os.environ.get("LTL_EXT_DEBUG", "") not in ("", "0")
@@ -136,8 +143,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _is_user_error(e: BaseException) -> bool:
     from .checkpoint import CheckpointError
-    kinds: List[type] = [UserError, CheckpointError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
-                         PermissionError]
+    from .distributed import DistributedError
+    kinds: List[type] = [UserError, CheckpointError, DistributedError, FileNotFoundError, NotADirectoryError,
+                         IsADirectoryError, PermissionError]
     try:
         from .data import DataError
         kinds.append(DataError)
@@ -196,6 +204,14 @@ def cmd_demo(args) -> int:
 
 
 def cmd_train(args) -> int:
+    # torchrun --nproc_per_node N: this process's rank, device and process group; a rank that fails leaves the
+    # group at once, so the others stop with a clear error instead of waiting
+    _torch(args)                         # checks --device first
+    with _distributed(args) as dist:
+        return _train(args, dist)
+
+
+def _train(args, dist) -> int:
     t_start = time.perf_counter()
     _torch(args)
     from . import data as ltl_data
@@ -205,17 +221,18 @@ def cmd_train(args) -> int:
     _positive("--batch-size", args.batch_size)
     percentile = _percentile(args.percentile, args.mode)
     out = Path(args.out)
-    progress = not args.quiet
+    device = dist.device
+    progress = not args.quiet and dist.is_main
     splits = _load_data(args)
     augment = args.augment if args.augment is not None else args.data in ("cifar10", "cifar100")
     train_loader, test_loader = ltl_data.make_loaders(splits, batch_size=args.batch_size, augment=augment,
                                                       seed=args.seed, num_workers=args.workers)
     ckpt = out / "ckpt.pt"
     if args.resume and ckpt.exists():
-        trainer = LocalTandemTrainer.load(ckpt, device=args.device)
+        trainer = LocalTandemTrainer.load(ckpt, device=device, distributed=dist)
         _check_fits(trainer.teacher_spec, splits, str(ckpt))
         teacher_acc = trainer.history[0]["teacher_acc"] if trainer.history and \
-            "teacher_acc" in trainer.history[0] else evaluate_ann(trainer.teacher, test_loader, args.device)
+            "teacher_acc" in trainer.history[0] else evaluate_ann(trainer.teacher, test_loader, device)
         _say(progress, f"resuming {ckpt} at epoch {trainer.epoch}")
     else:
         if args.teacher:
@@ -225,16 +242,18 @@ def cmd_train(args) -> int:
             arch = args.arch or _default_arch(args.data)
             teacher, spec = _build_teacher(arch, splits, _arch_kwargs(arch, args.channels, args.hidden))
             _say(progress, f"teacher: {arch}, {args.teacher_epochs} epochs")
-            train_teacher(teacher, train_loader, args.teacher_epochs, lr=args.teacher_lr, device=args.device,
+            # every rank trains the same teacher (same seed, same batches); the trainer keeps rank 0's
+            train_teacher(teacher, train_loader, args.teacher_epochs, lr=args.teacher_lr, device=device,
                           progress=progress)
-        teacher_acc = evaluate_ann(teacher, test_loader, args.device)
-        save_teacher(teacher, spec, out / "teacher.pt", {"test_acc": teacher_acc, "data": args.data})
+        teacher_acc = evaluate_ann(teacher, test_loader, device)
+        if dist.is_main:
+            save_teacher(teacher, spec, out / "teacher.pt", {"test_acc": teacher_acc, "data": args.data})
         _say(progress, f"teacher test accuracy {teacher_acc:.2f}%")
         try:
             trainer = LocalTandemTrainer(
                 teacher, time_steps=args.time_steps, mode=args.mode, warmup=args.warmup, memory=args.memory,
-                percentile=percentile, init=args.init, lr=args.lr, device=args.device,
-                teacher_spec=spec, calib_data=_first_images(train_loader) if args.init == "teacher" else None)
+                percentile=percentile, init=args.init, lr=args.lr, device=device, teacher_spec=spec,
+                calib_data=_first_images(train_loader) if args.init == "teacher" else None, distributed=dist)
         except ValueError as e:      # a flag combination the trainer refuses (e.g. --warmup >= -T online)
             raise UserError(str(e).splitlines()[0]) from None
     t_ltl = time.perf_counter()
@@ -244,7 +263,9 @@ def cmd_train(args) -> int:
     final = trainer.evaluate(test_loader)
     metrics = _metrics(trainer, final, data=args.data, seconds=time.perf_counter() - t_start,
                        ltl_seconds=ltl_seconds, teacher_acc=teacher_acc)
-    _finish(out, trainer, final, metrics, teacher_acc)
+    metrics["processes"] = dist.world_size
+    if dist.is_main:
+        _finish(out, trainer, final, metrics, teacher_acc)
     return 0
 
 
@@ -307,6 +328,13 @@ def _torch(args):
     if getattr(args, "seed", None) is not None:
         torch.manual_seed(args.seed)
     return torch
+
+
+def _distributed(args):
+    """This process's part in a ``torchrun`` job (or a one-process job): rank, device (``cuda`` -> the local
+    rank's GPU), process group."""
+    from .distributed import Distributed
+    return Distributed.setup(args.device)
 
 
 def _positive(flag: str, value: int, maximum: Optional[int] = None, allow_zero: bool = False) -> int:

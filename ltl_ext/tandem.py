@@ -84,9 +84,12 @@ class TargetNormaliser:
     - ``"none"``: y_l = a_l.
 
     ``__call__(name, a) -> y``. ``state_dict()`` / ``load_state_dict()`` keep the running scales in checkpoints.
+    ``percentile_fn(a, p)`` computes the batch percentile (default :func:`percentile`; with several processes,
+    ``Distributed.percentile``: the global batch's).
     """
 
-    def __init__(self, mode: Optional[str] = "batch", percentile: float = 99.9, momentum: float = 0.1):
+    def __init__(self, mode: Optional[str] = "batch", percentile: float = 99.9, momentum: float = 0.1, *,
+                 percentile_fn=None):
         mode = "none" if mode is None else mode
         if mode not in NORMALISATIONS:
             raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {mode!r}")
@@ -95,16 +98,17 @@ class TargetNormaliser:
         if not 0 < momentum <= 1:
             raise ValueError(f"momentum must be in (0, 1], got {momentum}")
         self.mode, self.percentile, self.momentum = mode, float(percentile), float(momentum)
+        self.percentile_fn = _percentile if percentile_fn is None else percentile_fn
         self.scales: Dict[str, Tensor] = {}
 
     def __call__(self, name: str, a: Tensor, update: bool = True) -> Tensor:
         if self.mode == "none":
             return a.detach()
         if self.mode == "batch":
-            return normalise(a, self.percentile)
+            return normalise(a, scale=self.percentile_fn(a, self.percentile))
         s = self.scales.get(name)
         if update:
-            p = percentile(a, self.percentile).to(torch.float32)
+            p = self.percentile_fn(a, self.percentile).to(torch.float32)
             s = p if s is None else (1 - self.momentum) * s.to(p.device) + self.momentum * p
             self.scales[name] = s
         if s is None:
@@ -295,13 +299,14 @@ class Tandem:
             ``"running"`` (EMA of the batch 99.9th percentile, or ``running_percentile``), ``None`` (raw
             activations), or a :class:`TargetNormaliser`.
         strict: see :func:`pair`.
+        percentile_fn: ``(a, p) -> 0-d tensor``, the batch percentile (see :class:`TargetNormaliser`).
 
     Attributes: ``pairs`` (:class:`Pairs`), ``normaliser``.
     """
 
     def __init__(self, teacher: nn.Module, student: nn.Module, percentile: Union[None, float, str,
                  TargetNormaliser] = 99.9, *, momentum: float = 0.1, running_percentile: float = 99.9,
-                 strict: bool = True):
+                 strict: bool = True, percentile_fn=None):
         self.teacher = teacher
         self.pairs = pair(teacher, student, strict=strict)
         if isinstance(percentile, TargetNormaliser):
@@ -309,9 +314,10 @@ class Tandem:
         elif percentile is None or percentile == "none":
             self.normaliser = TargetNormaliser("none")
         elif percentile == "running":
-            self.normaliser = TargetNormaliser("running", running_percentile, momentum)
+            self.normaliser = TargetNormaliser("running", running_percentile, momentum,
+                                               percentile_fn=percentile_fn)
         elif isinstance(percentile, (int, float)) and not isinstance(percentile, bool):
-            self.normaliser = TargetNormaliser("batch", float(percentile))
+            self.normaliser = TargetNormaliser("batch", float(percentile), percentile_fn=percentile_fn)
         else:
             raise ValueError(f"percentile must be a float in (0, 100], 'running', None or a TargetNormaliser, "
                              f"got {percentile!r}")

@@ -10,6 +10,7 @@ The trainer sees only ``ltl_ext.nn`` / ``ltl_ext.tandem`` / ``ltl_ext.convert`` 
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -24,6 +25,7 @@ from torch import Tensor, nn
 
 from . import tandem
 from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .distributed import Distributed, Replica
 from .nn import LIF, SpikingModel
 
 MODES = ("offline", "online")
@@ -114,13 +116,20 @@ class LocalTandemTrainer:
     ``student=None`` converts the teacher (``ltl_ext.convert``; ``init="teacher"`` copies its BN-folded weights
     and balances thresholds, ``"random"`` keeps only the structure). ``mode="online"`` with ``memory="constant"``
     runs the student one time step at a time with a backward per step: memory independent of ``time_steps``.
+
+    Several processes (``torchrun --nproc_per_node N``; ``distributed=None`` detects it, ``True`` requires it,
+    ``False`` ignores it, or pass a :class:`ltl_ext.distributed.Distributed`): the student trains in DDP (one
+    gradient all-reduce per batch, also in the constant-memory mode), the teacher is rank 0's on every rank, each
+    loader batch is split across the ranks (the loader's batch stays the global batch), metrics are reduced over
+    the ranks, and only rank 0 shows progress, writes checkpoints and metrics. Call ``fit``, ``evaluate`` and
+    ``save`` on every rank.
     """
 
     def __init__(self, teacher: nn.Module, student: Optional[nn.Module] = None, time_steps: int = 16,
                  mode: str = "offline", warmup: Optional[int] = None, percentile=99.9, init: str = "random",
                  lr: float = 1e-4, memory: str = "batched", device=None, *, ce_weight: float = 1.0,
                  weight_decay: float = 0.0, encoding: str = "direct", calib_data=None,
-                 seed: Optional[int] = None, teacher_spec: Optional[dict] = None):
+                 seed: Optional[int] = None, teacher_spec: Optional[dict] = None, distributed=None):
         if warmup is None:                # the code's 12 of 16 steps, scaled to T
             warmup = default_warmup(time_steps)
         self.config = LTLConfig(time_steps=time_steps, mode=mode, warmup=warmup, percentile=percentile,
@@ -130,20 +139,25 @@ class LocalTandemTrainer:
             raise TypeError(f"teacher must be a torch.nn.Module (a trained ANN), got {type(teacher).__name__}")
         if seed is not None:
             torch.manual_seed(seed)
-        self.device = default_device(device)
+        self.dist = _join(distributed, device)
+        self.device = self.dist.device
+        teacher = self.dist.broadcast_module(teacher.to(self.device))   # rank 0's teacher on every rank
         self.teacher_spec = teacher_spec if teacher_spec is not None else getattr(teacher, "spec", None)
         self.student_converted = student is None
         if student is None:
-            student = self._convert(teacher.to(self.device), init, calib_data)
-        self.teacher = teacher.to(self.device).eval()
+            student = self._convert(teacher, init, calib_data)
+        self.teacher = teacher.eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         if not isinstance(student, SpikingModel):
             student = SpikingModel(student, time_steps=time_steps, encoding=encoding)
         student.time_steps = time_steps          # the SpikingModel passes T on to its LIFs
         self.student = student.to(self.device)
-        self.link = tandem.Tandem(self.teacher, self.student, percentile=percentile)
+        # several processes: per-batch percentiles of the global batch, so N processes train like one
+        self.link = tandem.Tandem(self.teacher, self.student, percentile=percentile,
+                                  percentile_fn=self.dist.percentile if self.dist.enabled else None)
         self.optimizer = self._make_optimizer(self.student.parameters(), self.config.lr)
+        self.replica = self.dist.wrap(self.student)         # DDP with several processes, the student alone
         self.epoch = 0
         self.step_in_epoch = 0
         self.global_step = 0
@@ -176,7 +190,7 @@ class LocalTandemTrainer:
     # ------------------------------------------------------------------------------------------ one step
     def train_step(self, x: Tensor, y: Tensor) -> Dict[str, float]:
         """One LTL step on a batch (all layers at once); returns the losses as floats."""
-        return _ltl_step(self.student, self.link, self.optimizer, x.to(self.device), y.to(self.device),
+        return _ltl_step(self.replica, self.link, self.optimizer, x.to(self.device), y.to(self.device),
                          self.config)
 
     # ------------------------------------------------------------------------------------------ fit
@@ -193,6 +207,8 @@ class LocalTandemTrainer:
         """
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
             raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
+        train_loader = self.dist.shard_loader(train_loader, train=True)
+        progress = progress and self.dist.is_main
         while self.epoch < epochs:
             skip = self._begin_epoch(train_loader)
             t0 = time.perf_counter() - self._epoch_sums.get("seconds", 0.0)
@@ -220,7 +236,7 @@ class LocalTandemTrainer:
                 _print_epoch(entry)
             if callback is not None:
                 callback(entry)
-            if metrics_path is not None:
+            if metrics_path is not None and self.dist.is_main:
                 write_json(metrics_path, {"config": asdict(self.config), "history": self.history})
             if checkpoint is not None:
                 self.save(checkpoint)
@@ -258,9 +274,10 @@ class LocalTandemTrainer:
             s[k] = s.get(k, 0.0) + v
 
     def _end_epoch(self, seconds: float, val_loader, progress: bool) -> Dict[str, Any]:
-        s, b = self._epoch_sums, max(self._epoch_sums.get("batches", 0), 1)
+        s = self.dist.all_sum({k: v for k, v in self._epoch_sums.items() if k != "seconds"})  # over the ranks
+        b = max(s.get("batches", 0), 1)
         entry: Dict[str, Any] = {
-            "epoch": self.epoch + 1, "seconds": seconds, "samples": s.get("n", 0),
+            "epoch": self.epoch + 1, "seconds": seconds, "samples": int(s.get("n", 0)),
             "loss": s.get("loss", 0.0) / b, "ce": s.get("ce", 0.0) / b,
             "local_loss": {k[len("local/"):]: v / b for k, v in s.items() if k.startswith("local/")},
         }
@@ -316,8 +333,10 @@ class LocalTandemTrainer:
         ``spikes_per_sample`` and ``samples``.
         """
         model = self.student if model is None else model
-        return evaluate_spiking(model, loader, teacher=self.teacher, device=self.device, progress=progress,
-                                max_batches=max_batches)
+        report = evaluate_spiking(model, self.dist.shard_loader(loader, train=False), teacher=self.teacher,
+                                  device=self.device, progress=progress and self.dist.is_main,
+                                  max_batches=max_batches)
+        return self.dist.weighted_mean(report, weight=report["samples"])   # this rank's share -> all of it
 
     # ------------------------------------------------------------------------------------------ calibrate
     def calibrate(self, model: nn.Module, loader: Iterable, steps: int = 300, mode: str = "online",
@@ -382,12 +401,20 @@ class LocalTandemTrainer:
         }
 
     def save(self, path) -> Path:
-        """Write a checkpoint atomically: models, optimiser, epoch/step, history, config, RNG states."""
-        return save_checkpoint(self.state_dict(), path, kind=CKPT_KIND)
+        """Write a checkpoint atomically: models, optimiser, epoch/step, history, config, RNG states.
+        With several processes rank 0 writes it and every rank returns once it is written."""
+        if self.dist.is_main:
+            save_checkpoint(self.state_dict(), path, kind=CKPT_KIND)
+        self.dist.barrier("saving a checkpoint")
+        return Path(path)
+
+    def close(self) -> None:
+        """Leave the process group, if this trainer joined one (after the last ``fit`` / ``evaluate``)."""
+        self.dist.close()
 
     @classmethod
     def load(cls, path, teacher: Optional[nn.Module] = None, student: Optional[nn.Module] = None,
-             device=None, restore_rng: bool = True) -> "LocalTandemTrainer":
+             device=None, restore_rng: bool = True, distributed=None) -> "LocalTandemTrainer":
         """Rebuild a trainer from a checkpoint (safe ``weights_only`` load), ready to ``fit`` on.
 
         Models built from the zoo (or converted from such a teacher) are rebuilt from the checkpoint's config;
@@ -401,6 +428,7 @@ class LocalTandemTrainer:
             if student is None and not state["student_converted"]:
                 raise CheckpointError(f"{path}: the student was user-built; pass student= to load it")
             trainer = cls(teacher, student, device=device, teacher_spec=state.get("teacher_spec"),
+                          distributed=distributed,
                           **{k: v for k, v in asdict(config).items()
                              if k in ("time_steps", "mode", "warmup", "percentile", "lr", "memory",
                                       "ce_weight", "weight_decay", "encoding")},
@@ -481,7 +509,8 @@ def _online_constant_memory(model: SpikingModel, link, x: Tensor, y: Tensor, con
     try:
         for t in range(config.time_steps):
             learn = t >= config.warmup
-            with torch.set_grad_enabled(learn):
+            # DDP: gradients accumulate locally until the last step, whose backward all-reduces them once
+            with torch.set_grad_enabled(learn), _sync_if(model, t == config.time_steps - 1):
                 current = model.step(x)                                   # readout current at step t
                 running = current if out_sum is None else out_sum + current
                 out_sum = running.detach()
@@ -498,6 +527,21 @@ def _online_constant_memory(model: SpikingModel, link, x: Tensor, y: Tensor, con
     finally:
         model.reset_state()
     return totals
+
+
+def _sync_if(model, sync: bool):
+    return model.sync_if(sync) if isinstance(model, Replica) else contextlib.nullcontext()
+
+
+def _join(distributed, device) -> Distributed:
+    """The trainer's view of the job: ``None`` joins torchrun's job if launched by it, ``True`` requires it."""
+    if isinstance(distributed, Distributed):
+        return distributed
+    if distributed is False:
+        return Distributed.single(default_device(device))
+    if distributed is None or distributed is True:
+        return Distributed.setup(device, required=distributed is True)
+    raise ValueError(f"distributed must be None, True, False or a Distributed, got {distributed!r}")
 
 
 def _stats(loss: Tensor, ce: Tensor, local: Dict[str, Tensor]) -> Dict[str, float]:

@@ -339,3 +339,114 @@ def test_launch_env_reads_torchrun_variables():
     assert (e.rank, e.world_size, e.local_rank, e.local_world_size) == (3, 4, 1, 2)
     with pytest.raises(DistributedError, match="inconsistent"):
         launch_env({"RANK": "4", "WORLD_SIZE": "4"})
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The trainer on 2 processes (LocalTandemTrainer(distributed=...)): equal to 1 process, resume, evaluation
+# ------------------------------------------------------------------------------------------------------------
+
+TRAINER_RUNS = (("offline", "batched"), ("online", "batched"), ("online", "constant"))
+
+
+def make_trainer_teacher(seed):
+    from ltl_ext import models
+    torch.manual_seed(seed)
+    return models.mlp(num_classes=3, in_features=8, hidden=(16, 12), batch_norm=False, dropout=0.0).double()
+
+
+def make_trainer(teacher, mode, memory, dist, seed):
+    from ltl_ext.trainer import LocalTandemTrainer
+    return LocalTandemTrainer(teacher, time_steps=T, mode=mode, warmup=WARMUP, memory=memory, percentile=99.9,
+                              lr=1e-2, device="cpu", seed=seed, distributed=dist)
+
+
+def run_trainer(dist, loader, eval_loader, ckpt_dir, seed):
+    """Each run: 2 epochs; then offline again, interrupted after 1 epoch and resumed from its checkpoint."""
+    from ltl_ext.trainer import LocalTandemTrainer
+    flat = lambda tr: torch.nn.utils.parameters_to_vector(tr.student.parameters()).detach().clone()  # noqa: E731
+    out = {}
+    for mode, memory in TRAINER_RUNS:
+        trainer = make_trainer(make_trainer_teacher(seed), mode, memory, dist, seed)
+        history = trainer.fit(loader, epochs=EPOCHS, progress=False)
+        out[mode, memory] = (flat(trainer), [h["loss"] for h in history], trainer.evaluate(eval_loader))
+        for other in dist.gather_object(out[mode, memory][0]):
+            assert torch.equal(other, out[mode, memory][0]), "ranks out of sync"
+    first = make_trainer(make_trainer_teacher(seed), "offline", "batched", dist, seed)
+    first.fit(loader, epochs=1, progress=False, checkpoint=os.path.join(ckpt_dir, "ckpt.pt"))
+    resumed = LocalTandemTrainer.load(os.path.join(ckpt_dir, "ckpt.pt"), teacher=make_trainer_teacher(seed),
+                                      distributed=dist)
+    resumed.fit(loader, epochs=EPOCHS, progress=False)
+    out["resumed"] = flat(resumed)
+    return out
+
+
+def _worker_trainer(rank, port, out_dir):
+    _torchrun_env(rank, port)
+    result = {}
+    try:
+        with Distributed.setup("cpu", timeout_s=20) as dist:
+            loader = DataLoader(make_data(), batch_size=BATCH, shuffle=True)
+            eval_loader = DataLoader(make_data(), batch_size=5)
+            result = run_trainer(dist, loader, eval_loader, out_dir, seed=100 + rank)   # rank 0's student wins
+    except BaseException:
+        result["error"] = traceback.format_exc()
+    torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
+
+
+def test_trainer_on_two_ranks_equals_one_process(tmp_path):
+    results = _spawn(_worker_trainer, tmp_path, deadline_s=120)
+    for r, res in enumerate(results):
+        assert "error" not in res, f"rank {r} failed:\n{res['error']}"
+    ds = make_data()
+    loader = DataLoader(ds, batch_size=BATCH, sampler=DistributedSampler(ds, num_replicas=1, rank=0, seed=0))
+    ref = run_trainer(Distributed.single("cpu"), loader, DataLoader(ds, batch_size=5), str(tmp_path), seed=100)
+    for key in TRAINER_RUNS:
+        (p0, loss0, ev0), (p1, _, ev1), (pr, lossr, evr) = results[0][key], results[1][key], ref[key]
+        assert torch.equal(p0, p1)
+        assert not torch.allclose(p0, make_trainer_params_at_init()), key
+        torch.testing.assert_close(p0, pr, rtol=1e-9, atol=1e-11, msg=lambda m: f"{key}: {m}")
+        assert loss0 == pytest.approx(lossr, rel=1e-9), key                  # losses reduced over the ranks
+        assert ev0 == ev1
+        assert ev0["samples"] == evr["samples"] == N_SAMPLES
+        for k in ("student_acc", "teacher_acc", "spikes_per_sample"):
+            assert ev0[k] == pytest.approx(evr[k], rel=1e-9), (key, k)
+        assert ev0["firing_rate"] == pytest.approx(evr["firing_rate"], rel=1e-9)
+        assert ev0["acc_per_step"] == pytest.approx(evr["acc_per_step"], rel=1e-9)
+    torch.testing.assert_close(results[0]["resumed"], results[0]["offline", "batched"][0], rtol=0, atol=0)
+
+
+def make_trainer_params_at_init():
+    return torch.nn.utils.parameters_to_vector(
+        make_trainer(make_trainer_teacher(100), "offline", "batched", Distributed.single("cpu"), 100)
+        .student.parameters()).detach()
+
+
+def test_torchrun_cli_train(tmp_path):
+    """``torchrun --nproc_per_node 2 -m ltl_ext train``: one table, one set of files (rank 0), 2 processes."""
+    import json
+    import subprocess
+    import sys
+    import numpy as np
+    rng = np.random.default_rng(0)
+    protos = rng.random((4, 8, 8))
+
+    def draw(n):
+        y = np.arange(n) % 4
+        return (255 * (0.7 * protos[y] + 0.3 * rng.random((n, 8, 8)))).astype(np.uint8), y
+    (xtr, ytr), (xte, yte) = draw(64), draw(32)
+    np.savez(tmp_path / "tiny.npz", x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(WORLD),
+           "-m", "ltl_ext", "train", "--data", "npz", "--data-dir", str(tmp_path / "tiny.npz"), "--arch", "mlp",
+           "--hidden", "16", "--teacher-epochs", "1", "--epochs", "1", "-T", "2", "--batch-size", "16",
+           "--out", str(out), "--quiet"]
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=180,
+                          env=dict(os.environ, LTL_DIST_TIMEOUT="60", OMP_NUM_THREADS="1"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("student accuracy") == 1, done.stdout        # rank 0 alone prints the table
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["processes"] == WORLD and metrics["epochs"] == 1
+    assert metrics["history"][0]["samples"] == 64
+    for f in ("ckpt.pt", "teacher.pt", "history.json"):
+        assert (out / f).is_file(), f
