@@ -135,3 +135,35 @@ def check_target(target, x: Tensor, *, time_dim: bool = True) -> Tensor:
     if not _is_compiling() and bool(torch.isnan(target).any()):
         raise ValueError("target contains NaN; check the teacher's activations and their normalisation")
     return target
+
+
+def check_warmup(mode: str, warmup: int, T: int) -> None:
+    """``mode`` is offline/online; ``warmup`` a non-negative int that leaves an online run a step to learn from."""
+    if mode not in ("offline", "online"):
+        raise ValueError(f"mode must be 'offline' or 'online', got {mode!r}")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"warmup must be a non-negative int, got {warmup!r}")
+    if mode == "online" and warmup >= T:
+        raise ValueError(f"warmup = {warmup} leaves no step to learn from with T = {T}; use warmup < T")
+
+
+def check_step_args(x_t: Tensor, target, v, count, t, warmup, **lif_kwargs) -> LIFParams:
+    """Validate one ``tandem_step`` call (``x_t`` [*], state ``v``/``count`` [*] or None, step index ``t``)."""
+    x1 = x_t.unsqueeze(0) if isinstance(x_t, Tensor) else x_t
+    p = check_lif_args(x1, v0=v, **lif_kwargs)
+    check_target(target, x1)
+    if isinstance(t, bool) or not isinstance(t, int) or t < 0:
+        raise ValueError(f"t must be the non-negative step index, got {t!r}")
+    check_warmup("offline", warmup, t + 1)
+    if count is not None:
+        if not isinstance(count, Tensor) or not count.is_floating_point():
+            raise TypeError("count must be None or a floating tensor of shape x_t.shape (the running spike count)")
+        if count.device != x_t.device:
+            raise ValueError(f"count is on {count.device} but x_t is on {x_t.device}; move both to the same device")
+        try:
+            ok = torch.broadcast_shapes(count.shape, x_t.shape) == x_t.shape
+        except RuntimeError:
+            ok = False
+        if not ok:
+            raise ValueError(f"count has shape {tuple(count.shape)}, expected x_t.shape = {tuple(x_t.shape)}")
+    return p

@@ -18,7 +18,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .params import LIFParams, check_lif_args, check_target
+from .params import LIFParams, check_lif_args, check_step_args, check_target, check_warmup
 
 
 def surrogate_grad(u: Tensor, kind: str, a: float) -> Tensor:
@@ -96,15 +96,6 @@ def lif_reference(x: Tensor, *, beta, alpha=1.0, threshold=1.0, reset="soft", v_
     return (out, v.to(x.dtype)) if return_v else out
 
 
-def _check_warmup(mode: str, warmup: int, T: int) -> None:
-    if mode not in ("offline", "online"):
-        raise ValueError(f"mode must be 'offline' or 'online', got {mode!r}")
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(f"warmup must be a non-negative int, got {warmup!r}")
-    if mode == "online" and warmup >= T:
-        raise ValueError(f"warmup = {warmup} leaves no step to learn from with T = {T}; use warmup < T")
-
-
 def tandem_loss_reference(x: Tensor, target: Tensor, *, mode="offline", warmup=0, beta, alpha=1.0,
                           threshold=1.0, reset="soft", v_reset=0.0, v0=None, surrogate="sigmoid",
                           surrogate_alpha=None, detach_reset=False) -> Tuple[Tensor, Tensor]:
@@ -120,7 +111,7 @@ def tandem_loss_reference(x: Tensor, target: Tensor, *, mode="offline", warmup=0
                        surrogate=surrogate, surrogate_alpha=surrogate_alpha, detach_reset=detach_reset)
     check_target(target, x)
     T = x.shape[0]
-    _check_warmup(mode, warmup, T)
+    check_warmup(mode, warmup, T)
     y = target.to(_state_dtype(x.dtype))
     if mode == "offline":
         s = lif_reference(x, beta=beta, alpha=alpha, threshold=threshold, reset=reset, v_reset=v_reset, v0=v0,
@@ -154,13 +145,10 @@ def tandem_step_reference(x_t: Tensor, target: Tensor, v: Optional[Tensor], coun
     ``mean((count_new / (t+1) - target)^2)`` for ``t >= warmup`` (else 0), differentiable w.r.t. ``x_t`` and the
     tensor parameters, with a gradient local to this step. Summed over t it equals the online ``tandem_loss``.
     """
+    p = check_step_args(x_t, target, v, count, t, warmup, beta=beta, alpha=alpha, threshold=threshold, reset=reset,
+                        v_reset=v_reset, surrogate=surrogate, surrogate_alpha=surrogate_alpha,
+                        detach_reset=detach_reset)
     x1 = x_t.unsqueeze(0)
-    p = check_lif_args(x1, beta=beta, alpha=alpha, threshold=threshold, reset=reset, v_reset=v_reset, v0=v,
-                       surrogate=surrogate, surrogate_alpha=surrogate_alpha, detach_reset=detach_reset)
-    check_target(target, x1)
-    if isinstance(t, bool) or not isinstance(t, int) or t < 0:
-        raise ValueError(f"t must be the non-negative step index, got {t!r}")
-    _check_warmup("offline", warmup, t + 1)
     y = target.to(_state_dtype(x_t.dtype))
     v = _initial_v(x1, p) if v is None else v.to(y.dtype)
     s, v_new, count_new, loss_t = _online_step(x_t, y, v, None if count is None else count.to(y.dtype),

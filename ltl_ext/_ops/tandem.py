@@ -21,8 +21,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ..params import check_lif_args, check_target
-from ..reference import _check_warmup, _state_dtype
+from ..params import check_lif_args, check_step_args, check_target, check_warmup
+from ..reference import _state_dtype
 from . import HAS_C, check_device
 
 __all__ = ["tandem_loss", "tandem_step"]
@@ -60,7 +60,7 @@ def tandem_loss(x: Tensor, target: Tensor, *, mode="offline", warmup=0, beta, al
                        surrogate=surrogate, surrogate_alpha=surrogate_alpha, detach_reset=detach_reset)
     check_target(target, x)
     T = x.shape[0]
-    _check_warmup(mode, warmup, T)
+    check_warmup(mode, warmup, T)
     check_device(x, "tandem_loss")
     shape = x.shape[1:]
     n = shape.numel()
@@ -88,28 +88,14 @@ def tandem_step(x_t: Tensor, target: Tensor, v: Optional[Tensor], count: Optiona
                 surrogate_alpha=None, detach_reset=False):
     """One step of online LTL with O(N) memory: ``(spikes_t, loss_t, v_new, count_new)``; see
     ``tandem_step_reference``. ``loss_t.backward()`` gives this step's local gradient (x_t, tensor params)."""
+    p = check_step_args(x_t, target, v, count, t, warmup, beta=beta, alpha=alpha, threshold=threshold, reset=reset,
+                        v_reset=v_reset, surrogate=surrogate, surrogate_alpha=surrogate_alpha,
+                        detach_reset=detach_reset)
     x1 = x_t.unsqueeze(0)
-    p = check_lif_args(x1, beta=beta, alpha=alpha, threshold=threshold, reset=reset, v_reset=v_reset, v0=v,
-                       surrogate=surrogate, surrogate_alpha=surrogate_alpha, detach_reset=detach_reset)
-    check_target(target, x1)
-    if isinstance(t, bool) or not isinstance(t, int) or t < 0:
-        raise ValueError(f"t must be the non-negative step index, got {t!r}")
-    _check_warmup("offline", warmup, t + 1)
     check_device(x1, "tandem_step")
     shape = x_t.shape
     n = shape.numel()
     sd = _state_dtype(x_t.dtype)
-    if count is not None:
-        if not isinstance(count, Tensor) or not count.is_floating_point():
-            raise TypeError("count must be None or a floating tensor of shape x_t.shape (the running spike count)")
-        if count.device != x_t.device:
-            raise ValueError(f"count is on {count.device} but x_t is on {x_t.device}; move both to the same device")
-        try:
-            ok = torch.broadcast_shapes(count.shape, shape) == shape
-        except RuntimeError:
-            ok = False
-        if not ok:
-            raise ValueError(f"count has shape {tuple(count.shape)}, expected x_t.shape = {tuple(shape)}")
     y = target.to(sd).reshape(n)
     b, bs = _param(p.beta, shape, n, sd)
     a, as_ = _param(p.alpha, shape, n, sd)
