@@ -17,6 +17,8 @@ divisible by 16); ``cnn_small``, ``resnet``: [B, in_channels, H, W] -> [B, num_c
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -81,6 +83,24 @@ class VGG(nn.Module):
         return self.fc(self.drop(self.classifier(x)))
 
 
+def _records_spec(build):
+    """Zoo builders leave ``model.spec = {"arch", "kwargs"}`` on what they build, so a checkpoint can rebuild the
+    model (``LocalTandemTrainer.load`` without ``teacher=``). A custom ``activation`` module is not plain data:
+    then there is no spec and loading needs the model."""
+    @functools.wraps(build)
+    def wrapper(*args, **kwargs):
+        model = build(*args, **kwargs)
+        given = inspect.signature(build).bind(*args, **kwargs).arguments
+        plain = (int, float, str, bool, list, tuple)
+        if all(v is None or isinstance(v, plain) for v in given.values()):
+            model.spec = {"arch": build.__name__,
+                          "kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in given.items()
+                                     if v is not None}}
+        return model
+    return wrapper
+
+
+@_records_spec
 def vgg11(num_classes: int = 10, in_channels: int = 3, activation: Optional[nn.Module] = None, *,
           input_size: int = 32, batch_norm: bool = True, dropout: float = 0.2) -> VGG:
     """The LTL code's VGG-11: convs 64, 128s2, 256, 256s2, 512, 512s2, 512, 512s2 (3x3, pad 1), fc 512, fc 512,
@@ -89,6 +109,7 @@ def vgg11(num_classes: int = 10, in_channels: int = 3, activation: Optional[nn.M
                dropout=dropout)
 
 
+@_records_spec
 def vgg16(num_classes: int = 10, in_channels: int = 3, activation: Optional[nn.Module] = None, *,
           input_size: int = 32, batch_norm: bool = True, dropout: float = 0.2) -> VGG:
     """The LTL code's VGG-16: convs 64, 64, 128, 128s2, 256, 256, 256s2, 512, 512, 512s2, 512, 512, 512s2,
@@ -97,6 +118,7 @@ def vgg16(num_classes: int = 10, in_channels: int = 3, activation: Optional[nn.M
                dropout=dropout)
 
 
+@_records_spec
 def cnn_small(num_classes: int = 10, in_channels: int = 1, activation: Optional[nn.Module] = None, *,
               channels: Sequence[int] = (32, 64, 64), hidden: int = 256, input_size: int = 28,
               batch_norm: bool = True, dropout: float = 0.2) -> VGG:
@@ -127,6 +149,7 @@ class MLP(nn.Module):
         return self.fc(self.drop(self.hidden(self.flatten(x))))
 
 
+@_records_spec
 def mlp(num_classes: int = 10, in_features: int = 784, activation: Optional[nn.Module] = None, *,
         hidden: Sequence[int] = (512, 256), batch_norm: bool = True, dropout: float = 0.2) -> MLP:
     """A multi-layer perceptron for 28x28 input: [B, 1, 28, 28] (or [B, 784]) -> [B, num_classes]."""
@@ -187,6 +210,7 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
+@_records_spec
 def resnet(num_classes: int = 10, in_channels: int = 3, activation: Optional[nn.Module] = None, *,
            widths: Sequence[int] = (32, 64, 128), blocks: Sequence[int] = (2, 2, 2),
            batch_norm: bool = True) -> ResNet:

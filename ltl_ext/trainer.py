@@ -323,6 +323,13 @@ class LocalTandemTrainer:
                 "local_loss": {k[len("local/"):]: v / b for k, v in sums.items() if k.startswith("local/")}}
 
     # ------------------------------------------------------------------------------------------ evaluate
+    def _as_spiking(self, model: nn.Module) -> SpikingModel:
+        """A model given to ``evaluate``/``calibrate`` (a chip programmed from a bare student, say) runs over this
+        trainer's T and encoding; its own parameters are used (and trained) in place."""
+        if not isinstance(model, SpikingModel):
+            model = SpikingModel(model, time_steps=self.config.time_steps, encoding=self.config.encoding)
+        return model.to(self.device)
+
     @torch.no_grad()
     def evaluate(self, loader: Iterable, model: Optional[nn.Module] = None, *, progress: bool = False,
                  max_batches: Optional[int] = None) -> Dict[str, Any]:
@@ -332,7 +339,7 @@ class LocalTandemTrainer:
         readout up to each time step), ``firing_rate`` (spikes per neuron per step, per LIF layer),
         ``spikes_per_sample`` and ``samples``.
         """
-        model = self.student if model is None else model
+        model = self.student if model is None else self._as_spiking(model)
         report = evaluate_spiking(model, self.dist.shard_loader(loader, train=False), teacher=self.teacher,
                                   device=self.device, progress=progress and self.dist.is_main,
                                   max_batches=max_batches)
@@ -351,7 +358,8 @@ class LocalTandemTrainer:
         """
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
             raise ValueError(f"steps must be a non-negative int, got {steps!r}")
-        T = getattr(model, "time_steps", self.config.time_steps)
+        model = self._as_spiking(model)
+        T = model.time_steps
         if warmup is None:
             warmup = self.config.warmup if self.config.warmup < T else default_warmup(T)
         config = LTLConfig(**dict(asdict(self.config), mode=mode, memory=memory, time_steps=T, warmup=warmup,

@@ -55,3 +55,13 @@ def test_resnet_has_projection_and_identity_shortcuts():
     assert isinstance(r.layers[0][0].shortcut, nn.Identity)
     assert isinstance(r.layers[1][0].shortcut, nn.Sequential)
     assert r(torch.randn(1, 3, 16, 16)).shape == (1, 10)
+
+
+def test_zoo_models_record_a_spec_that_rebuilds_them():
+    from ltl_ext.models import MODELS, cnn_small
+    from ltl_ext.nn import ClampReLU
+    m = cnn_small(num_classes=7, in_channels=1, channels=(4, 8, 6), hidden=16)
+    assert m.spec["arch"] == "cnn_small" and m.spec["kwargs"]["channels"] == [4, 8, 6]
+    rebuilt = MODELS[m.spec["arch"]](**m.spec["kwargs"])
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in m.state_dict().items()}
+    assert not hasattr(cnn_small(activation=ClampReLU(1.0)), "spec")   # a module argument is not plain data

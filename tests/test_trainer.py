@@ -183,8 +183,11 @@ def test_bad_checkpoints_give_clear_errors(teacher, tmp_path):
         LocalTandemTrainer.load(tmp_path / "other.pt", teacher=teacher)
     with pytest.raises(CheckpointError, match="does not exist"):
         LocalTandemTrainer.load(tmp_path / "missing.pt", teacher=teacher)
+    assert LocalTandemTrainer.load(good).epoch == trainer.epoch      # a zoo teacher is rebuilt from its spec
+    trainer.teacher_spec = None                                       # as for a user-built teacher
+    user_built = trainer.save(tmp_path / "user_built.pt")
     with pytest.raises(CheckpointError, match="user-built"):          # no zoo spec: the teacher must be passed
-        LocalTandemTrainer.load(good)
+        LocalTandemTrainer.load(user_built)
     other = cnn_small(num_classes=CLASSES, in_channels=1, channels=(4, 8, 6), hidden=16, input_size=SIZE)
     with pytest.raises(CheckpointError, match="does not match"):
         LocalTandemTrainer.load(good, teacher=other)
