@@ -38,14 +38,16 @@ struct LifCall {
   LifLaunch p;
 };
 
-inline at::Tensor per_neuron(const OptTensor& t, const char* name, const at::Tensor& x, int64_t N) {
+// A per-neuron [N] tensor of the math dtype on x's device (contiguous), or undefined for "use the scalar".
+inline at::Tensor per_neuron(const OptTensor& t, const char* name, const at::Tensor& x, int64_t N,
+                             const char* op = "ltl_ext.lif") {
   if (!t.has_value() || !t->defined()) return at::Tensor();
   const at::ScalarType want = math_dtype(x.scalar_type());
-  TORCH_CHECK_TYPE(t->scalar_type() == want, "ltl_ext.lif: ", name, " must have dtype ", want,
+  TORCH_CHECK_TYPE(t->scalar_type() == want, op, ": ", name, " must have dtype ", want,
                    " (the math type of x's ", x.scalar_type(), "), got ", t->scalar_type());
-  TORCH_CHECK_VALUE(t->device() == x.device(), "ltl_ext.lif: ", name, " is on ", t->device(), " but x is on ",
+  TORCH_CHECK_VALUE(t->device() == x.device(), op, ": ", name, " is on ", t->device(), " but x is on ",
                     x.device());
-  TORCH_CHECK_VALUE(t->numel() == N, "ltl_ext.lif: ", name, " must have N = ", N, " elements (one per neuron), got ",
+  TORCH_CHECK_VALUE(t->numel() == N, op, ": ", name, " must have N = ", N, " elements (one per neuron), got ",
                     t->sizes());
   return t->reshape({N}).contiguous();
 }

@@ -24,18 +24,6 @@ struct TandemCall {
   TandemLaunch p;
 };
 
-inline at::Tensor tandem_vec(const OptTensor& t, const char* name, const at::Tensor& x, int64_t N) {
-  if (!t.has_value() || !t->defined()) return at::Tensor();
-  const at::ScalarType want = math_dtype(x.scalar_type());
-  TORCH_CHECK_TYPE(t->scalar_type() == want, "ltl_ext.tandem: ", name, " must have dtype ", want,
-                   " (the math type of x's ", x.scalar_type(), "), got ", t->scalar_type());
-  TORCH_CHECK_VALUE(t->device() == x.device(), "ltl_ext.tandem: ", name, " is on ", t->device(), " but x is on ",
-                    x.device());
-  TORCH_CHECK_VALUE(t->numel() == N, "ltl_ext.tandem: ", name, " must have N = ", N,
-                    " elements (one per neuron), got ", t->sizes());
-  return t->reshape({N}).contiguous();
-}
-
 inline const void* ptr_or_null(const at::Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
 
 inline TandemCall make_tandem_call(const at::Tensor& x, const OptTensor& beta, const OptTensor& alpha,
@@ -51,10 +39,10 @@ inline TandemCall make_tandem_call(const at::Tensor& x, const OptTensor& beta, c
   c.p.T = x.size(0);
   c.p.N = x.size(1);
   const int64_t N = c.p.N;
-  c.beta = tandem_vec(beta, "beta", x, N);
-  c.alpha = tandem_vec(alpha, "alpha", x, N);
-  c.theta = tandem_vec(theta, "threshold", x, N);
-  c.v0 = tandem_vec(v0, "v0", x, N);
+  c.beta = per_neuron(beta, "beta", x, N, "ltl_ext.tandem");
+  c.alpha = per_neuron(alpha, "alpha", x, N, "ltl_ext.tandem");
+  c.theta = per_neuron(theta, "threshold", x, N, "ltl_ext.tandem");
+  c.v0 = per_neuron(v0, "v0", x, N, "ltl_ext.tandem");
   const std::string r(reset.data(), reset.size()), s(surrogate.data(), surrogate.size());
   TORCH_CHECK_VALUE(parse_reset(r.c_str(), &c.p.reset), "ltl_ext.tandem: reset must be 'soft' or 'hard', got '", r,
                     "'");
@@ -81,7 +69,7 @@ inline at::TensorOptions math_options(const TandemCall& c) {
 
 // The target y [N] (math type) and the loss outputs: loss [] in x's dtype, partials scratch (doubles).
 inline at::Tensor tandem_forward_common(TandemCall& c, const at::Tensor& target) {
-  c.target = tandem_vec(target, "target", c.x, c.p.N);
+  c.target = per_neuron(target, "target", c.x, c.p.N, "ltl_ext.tandem");
   c.p.target = c.target.data_ptr();
   at::Tensor loss = at::empty({}, c.x.options());
   c.partials = at::empty({std::max<int64_t>(tandem_loss_blocks(c.p.N), 1)}, c.x.options().dtype(at::kDouble));
@@ -135,7 +123,7 @@ TandemOfflineBwdOut tandem_offline_bwd_impl(Run&& run, Scratch&& scratch, const 
   TORCH_CHECK_VALUE(grad_loss.device() == c.x.device(), "ltl_ext.tandem backward: grad_loss is on ",
                     grad_loss.device(), " but x is on ", c.x.device());
   c.grad_loss = grad_loss.reshape({}).to(math_dtype(c.x.scalar_type())).contiguous();
-  c.err = tandem_vec(err, "err", c.x, N);
+  c.err = per_neuron(err, "err", c.x, N, "ltl_ext.tandem");
   c.p.grad_loss = c.grad_loss.data_ptr();
   c.p.err = c.err.data_ptr();
   const auto mo = math_options(c);
@@ -167,7 +155,7 @@ TandemOnlineOut tandem_online_impl(Run&& run, const at::Tensor& x, const at::Ten
                                   surrogate_alpha, false);
   const int64_t T = c.p.T, N = c.p.N;
   at::Tensor loss = tandem_forward_common(c, target);
-  c.count0 = tandem_vec(count0, "count0", c.x, N);
+  c.count0 = per_neuron(count0, "count0", c.x, N, "ltl_ext.tandem");
   c.p.count0 = ptr_or_null(c.count0);
   c.p.t0 = t0;
   c.p.warmup = warmup;

@@ -10,6 +10,7 @@
 #include <cuda_runtime.h>
 
 #include "ltl/lif_kernels.h"
+#include "device_common.cuh"
 
 namespace ltl {
 namespace {
@@ -17,35 +18,6 @@ namespace {
 constexpr int kFwdThreads = 256;
 constexpr int kBwdThreads = 128;
 constexpr int64_t kSmemBytes = 48 * 1024;  // no opt-in needed
-
-__device__ __forceinline__ float to_acc(__half v) { return __half2float(v); }
-__device__ __forceinline__ float to_acc(__nv_bfloat16 v) { return __bfloat162float(v); }
-__device__ __forceinline__ float to_acc(float v) { return v; }
-__device__ __forceinline__ double to_acc(double v) { return v; }
-template <typename S> __device__ __forceinline__ S from_acc(float v);
-template <> __device__ __forceinline__ __half from_acc<__half>(float v) { return __float2half_rn(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_acc<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
-template <> __device__ __forceinline__ float from_acc<float>(float v) { return v; }
-template <typename S> __device__ __forceinline__ S from_acc(double v) { return v; }
-
-template <typename S> struct Acc { using type = float; };
-template <> struct Acc<double> { using type = double; };
-
-template <typename acc_t> struct Params {
-  const acc_t *beta, *alpha, *theta, *v0;
-  acc_t beta_s, alpha_s, theta_s, v_reset, sa;
-  __device__ __forceinline__ acc_t b(int64_t i) const { return beta ? beta[i] : beta_s; }
-  __device__ __forceinline__ acc_t a(int64_t i) const { return alpha ? alpha[i] : alpha_s; }
-  __device__ __forceinline__ acc_t th(int64_t i) const { return theta ? theta[i] : theta_s; }
-  __device__ __forceinline__ acc_t v(int64_t i) const { return v0 ? v0[i] : acc_t(0); }
-};
-
-template <typename acc_t> Params<acc_t> params_of(const LifLaunch& p) {
-  return Params<acc_t>{static_cast<const acc_t*>(p.beta), static_cast<const acc_t*>(p.alpha),
-                       static_cast<const acc_t*>(p.theta), static_cast<const acc_t*>(p.v0),
-                       static_cast<acc_t>(p.beta_s), static_cast<acc_t>(p.alpha_s), static_cast<acc_t>(p.theta_s),
-                       static_cast<acc_t>(p.v_reset), static_cast<acc_t>(p.surrogate_alpha)};
-}
 
 template <typename S, Reset R>
 __global__ void __launch_bounds__(kFwdThreads)
