@@ -24,7 +24,7 @@ EXTRA: list = []                   # free-form rows (bandwidth figures)
 
 def cuda_ok() -> bool:
     try:
-        from ltl_ext._ops import HAS_CUDA_KERNELS
+        from ltl_ext.ops import HAS_CUDA_KERNELS
     except Exception:  # pragma: no cover
         return False
     return torch.cuda.is_available() and HAS_CUDA_KERNELS

@@ -67,11 +67,11 @@ inline at::TensorOptions math_options(const TandemCall& c) {
   return c.x.options().dtype(math_dtype(c.x.scalar_type()));
 }
 
-// The target y [N] (math type) and the loss outputs: loss [] in x's dtype, partials scratch (doubles).
+// The target y [N] (math type) and the loss outputs: loss [] in the math type, partials scratch (doubles).
 inline at::Tensor tandem_forward_common(TandemCall& c, const at::Tensor& target) {
   c.target = per_neuron(target, "target", c.x, c.p.N, "ltl_ext.tandem");
   c.p.target = c.target.data_ptr();
-  at::Tensor loss = at::empty({}, c.x.options());
+  at::Tensor loss = at::empty({}, math_options(c));
   c.partials = at::empty({std::max<int64_t>(tandem_loss_blocks(c.p.N), 1)}, c.x.options().dtype(at::kDouble));
   c.p.loss = loss.data_ptr();
   c.p.partials = c.partials.data_ptr();
@@ -164,7 +164,7 @@ TandemOnlineOut tandem_online_impl(Run&& run, const at::Tensor& x, const at::Ten
   c.p.spikes = spikes.data_ptr();
   at::Tensor v_out = opt_out(need_state, N, mo, &c.p.v_out);
   at::Tensor count_out = opt_out(need_state, N, mo, &c.p.count_out);
-  at::Tensor gx = at::empty({need_grad_x ? T : 0, need_grad_x ? N : 0}, c.x.options());
+  at::Tensor gx = at::empty({need_grad_x ? T : 0, need_grad_x ? N : 0}, mo);  // math type: TandemLaunch::grad_x
   c.p.grad_x = need_grad_x ? gx.data_ptr() : nullptr;
   at::Tensor gb = opt_out(need_beta, N, mo, &c.p.grad_beta);
   at::Tensor ga = opt_out(need_alpha, N, mo, &c.p.grad_alpha);

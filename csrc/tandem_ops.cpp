@@ -5,8 +5,8 @@
 #include <torch/library.h>
 
 TORCH_LIBRARY_FRAGMENT(ltl_ext, m) {
-  // Offline: LIF over x, loss = mean((sum_t S[t] / T - target)^2). Returns (spikes [T, N] and loss [] in x's
-  // dtype, err [N] = rate - target in the math type: all the backward needs besides x).
+  // Offline: LIF over x, loss = mean((sum_t S[t] / T - target)^2). Returns (spikes [T, N] in x's dtype; loss []
+  // and err [N] = rate - target in the math type: err is all the backward needs besides x).
   m.def(
       "tandem_offline_fwd(Tensor x, Tensor target, Tensor? beta, Tensor? alpha, Tensor? threshold, Tensor? v0, "
       "float beta_s, float alpha_s, float threshold_s, str reset, float v_reset, str surrogate, "
@@ -20,8 +20,9 @@ TORCH_LIBRARY_FRAGMENT(ltl_ext, m) {
       "bool need_threshold) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   // Online, steps t0 .. t0+T-1 from the state (v0, count0; None = zeros), state and count detached through time:
   // loss = sum_{t >= warmup} mean((C[t] / (t+1) - target)^2). The same pass writes the local gradients for
-  // grad_loss = 1. Returns (spikes [T, N], loss [] in x's dtype; v_out, count_out [N] when need_state; grad_x
-  // [T, N] when need_grad_x; grad_beta, grad_alpha, grad_threshold, grad_target [N] when need_*; else empty).
+  // grad_loss = 1. Returns (spikes [T, N] in x's dtype, loss [] in the math type; v_out, count_out [N] when
+  // need_state; grad_x [T, N] in the math type (float16 would underflow) when need_grad_x; grad_beta,
+  // grad_alpha, grad_threshold, grad_target [N] when need_*; else empty).
   // T = 1, t0 = t is the constant-memory stepwise op.
   m.def(
       "tandem_online(Tensor x, Tensor target, Tensor? beta, Tensor? alpha, Tensor? threshold, Tensor? v0, "

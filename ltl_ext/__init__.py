@@ -7,12 +7,12 @@
 """
 __version__ = "0.1.0"
 
-from . import functional, nn, models, tandem  # noqa: F401
-from .convert import convert  # noqa: F401
-from .trainer import (BPTTTrainer, LocalTandemTrainer, evaluate_ann, evaluate_spiking,  # noqa: F401
-                      load_teacher, save_teacher, train_teacher)
-from .checkpoint import CheckpointError  # noqa: F401
-from . import noise  # noqa: F401
+from . import functional, nn  # noqa: F401
+from .nn import zoo as models  # noqa: F401
+from .ltl import convert, tandem  # noqa: F401
+from .train import (BPTTTrainer, CheckpointError, LocalTandemTrainer, evaluate_ann,  # noqa: F401
+                    evaluate_spiking, load_teacher, save_teacher, train_teacher)
+from .hw import noise  # noqa: F401
 
 __all__ = ["LocalTandemTrainer", "BPTTTrainer", "train_teacher", "evaluate_spiking", "evaluate_ann",
            "save_teacher", "load_teacher", "CheckpointError", "convert", "functional", "nn", "models", "tandem",

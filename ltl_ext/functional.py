@@ -5,9 +5,9 @@
 - ``tandem_loss(x, target, *, mode="offline"|"online", warmup=0, **lif_kwargs)`` -> (spikes [T, *] detached, loss)
 - ``tandem_step(x_t, target, v, count, t, *, warmup=0, **lif_kwargs)`` -> (spikes_t, loss_t, v_new, count_new)
 """
-from ._ops.lif import lif
-from ._ops.tandem import tandem_loss, tandem_step
-from .reference import lif_reference, tandem_loss_reference, tandem_step_reference, surrogate_grad
+from .ops.lif import lif
+from .ops.tandem import tandem_loss, tandem_step
+from .ops.reference import lif_reference, tandem_loss_reference, tandem_step_reference, surrogate_grad
 
 __all__ = ["lif", "tandem_loss", "tandem_step", "lif_reference", "tandem_loss_reference",
            "tandem_step_reference", "surrogate_grad"]

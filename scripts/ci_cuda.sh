@@ -76,7 +76,7 @@ log "building the CUDA flavour in $WORK/src (TORCH_CUDA_ARCH_LIST=9.0; sm_80 was
 log "import check"
 ( cd "$WORK/src" && "$CPY" - <<'PY'
 import torch, ltl_ext
-from ltl_ext._ops import build_info
+from ltl_ext.ops import build_info
 info = build_info()
 print({k: info[k] for k in ("torch_built_against", "cuda_kernels", "cuda_built_against", "openmp")})
 assert info["compiled"] and info["cuda_kernels"], info

@@ -34,7 +34,7 @@ fi
 say "build: $status_build"
 "$PY" - <<'PY' 2>&1 | tee -a "$LOG"
 try:
-    from ltl_ext._ops import build_info
+    from ltl_ext.ops import build_info
     info = build_info()
     print("build_info:", {k: info.get(k) for k in ("compiled", "torch_built_against", "cuda_kernels",
                                                  "cuda_built_against", "openmp", "cuda_device", "error")})

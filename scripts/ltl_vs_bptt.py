@@ -29,10 +29,10 @@ from pathlib import Path
 import torch
 
 from ltl_ext import data
-from ltl_ext.convert import convert
-from ltl_ext.models import cnn_small
+from ltl_ext.ltl.convert import convert
+from ltl_ext.nn.zoo import cnn_small
 from ltl_ext.nn import LIF, SpikingModel
-from ltl_ext.trainer import BPTTTrainer, LocalTandemTrainer, train_teacher, write_json
+from ltl_ext.train import BPTTTrainer, LocalTandemTrainer, train_teacher, write_json
 
 
 class SavedBytes:

@@ -29,8 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ltl_ext.convert import convert
-from ltl_ext.models import cnn_small
+from ltl_ext.ltl.convert import convert
+from ltl_ext.nn.zoo import cnn_small
 from ltl_ext.nn import LIF, SpikingModel
 
 MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST training-set pixel statistics

@@ -19,7 +19,7 @@ from typing import Sequence
 import pytest
 import torch
 
-from ltl_ext._ops import HAS_CUDA_KERNELS
+from ltl_ext.ops import HAS_CUDA_KERNELS
 
 CUDA_OK = torch.cuda.is_available() and HAS_CUDA_KERNELS
 _CUDA_SKIP = pytest.mark.skipif(not CUDA_OK, reason="no GPU, or ltl_ext built without CUDA kernels")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import ltl_ext
-from ltl_ext._ops import build_info
+from ltl_ext.ops import build_info
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -48,7 +48,7 @@ import sys
 sys.modules["ltl_ext._C"] = None          # as if it were never built
 import torch
 from ltl_ext.functional import lif, lif_reference
-from ltl_ext._ops import build_info, ExtensionNotBuiltError
+from ltl_ext.ops import build_info, ExtensionNotBuiltError
 x = torch.randn(4, 3)
 assert lif_reference(x, beta=0.9).shape == x.shape
 assert build_info()["compiled"] is False

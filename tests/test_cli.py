@@ -83,7 +83,7 @@ def test_info(capsys):
 
 
 def test_robustness_delegated(run, npz, tmp_path):
-    pytest.importorskip("ltl_ext.robustness")
+    pytest.importorskip("ltl_ext.hw.robustness")
     rc = main(["robustness", "--checkpoint", str(run / "ckpt.pt"), "--data", "npz", "--data-dir", str(npz),
                "--sigmas", "0.2", "--chips", "1", "--steps", "2", "--no-devices", "--no-control",
                "--batch-size", "16", "--out", str(tmp_path), "--quiet"])

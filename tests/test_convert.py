@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from ltl_ext.convert import convert, fold_batchnorm
-from ltl_ext.models import cnn_small, mlp, resnet
+from ltl_ext.ltl.convert import convert, fold_batchnorm
+from ltl_ext.nn.zoo import cnn_small, mlp, resnet
 from ltl_ext.nn import LIF, ClampReLU, SpikingModel, lifs
 
 IF = LIF(beta=1.0, threshold=1.0, reset="soft")

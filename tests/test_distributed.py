@@ -355,14 +355,14 @@ def make_trainer_teacher(seed):
 
 
 def make_trainer(teacher, mode, memory, dist, seed):
-    from ltl_ext.trainer import LocalTandemTrainer
+    from ltl_ext.train import LocalTandemTrainer
     return LocalTandemTrainer(teacher, time_steps=T, mode=mode, warmup=WARMUP, memory=memory, percentile=99.9,
                               lr=1e-2, device="cpu", seed=seed, distributed=dist)
 
 
 def run_trainer(dist, loader, eval_loader, ckpt_dir, seed):
     """Each run: 2 epochs; then offline again, interrupted after 1 epoch and resumed from its checkpoint."""
-    from ltl_ext.trainer import LocalTandemTrainer
+    from ltl_ext.train import LocalTandemTrainer
     flat = lambda tr: torch.nn.utils.parameters_to_vector(tr.student.parameters()).detach().clone()  # noqa: E731
     out = {}
     for mode, memory in TRAINER_RUNS:

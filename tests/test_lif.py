@@ -14,7 +14,7 @@ import torch
 
 from conftest import DEVICES, DTYPES, assert_close_dtype, make_input, requires_cuda
 from ltl_ext.functional import lif, lif_reference
-from ltl_ext.params import SURROGATES
+from ltl_ext.ops.params import SURROGATES
 
 RESETS = ("soft", "hard")
 
@@ -253,7 +253,7 @@ def test_bad_input(fn, case, exc, match):
 
 def test_gpu_tensor_on_cpu_only_build(monkeypatch):
     """A CUDA tensor reaching a build without CUDA kernels gets a message that says so and how to fix it."""
-    from ltl_ext import _ops
+    from ltl_ext.ops import library as _ops
     from torch._subclasses.fake_tensor import FakeTensorMode
     monkeypatch.setattr(_ops, "HAS_CUDA_KERNELS", False)
     with FakeTensorMode():

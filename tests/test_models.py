@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from ltl_ext import models
-from ltl_ext.convert import convert
+from ltl_ext.ltl.convert import convert
 from ltl_ext.nn import LIF, ClampReLU, SpikingModel, lifs
 
 ZOO = [  # (builder, input shape, number of activations)
@@ -58,7 +58,7 @@ def test_resnet_has_projection_and_identity_shortcuts():
 
 
 def test_zoo_models_record_a_spec_that_rebuilds_them():
-    from ltl_ext.models import MODELS, cnn_small
+    from ltl_ext.nn.zoo import MODELS, cnn_small
     from ltl_ext.nn import ClampReLU
     m = cnn_small(num_classes=7, in_channels=1, channels=(4, 8, 6), hidden=16)
     assert m.spec["arch"] == "cnn_small" and m.spec["kwargs"]["channels"] == [4, 8, 6]

@@ -12,7 +12,7 @@ from torch.nn.utils import parametrize
 
 from ltl_ext import noise
 from ltl_ext.nn import LIF, ClampReLU, SpikingModel
-from ltl_ext.noise import DeviceModel
+from ltl_ext.hw.noise import DeviceModel
 
 
 def _student(seed=0, T=4):
@@ -259,8 +259,8 @@ def _blobs(n=800, d=16, k=6, seed=0):
 
 @pytest.fixture(scope="module")
 def tiny_trainer():
-    trainer_mod = pytest.importorskip("ltl_ext.trainer")
-    from ltl_ext.convert import convert
+    trainer_mod = pytest.importorskip("ltl_ext.train")
+    from ltl_ext.ltl.convert import convert
     x, y = _blobs()
     train = [(x[i:i + 50], y[i:i + 50]) for i in range(0, 500, 50)]
     test = [(x[500:], y[500:])]
@@ -306,7 +306,8 @@ def test_calibration_improves_a_noisy_chip(tiny_trainer):
 def test_robustness_study_function_table_plot_and_parser(tiny_trainer, tmp_path):
     import argparse
     import json
-    from ltl_ext import robustness
+    from ltl_ext.cli import robustness as robustness_cli
+    from ltl_ext.hw import robustness
     trainer, train, test = tiny_trainer
     student_state = {k: v.clone() for k, v in trainer.student.state_dict().items()}
     res = robustness.run_study(trainer, train, test, sigmas=[0.2, 0.8], chips=2, steps=3,
@@ -327,15 +328,15 @@ def test_robustness_study_function_table_plot_and_parser(tiny_trainer, tmp_path)
     for k, v in trainer.student.state_dict().items():
         assert torch.equal(v, student_state[k]), k
     p = argparse.ArgumentParser()
-    robustness.add_parser(p.add_subparsers())
+    robustness_cli.add_parser(p.add_subparsers())
     args = p.parse_args(["robustness", "--sigmas", "0.1,0.2", "--chips", "4", "--out", str(tmp_path)])
-    assert robustness._parse_sigmas(args.sigmas) == [0.1, 0.2] and args.chips == 4 and args.steps == 300
+    assert robustness_cli._parse_sigmas(args.sigmas) == [0.1, 0.2] and args.chips == 4 and args.steps == 300
     with pytest.raises(ValueError):
-        robustness._parse_sigmas("0.1,x")
+        robustness_cli._parse_sigmas("0.1,x")
 
 
 def test_a_chip_of_the_study_is_reproducible_on_its_own(tiny_trainer):
-    from ltl_ext import robustness
+    from ltl_ext.hw import robustness
     trainer, train, test = tiny_trainer
 
     def loader(seed):   # a per-chip batch order, as the CLI does

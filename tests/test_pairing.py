@@ -5,8 +5,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ltl_ext import tandem
-from ltl_ext.convert import convert
-from ltl_ext.models import cnn_small, mlp
+from ltl_ext.ltl.convert import convert
+from ltl_ext.nn.zoo import cnn_small, mlp
 from ltl_ext.nn import LIF, SpikingModel
 
 NEURON = LIF(beta=1.0, threshold=0.5, reset="soft", surrogate="sigmoid")

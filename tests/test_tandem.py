@@ -12,7 +12,7 @@ import torch
 
 from conftest import DEVICES, DTYPES, TOL
 from ltl_ext.functional import tandem_loss, tandem_loss_reference, tandem_step, tandem_step_reference
-from ltl_ext.params import SURROGATES
+from ltl_ext.ops.params import SURROGATES
 
 _OPS = torch.ops.ltl_ext
 
@@ -294,6 +294,44 @@ def test_loss_is_bit_identical_for_any_thread_count(mode, device):
         torch.set_num_threads(old)
     for loss, gx in results[1:]:
         assert torch.equal(loss, results[0][0]) and torch.equal(gx, results[0][1])
+
+
+# ---- float16 under loss scaling (issue 10.3) ------------------------------------------------------------------
+
+_LOSS_SCALES = (65536.0, 1024.0)  # GradScaler's initial scale, and one where float16 used to flush 85 %
+
+
+@pytest.fixture(scope="module")
+def fp16_online_problem():
+    """x [16, 2^20] in float16, its target, and the float64 reference gradient dL/dx of the online loss."""
+    T, N = 16, 1 << 20
+    g = torch.Generator().manual_seed(10)
+    x = (torch.randn(T, N, generator=g) * 0.6 + 0.45).half()
+    y = torch.rand(N, generator=g)
+    kw = dict(mode="online", beta=0.9, threshold=1.0, surrogate="sigmoid")
+    x64 = x.double().requires_grad_()
+    tandem_loss_reference(x64, y.double(), **kw)[1].backward()
+    return x, y, kw, x64.grad
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("scale", _LOSS_SCALES, ids=lambda s: f"scale{int(s)}")
+def test_fp16_online_gradient_under_loss_scaling(fp16_online_problem, scale, device):
+    """The scaled float16 gradient matches the float64 one: none non-finite, < 1 % of the gradients that float16 can
+    hold flushed to zero, median relative error <= 1e-2 (the loss scaled as GradScaler does: by a float32 scalar)."""
+    x, y, kw, grad64 = fp16_online_problem
+    xx = x.to(device).requires_grad_()
+    _, loss = tandem_loss(xx, y.half().to(device), **kw)
+    assert loss.dtype == torch.float32
+    (loss * torch.tensor(scale, device=device)).backward()
+    got, ref = xx.grad.double().cpu(), grad64 * scale
+    assert torch.isfinite(got).all(), f"{(~torch.isfinite(got)).sum().item()} non-finite gradients"
+    held = ref.abs() >= 2.0 ** -24  # the smallest float16 subnormal: what a float16 gradient can hold at all
+    assert held.double().mean() > 0.9, "the problem should exercise float16's range, not sit below it"
+    flushed = ((got == 0) & held).double().sum() / held.sum()
+    assert flushed < 0.01, f"{100 * flushed:.2f} % of the gradients flushed to zero"
+    rel = ((got - ref).abs() / ref.abs())[held].median()
+    assert rel <= 1e-2, f"median relative error {rel:.3g}"
 
 
 # ---- bad input ------------------------------------------------------------------------------------------------

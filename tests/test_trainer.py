@@ -6,12 +6,12 @@ import copy
 import pytest
 import torch
 
-from ltl_ext.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from ltl_ext.convert import convert
+from ltl_ext.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ltl_ext.ltl.convert import convert
 from ltl_ext.data import DatasetSplits, make_loaders
-from ltl_ext.models import cnn_small, mlp
+from ltl_ext.nn.zoo import cnn_small, mlp
 from ltl_ext.nn import LIF, SpikingModel
-from ltl_ext.trainer import (BPTTTrainer, LocalTandemTrainer, evaluate_ann, load_teacher, save_teacher,
+from ltl_ext.train import (BPTTTrainer, LocalTandemTrainer, evaluate_ann, load_teacher, save_teacher,
                              train_teacher)
 
 CLASSES, SIZE = 4, 8

@@ -77,13 +77,14 @@ template <typename acc_t> struct Rows {
   }
 };
 
-// The loss: sum of the per-block partials in block order, / N, stored in the storage dtype.
+// The loss: sum of the per-block partials in block order, / N, stored in the math type.
 template <typename scalar_t>
 void finish_loss(const TandemLaunch& p, const double* partials) {
+  using acc_t = typename Math<scalar_t>::type;
   const int64_t nb = tandem_loss_blocks(p.N);
   double sum = 0.0;
   for (int64_t b = 0; b < nb; ++b) sum += partials[b];
-  *static_cast<scalar_t*>(p.loss) = static_cast<scalar_t>(sum / static_cast<double>(p.N));
+  *static_cast<acc_t*>(p.loss) = static_cast<acc_t>(sum / static_cast<double>(p.N));
 }
 
 template <typename scalar_t, Reset R>
@@ -239,7 +240,7 @@ void online_impl(const TandemLaunch& p) {
   scalar_t* spikes = static_cast<scalar_t*>(p.spikes);
   const acc_t* y = static_cast<const acc_t*>(p.target);
   const acc_t* c0 = static_cast<const acc_t*>(p.count0);
-  scalar_t* gx = static_cast<scalar_t*>(p.grad_x);
+  acc_t* gx = static_cast<acc_t*>(p.grad_x);  // the local gradient, kept in the math type (TandemLaunch::grad_x)
   acc_t* v_out = static_cast<acc_t*>(p.v_out);
   acc_t* c_out = static_cast<acc_t*>(p.count_out);
   acc_t* g_beta = static_cast<acc_t*>(p.grad_beta);
@@ -251,7 +252,7 @@ void online_impl(const TandemLaunch& p) {
   const acc_t inv_n = static_cast<acc_t>(1.0 / static_cast<double>(N));
   at::parallel_for(0, tandem_loss_blocks(N), grain_blocks(T), [&](int64_t b0, int64_t b1) {
     Rows<acc_t> r;
-    acc_t cnt[kB], yb[kB], ls[kB], gb[kB], ga[kB], gt[kB], gyb[kB], xbuf[kB], sbuf[kB], gbuf[kB];
+    acc_t cnt[kB], yb[kB], ls[kB], gb[kB], ga[kB], gt[kB], gyb[kB], xbuf[kB], sbuf[kB], gbuf[kB];  // gbuf: no gx
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t i0 = b * kB, n = std::min(kB, N - i0);
       r.load(p, i0, n);
@@ -264,7 +265,7 @@ void online_impl(const TandemLaunch& p) {
         const int64_t step = p.t0 + t;
         const acc_t* xt = row_in<scalar_t, acc_t>(x + t * N + i0, xbuf, n);
         acc_t* st = row_dst<scalar_t, acc_t>(spikes + t * N + i0, sbuf);
-        scalar_t* gxt = gx ? gx + t * N + i0 : nullptr;
+        acc_t* gxt = gx ? gx + t * N + i0 : nullptr;
         if (step < p.warmup || !GRAD) {  // the LIF step (and the loss after the warm-up), no gradient
           const bool loss = step >= p.warmup;
           const acc_t step1 = static_cast<acc_t>(step + 1);
@@ -279,11 +280,11 @@ void online_impl(const TandemLaunch& p) {
             ls[j] += loss ? d * d : acc_t(0);
           }
           row_out<scalar_t, acc_t>(spikes + t * N + i0, sbuf, n);
-          if (gxt) std::fill(gxt, gxt + n, static_cast<scalar_t>(0));
+          if (gxt) std::fill(gxt, gxt + n, acc_t(0));
           continue;
         }
         const acc_t step1 = static_cast<acc_t>(step + 1);
-        acc_t* gw = gxt ? row_dst<scalar_t, acc_t>(gxt, gbuf) : gbuf;
+        acc_t* gw = gxt ? gxt : gbuf;
 #pragma omp simd
         for (int64_t j = 0; j < n; ++j) {
           const acc_t xj = xt[j], vp = r.v[j];
@@ -302,7 +303,6 @@ void online_impl(const TandemLaunch& p) {
           gyb[j] -= acc_t(2) * o.d * inv_n;
         }
         row_out<scalar_t, acc_t>(spikes + t * N + i0, sbuf, n);
-        if (gxt) row_out<scalar_t, acc_t>(gxt, gbuf, n);
       }
       double part = 0.0;
       for (int64_t j = 0; j < n; ++j) part += static_cast<double>(ls[j]);
@@ -330,7 +330,8 @@ void dtype_switch(DType d, F&& f) {
 
 template <typename scalar_t>
 void store_loss_of_empty(const TandemLaunch& p) {  // mean over no neuron: NaN, like torch's mean()
-  *static_cast<scalar_t*>(p.loss) = static_cast<scalar_t>(std::numeric_limits<float>::quiet_NaN());
+  using acc_t = typename Math<scalar_t>::type;
+  *static_cast<acc_t*>(p.loss) = std::numeric_limits<acc_t>::quiet_NaN();
 }
 
 }  // namespace

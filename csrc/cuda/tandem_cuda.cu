@@ -33,15 +33,15 @@ __device__ __forceinline__ double block_sum(double v, double* sh) {
   return sh[0];
 }
 
-// One block: loss = (sum of the partials, in a fixed order) / N.
-template <typename S>
+// One block: loss = (sum of the partials, in a fixed order) / N, in the math type.
+template <typename acc_t>
 __global__ void __launch_bounds__(kFinishThreads) finish_loss_kernel(const double* partials, int64_t nb, int64_t N,
-                                                                     S* loss) {
+                                                                     acc_t* loss) {
   __shared__ double sh[kFinishThreads];
   double v = 0.0;
   for (int64_t b = threadIdx.x; b < nb; b += blockDim.x) v += partials[b];
   const double sum = block_sum(v, sh);
-  if (threadIdx.x == 0) *loss = from_acc<S>(static_cast<typename Acc<S>::type>(sum / static_cast<double>(N)));
+  if (threadIdx.x == 0) *loss = static_cast<acc_t>(sum / static_cast<double>(N));
 }
 
 template <typename S, Reset R>
@@ -126,7 +126,7 @@ template <typename acc_t> struct OnlineOut {
 
 template <typename S, Reset R, Surrogate K, bool GRAD>
 __global__ void __launch_bounds__(kThreads)
-    online_kernel(const S* __restrict__ x, S* __restrict__ spikes, S* __restrict__ gx,
+    online_kernel(const S* __restrict__ x, S* __restrict__ spikes, typename Acc<S>::type* __restrict__ gx,
                   const typename Acc<S>::type* __restrict__ y, const typename Acc<S>::type* __restrict__ c0,
                   double* __restrict__ partials, OnlineOut<typename Acc<S>::type> o,
                   Params<typename Acc<S>::type> p, int64_t t0, int64_t warmup, int64_t T, int64_t N) {
@@ -159,7 +159,7 @@ __global__ void __launch_bounds__(kThreads)
           gy -= acc_t(2) * term.d * inv_n;
         }
       }
-      if (gx) gx[t * N + i] = from_acc<S>(a * gh);
+      if (gx) gx[t * N + i] = a * gh;  // math type: see TandemLaunch::grad_x
     }
     part = static_cast<double>(ls);
     if (o.v_out) o.v_out[i] = v;
@@ -192,14 +192,16 @@ const char* last_error() {
 
 template <typename S>
 void finish_loss(const TandemLaunch& p, cudaStream_t st) {
-  finish_loss_kernel<S><<<1, kFinishThreads, 0, st>>>(static_cast<const double*>(p.partials),
-                                                       tandem_loss_blocks(p.N), p.N, static_cast<S*>(p.loss));
+  using acc_t = typename Acc<S>::type;
+  finish_loss_kernel<acc_t><<<1, kFinishThreads, 0, st>>>(static_cast<const double*>(p.partials),
+                                                           tandem_loss_blocks(p.N), p.N, static_cast<acc_t*>(p.loss));
 }
 
 template <typename S>
 void store_nan_loss(const TandemLaunch& p, cudaStream_t st) {  // mean over no neuron: NaN, like torch's mean()
-  finish_loss_kernel<S><<<1, kFinishThreads, 0, st>>>(static_cast<const double*>(p.partials), 0, 0,
-                                                       static_cast<S*>(p.loss));  // 0 / 0
+  using acc_t = typename Acc<S>::type;
+  finish_loss_kernel<acc_t><<<1, kFinishThreads, 0, st>>>(static_cast<const double*>(p.partials), 0, 0,
+                                                           static_cast<acc_t*>(p.loss));  // 0 / 0
 }
 
 }  // namespace
@@ -264,7 +266,7 @@ const char* tandem_online_cuda(const TandemLaunch& p, void* stream) {
       LTL_SURROGATE_SWITCH(p.surrogate, K, [&] {
         auto launch = [&](auto kernel) {
           kernel<<<blocks, kThreads, 0, st>>>(static_cast<const S*>(p.x), static_cast<S*>(p.spikes),
-                                              static_cast<S*>(p.grad_x), static_cast<const acc_t*>(p.target),
+                                              static_cast<acc_t*>(p.grad_x), static_cast<const acc_t*>(p.target),
                                               static_cast<const acc_t*>(p.count0), static_cast<double*>(p.partials),
                                               o, params_of<acc_t>(p), p.t0, p.warmup, p.T, p.N);
         };

@@ -35,7 +35,8 @@ struct TandemLaunch {
   void* spikes = nullptr;        // [T, N]
   // Loss partial sums, one per fixed block of neurons (tandem_loss_blocks), then reduced in a fixed order:
   // deterministic whatever the thread count or device. `partials`: scratch of tandem_loss_blocks(N) doubles.
-  // `loss` (a scalar in the storage dtype) receives sum / N.
+  // `loss` (a scalar in the math type, so that a loss scale such as GradScaler's 65536 never meets float16's
+  // range on the way back) receives sum / N.
   void* partials = nullptr;
   void* loss = nullptr;
   // offline forward: err [N] = r - y.  offline backward: reads err and dL_out (a scalar, math type).
@@ -46,7 +47,9 @@ struct TandemLaunch {
   int64_t t0 = 0, warmup = 0;
   void* v_out = nullptr;
   void* count_out = nullptr;
-  // gradients: grad_x [T, N] (storage dtype); per-neuron [N] (math type); nullptr -> not wanted.
+  // gradients: grad_x [T, N] (offline backward: storage dtype; online: the local gradient for dL_out = 1 in the
+  // math type, because autograd scales it by dL_out later and in float16 it would underflow first: at N = 2^20
+  // its values are ~1e-8); per-neuron [N] (math type); nullptr -> not wanted.
   void* grad_x = nullptr;
   void* grad_v0 = nullptr;
   void* grad_beta = nullptr;

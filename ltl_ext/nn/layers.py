@@ -25,8 +25,8 @@ from typing import Dict, List, Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from . import functional
-from .params import RESETS, SURROGATES
+from .. import functional
+from ..ops.params import RESETS, SURROGATES
 
 __all__ = ["LIF", "ClampReLU", "SpikingModel", "encode", "lifs", "ANN_ACTIVATIONS"]
 
@@ -69,7 +69,7 @@ class LIF(nn.Module):
         reset: ``"hard"`` (to ``v_reset``, LTL code) or ``"soft"`` (subtract the threshold).
         alpha: input scale (1 by default).
         v_reset: the hard-reset potential.
-        surrogate, surrogate_alpha: surrogate gradient of the spike (see ``ltl_ext.params.SURROGATES``);
+        surrogate, surrogate_alpha: surrogate gradient of the spike (see ``ltl_ext.ops.params.SURROGATES``);
             default ``"rect"`` with half-width 0.2 (LTL code).
         detach_reset: no surrogate gradient through the reset.
         learnable: ``False``, ``"threshold"``, ``"beta"`` or ``"both"``: which of threshold / beta are

@@ -34,7 +34,7 @@ from typing import Dict, Iterator, List, NamedTuple, Optional, Union
 import torch
 from torch import Tensor, nn
 
-from .nn import ANN_ACTIVATIONS, LIF, SpikingModel, lifs
+from ..nn import ANN_ACTIVATIONS, LIF, SpikingModel, lifs
 
 __all__ = ["percentile", "normalise", "TargetNormaliser", "TandemPair", "Pairs", "pair", "set_targets",
            "clear_targets", "local_losses", "tandem_batch", "Tandem", "NORMALISATIONS"]

@@ -1,7 +1,7 @@
 """The compiled library ``ltl_ext._C`` (floor 3 -> 4): loading it, build information, device checks.
 
 Importing ``ltl_ext._C`` registers every ``torch.ops.ltl_ext.*`` op (CPU, and CUDA when built with it). The op
-wrappers (``lif.py``, ``tandem.py``) register fake kernels and autograd formulas on top and call
+wrappers (``lif.py``, ``tandem.py`` beside it) register fake kernels and autograd formulas on top and call
 :func:`check_device` first, so a missing library or a CUDA tensor on a CPU-only build raises a clear error
 instead of a dispatcher message. ``build_info()`` is what ``python -m ltl_ext info`` prints.
 """

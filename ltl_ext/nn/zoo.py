@@ -24,7 +24,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from .nn import ClampReLU
+from .layers import ClampReLU
 
 __all__ = ["vgg11", "vgg16", "cnn_small", "mlp", "resnet", "VGG", "ResNet", "BasicBlock", "MODELS"]
 

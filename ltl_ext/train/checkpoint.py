@@ -7,6 +7,7 @@ wrote it, e.g. ``"ltl_trainer"``); :func:`load_checkpoint` checks both and turns
 """
 from __future__ import annotations
 
+import json
 import os
 import random
 import tempfile
@@ -15,6 +16,7 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
+from torch import Tensor
 
 FORMAT = "ltl_ext-checkpoint-v1"
 
@@ -98,3 +100,21 @@ def _to_lists(x):
 
 def _to_tuples(x):
     return tuple(_to_tuples(v) for v in x) if isinstance(x, list) else x
+
+
+def write_json(path, obj) -> Path:
+    """Write ``obj`` as indented JSON, atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def _json_default(o):
+    if isinstance(o, Tensor):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

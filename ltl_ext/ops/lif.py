@@ -1,6 +1,6 @@
 """The fused multi-step LIF op (floor 4): ``lif`` over ``torch.ops.ltl_ext.lif_fwd`` / ``lif_bwd``.
 
-Same signature and semantics as :func:`ltl_ext.reference.lif_reference` (the spec). The op sees x as [T, N]
+Same signature and semantics as :func:`ltl_ext.ops.reference.lif_reference` (the spec). The op sees x as [T, N]
 (a view of any [T, ...] input) and per-neuron parameters as [N] tensors in the math type (float32 for
 half/bf16/float32 x, float64 for float64 x); float parameters travel as plain floats (no tensor, no gradient).
 The expand/reshape/cast that brings a parameter to [N] is ordinary autograd, so its gradient arrives reduced to
@@ -16,8 +16,8 @@ import math
 import torch
 from torch import Tensor
 
-from . import HAS_C, check_device
-from ..params import check_lif_args
+from .library import HAS_C, check_device
+from .params import check_lif_args
 
 __all__ = ["lif"]
 

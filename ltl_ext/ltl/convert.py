@@ -51,8 +51,8 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .nn import ANN_ACTIVATIONS as ACTIVATIONS
-from .nn import LIF, ClampReLU
+from ..nn import ANN_ACTIVATIONS as ACTIVATIONS
+from ..nn import LIF, ClampReLU
 from .tandem import percentile as _percentile
 
 __all__ = ["convert", "fold_batchnorm", "ACTIVATIONS"]

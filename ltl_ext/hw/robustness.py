@@ -23,12 +23,11 @@ what the noise does when accuracy cannot resolve it. Results: ``docs/results.md`
 """
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, Optional, Sequence
 
 from . import noise
 
@@ -119,7 +118,7 @@ def rate_error(trainer, model, loader: Iterable, max_batches: Optional[int] = 4)
     A continuous, low-variance measure of what the noise does to the network, next to accuracy (which, on 1000
     test images, resolves about half a point).
     """
-    from . import tandem
+    from ..ltl import tandem
     link = tandem.Tandem(trainer.teacher, model, percentile=trainer.link.normaliser)
     total, n = 0.0, 0
     was_training = model.training
@@ -371,110 +370,3 @@ def plot(results: Dict[str, Any], path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-# ============================================================================================= CLI
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Register ``robustness`` on the CLI's subparsers (called by :mod:`ltl_ext.cli`)."""
-    r = subparsers.add_parser("robustness", help="accuracy on noisy analog chips before/after on-chip LTL "
-                                                 "calibration (programming variation, stuck devices, levels)",
-                              description=__doc__.split("\n\n")[0])
-    r.add_argument("--checkpoint", default=None, metavar="CKPT",
-                   help="a trained run's ckpt.pt (from demo/train); default: train one with the demo recipe")
-    try:
-        from .cli import DATASETS
-    except ImportError:  # pragma: no cover
-        DATASETS = None
-    r.add_argument("--data", default="embedded", choices=DATASETS,
-                   help="data set (default: the embedded Fashion-MNIST subset)")
-    r.add_argument("--data-dir", default=None, metavar="PATH")
-    r.add_argument("--batch-size", type=int, default=64, help="evaluation batch size (default: %(default)s)")
-    r.add_argument("--calib-batch-size", type=int, default=32,
-                   help="samples the host streams to the chip per calibration step (default: %(default)s)")
-    r.add_argument("--sigmas", default=",".join(f"{s:g}" for s in DEFAULT_SIGMAS),
-                   help="programming variation sigmas, comma separated, or 'none' (default: %(default)s)")
-    r.add_argument("--mode", choices=noise.MODES, default="multiplicative")
-    r.add_argument("--chips", type=int, default=3, help="chip instances (seeds) per setting (default: 3)")
-    r.add_argument("--steps", type=int, default=300, help="online LTL calibration steps per chip (default: 300)")
-    r.add_argument("--calib-lr", type=float, default=None, help="calibration learning rate (default: the run's)")
-    r.add_argument("--train-thresholds", action="store_true", help="calibrate the LIF thresholds too")
-    r.add_argument("--no-devices", action="store_true", help="skip the stuck-device and conductance-level runs")
-    r.add_argument("--no-control", action="store_true", help="skip calibrating the ideal student (the control)")
-    r.add_argument("--seed", type=int, default=0, help="first chip seed (default: 0)")
-    r.add_argument("--out", default="runs/robustness", help="output folder (default: %(default)s)")
-    r.add_argument("--device", default=None)
-    r.add_argument("--quiet", action="store_true")
-    r.set_defaults(func=run)
-    return r
-
-
-def _parse_sigmas(text: str) -> List[float]:
-    if text.strip().lower() == "none":
-        return []   # no sweep: only the device settings
-    try:
-        values = [float(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise ValueError(f"--sigmas must be comma-separated numbers, got {text!r}") from None
-    if not values or any(not math.isfinite(v) or v < 0 for v in values):
-        raise ValueError(f"--sigmas must be numbers >= 0, got {text!r}")
-    return values
-
-
-def _user_error(msg: str) -> Exception:
-    try:
-        from .cli import UserError
-        return UserError(msg)
-    except ImportError:  # pragma: no cover
-        return ValueError(msg)
-
-
-def run(args) -> int:
-    """The ``robustness`` command."""
-    from . import data as ltl_data
-    from .trainer import LocalTandemTrainer, write_json
-    try:
-        sigmas = _parse_sigmas(args.sigmas)
-    except ValueError as e:
-        raise _user_error(str(e)) from None
-    for flag, v, low in (("--chips", args.chips, 1), ("--steps", args.steps, 0), ("--batch-size", args.batch_size, 1),
-                           ("--calib-batch-size", args.calib_batch_size, 1)):
-        if v < low:
-            raise _user_error(f"{flag} must be >= {low}, got {v}")
-    out = Path(args.out)
-    progress = not args.quiet
-    ckpt = args.checkpoint
-    if ckpt is None:
-        ckpt = out / "student" / "ckpt.pt"
-        if not ckpt.exists():
-            from .cli import main as cli_main
-            _say(progress, f"no --checkpoint: training a student with the demo recipe into {ckpt.parent}")
-            argv = ["demo", "--out", str(ckpt.parent)] + (["--device", args.device] if args.device else []) \
-                + (["--quiet"] if args.quiet else [])
-            rc = cli_main(argv)
-            if rc:
-                return rc
-    elif not Path(ckpt).exists():
-        raise _user_error(f"--checkpoint {ckpt}: no such file (a ckpt.pt written by demo or train)")
-    trainer = LocalTandemTrainer.load(ckpt, device=args.device, restore_rng=False)
-    if args.data != "embedded" and not args.data_dir:
-        raise _user_error(f"--data {args.data} needs --data-dir PATH (nothing is ever downloaded)")
-    splits = ltl_data.load_dataset(args.data, args.data_dir)
-
-    def calib_loader(chip_seed):   # each chip: its own batch order, from its seed (reproducible chip by chip)
-        return ltl_data.make_loaders(splits, batch_size=args.calib_batch_size, augment=False, seed=chip_seed)[0]
-    _, test_loader = ltl_data.make_loaders(splits, batch_size=args.batch_size, augment=False, seed=args.seed)
-
-    def partial(res):
-        write_json(out / "robustness.json", dict(res, partial=True, checkpoint=str(ckpt), data=args.data))
-
-    results = run_study(trainer, calib_loader, test_loader, sigmas=sigmas, chips=args.chips, steps=args.steps,
-                        mode=args.mode, lr=args.calib_lr, train_thresholds=args.train_thresholds,
-                        devices=() if args.no_devices else DEFAULT_DEVICES, control=not args.no_control,
-                        seed=args.seed, progress=progress, callback=partial)
-    results["config"]["calib_batch_size"] = args.calib_batch_size
-    results.update(checkpoint=str(ckpt), data=args.data, command=" ".join(["python -m ltl_ext"] + sys.argv[1:]))
-    write_json(out / "robustness.json", results)
-    plot(results, out / "robustness.png")
-    print(table(results))
-    print(f"  written to {out}/robustness.json, robustness.png ({results['seconds']:.0f} s)")
-    return 0

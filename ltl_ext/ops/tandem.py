@@ -8,7 +8,11 @@ Same signatures and semantics as ``reference.tandem_loss_reference`` / ``tandem_
   for every t: no [T, N] upstream gradient exists anywhere.
 - online (batched): ``tandem_online`` writes the spikes and, in the same pass, the local gradient gX[t] (state and
   count are detached through time, so gX[t] depends only on step t); backward is a scale by dL/dloss (free when
-  it is 1, the usual ``loss.backward()``). gX is the only [T, N] tensor kept.
+  it is 1, the usual ``loss.backward()``). gX is the only [T, N] tensor kept, in the math type: at N = 2^20 its
+  entries are ~1e-8, below float16's range, and only the loss scale brings them back into it.
+
+The loss is returned in the math type (float32 for half/bf16 x, as autocast does for reductions), so that a loss
+scale such as ``GradScaler``'s 65536 reaches the backward intact (65536 is not a finite float16).
 - stepwise: ``tandem_online`` with T = 1 from a given state: O(N) memory whatever T.
 
 The teacher target gets a gradient too (it rarely needs one). Tensor beta/alpha/threshold get theirs, reduced to
@@ -21,9 +25,9 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ..params import check_lif_args, check_step_args, check_target, check_warmup
-from ..reference import _state_dtype
-from . import HAS_C, check_device
+from .params import check_lif_args, check_step_args, check_target, check_warmup
+from .reference import _state_dtype
+from .library import HAS_C, check_device
 
 __all__ = ["tandem_loss", "tandem_step"]
 
@@ -116,7 +120,8 @@ def _offline_fwd_fake(x, target, beta, alpha, threshold, v0, beta_s, alpha_s, th
                       surrogate, surrogate_alpha, detach_reset):
     torch._check(x.dim() == 2)
     T, n = x.shape
-    return x.new_empty((T, n)), x.new_empty(()), x.new_empty((n,), dtype=_math_dtype(x.dtype))
+    md = _math_dtype(x.dtype)
+    return x.new_empty((T, n)), x.new_empty((), dtype=md), x.new_empty((n,), dtype=md)
 
 
 def _offline_bwd_fake(grad_loss, x, err, beta, alpha, threshold, v0, beta_s, alpha_s, threshold_s, reset, v_reset,
@@ -135,10 +140,10 @@ def _online_fake(x, target, beta, alpha, threshold, v0, count0, beta_s, alpha_s,
     T, n = x.shape
     md = _math_dtype(x.dtype)
     vec = [x.new_empty((n if need else 0,), dtype=md) for need in (need_state, need_state)]
-    gx = x.new_empty((T, n) if need_grad_x else (0, 0))
+    gx = x.new_empty((T, n) if need_grad_x else (0, 0), dtype=md)
     grads = [x.new_empty((n if need else 0,), dtype=md)
              for need in (need_beta, need_alpha, need_threshold, need_target)]
-    return (x.new_empty((T, n)), x.new_empty(()), *vec, gx, *grads)
+    return (x.new_empty((T, n)), x.new_empty((), dtype=md), *vec, gx, *grads)
 
 
 # ---- autograd -------------------------------------------------------------------------------------------------
@@ -171,6 +176,7 @@ def _online_setup(ctx, inputs, output):
     ctx.mark_non_differentiable(spikes, v_out, count_out, gx, g_beta, g_alpha, g_theta, g_target)
     ctx.set_materialize_grads(False)
     ctx.save_for_backward(gx, g_beta, g_alpha, g_theta, g_target)
+    ctx.x_dtype = inputs[0].dtype
 
 
 def _is_one(g: Tensor) -> bool:
@@ -183,8 +189,9 @@ def _is_one(g: Tensor) -> bool:
         return False
 
 
-def _scaled(t: Tensor, g: Tensor, one: bool) -> Tensor:
-    return t if one else t * g.to(t.dtype)
+def _scaled(t: Tensor, g: Tensor, one: bool, dtype: torch.dtype) -> Tensor:
+    """``t * g`` in t's (math) type, then rounded once to ``dtype``: a loss scale applied before the rounding."""
+    return (t if one else t * g.to(t.dtype)).to(dtype)
 
 
 def _online_backward(ctx, g_spikes, g_loss, *unused):
@@ -196,7 +203,7 @@ def _online_backward(ctx, g_spikes, g_loss, *unused):
     one = _is_one(g_loss)
     for i, t in ((0, gx), (1, g_target), (2, g_beta), (3, g_alpha), (4, g_theta)):
         if need[i]:  # the forward computed it: the wrapper sets need_* from requires_grad
-            out[i] = _scaled(t, g_loss, one)
+            out[i] = _scaled(t, g_loss, one, ctx.x_dtype if i == 0 else t.dtype)
     return tuple(out)
 
 

@@ -262,7 +262,7 @@ class NeuronMismatch(nn.Module):
 # ---------------------------------------------------------------------------------------------- model traversal
 def _lif_class():
     try:
-        from .nn import LIF  # noqa: WPS433 (floor 5; imported lazily so this module stands without it)
+        from ..nn import LIF  # noqa: WPS433 (floor 5; imported lazily so this module stands without it)
         return LIF
     except Exception:  # pragma: no cover - nn.py not importable
         return None

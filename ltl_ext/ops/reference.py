@@ -101,7 +101,8 @@ def tandem_loss_reference(x: Tensor, target: Tensor, *, mode="offline", warmup=0
                           surrogate_alpha=None, detach_reset=False) -> Tuple[Tensor, Tensor]:
     """The local tandem loss of one layer: LIF over ``x`` [T, *] and MSE of its firing rate to ``target`` [*].
 
-    Returns ``(spikes, loss)``: spikes [T, *] detached (the next layer's input), loss a scalar.
+    Returns ``(spikes, loss)``: spikes [T, *] detached (the next layer's input), loss a scalar in the state dtype
+    (float32 for half/bf16 x: a loss scale of 65536 must survive the way back, and it is not a finite float16).
 
     - offline: ``loss = mean((sum_t S[t] / T - target)^2)``, BPTT inside the layer.
     - online:  ``loss = sum_{t >= warmup} mean((C[t] / (t+1) - target)^2)`` with ``C[t] = C[t-1].detach() + S[t]``
@@ -118,14 +119,14 @@ def tandem_loss_reference(x: Tensor, target: Tensor, *, mode="offline", warmup=0
                           surrogate=surrogate, surrogate_alpha=surrogate_alpha, detach_reset=detach_reset)
         rate = s.to(y.dtype).sum(0) / T
         loss = ((rate - y) ** 2).mean()
-        return s.detach(), loss.to(x.dtype)
+        return s.detach(), loss
     v, count = _initial_v(x, p), None
     spikes, loss = [], x.new_zeros((), dtype=y.dtype)
     for t in range(T):
         s, v, count, loss_t = _online_step(x[t], y, v, count, t, warmup, p)
         spikes.append(s.detach())
         loss = loss + loss_t
-    return torch.stack(spikes).to(x.dtype), loss.to(x.dtype)
+    return torch.stack(spikes).to(x.dtype), loss
 
 
 def _online_step(x_t, y, v, count, t, warmup, p):
@@ -141,7 +142,7 @@ def tandem_step_reference(x_t: Tensor, target: Tensor, v: Optional[Tensor], coun
     """One step of online LTL, for constant memory in T. ``x_t`` [*] is this step's input current.
 
     ``v`` and ``count`` are the state after step t-1 (``None`` at t = 0: zeros). Returns
-    ``(spikes_t, loss_t, v_new, count_new)``: spikes and state detached; ``loss_t`` is
+    ``(spikes_t, loss_t, v_new, count_new)``: spikes and state detached; ``loss_t`` (state dtype) is
     ``mean((count_new / (t+1) - target)^2)`` for ``t >= warmup`` (else 0), differentiable w.r.t. ``x_t`` and the
     tensor parameters, with a gradient local to this step. Summed over t it equals the online ``tandem_loss``.
     """
@@ -153,4 +154,4 @@ def tandem_step_reference(x_t: Tensor, target: Tensor, v: Optional[Tensor], coun
     v = _initial_v(x1, p) if v is None else v.to(y.dtype)
     s, v_new, count_new, loss_t = _online_step(x_t, y, v, None if count is None else count.to(y.dtype),
                                                t, warmup, p)
-    return s.detach().to(x_t.dtype), loss_t.to(x_t.dtype), v_new.detach(), count_new.detach()
+    return s.detach().to(x_t.dtype), loss_t, v_new.detach(), count_new.detach()

@@ -1,0 +1,197 @@
+"""What the subcommands share: the user-error type, data flags, teacher building, checks, output tables."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from ..data.catalog import DATASETS as _DATASETS
+
+DATASETS = tuple(_DATASETS)
+ARCHS = ("cnn_small", "mlp", "vgg11", "vgg16", "resnet")
+
+
+class UserError(Exception):
+    """A problem with the command's input, shown as one line."""
+
+
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", choices=list(DATASETS), default="embedded",
+                   help="data set (default: the embedded Fashion-MNIST subset)")
+    p.add_argument("--data-dir", default=None, metavar="PATH", help="where the data set's files are")
+    p.add_argument("--limit", type=int, default=None, help="use at most N train and N test images")
+    p.add_argument("--image-size", type=int, default=None, help="folder data: resize images to S x S")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="training augmentation (default: on for CIFAR, off otherwise)")
+
+
+def _torch(args):
+    import torch
+    if getattr(args, "device", None):
+        try:
+            dev = torch.device(args.device)
+        except RuntimeError:
+            raise UserError(f"--device {args.device!r} is not a device (use cpu, cuda or cuda:N)") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise UserError("--device cuda asked for, but this torch sees no CUDA device")
+    if getattr(args, "seed", None) is not None:
+        torch.manual_seed(args.seed)
+    return torch
+
+
+def _distributed(args):
+    """This process's part in a ``torchrun`` job (or a one-process job): rank, device (``cuda`` -> the local
+    rank's GPU), process group."""
+    from ..distributed import Distributed
+    return Distributed.setup(args.device)
+
+
+def _positive(flag: str, value: int, maximum: Optional[int] = None, allow_zero: bool = False) -> int:
+    if value < (0 if allow_zero else 1):
+        raise UserError(f"{flag} must be {'>= 0' if allow_zero else '>= 1'}, got {value}")
+    if maximum is not None and value > maximum:
+        raise UserError(f"{flag} must be <= {maximum}, got {value}")
+    return value
+
+
+def _percentile(text: Optional[str], mode: str):
+    if text is None:
+        return 99.9 if mode == "offline" else 99.0
+    if text.lower() in ("none", "off"):
+        return None
+    if text.lower() == "running":
+        return "running"
+    try:
+        value = float(text)
+    except ValueError:
+        raise UserError(f"--percentile must be a number in (0, 100], 'running' or 'none', got {text!r}") from None
+    if not 0 < value <= 100:
+        raise UserError(f"--percentile must be in (0, 100], got {value}")
+    return value
+
+
+def _load_data(args):
+    from .. import data as ltl_data
+    return ltl_data.load_dataset(args.data, args.data_dir, limit=_limit(args), image_size=args.image_size)
+
+
+def _limit(args) -> Optional[int]:
+    return None if args.limit is None else _positive("--limit", args.limit)
+
+
+def _default_arch(data: str) -> str:
+    return {"cifar10": "vgg11", "cifar100": "vgg11", "folder": "resnet"}.get(data, "cnn_small")
+
+
+def _build_teacher(arch: str, splits, extra: Optional[Dict[str, Any]] = None):
+    """A fresh zoo model for these data, and its spec (what a checkpoint needs to rebuild it)."""
+    from ..nn.zoo import MODELS
+    c, (h, w) = splits.in_channels, splits.image_size
+    kwargs: Dict[str, Any] = {"num_classes": splits.num_classes}
+    if arch == "mlp":
+        kwargs["in_features"] = c * h * w
+    else:
+        kwargs["in_channels"] = c
+    if arch in ("vgg11", "vgg16", "cnn_small"):
+        if h != w:
+            raise UserError(f"--arch {arch} needs square images, got {h}x{w} (use --image-size for folder data)")
+        if arch.startswith("vgg") and h % 16:
+            raise UserError(f"--arch {arch} needs an image size divisible by 16, got {h}")
+        kwargs["input_size"] = h
+    kwargs.update(extra or {})
+    return MODELS[arch](**kwargs), {"arch": arch, "kwargs": kwargs}
+
+
+def _check_fits(spec: Optional[Dict[str, Any]], splits, where) -> None:
+    """A saved model must match the data it is run on (classes, channels, input size): one clear line if not."""
+    kw = (spec or {}).get("kwargs", {})
+    c, (h, w) = splits.in_channels, splits.image_size
+    checks = [("classes", kw.get("num_classes"), splits.num_classes), ("input channels", kw.get("in_channels"), c),
+              ("input features", kw.get("in_features"), c * h * w),
+              ("image size", kw.get("input_size"), h if h == w else f"{h}x{w}")]
+    for what, model, data in checks:
+        if model is not None and model != data:
+            raise UserError(f"{where} was trained for {model} {what}, but {splits.name} has {data}")
+
+
+def _arch_kwargs(arch: str, channels: Optional[str], hidden: Optional[str]) -> Dict[str, Any]:
+    def ints(flag, text):
+        try:
+            values = [int(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            values = []
+        if not values or min(values) < 1:
+            raise UserError(f"{flag} must be positive integers separated by commas, got {text!r}")
+        return values
+    out: Dict[str, Any] = {}
+    if channels is not None:
+        if arch != "cnn_small":
+            raise UserError(f"--channels applies to --arch cnn_small, not {arch}")
+        out["channels"] = ints("--channels", channels)
+    if hidden is not None:
+        if arch not in ("cnn_small", "mlp"):
+            raise UserError(f"--hidden applies to --arch cnn_small or mlp, not {arch}")
+        h = ints("--hidden", hidden)
+        if arch == "cnn_small" and len(h) != 1:
+            raise UserError("--hidden takes one width for cnn_small")
+        out["hidden"] = h[0] if arch == "cnn_small" else h
+    return out
+
+
+def _first_images(loader, n: int = 256):
+    import torch
+    xs, got = [], 0
+    for x, _ in loader:
+        xs.append(x)
+        got += len(x)
+        if got >= n:
+            break
+    return torch.cat(xs)[:n]
+
+
+def _metrics(trainer, report: Dict[str, Any], *, data: str, seconds: float, ltl_seconds: float,
+             teacher_acc: float) -> Dict[str, Any]:
+    from dataclasses import asdict
+    return {
+        "teacher_acc": teacher_acc,
+        "student_acc": report["student_acc"],
+        "gap": teacher_acc - report["student_acc"],
+        "epochs": trainer.epoch,
+        "mode": trainer.mode,
+        "memory": trainer.config.memory,
+        "time_steps": trainer.time_steps,
+        "seconds": seconds,
+        "ltl_seconds": ltl_seconds,
+        "spikes_per_sample": report["spikes_per_sample"],
+        "firing_rate": report["firing_rate"],
+        "acc_per_step": report["acc_per_step"],
+        "data": data,
+        "device": str(trainer.device),
+        "config": asdict(trainer.config),
+        "history": trainer.history,
+    }
+
+
+def _finish(out: Path, trainer, report, metrics, teacher_acc) -> None:
+    from ..train.plots import plot_run
+    from ..train import write_json
+    write_json(out / "metrics.json", metrics)
+    plot_run(trainer.history, report, out)
+    rows = [("teacher accuracy", f"{teacher_acc:.2f} %"), ("student accuracy", f"{report['student_acc']:.2f} %"),
+            ("epochs", f"{metrics['epochs']} ({metrics['mode']}, T = {metrics['time_steps']})"),
+            ("wall time", f"{metrics['seconds']:.0f} s (LTL {metrics['ltl_seconds']:.0f} s)"),
+            ("spikes per sample", f"{report['spikes_per_sample']:.0f}"), ("written to", str(out))]
+    print(_table(rows))
+
+
+def _table(rows) -> str:
+    w = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{w}}  {v}" for k, v in rows)
+
+
+def _say(enabled: bool, msg: str) -> None:
+    if enabled:
+        print(msg, file=sys.stderr, flush=True)

@@ -1,0 +1,76 @@
+"""``demo``: the main job on the embedded Fashion-MNIST subset (teacher, conversion, LTL)."""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from .common import _build_teacher, _finish, _first_images, _limit, _metrics, _positive, _say, _torch
+
+
+#: The demo recipe: sized to finish in about 2 minutes on 2 CPU cores (measured: docs/results.md).
+#: The student starts from the teacher (BN folded, thresholds balanced: ltl-method.md §2 "ours"); from random
+#: weights LTL needs more epochs than fit in 2 minutes here (docs/results.md, init table).
+DEMO = dict(arch="cnn_small", arch_kwargs={"channels": [16, 32, 32], "hidden": 128}, batch_size=64,
+            teacher_epochs=3, teacher_lr=0.05, epochs=3, time_steps=8, lr=1e-3, init="teacher")
+
+
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("demo", help="the main job: embedded Fashion-MNIST subset, teacher + offline LTL, "
+                                    "a couple of minutes on a CPU")
+    p.add_argument("--out", default="runs/demo", help="output folder (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=None, help="LTL epochs (default: the demo recipe's, <= 5)")
+    p.add_argument("--time-steps", type=int, default=None, help="T (default: the demo recipe's)")
+    p.add_argument("--mode", choices=("offline", "online"), default="offline")
+    p.add_argument("--init", choices=("random", "teacher"), default=None,
+                   help="student start (default: the recipe's, teacher)")
+    p.add_argument("--teacher-epochs", type=int, default=None, help="(default: the demo recipe's)")
+    p.add_argument("--limit", type=int, default=None, help="use at most N train and N test images (smoke runs)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args) -> int:
+    t_start = time.perf_counter()
+    _torch(args)
+    from .. import data as ltl_data
+    from ..train import LocalTandemTrainer, evaluate_ann, save_teacher, train_teacher
+    recipe = dict(DEMO)
+    if args.epochs is not None:
+        recipe["epochs"] = _positive("--epochs", args.epochs, 5)
+    if args.time_steps is not None:
+        recipe["time_steps"] = _positive("--time-steps", args.time_steps)
+    if args.teacher_epochs is not None:
+        recipe["teacher_epochs"] = _positive("--teacher-epochs", args.teacher_epochs, allow_zero=True)
+    if args.init is not None:
+        recipe["init"] = args.init
+    out = Path(args.out)
+    progress = not args.quiet
+    splits = ltl_data.load_dataset("embedded", limit=_limit(args))
+    train_loader, test_loader = ltl_data.make_loaders(splits, batch_size=recipe["batch_size"], augment=False,
+                                                      seed=args.seed)
+    teacher, spec = _build_teacher(recipe["arch"], splits, recipe["arch_kwargs"])
+    _say(progress, f"{splits.describe()}\nteacher: {recipe['arch']}, {recipe['teacher_epochs']} epochs")
+    train_teacher(teacher, train_loader, recipe["teacher_epochs"], lr=recipe["teacher_lr"], device=args.device,
+                  progress=progress)
+    teacher_acc = evaluate_ann(teacher, test_loader, args.device)
+    save_teacher(teacher, spec, out / "teacher.pt", {"test_acc": teacher_acc, "data": "embedded"})
+    _say(progress, f"teacher test accuracy {teacher_acc:.2f}%; LTL {args.mode}, T = {recipe['time_steps']}")
+    trainer = LocalTandemTrainer(teacher, time_steps=recipe["time_steps"], mode=args.mode,
+                                 percentile=99.9 if args.mode == "offline" else 99.0, init=recipe["init"],
+                                 lr=recipe["lr"], device=args.device, teacher_spec=spec,
+                                 calib_data=_first_images(train_loader) if recipe["init"] == "teacher" else None)
+    t_ltl = time.perf_counter()
+    trainer.fit(train_loader, recipe["epochs"], val_loader=test_loader, progress=progress,
+                checkpoint=out / "ckpt.pt")
+    ltl_seconds = time.perf_counter() - t_ltl
+    final = trainer.evaluate(test_loader)
+    metrics = _metrics(trainer, final, data="embedded", seconds=time.perf_counter() - t_start,
+                       ltl_seconds=ltl_seconds, teacher_acc=teacher_acc)
+    _finish(out, trainer, final, metrics, teacher_acc)
+    return 0

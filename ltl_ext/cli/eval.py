@@ -1,0 +1,41 @@
+"""``eval``: evaluate a trained student (a run's ckpt.pt) on a test set."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .common import add_data_args, _check_fits, _load_data, _table, _torch
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("eval", help="evaluate a trained student (ckpt.pt of a run) on a test set")
+    p.add_argument("checkpoint", metavar="CKPT")
+    add_data_args(p)
+    p.add_argument("--out", default=None, help="write eval.json (and acc_per_step.png) here")
+    p.add_argument("--device", default=None)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args) -> int:
+    _torch(args)
+    from .. import data as ltl_data
+    from ..train import LocalTandemTrainer, write_json
+    from ..train.plots import plot_acc_per_step
+    trainer = LocalTandemTrainer.load(args.checkpoint, device=args.device, restore_rng=False)
+    splits = _load_data(args)
+    _check_fits(trainer.teacher_spec, splits, args.checkpoint)
+    _, test_loader = ltl_data.make_loaders(splits, batch_size=args.batch_size, augment=False, seed=0,
+                                           num_workers=args.workers)
+    report = trainer.evaluate(test_loader, progress=not args.quiet)
+    rows = [("teacher accuracy", f"{report['teacher_acc']:.2f} %"),
+            ("student accuracy", f"{report['student_acc']:.2f} %"),
+            ("time steps", str(trainer.time_steps)), ("mode", trainer.mode),
+            ("spikes per sample", f"{report['spikes_per_sample']:.0f}"), ("test samples", str(report["samples"]))]
+    print(_table(rows))
+    if args.out:
+        out = Path(args.out)
+        write_json(out / "eval.json", dict(report, checkpoint=str(args.checkpoint), data=args.data))
+        plot_acc_per_step(report["acc_per_step"], out / "acc_per_step.png", report["teacher_acc"])
+    return 0

@@ -1,0 +1,11 @@
+"""Floor 5a, the layers: drop-in spiking layers and the model zoo.
+
+- ``layers``: :class:`LIF` (the spiking neuron, time folded into the batch), :class:`ClampReLU` (the teacher's
+  clipped activation), :class:`SpikingModel` (runs a model over T steps) and the input encodings;
+- ``zoo``: the teachers' architectures (``vgg11``, ``vgg16``, ``cnn_small``, ``mlp``, ``resnet``), also
+  reachable as ``ltl_ext.models``.
+"""
+from .layers import ANN_ACTIVATIONS, LIF, ClampReLU, SpikingModel, encode, lifs  # noqa: F401
+from . import zoo  # noqa: F401
+
+__all__ = ["LIF", "ClampReLU", "SpikingModel", "encode", "lifs", "ANN_ACTIVATIONS", "zoo"]

@@ -1,0 +1,61 @@
+"""The BPTT baseline: surrogate-gradient backpropagation through all layers and time steps."""
+from __future__ import annotations
+
+import time
+from typing import Any, Dict, Iterable, List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..nn import SpikingModel
+from .config import default_device
+from .evaluation import _lifs, evaluate_spiking
+from .progress import _len_or_none, _progress
+
+
+# ============================================================================================= BPTT baseline
+class BPTTTrainer:
+    """The usual direct training of the same student: surrogate-gradient BPTT through all layers and all time
+    steps, CE on the time-averaged readout, Adam. The baseline of the LTL-vs-BPTT comparison."""
+
+    def __init__(self, student: nn.Module, time_steps: int = 16, lr: float = 1e-3, device=None):
+        self.device = default_device(device)
+        if not isinstance(student, SpikingModel):
+            student = SpikingModel(student, time_steps=time_steps)
+        student.time_steps = time_steps
+        self.student = student.to(self.device)
+        for lif in _lifs(self.student).values():
+            lif.tandem_mode = None
+            lif.target = None
+        self.time_steps = time_steps
+        self.optimizer = torch.optim.Adam([p for p in self.student.parameters() if p.requires_grad], lr=lr)
+        self.history: List[Dict[str, Any]] = []
+
+    def train_step(self, x: Tensor, y: Tensor) -> Dict[str, float]:
+        x, y = x.to(self.device), y.to(self.device)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(self.student(x), y)      # spikes keep their graph: BPTT through every layer
+        loss.backward()
+        self.optimizer.step()
+        self.student.last_step_logits = None
+        return {"loss": float(loss.detach()), "ce": float(loss.detach())}
+
+    def fit(self, loader: Iterable, epochs: int = 1, val_loader: Optional[Iterable] = None,
+            progress: bool = True) -> List[Dict[str, Any]]:
+        for epoch in range(len(self.history), epochs):
+            self.student.train()
+            t0, loss_sum, b = time.perf_counter(), 0.0, 0
+            for x, y in _progress(loader, progress, desc=f"BPTT epoch {epoch + 1}/{epochs}",
+                                  total=_len_or_none(loader)):
+                loss_sum += self.train_step(x, y)["loss"]
+                b += 1
+            entry = {"epoch": epoch + 1, "seconds": time.perf_counter() - t0, "loss": loss_sum / max(b, 1)}
+            if val_loader is not None:
+                entry["student_acc"] = evaluate_spiking(self.student, val_loader, device=self.device)["student_acc"]
+            self.history.append(entry)
+        return self.history
+
+    def evaluate(self, loader: Iterable, **kw) -> Dict[str, Any]:
+        return evaluate_spiking(self.student, loader, device=self.device, **kw)
+

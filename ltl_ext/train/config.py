@@ -1,0 +1,68 @@
+"""What defines an LTL run: :class:`LTLConfig` (stored in every checkpoint) and the defaults it derives."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+MODES = ("offline", "online")
+MEMORIES = ("batched", "constant")
+INITS = ("random", "teacher")
+
+
+def default_device(device=None) -> torch.device:
+    """``device`` as given, else CUDA when present, else CPU."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+
+def default_warmup(time_steps: int) -> int:
+    """Online LTL's warm-up: the released code's 12 of T = 16, i.e. 3T/4 (at least one step is left)."""
+    return max(0, min(time_steps * 3 // 4, time_steps - 1)) if isinstance(time_steps, int) else 0
+
+
+# ============================================================================================= config
+@dataclass
+class LTLConfig:
+    """Everything that defines an LTL run (stored in every checkpoint)."""
+
+    time_steps: int = 16
+    mode: str = "offline"
+    warmup: int = 12                # LocalTandemTrainer's default: 3T/4 (12 at T = 16)
+    percentile: Any = 99.9          # float in (0, 100], "running", or None (no normalisation)
+    init: str = "random"
+    lr: float = 1e-4
+    memory: str = "batched"
+    ce_weight: float = 1.0
+    weight_decay: float = 0.0
+    encoding: str = "direct"
+
+    def check(self) -> "LTLConfig":
+        if isinstance(self.time_steps, bool) or not isinstance(self.time_steps, int) or self.time_steps < 1:
+            raise ValueError(f"time_steps must be a positive int, got {self.time_steps!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.memory not in MEMORIES:
+            raise ValueError(f"memory must be one of {MEMORIES}, got {self.memory!r}")
+        if self.memory == "constant" and self.mode != "online":
+            raise ValueError("memory='constant' is the stepwise form of online LTL: use it with mode='online'")
+        if self.encoding not in ("direct", "poisson"):
+            raise ValueError(f"encoding must be 'direct' or 'poisson', got {self.encoding!r}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
+        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
+            raise ValueError(f"warmup must be a non-negative int, got {self.warmup!r}")
+        if self.mode == "online" and self.warmup >= self.time_steps:
+            raise ValueError(f"online LTL learns from steps t >= warmup: warmup = {self.warmup} leaves none "
+                             f"with time_steps = {self.time_steps}")
+        p = self.percentile
+        if not (p is None or p == "running" or (isinstance(p, (int, float)) and not isinstance(p, bool)
+                                                 and 0 < p <= 100)):
+            raise ValueError(f"percentile must be a number in (0, 100], 'running' or None, got {p!r}")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        return self
+

@@ -1,0 +1,96 @@
+"""Evaluation of spiking students and ANN teachers: accuracy (final and per time step), firing rates."""
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, Optional
+
+import torch
+from torch import nn
+
+from ..nn import LIF, SpikingModel
+from .config import default_device
+from .progress import _len_or_none, _progress
+
+
+def _lifs(model: nn.Module) -> Dict[str, LIF]:
+    """The model's LIF layers by name; inside a SpikingModel, names relative to the wrapped model (the names
+    the teacher and the local losses use)."""
+    if isinstance(model, SpikingModel):
+        return dict(model.lifs())
+    return {name: m for name, m in model.named_modules() if isinstance(m, LIF)}
+
+
+
+# ============================================================================================= evaluation
+@torch.no_grad()
+def evaluate_spiking(model: nn.Module, loader: Iterable, *, teacher: Optional[nn.Module] = None, device=None,
+                     progress: bool = False, max_batches: Optional[int] = None) -> Dict[str, Any]:
+    """Accuracy (final and per time step), firing rates and spike counts of a spiking model on ``loader``."""
+    device = default_device(device)
+    lifs = _lifs(model)
+    spikes = {name: 0.0 for name in lifs}
+    neurons = {name: 0 for name in lifs}
+
+    def counter(name):
+        def hook(module, inputs, output):
+            out = output[0] if isinstance(output, tuple) else output
+            spikes[name] += float(out.sum())
+            neurons[name] += out.numel()
+        return hook
+
+    handles = [m.register_forward_hook(counter(n)) for n, m in lifs.items()]
+    was_training = model.training
+    model.eval()
+    correct, correct_t, teacher_correct, n = 0, None, 0, 0
+    try:
+        for i, (x, y) in enumerate(_progress(loader, progress, desc="eval", total=_len_or_none(loader))):
+            if max_batches is not None and i >= max_batches:
+                break
+            x, y = x.to(device), y.to(device)
+            logits = model(x)
+            correct += int((logits.argmax(1) == y).sum())
+            steps = model.last_step_logits                                   # [T, B, classes]
+            T = steps.shape[0]
+            running = steps.cumsum(0) / torch.arange(1, T + 1, device=device, dtype=steps.dtype).view(T, 1, 1)
+            c = (running.argmax(2) == y.unsqueeze(0)).sum(1).cpu()
+            correct_t = c if correct_t is None else correct_t + c
+            if teacher is not None:
+                teacher_correct += int((teacher(x).argmax(1) == y).sum())
+            n += len(y)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    if n == 0:
+        raise ValueError("the evaluation loader yields no sample")
+    T = getattr(model, "time_steps", None) or (len(correct_t) if correct_t is not None else 1)
+    rates = {name: spikes[name] / max(neurons[name], 1) for name in lifs}
+    report = {
+        "samples": n,
+        "student_acc": 100.0 * correct / n,
+        "acc_per_step": [100.0 * float(c) / n for c in correct_t],
+        "firing_rate": rates,
+        "spikes_per_sample": sum(spikes.values()) / n,
+        "time_steps": T,
+    }
+    if teacher is not None:
+        report["teacher_acc"] = 100.0 * teacher_correct / n
+    return report
+
+
+@torch.no_grad()
+def evaluate_ann(model: nn.Module, loader: Iterable, device=None) -> float:
+    """Test accuracy (%) of a plain ANN."""
+    device = default_device(device)
+    model.to(device)                 # a teacher loaded from a checkpoint arrives on the CPU
+    was_training = model.training
+    model.eval()
+    correct = n = 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        correct += int((model(x).argmax(1) == y).sum())
+        n += len(y)
+    model.train(was_training)
+    if n == 0:
+        raise ValueError("the evaluation loader yields no sample")
+    return 100.0 * correct / n
+

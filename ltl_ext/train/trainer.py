@@ -1,0 +1,400 @@
+"""``LocalTandemTrainer``: the face of the training floor (fit, evaluate, calibrate, save/load).
+
+The step itself lives in :mod:`.engine`, evaluation in :mod:`.evaluation`, checkpoint I/O in :mod:`.checkpoint`.
+The trainer sees only ``ltl_ext.nn`` / ``ltl_ext.ltl`` (floor 5), never the kernels.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional
+
+import torch
+from torch import Tensor, nn
+
+from ..distributed import Distributed
+from ..ltl import tandem
+from ..nn import SpikingModel
+from .calibration import _calibration_params, _cycle
+from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state, write_json
+from .config import LTLConfig, default_device, default_warmup
+from .engine import _leave_tandem, _ltl_step, _readout_loss, _stats
+from .evaluation import evaluate_spiking
+from .progress import _len_or_none, _print_epoch, _progress
+from .teacher import _build_from_spec, _load_module
+
+CKPT_KIND = "ltl_trainer"
+
+
+# ============================================================================================= the trainer
+class LocalTandemTrainer:
+    """Train a spiking student from a trained ANN teacher with Local Tandem Learning.
+
+    >>> trainer = LocalTandemTrainer(teacher, time_steps=16, mode="offline")
+    >>> history = trainer.fit(train_loader, epochs=5, val_loader=test_loader)
+    >>> report = trainer.evaluate(test_loader)
+    >>> trainer.save("run/ckpt.pt"); trainer = LocalTandemTrainer.load("run/ckpt.pt")
+
+    ``student=None`` converts the teacher (``ltl_ext.convert``; ``init="teacher"`` copies its BN-folded weights
+    and balances thresholds, ``"random"`` keeps only the structure). ``mode="online"`` with ``memory="constant"``
+    runs the student one time step at a time with a backward per step: memory independent of ``time_steps``.
+
+    Several processes (``torchrun --nproc_per_node N``; ``distributed=None`` detects it, ``True`` requires it,
+    ``False`` ignores it, or pass a :class:`ltl_ext.distributed.Distributed`): the student trains in DDP (one
+    gradient all-reduce per batch, also in the constant-memory mode), the teacher is rank 0's on every rank, each
+    loader batch is split across the ranks (the loader's batch stays the global batch), metrics are reduced over
+    the ranks, and only rank 0 shows progress, writes checkpoints and metrics. Call ``fit``, ``evaluate`` and
+    ``save`` on every rank.
+    """
+
+    def __init__(self, teacher: nn.Module, student: Optional[nn.Module] = None, time_steps: int = 16,
+                 mode: str = "offline", warmup: Optional[int] = None, percentile=99.9, init: str = "random",
+                 lr: float = 1e-4, memory: str = "batched", device=None, *, ce_weight: float = 1.0,
+                 weight_decay: float = 0.0, encoding: str = "direct", calib_data=None,
+                 seed: Optional[int] = None, teacher_spec: Optional[dict] = None, distributed=None):
+        if warmup is None:                # the code's 12 of 16 steps, scaled to T
+            warmup = default_warmup(time_steps)
+        self.config = LTLConfig(time_steps=time_steps, mode=mode, warmup=warmup, percentile=percentile,
+                                init=init, lr=float(lr), memory=memory, ce_weight=float(ce_weight),
+                                weight_decay=float(weight_decay), encoding=encoding).check()
+        if not isinstance(teacher, nn.Module):
+            raise TypeError(f"teacher must be a torch.nn.Module (a trained ANN), got {type(teacher).__name__}")
+        if seed is not None:
+            torch.manual_seed(seed)
+        self.dist = _join(distributed, device)
+        self.device = self.dist.device
+        teacher = self.dist.broadcast_module(teacher.to(self.device))   # rank 0's teacher on every rank
+        self.teacher_spec = teacher_spec if teacher_spec is not None else getattr(teacher, "spec", None)
+        self.student_converted = student is None
+        if student is None:
+            student = self._convert(teacher, init, calib_data)
+        self.teacher = teacher.eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        if not isinstance(student, SpikingModel):
+            student = SpikingModel(student, time_steps=time_steps, encoding=encoding)
+        student.time_steps = time_steps          # the SpikingModel passes T on to its LIFs
+        self.student = student.to(self.device)
+        # several processes: per-batch percentiles of the global batch, so N processes train like one
+        self.link = tandem.Tandem(self.teacher, self.student, percentile=percentile,
+                                  percentile_fn=self.dist.percentile if self.dist.enabled else None)
+        self.optimizer = self._make_optimizer(self.student.parameters(), self.config.lr)
+        self.replica = self.dist.wrap(self.student)         # DDP with several processes, the student alone
+        self.epoch = 0
+        self.step_in_epoch = 0
+        self.global_step = 0
+        self.history: List[Dict[str, Any]] = []
+        self._epoch_sums: Dict[str, float] = {}
+        self._epoch_start = None  # (global rng state, loader rng state) at the start of the current epoch
+
+    # ------------------------------------------------------------------------------------------ building
+    def _convert(self, teacher, init, calib_data):
+        from ..ltl.convert import convert
+        if isinstance(calib_data, Tensor):
+            calib_data = calib_data.to(self.device)
+        student = convert(teacher, init=init, calib_data=calib_data)
+        for p in student.parameters():        # the teacher may come frozen; its student learns
+            p.requires_grad_(True)
+        return student
+
+    def _make_optimizer(self, params, lr):
+        return torch.optim.Adam([p for p in params if p.requires_grad], lr=lr,
+                                weight_decay=self.config.weight_decay)
+
+    @property
+    def mode(self) -> str:
+        return self.config.mode
+
+    @property
+    def time_steps(self) -> int:
+        return self.config.time_steps
+
+    # ------------------------------------------------------------------------------------------ one step
+    def train_step(self, x: Tensor, y: Tensor) -> Dict[str, float]:
+        """One LTL step on a batch (all layers at once); returns the losses as floats."""
+        return _ltl_step(self.replica, self.link, self.optimizer, x.to(self.device), y.to(self.device),
+                         self.config)
+
+    # ------------------------------------------------------------------------------------------ fit
+    def fit(self, train_loader: Iterable, epochs: int = 5, val_loader: Optional[Iterable] = None, *,
+            checkpoint=None, checkpoint_every: Optional[int] = None, progress: bool = True,
+            metrics_path=None, callback: Optional[Callable[[Dict[str, Any]], None]] = None,
+            max_steps: Optional[int] = None) -> List[Dict[str, Any]]:
+        """Train until ``epochs`` epochs are done in total (a resumed trainer continues where it stopped).
+
+        ``checkpoint``: a path written after every epoch (and every ``checkpoint_every`` steps), atomically;
+        ``LocalTandemTrainer.load(path).fit(same loader, epochs)`` then gives the same result as an
+        uninterrupted run (bit for bit on CPU). ``metrics_path``: the history as JSON, rewritten every epoch.
+        Returns the history: one dict per epoch (losses, per-layer local losses, accuracies, seconds).
+        """
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+            raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
+        train_loader = self.dist.shard_loader(train_loader, train=True)
+        progress = progress and self.dist.is_main
+        while self.epoch < epochs:
+            skip = self._begin_epoch(train_loader)
+            t0 = time.perf_counter() - self._epoch_sums.get("seconds", 0.0)
+            self.student.train()
+            bar = _progress(train_loader, progress, desc=f"LTL {self.mode} epoch {self.epoch + 1}/{epochs}",
+                            total=_len_or_none(train_loader))
+            for i, (x, y) in enumerate(bar):
+                if i < skip:
+                    if i == skip - 1:
+                        set_rng_state(self._resume_rng)
+                    continue
+                stats = self.train_step(x, y)
+                self._accumulate(stats, len(y))
+                self.step_in_epoch += 1
+                self.global_step += 1
+                if progress:
+                    bar.set_postfix(loss=f"{stats['loss']:.4f}", ce=f"{stats['ce']:.3f}")
+                if checkpoint is not None and checkpoint_every and self.step_in_epoch % checkpoint_every == 0:
+                    self._epoch_sums["seconds"] = time.perf_counter() - t0
+                    self.save(checkpoint)
+                if max_steps is not None and self.step_in_epoch >= max_steps:
+                    break
+            entry = self._end_epoch(time.perf_counter() - t0, val_loader, progress)
+            if progress:
+                _print_epoch(entry)
+            if callback is not None:
+                callback(entry)
+            if metrics_path is not None and self.dist.is_main:
+                write_json(metrics_path, {"config": asdict(self.config), "history": self.history})
+            if checkpoint is not None:
+                self.save(checkpoint)
+        return self.history
+
+    def _begin_epoch(self, loader) -> int:
+        """Fix the loader's order and the RNG state at the start of an epoch; on resume, rewind to them.
+
+        A loader whose sampler has ``set_epoch`` (``ltl_ext.data``'s, ``DistributedSampler``) is told the epoch;
+        otherwise the state of its ``generator`` at the start of the epoch is kept in the checkpoint. Returns
+        how many batches of this epoch were already trained: a mid-epoch resume replays the same order, skips
+        them, then restores the RNG state of the interruption.
+        """
+        sampler = getattr(loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(self.epoch)
+        gen = getattr(loader, "generator", None)
+        if self._epoch_start is not None and self.step_in_epoch > 0:   # resuming in the middle of an epoch
+            glob, loader_state = self._epoch_start
+            self._resume_rng = rng_state()
+            set_rng_state(glob)
+            if gen is not None and loader_state is not None:
+                gen.set_state(loader_state)
+            return self.step_in_epoch
+        self._epoch_start = (rng_state(), gen.get_state() if gen is not None else None)
+        self._epoch_sums = {}
+        self.step_in_epoch = 0
+        return 0
+
+    def _accumulate(self, stats: Dict[str, float], n: int):
+        s = self._epoch_sums
+        s["n"] = s.get("n", 0) + n
+        s["batches"] = s.get("batches", 0) + 1
+        for k, v in stats.items():
+            s[k] = s.get(k, 0.0) + v
+
+    def _end_epoch(self, seconds: float, val_loader, progress: bool) -> Dict[str, Any]:
+        s = self.dist.all_sum({k: v for k, v in self._epoch_sums.items() if k != "seconds"})  # over the ranks
+        b = max(s.get("batches", 0), 1)
+        entry: Dict[str, Any] = {
+            "epoch": self.epoch + 1, "seconds": seconds, "samples": int(s.get("n", 0)),
+            "loss": s.get("loss", 0.0) / b, "ce": s.get("ce", 0.0) / b,
+            "local_loss": {k[len("local/"):]: v / b for k, v in s.items() if k.startswith("local/")},
+        }
+        if val_loader is not None:
+            report = self.evaluate(val_loader, progress=progress)
+            entry.update(student_acc=report["student_acc"], teacher_acc=report["teacher_acc"],
+                         firing_rate=report["firing_rate"])
+        self.history.append(entry)
+        self.epoch += 1
+        self.step_in_epoch = 0
+        self._epoch_sums = {}
+        self._epoch_start = None
+        return entry
+
+    @torch.no_grad()
+    def local_losses(self, loader: Iterable, max_batches: Optional[int] = None) -> Dict[str, Any]:
+        """The LTL losses on ``loader`` without training: ``{"loss", "ce", "local_loss": {layer: loss}}``, each
+        averaged over batches (online constant-memory runs are measured in the equal batched online form)."""
+        config = self.config
+        if config.memory == "constant":
+            config = LTLConfig(**dict(asdict(config), memory="batched"))
+        sums, b = {}, 0
+        was_training = self.student.training
+        self.student.eval()
+        try:
+            for i, (x, y) in enumerate(loader):
+                if max_batches is not None and i >= max_batches:
+                    break
+                x, y = x.to(self.device), y.to(self.device)
+                self.link.set_targets(x, mode=config.mode, warmup=config.warmup)
+                self.student(x)
+                ce = _readout_loss(self.student.last_step_logits, y, config)
+                local = self.link.local_losses()
+                for k, v in _stats(config.ce_weight * ce + sum(local.values()), ce, local).items():
+                    sums[k] = sums.get(k, 0.0) + v
+                b += 1
+                _leave_tandem(self.link, self.student)
+        finally:
+            _leave_tandem(self.link, self.student)
+            self.student.train(was_training)
+        b = max(b, 1)
+        return {"loss": sums.get("loss", 0.0) / b, "ce": sums.get("ce", 0.0) / b,
+                "local_loss": {k[len("local/"):]: v / b for k, v in sums.items() if k.startswith("local/")}}
+
+    # ------------------------------------------------------------------------------------------ evaluate
+    def _as_spiking(self, model: nn.Module) -> SpikingModel:
+        """A model given to ``evaluate``/``calibrate`` (a chip programmed from a bare student, say) runs over this
+        trainer's T and encoding; its own parameters are used (and trained) in place."""
+        if not isinstance(model, SpikingModel):
+            model = SpikingModel(model, time_steps=self.config.time_steps, encoding=self.config.encoding)
+        return model.to(self.device)
+
+    @torch.no_grad()
+    def evaluate(self, loader: Iterable, model: Optional[nn.Module] = None, *, progress: bool = False,
+                 max_batches: Optional[int] = None) -> Dict[str, Any]:
+        """Accuracy of the student (or of ``model``, e.g. a noisy chip) and of the teacher on ``loader``.
+
+        Returns ``student_acc``, ``teacher_acc`` (in %), ``acc_per_step`` (accuracy of the running mean of the
+        readout up to each time step), ``firing_rate`` (spikes per neuron per step, per LIF layer),
+        ``spikes_per_sample`` and ``samples``.
+        """
+        model = self.student if model is None else self._as_spiking(model)
+        report = evaluate_spiking(model, self.dist.shard_loader(loader, train=False), teacher=self.teacher,
+                                  device=self.device, progress=progress and self.dist.is_main,
+                                  max_batches=max_batches)
+        return self.dist.weighted_mean(report, weight=report["samples"])   # this rank's share -> all of it
+
+    # ------------------------------------------------------------------------------------------ calibrate
+    def calibrate(self, model: nn.Module, loader: Iterable, steps: int = 300, mode: str = "online",
+                  lr: Optional[float] = None, train_thresholds: bool = False, *, memory: str = "batched",
+                  warmup: Optional[int] = None, progress: bool = False) -> Dict[str, Any]:
+        """Train ``model`` (a copy of the student on a noisy chip, say) with LTL against this trainer's teacher.
+
+        Only ``model``'s own trainable weights learn (for a chip: the programmed weights behind its
+        parametrizations, noise fixed); LIF thresholds too if ``train_thresholds``; other LIF parameters stay.
+        Runs ``steps`` batches (cycling ``loader``) with a fresh Adam (``lr`` defaults to the trainer's).
+        Returns ``{"steps", "loss", "ce", "local_loss"}`` averaged over the last 10 % of the steps.
+        """
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise ValueError(f"steps must be a non-negative int, got {steps!r}")
+        model = self._as_spiking(model)
+        T = model.time_steps
+        if warmup is None:
+            warmup = self.config.warmup if self.config.warmup < T else default_warmup(T)
+        config = LTLConfig(**dict(asdict(self.config), mode=mode, memory=memory, time_steps=T, warmup=warmup,
+                                  lr=float(lr if lr is not None else self.config.lr))).check()
+        params, toggled = _calibration_params(model, train_thresholds)
+        if not params:
+            raise ValueError("calibrate: the model has no trainable parameter")
+        for p in toggled:
+            p.requires_grad_(not p.requires_grad)
+        opt = torch.optim.Adam(params, lr=config.lr)
+        link = tandem.Tandem(self.teacher, model, percentile=config.percentile)
+        was_training = model.training
+        model.train()
+        tail, sums = max(1, steps // 10), {}
+        try:
+            it = _cycle(loader)
+            for i in _progress(range(steps), progress, desc="calibrate"):
+                x, y = next(it)
+                stats = _ltl_step(model, link, opt, x.to(self.device), y.to(self.device), config)
+                if i >= steps - tail:
+                    for k, v in stats.items():
+                        sums[k] = sums.get(k, 0.0) + v / tail
+        finally:
+            link.close()
+            for p in toggled:
+                p.requires_grad_(not p.requires_grad)
+            model.train(was_training)
+        return {"steps": steps, "loss": sums.get("loss"), "ce": sums.get("ce"),
+                "local_loss": {k[len("local/"):]: v for k, v in sums.items() if k.startswith("local/")}}
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> Dict[str, Any]:
+        gen_state = None
+        if self._epoch_start is not None:
+            gen_state = {"rng": self._epoch_start[0], "loader": self._epoch_start[1]}
+        return {
+            "config": asdict(self.config),
+            "teacher_spec": self.teacher_spec,
+            "student_converted": self.student_converted,
+            "teacher": self.teacher.state_dict(),
+            "student": self.student.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "link": self.link.state_dict(),
+            "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
+            "history": copy.deepcopy(self.history), "epoch_sums": dict(self._epoch_sums),
+            "epoch_start": gen_state, "rng": rng_state(),
+        }
+
+    def save(self, path) -> Path:
+        """Write a checkpoint atomically: models, optimiser, epoch/step, history, config, RNG states.
+        With several processes rank 0 writes it and every rank returns once it is written."""
+        if self.dist.is_main:
+            save_checkpoint(self.state_dict(), path, kind=CKPT_KIND)
+        self.dist.barrier("saving a checkpoint")
+        return Path(path)
+
+    def close(self) -> None:
+        """Leave the process group, if this trainer joined one (after the last ``fit`` / ``evaluate``)."""
+        self.dist.close()
+
+    @classmethod
+    def load(cls, path, teacher: Optional[nn.Module] = None, student: Optional[nn.Module] = None,
+             device=None, restore_rng: bool = True, distributed=None) -> "LocalTandemTrainer":
+        """Rebuild a trainer from a checkpoint (safe ``weights_only`` load), ready to ``fit`` on.
+
+        Models built from the zoo (or converted from such a teacher) are rebuilt from the checkpoint's config;
+        a user-built teacher (or student) must be passed again. Mismatches raise :class:`CheckpointError`.
+        """
+        state = load_checkpoint(path, kind=CKPT_KIND)
+        try:
+            config = LTLConfig(**state["config"]).check()
+            if teacher is None:
+                teacher = _build_from_spec(state.get("teacher_spec"), path)
+            if student is None and not state["student_converted"]:
+                raise CheckpointError(f"{path}: the student was user-built; pass student= to load it")
+            trainer = cls(teacher, student, device=device, teacher_spec=state.get("teacher_spec"),
+                          distributed=distributed,
+                          **{k: v for k, v in asdict(config).items()
+                             if k in ("time_steps", "mode", "warmup", "percentile", "lr", "memory",
+                                      "ce_weight", "weight_decay", "encoding")},
+                          init="random")
+            trainer.config = config
+            trainer.student_converted = state["student_converted"]
+            _load_module(trainer.teacher, state["teacher"], "teacher", path)
+            _load_module(trainer.student, state["student"], "student", path)
+            trainer.optimizer.load_state_dict(state["optimizer"])
+            trainer.link.load_state_dict(state.get("link") or {})
+            trainer.epoch, trainer.step_in_epoch = int(state["epoch"]), int(state["step_in_epoch"])
+            trainer.global_step = int(state["global_step"])
+            trainer.history = list(state["history"])
+            trainer._epoch_sums = dict(state["epoch_sums"])
+            es = state.get("epoch_start")
+            trainer._epoch_start = None if es is None else (es["rng"], es["loader"])
+        except CheckpointError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"{path}: checkpoint does not match this version of ltl_ext or these "
+                                  f"models ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        if restore_rng:
+            set_rng_state(state["rng"])
+        return trainer
+
+
+
+def _join(distributed, device) -> Distributed:
+    """The trainer's view of the job: ``None`` joins torchrun's job if launched by it, ``True`` requires it."""
+    if isinstance(distributed, Distributed):
+        return distributed
+    if distributed is False:
+        return Distributed.single(default_device(device))
+    if distributed is None or distributed is True:
+        return Distributed.setup(device, required=distributed is True)
+    raise ValueError(f"distributed must be None, True, False or a Distributed, got {distributed!r}")
+
