@@ -5,7 +5,7 @@
     from ltl_ext.nn import LIF, ClampReLU, SpikingModel               # drop-in spiking layers
     from ltl_ext import noise                                         # analog-chip non-idealities
 """
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: F401
 
 from . import functional, nn  # noqa: F401
 from .nn import zoo as models  # noqa: F401

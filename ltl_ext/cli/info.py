@@ -16,8 +16,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args) -> int:
     import platform
     import torch
-    import ltl_ext
-    rows = [("ltl_ext", ltl_ext.__version__), ("python", platform.python_version()), ("torch", torch.__version__),
+    from .._version import __version__
+    rows = [("ltl_ext", __version__), ("python", platform.python_version()), ("torch", torch.__version__),
             ("CPU threads", str(torch.get_num_threads())),
             ("CUDA", f"{torch.cuda.device_count()} device(s): {torch.cuda.get_device_name(0)}"
              if torch.cuda.is_available() else "not available")]
