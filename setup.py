@@ -45,7 +45,7 @@ except ImportError:  # pragma: no cover - exercised by hand
 
 
 def _version() -> str:
-    with open(os.path.join(ROOT, "ltl_ext", "__init__.py")) as f:
+    with open(os.path.join(ROOT, "ltl_ext", "_version.py")) as f:
         return re.search(r'^__version__\s*=\s*"([^"]+)"', f.read(), re.M).group(1)
 
 

@@ -1,5 +1,5 @@
 // The ltl_ext op schemas, once (floor 3). Kernels register per device in csrc/cpu/*_op / csrc/cuda/*_op.cpp;
-// autograd and fake (meta) kernels are registered in Python (ltl_ext/_ops/). Other ops add their schemas with
+// autograd in C++ (csrc/autograd.cpp), fake (meta) kernels in Python (ltl_ext/ops/). Other ops add their schemas with
 // TORCH_LIBRARY_FRAGMENT(ltl_ext, m) in their own file.
 #include <torch/library.h>
 

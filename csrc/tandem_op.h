@@ -70,6 +70,8 @@ inline at::TensorOptions math_options(const TandemCall& c) {
 // The target y [N] (math type) and the loss outputs: loss [] in the math type, partials scratch (doubles).
 inline at::Tensor tandem_forward_common(TandemCall& c, const at::Tensor& target) {
   c.target = per_neuron(target, "target", c.x, c.p.N, "ltl_ext.tandem");
+  check_target_cpu(c.target, "ltl_ext.tandem");
+  check_param_values_cpu(c.beta, c.alpha, c.theta, "ltl_ext.tandem");
   c.p.target = c.target.data_ptr();
   at::Tensor loss = at::empty({}, math_options(c));
   c.partials = at::empty({std::max<int64_t>(tandem_loss_blocks(c.p.N), 1)}, c.x.options().dtype(at::kDouble));

@@ -1,7 +1,8 @@
 // The fused local-tandem-loss op schemas (floor 3), added to the ltl_ext library of csrc/ops.cpp. Kernels
-// register per device in csrc/cpu/tandem_cpu_op.cpp / csrc/cuda/tandem_cuda_op.cpp; autograd and fake kernels
-// in Python (ltl_ext/_ops/tandem.py). Conventions as lif_fwd: x is [T, N]; per-neuron beta/alpha/threshold/v0,
-// the target and the state are [N] tensors in the math type (float for half/bf16/float x, double for double x).
+// register per device in csrc/cpu/tandem_cpu_op.cpp / csrc/cuda/tandem_cuda_op.cpp; autograd in C++
+// (csrc/autograd.cpp), fake kernels in Python (ltl_ext/ops/tandem.py). Conventions as lif_fwd: x is [T, N];
+// per-neuron beta/alpha/threshold/v0, the target and the state are [N] tensors in the math type (float for
+// half/bf16/float x, double for double x).
 #include <torch/library.h>
 
 TORCH_LIBRARY_FRAGMENT(ltl_ext, m) {

@@ -13,7 +13,8 @@ from .ltl import convert, tandem  # noqa: F401
 from .train import (BPTTTrainer, CheckpointError, LocalTandemTrainer, evaluate_ann,  # noqa: F401
                     evaluate_spiking, load_teacher, save_teacher, train_teacher)
 from .hw import noise  # noqa: F401
+from .interop import export_nir, import_nir  # noqa: F401   (nir itself is imported when called)
 
 __all__ = ["LocalTandemTrainer", "BPTTTrainer", "train_teacher", "evaluate_spiking", "evaluate_ann",
            "save_teacher", "load_teacher", "CheckpointError", "convert", "functional", "nn", "models", "tandem",
-           "noise", "__version__"]
+           "noise", "export_nir", "import_nir", "__version__"]

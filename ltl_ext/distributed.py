@@ -12,8 +12,9 @@ in one place, so that the trainer reads the same with one process or many::
         for epoch in ...:
             dist.set_epoch(loader, epoch)
             ...
-            with student.sync_if(last_step):   # constant-memory online LTL: one all-reduce per batch
-                loss.backward()
+            with student.no_sync():            # the LTL engine: many backwards per batch...
+                ...
+            student.average_gradients()        # ...and one all-reduce
     totals = dist.all_sum({"correct": c, "count": n})          # metrics over all ranks
     if dist.is_main: save / log / plot
     dist.close()
@@ -27,10 +28,11 @@ LTL specifics (ltl-method.md §3-4):
   step: DDP runs with ``find_unused_parameters=False``. Each rank computes its own layers' losses on its share of
   the batch; DDP averages the gradients, which equals the gradient of the global-batch mean when the ranks hold
   equal shares (training shares are padded to be equal).
-- The constant-memory online mode calls ``backward`` once per time step. Run every step but the batch's last
-  under ``student.sync_if(False)`` (DDP's ``no_sync``, forward *and* backward inside it): gradients accumulate
-  locally and are all-reduced once per batch. Stepwise calls go through DDP's forward too (``student.step``),
-  otherwise DDP would not see the step and would silently skip the synchronisation.
+- The LTL engine calls ``backward`` many times per batch (once per layer, inside the forward; once per time
+  step in the constant-memory online mode). It runs the whole step under ``student.no_sync()`` (DDP's, forward
+  *and* backward inside it) so gradients accumulate locally, then calls ``student.average_gradients()``: one
+  all-reduce per batch. (``sync_if(last)`` is DDP's own route for a step whose last backward reaches every
+  parameter.) Stepwise calls go through DDP's forward too (``student.step``).
 - Buffers are not broadcast at each forward (``forward_sync_buffers=False``): the stepwise LIF state (``v``,
   ``count``) is per rank, as each rank runs its own samples. They are synchronised once, at wrapping.
 - The teacher is not wrapped: it runs in eval mode without gradients; :meth:`Distributed.broadcast_module`
@@ -244,6 +246,40 @@ class Replica:
         """``no_sync()`` unless ``sync``: wrap each step's forward and backward, with ``sync`` true on the last."""
         return contextlib.nullcontext() if sync else self.no_sync()
 
+    @torch.no_grad()
+    def average_gradients(self, bucket_bytes: int = 25 << 20) -> None:
+        """Average every parameter's gradient over the ranks, as DDP would: for steps whose backwards all ran
+        under :meth:`no_sync` (the layer-wise LTL engine back-propagates inside the forward, where DDP's own
+        reducer does not expect it). Gradients travel flattened, in buckets of about ``bucket_bytes``; a
+        parameter without a gradient gets zeros, so that every rank sends the same layout. A no-op alone."""
+        if self.ddp is None:
+            return
+        params = [p for p in self.module.parameters() if p.requires_grad]
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        group, n = self.ddp.process_group, torch_dist.get_world_size(self.ddp.process_group)
+        bucket: List[Tensor] = []
+
+        def flush():
+            flat = torch._utils._flatten_dense_tensors(bucket)
+            torch_dist.all_reduce(flat, group=group)
+            flat.div_(n)
+            for g, avg in zip(bucket, torch._utils._unflatten_dense_tensors(flat, bucket)):
+                g.copy_(avg)
+            bucket.clear()
+
+        size = 0
+        for p in params:
+            if bucket and (size + p.grad.numel() * p.grad.element_size() > bucket_bytes
+                           or p.grad.dtype != bucket[0].dtype or p.grad.device != bucket[0].device):
+                flush()
+                size = 0
+            bucket.append(p.grad)
+            size += p.grad.numel() * p.grad.element_size()
+        if bucket:
+            flush()
+
     def train(self, mode: bool = True) -> "Replica":
         self.module.train(mode)
         return self
@@ -254,7 +290,7 @@ class Replica:
     def parameters(self):
         return self.module.parameters()
 
-    # Any other attribute (``last_step_logits``, ``reset_state``, ``time_steps`` ...) is the bare model's, read and
+    # Any other attribute (``reset_state``, ``time_steps`` ...) is the bare model's, read and
     # written; only ``__call__`` and ``step`` compute through DDP.
     _OWN = ("module", "ddp")
 

@@ -7,12 +7,10 @@ and the spiking student's test accuracy at T time steps (issue 4: the gap must b
     .venv/bin/python scripts/measure_conversion.py                       # defaults: 3 epochs, T = 32, p = 99.9
     .venv/bin/python scripts/measure_conversion.py --percentiles 99 99.9 99.99 100 --time-steps 8 16 32
 
-Measured (issue 4): teacher 92.27 % on the 10k test set (3 epochs, seed 0); converted student before any training,
-IF soft reset, T = 32: 92.12 % (gap 0.15 points); T = 16: 91.37 %, T = 8: 86.70 %, T = 64: 92.31 %. Percentiles
-99 .. 100 give the same thresholds: with ClampReLU(2) over 2 % of each layer's activations sit at the clip value,
-so pct_p = 2 for every p >= 99 and the rate code reproduces the clipped ReLU exactly; what is left is the 1/T
-quantisation of the rates. (GPU run with ``--device cuda``; the CPU run of the same teacher on the first 2000
-test images: teacher 92.75 %, student 92.65 %.)
+The figures go to ``docs/results/conversion.json`` (scripts/evidence.py: command, commit, machine, load), one row
+per (neuron, percentile, T). ``--neurons if paper``: IF with soft reset and threshold 1 (classic conversion), and
+the paper's LIF (beta = exp(-1/10), threshold 0.6, hard reset), whose threshold ``convert`` keeps (issue 10: the
+scale goes into the weights).
 
 Reads the idx.gz files directly (``--data-dir``, default /usr/share/datasets/fashion-mnist). The teacher is
 cached in ``runs/conversion_teacher.pt`` (``--retrain`` to ignore the cache). Prints one JSON line per setting.
@@ -25,6 +23,9 @@ import json
 import os
 import time
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -32,6 +33,11 @@ import torch.nn.functional as F
 from ltl_ext.ltl.convert import convert
 from ltl_ext.nn.zoo import cnn_small
 from ltl_ext.nn import LIF, SpikingModel
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from evidence import write_artefact  # noqa: E402
+
+NEURONS = {"if": LIF(beta=1.0, threshold=1.0, reset="soft"), "paper": LIF()}
 
 MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST training-set pixel statistics
 
@@ -88,6 +94,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--time-steps", type=int, nargs="+", default=[32])
     ap.add_argument("--percentiles", type=float, nargs="+", default=[99.9])
+    ap.add_argument("--neurons", nargs="+", default=["if"], choices=sorted(NEURONS))
     ap.add_argument("--calib", type=int, default=2000, help="training images used to balance thresholds")
     ap.add_argument("--n-test", type=int, default=10000)
     ap.add_argument("--batch", type=int, default=200)
@@ -116,17 +123,19 @@ def main() -> None:
 
     g = torch.Generator().manual_seed(args.seed)
     calib = x_train[torch.randperm(len(x_train), generator=g)[:args.calib].to(dev)]
-    neuron = LIF(beta=1.0, threshold=1.0, reset="soft")
-    for p in args.percentiles:
-        student = convert(teacher, neuron=neuron, init="teacher", calib_data=calib, percentile=p)
-        for T in args.time_steps:
-            t0 = time.time()
-            acc = accuracy(SpikingModel(student, time_steps=T), x_test, y_test, args.batch)
-            print(json.dumps({"teacher_acc": round(teacher_acc, 2), "student_acc": round(acc, 2),
-                              "gap": round(teacher_acc - acc, 2), "T": T, "percentile": p, "neuron": "IF soft",
-                              "n_test": len(x_test), "epochs": args.epochs, "seconds": round(time.time() - t0)}),
-                  flush=True)
-
+    rows = []
+    for name in args.neurons:
+        for p in args.percentiles:
+            student = convert(teacher, neuron=NEURONS[name], init="teacher", calib_data=calib, percentile=p)
+            for T in args.time_steps:
+                t0 = time.time()
+                acc = accuracy(SpikingModel(student, time_steps=T), x_test, y_test, args.batch)
+                rows.append({"teacher_acc": round(teacher_acc, 2), "student_acc": round(acc, 2),
+                             "gap": round(teacher_acc - acc, 2), "T": T, "percentile": p, "neuron": name,
+                             "n_test": len(x_test), "epochs": args.epochs, "seconds": round(time.time() - t0),
+                             "load_average": list(os.getloadavg())})
+                print(json.dumps(rows[-1]), flush=True)
+    write_artefact("conversion", {"rows": rows})
 
 if __name__ == "__main__":
     main()

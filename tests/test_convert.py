@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from ltl_ext.ltl.convert import convert, fold_batchnorm
+from ltl_ext.ltl.convert import TARGET_PERCENTILE, convert, expose_activations, fold_batchnorm
+from ltl_ext.ltl.tandem import percentile as pct
 from ltl_ext.nn.zoo import cnn_small, mlp, resnet
 from ltl_ext.nn import LIF, ClampReLU, SpikingModel, lifs
 
@@ -92,9 +93,15 @@ def test_init_random_vs_teacher():
     rnd = convert(ann, neuron=IF, init="random")
     assert not torch.allclose(rnd.features[0][0].weight, ann.features[0][0].weight)
     folded = convert(ann, neuron=False)
-    tea = convert(ann, neuron=IF, init="teacher", calib_data=x)
-    assert torch.allclose(tea.features[0][0].weight, folded.features[0][0].weight)  # first layer: unit 1
-    assert all(float(l.threshold) > 0 for _, l in lifs(tea))
+    neuron = LIF()                              # the paper's: threshold 0.6, rect surrogate of half-width 0.2
+    tea = convert(ann, neuron=neuron, init="teacher", calib_data=x)
+    # the user's neuron is kept; the first layer (input unit 1) takes the scale theta / lambda_0 in its weights
+    assert all(float(l.threshold) == pytest.approx(0.6) and float(l.alpha) == 1.0 for _, l in lifs(tea))
+    assert all((l.surrogate, l.surrogate_alpha) == (neuron.surrogate, neuron.surrogate_alpha) for _, l in lifs(tea))
+    ratio = tea.features[0][0].weight / folded.features[0][0].weight
+    lam0 = float(pct(ann.features[0][2](ann.features[0][1](ann.features[0][0](x))), 99.9))
+    assert torch.allclose(ratio, torch.full_like(ratio, 0.6 / lam0), rtol=1e-4)
+    assert torch.allclose(tea.features[0][0].bias, folded.features[0][0].bias * 0.6 / lam0, rtol=1e-4, atol=1e-7)
     with pytest.raises(ValueError, match="calib_data"):
         convert(ann, neuron=IF, init="teacher")
     for q in ann.parameters():  # a frozen teacher (as in LTL) still gives a trainable student
@@ -105,12 +112,15 @@ def test_init_random_vs_teacher():
 @pytest.mark.parametrize("build", [lambda: mlp(in_features=64, hidden=(32, 32)),
                                    lambda: resnet(in_channels=1, widths=(8, 16), blocks=(2, 1)),
                                    TorchvisionNet])
-def test_teacher_init_student_approximates_the_ann(build):
-    """IF + soft reset + balanced thresholds: the spiking logits approach the ANN's as T grows (rate limit)."""
+@pytest.mark.parametrize("neuron", [IF, LIF(beta=1.0, threshold=0.6, alpha=0.5, reset="soft")], ids=["IF", "IF_0.6"])
+def test_teacher_init_student_approximates_the_ann(build, neuron):
+    """IF + soft reset + balanced layers: the spiking logits approach the ANN's as T grows (rate limit), and the
+    user's neuron is kept (its threshold always; its input gain except behind a residual add of spikes)."""
     torch.manual_seed(0)
     x = torch.randn(32, 1, 8, 8)
     ann = with_bn_stats(build(), x)
-    student = convert(ann, neuron=IF, init="teacher", calib_data=x, percentile=100.0)
+    student = convert(ann, neuron=neuron, init="teacher", calib_data=x, percentile=100.0)
+    assert all(torch.equal(l.threshold, neuron.threshold) for _, l in lifs(student))
     with torch.no_grad():
         want = ann(x)
         got = SpikingModel(student, time_steps=200).eval()(x)
@@ -155,3 +165,118 @@ def test_leaky_relu_warns_and_untraceable_model_still_converts():
     folded = convert(ann, neuron=False)
     x = torch.randn(5, 4)
     assert torch.allclose(folded(x), ann(x), atol=1e-5)
+
+
+def test_teacher_init_moves_the_scale_into_the_input_gain_only_behind_identity_shortcuts():
+    torch.manual_seed(0)
+    x = torch.randn(16, 1, 8, 8)
+    ann = with_bn_stats(resnet(in_channels=1, widths=(4, 8), blocks=(2, 1)), x)
+    student = convert(ann, neuron=LIF(), init="teacher", calib_data=x)
+    changed = {n for n, l in lifs(student) if float(l.alpha) != 1.0}
+    assert changed == {"layers.0.0.act2", "layers.0.1.act2"}      # the blocks with an identity shortcut
+    with pytest.raises(ValueError, match="scalar threshold"):
+        convert(ann, neuron=LIF(threshold=torch.full((4, 8, 8), 0.6)), init="teacher", calib_data=x)
+
+
+def test_teacher_init_balances_at_the_target_percentile_of_the_mode():
+    torch.manual_seed(0)
+    x = torch.randn(256, 16)
+    ann = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 3)).eval()   # unclipped: p99 != p99.9
+    def first(**kw):
+        return convert(ann, init="teacher", calib_data=x, **kw)[0].weight
+    assert TARGET_PERCENTILE == {"offline": 99.9, "online": 99.0}
+    assert torch.equal(first(mode="online"), first(percentile=99.0))
+    assert torch.equal(first(), first(percentile=99.9))
+    assert not torch.allclose(first(mode="online"), first(mode="offline"))
+    with pytest.raises(ValueError, match="mode"):
+        convert(ann, mode="both")
+
+
+class Functional(nn.Module):
+    """Activations as functions and methods only, a BN and a residual add."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4)
+        self.c2, self.c3 = nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+        self.f1, self.f2 = nn.Linear(64, 16), nn.Linear(16, 16)
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x):
+        x = F.relu(self.b1(self.c1(x)))                   # function
+        y = torch.clamp(self.c2(x), 0, 2)                # function with bounds
+        x = (self.c3(y) + x).relu()                       # method after a residual add
+        x = F.avg_pool2d(x, 2)
+        x = F.hardtanh(self.f1(torch.flatten(x, 1)), 0.0, 2.0)
+        x = F.relu6(self.f2(x).clamp(min=0))             # two in a row: both become neurons
+        return torch.sigmoid(self.fc(x))                 # after the readout: kept
+
+
+def test_functional_activations_become_neurons():
+    torch.manual_seed(0)
+    x = torch.randn(16, 1, 8, 8)
+    ann = with_bn_stats(Functional(), x)
+    student = convert(ann, neuron=IF)
+    assert isinstance(student, fx.GraphModule)
+    assert [n for n, _ in lifs(student)] == ["relu", "clamp", "relu_1", "hardtanh", "clamp_1", "relu6"]
+    assert not any(n.op == "call_function" and n.target in (F.relu, torch.clamp, F.hardtanh, F.relu6)
+                   for n in student.graph.nodes)
+    assert SpikingModel(student, time_steps=3)(x).shape == (16, 5)
+    assert not isinstance(ann, fx.GraphModule) and not hasattr(ann, "relu")     # the ANN is untouched
+    # the teacher side: the same names, hookable, the same function and the same parameters
+    exposed = expose_activations(ann)
+    assert [n for n, m in exposed.named_modules() if isinstance(m, (nn.ReLU, nn.Hardtanh, ClampReLU))] == \
+        [n for n, _ in lifs(student)]
+    assert exposed.c1.weight is ann.c1.weight and exposed.b1 is ann.b1
+    with torch.no_grad():
+        assert torch.equal(exposed(x), ann(x))
+    assert expose_activations(cnn_small()) .__class__.__name__ == "VGG"        # nothing to expose: the model itself
+    # teacher init through functional activations and the residual add: the rate limit still holds
+    tea = convert(ann, neuron=IF, init="teacher", calib_data=x, percentile=100.0)
+    with torch.no_grad():
+        want, got = ann(x), SpikingModel(tea, time_steps=200).eval()(x)
+    assert (got - want).norm() / want.norm() < 0.15
+
+
+@pytest.mark.parametrize("act,name", [(lambda x: F.gelu(x), "gelu"), (lambda x: torch.sigmoid(x), "sigmoid"),
+                                      (lambda x: x.tanh(), "tanh"), (lambda x: torch.clamp(x, -1, 1), "clamp"),
+                                      (lambda x: x.clamp(min=0.5), "clamp"), (nn.GELU(), "act")])
+def test_activations_no_neuron_can_stand_for_are_refused_by_name(act, name):
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l1, self.l2, self.l3 = nn.Linear(4, 8), nn.Linear(8, 8), nn.Linear(8, 2)
+            self.act = act if isinstance(act, nn.Module) else nn.Identity()
+
+        def forward(self, x):
+            x = F.relu(self.l1(x))
+            x = self.act(self.l2(x)) if isinstance(act, nn.Module) else act(self.l2(x))
+            return self.l3(x)
+
+    with pytest.raises(ValueError, match=rf"'{name}'.*Fix: replace it"):
+        convert(Net())
+    with pytest.raises(ValueError, match=rf"'{name}'"):
+        expose_activations(Net())
+    convert(Net(), neuron=False)                          # no neurons wanted: nothing to refuse
+
+
+def test_convert_never_copies_hooks():
+    ann = cnn_small(channels=(4, 4, 4), hidden=8).eval()
+    calls = []
+    handles = [ann.register_forward_hook(lambda m, i, o: calls.append("root")),
+               ann.register_forward_pre_hook(lambda m, i: calls.append("pre")),
+               ann.features[0][0].register_forward_hook(lambda m, i, o: calls.append("conv"), with_kwargs=False),
+               ann.features[0][2].register_forward_hook(lambda m, i, o: calls.append("act")),
+               ann.fc.register_full_backward_hook(lambda m, gi, go: calls.append("bwd"))]
+    for student in (convert(ann), convert(ann, neuron=False), convert(ann, init="teacher",
+                                                                      calib_data=torch.randn(8, 1, 28, 28))):
+        assert not any(getattr(m, d) for m in student.modules()
+                       for d in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks"))
+        calls.clear()
+        SpikingModel(student, time_steps=2)(torch.randn(2, 1, 28, 28)).sum().backward()
+        assert calls == []
+    calls.clear()                                         # the ANN keeps its own hooks
+    ann(torch.randn(2, 1, 28, 28)).sum().backward()
+    assert sorted(calls) == ["act", "bwd", "conv", "pre", "root"]
+    for h in handles:
+        h.remove()

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from ltl_ext.data import (DataError, DatasetSplits, EpochBatchSampler, RestrictedUnpickler, load_dataset,
-                          make_loaders, random_crop_flip)
+                          make_loaders, random_crop_flip, validation_split)
 from ltl_ext.data.catalog import DEBIAN_FASHION_MNIST, FASHION_MNIST_CLASSES
 from ltl_ext.data.splits import stratified_indices
 
@@ -421,25 +421,47 @@ def batches(loader):
     return [(x.clone(), y.clone()) for x, y in loader]
 
 
-def test_loaders_shapes_and_normalisation(embedded):
-    train, test = make_loaders(embedded, batch_size=512)
-    assert len(train) == 8 and len(test) == 2
+def test_loaders_shapes_raw_intensities_and_validation_split(embedded):
+    train, val, test = make_loaders(embedded, batch_size=512)
+    assert len(train) == 7 and len(val) == 1 and len(test) == 2
     x, y = next(iter(train))
     assert x.shape == (512, 1, 28, 28) and x.dtype == torch.float32 and y.dtype == torch.int64
-    xs = torch.cat([x for x, _ in train])
-    assert xs.shape[0] == 3700 and abs(xs.mean().item()) < 1e-3 and abs(xs.std().item() - 1) < 1e-3
+    xs = torch.cat([x for x, _ in train] + [x for x, _ in val])
+    assert xs.shape[0] == 3700 and xs.min() >= 0 and xs.max() <= 1              # raw: the model normalises
+    assert abs(xs.mean().item() - embedded.mean[0]) < 1e-4                      # the same pixels, scaled by 1/255
     test_x, test_y = zip(*test)
     assert torch.equal(torch.cat(test_y), embedded.y_test)                 # test order kept
-    raw_train, _ = make_loaders(embedded, batch_size=512, normalize=False)
-    x, _ = next(iter(raw_train))
-    assert x.min() >= 0 and x.max() <= 1
+    with pytest.raises(TypeError):
+        make_loaders(embedded, normalize=True)                              # normalisation is the model's
+
+
+def test_validation_split_is_stratified_seeded_and_disjoint(embedded):
+    labels = embedded.y_train
+    tr, va = validation_split(labels, 0.1, seed=0)
+    assert torch.equal(torch.sort(torch.cat([tr, va])).values, torch.arange(labels.numel()))   # a partition
+    per_class = torch.bincount(labels[va], minlength=10)
+    expected = torch.round(0.1 * torch.bincount(labels).double()).long()
+    assert torch.equal(per_class, expected)                                   # stratified: 10 % of every class
+    assert torch.equal(validation_split(labels, 0.1, seed=0)[1], va)          # seeded
+    assert not torch.equal(validation_split(labels, 0.1, seed=1)[1], va)
+    assert validation_split(labels, 0.0)[1].numel() == 0
+    assert make_loaders(embedded, val_fraction=0.0).val is None
+    tiny = torch.tensor([0, 0, 1, 2, 2, 2])                                   # one sample of class 1: stays in train
+    assert sorted(tiny[validation_split(tiny, 0.4)[1]].tolist()) == [0, 2]
+    for bad in (-0.1, 1.0, "0.1", True):
+        with pytest.raises(ValueError, match="val_fraction"):
+            validation_split(labels, bad)
+    # the validation images come from the training split only: none of them is a test image
+    _, val, _ = make_loaders(embedded, batch_size=1000)
+    val_x = torch.cat([x for x, _ in val])
+    torch.testing.assert_close(val_x, embedded.x_train[va].float() / 255)
 
 
 def test_loaders_are_deterministic_and_resumable(embedded):
     small = embedded.subset(train=300, test=50)
     state = torch.get_rng_state()
-    a_train, _ = make_loaders(small, batch_size=64, augment=True, seed=3)
-    b_train, _ = make_loaders(small, batch_size=64, augment=True, seed=3)
+    a_train = make_loaders(small, batch_size=64, augment=True, seed=3).train
+    b_train = make_loaders(small, batch_size=64, augment=True, seed=3).train
     epoch0, epoch1 = batches(a_train), batches(a_train)
     for (xa, ya), (xb, yb) in zip(epoch0, batches(b_train)):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
@@ -447,7 +469,7 @@ def test_loaders_are_deterministic_and_resumable(embedded):
     assert torch.equal(torch.get_rng_state(), state)                        # the global RNG is not touched
     b_train.sampler.set_epoch(1)                                            # resume at epoch 1
     assert all(torch.equal(xa, xb) for (xa, _), (xb, _) in zip(epoch1, batches(b_train)))
-    c_train, _ = make_loaders(small, batch_size=64, augment=True, seed=4)
+    c_train = make_loaders(small, batch_size=64, augment=True, seed=4).train
     assert not torch.equal(batches(c_train)[0][1], epoch0[0][1])
     sampler = EpochBatchSampler(10, 4, shuffle=True, seed=1)
     sampler.load_state_dict({"seed": 1, "epoch": 5})

@@ -251,6 +251,39 @@ def test_bad_input(fn, case, exc, match):
         fn(x, **kw)
 
 
+def test_check_lif_values_where_values_are_set():
+    """The validator nn.LIF calls when a value is set (the fused ops do not read GPU values per call)."""
+    from ltl_ext.ops.params import check_lif_values
+    check_lif_values(beta=torch.full((4,), 0.9), alpha=torch.randn(4), threshold=torch.full((4,), 0.5))
+    check_lif_values(beta=1.0, threshold=1e-6)
+    for kw, match in [(dict(beta=torch.tensor([0.5, 1.5])), "beta values must lie in"),
+                      (dict(threshold=torch.tensor([0.5, 0.0])), "threshold values must lie in"),
+                      (dict(alpha=torch.tensor([float("nan")])), "alpha values must lie in"),
+                      (dict(threshold=-1.0), "threshold must lie in")]:
+        with pytest.raises(ValueError, match=match):
+            check_lif_values(**kw)
+
+
+@requires_cuda
+def test_no_host_sync_per_call_cuda():
+    """A fused call with tensor parameters on the GPU, forward and backward, never synchronises with the host."""
+    from ltl_ext.functional import tandem_loss, tandem_step
+    x = make_input((8, 2, 64), torch.float32, "cuda", seed=21).requires_grad_()
+    beta = torch.full((64,), 0.9, device="cuda", requires_grad=True)
+    threshold = torch.full((2, 64), 0.7, device="cuda", requires_grad=True)
+    y = torch.rand(2, 64, device="cuda")
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        s, v = lif(x, beta=beta, threshold=threshold, return_v=True)
+        (s.sum() + v.sum()).backward()
+        for mode in ("offline", "online"):
+            tandem_loss(x, y, mode=mode, beta=beta, threshold=threshold)[1].backward()
+        tandem_step(x[0], y, None, None, 0, beta=beta, threshold=threshold)[1].backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert x.grad is not None and beta.grad is not None and threshold.grad is not None
+
+
 def test_gpu_tensor_on_cpu_only_build(monkeypatch):
     """A CUDA tensor reaching a build without CUDA kernels gets a message that says so and how to fix it."""
     from ltl_ext.ops import library as _ops

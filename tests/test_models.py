@@ -30,7 +30,7 @@ def test_zoo_shapes_teacher_and_student(build, shape, n_act):
     assert len(student.lifs()) == n_act
     with torch.no_grad():
         assert student(x).shape == (shape[0], 10)
-    assert student.last_step_logits.shape == (2, shape[0], 10)
+        assert student(x, return_steps=True)[1].shape == (2, shape[0], 10)
 
 
 def test_vgg_layouts_follow_the_ltl_code():
@@ -65,3 +65,16 @@ def test_zoo_models_record_a_spec_that_rebuilds_them():
     rebuilt = MODELS[m.spec["arch"]](**m.spec["kwargs"])
     assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in m.state_dict().items()}
     assert not hasattr(cnn_small(activation=ClampReLU(1.0)), "spec")   # a module argument is not plain data
+
+
+@pytest.mark.parametrize("build,shape,n_act", ZOO, ids=["vgg11", "vgg16", "cnn_small", "mlp", "resnet"])
+def test_zoo_teacher_init_keeps_the_users_neuron(build, shape, n_act):
+    """Issue 10: teacher initialisation moves the scale into the weights, never into the neuron's threshold."""
+    torch.manual_seed(0)
+    ann = build().eval()
+    x = torch.randn(*shape)
+    student = SpikingModel(convert(ann, neuron=LIF(), init="teacher", calib_data=x), time_steps=2)
+    assert len(student.lifs()) == n_act
+    assert all(float(l.threshold) == pytest.approx(0.6) and l.surrogate == "rect" for _, l in student.lifs())
+    with torch.no_grad():
+        assert torch.isfinite(student(x)).all()

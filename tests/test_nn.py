@@ -1,12 +1,14 @@
 """ltl_ext.nn: LIF, ClampReLU, SpikingModel, encodings (floor 5)."""
 
+import copy
+
 import pytest
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
 from ltl_ext import functional
-from ltl_ext.nn import LIF, ClampReLU, SpikingModel, encode, lifs
+from ltl_ext.nn import LIF, ClampReLU, SpikingModel, TandemRun, encode, lifs
 
 
 def small_snn(T=4, neuron=None):
@@ -96,24 +98,50 @@ def test_tandem_mode_offline_and_detached_spikes():
     lif = LIF(beta=1.0, threshold=0.5, reset="soft", surrogate="sigmoid", time_steps=T)
     x = torch.rand(T * B, 5, requires_grad=True)
     y = torch.rand(B, 5)
-    lif.target, lif.tandem_mode = y, "offline"
-    s = lif(x)
-    assert s.grad_fn is None and lif.local_loss.requires_grad
+    with TandemRun({"lif": lif}, {"lif": y}, mode="offline") as run:
+        s = lif(x)
+    assert s.grad_fn is None and run.losses["lif"].requires_grad
     _, ref = functional.tandem_loss(x.view(T, B, 5), y, mode="offline", beta=1.0, threshold=0.5, reset="soft",
                                     surrogate="sigmoid")
-    assert torch.allclose(lif.local_loss, ref)
-    lif.target = None
-    with pytest.raises(RuntimeError, match="no target"):
-        lif(x)
+    assert torch.allclose(run.losses["lif"], ref)
+    # outside the run the LIF is a plain neuron again, with a graph through its spikes, and nothing on it
+    assert lif(x).grad_fn is not None and not any(torch.is_tensor(v) and v.grad_fn is not None
+                                                  for v in vars(lif).values())
+    copy.deepcopy(lif)
+    with pytest.raises(KeyError, match="no target"):
+        TandemRun({"lif": lif}, {}, mode="offline")
+    with pytest.raises(ValueError, match="mode"):
+        TandemRun({"lif": lif}, {"lif": y}, mode="sideways")
+
+
+def test_tandem_run_backward_as_you_go_equals_backward_of_the_sum():
+    """Each layer's loss back-propagated inside the forward gives the gradients of one backward of the sum."""
+    grads = []
+    for backward in (False, True):
+        torch.manual_seed(0)
+        m = small_snn(T=4).double()
+        lifs_ = dict(m.lifs())
+        targets = {n: torch.rand(3, *shape, dtype=torch.float64) for n, shape in (("1", (4, 8, 8)), ("3", (4, 4, 4)))}
+        with TandemRun(lifs_, targets, mode="offline", backward=backward) as run:
+            out = m(torch.randn(3, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1)))
+        if backward:
+            assert not any(v.requires_grad for v in run.losses.values())
+            out.sum().backward()
+        else:
+            (out.sum() + run.total()).backward()
+        grads.append({n: p.grad.clone() for n, p in m.named_parameters()})
+    for n in grads[0]:
+        torch.testing.assert_close(grads[1][n], grads[0][n], rtol=1e-12, atol=0, msg=n)
 
 
 def test_spiking_model_shapes_and_per_step_logits():
     torch.manual_seed(0)
     m = small_snn(T=4)
     x = torch.randn(3, 1, 8, 8)
-    out = m(x)
-    assert out.shape == (3, 5) and m.last_step_logits.shape == (4, 3, 5)
-    assert torch.allclose(out, m.last_step_logits.mean(0))
+    out, steps = m(x, return_steps=True)
+    assert out.shape == (3, 5) and steps.shape == (4, 3, 5)
+    assert torch.allclose(out, steps.mean(0)) and torch.equal(m(x), out)
+    copy.deepcopy(m)                                      # nothing of the forward is kept on the modules
     assert all(l.time_steps == 4 for _, l in m.lifs())
     m.time_steps = 7
     assert all(l.time_steps == 7 for _, l in m.lifs()) and m(x).shape == (3, 5)
@@ -127,8 +155,7 @@ def test_state_does_not_leak_between_batches():
     m(a)
     assert torch.equal(m(b), alone)
     # stepwise: per-step readout currents equal the batched forward's per-step logits
-    m(b)
-    batched = m.last_step_logits
+    _, batched = m(b, return_steps=True)
     m.reset_state()
     steps = torch.stack([m.step(b) for _ in range(5)])
     assert torch.allclose(steps, batched, atol=1e-6)
@@ -145,19 +172,20 @@ def test_stepwise_online_tandem_matches_batched():
     x = torch.rand(T * B, 4, requires_grad=True)
     y = torch.rand(B, 4)
     batched = LIF(**kw, time_steps=T)
-    batched.target, batched.tandem_mode, batched.warmup = y, "online", warm
-    s = batched(x)
-    batched.local_loss.backward()
+    with TandemRun({"l": batched}, {"l": y}, mode="online", warmup=warm) as run:
+        s = batched(x)
+    run.losses["l"].backward()
     g_batched = x.grad.clone()
     x.grad = None
     step = LIF(**kw, stepwise=True)
-    step.target, step.tandem_mode, step.warmup = y, "online", warm
     spikes = []
-    for t in range(T):
-        spikes.append(step(x[t * B:(t + 1) * B]))
-        step.local_loss.backward()
+    with TandemRun({"l": step}, {"l": y}, mode="online", warmup=warm, backward=True) as run:
+        for t in range(T):
+            spikes.append(step(x[t * B:(t + 1) * B]))
     assert torch.equal(torch.cat(spikes), s)
     assert torch.allclose(x.grad, g_batched, atol=1e-6)
+    with pytest.raises(RuntimeError, match="online"), TandemRun({"l": step}, {"l": y}, mode="offline"):
+        step(x[:B])
 
 
 def test_encodings():

@@ -1,4 +1,6 @@
 """ltl_ext.tandem: pairing by name, teacher hooks, target normalisation, tandem mode for one batch."""
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -103,20 +105,22 @@ def test_tandem_batch_local_losses_stay_local():
     with torch.no_grad():
         teacher(x)
     targets = pairs.targets()
-    with tandem.tandem_batch(pairs, targets, mode="offline"):
-        assert all(p.student.tandem_mode == "offline" for p in pairs)
+    with tandem.tandem_batch(pairs, targets, mode="offline") as run:
+        assert tandem.TandemRun.current() is run
         logits = student(x)
-    assert all(p.student.tandem_mode is None and p.student.target is None for p in pairs)
-    losses = pairs.local_losses()
+    assert tandem.TandemRun.current() is None
+    losses = run.losses
     assert list(losses) == [p.name for p in pairs]
     # the loss of layer 2 reaches conv 2 only: spikes between layers are detached
     losses["features.1.2"].backward(retain_graph=True)
     feats = student.model.features
     assert feats[0][0].weight.grad is None and feats[1][0].weight.grad.abs().sum() > 0
-    (F.cross_entropy(logits, labels) + pairs.local_loss()).backward()
+    (F.cross_entropy(logits, labels) + run.total()).backward()
     assert feats[0][0].weight.grad is not None and student.model.fc.weight.grad is not None
     with pytest.raises(KeyError):
-        tandem.set_targets(pairs, {}, mode="offline")
+        tandem.tandem_batch(pairs, {}, mode="offline")
+    pairs.remove()
+    assert not teacher._forward_hooks and not any(m._forward_hooks for m in teacher.modules())
 
 
 def test_tandem_link_online_stepwise_gradients_equal_batched():
@@ -124,22 +128,28 @@ def test_tandem_link_online_stepwise_gradients_equal_batched():
     teacher, student = teacher_student(T=5)
     x = torch.randn(3, 1, 8, 8)
     with tandem.Tandem(teacher, student, percentile=99.0) as link:
-        link.set_targets(x, mode="online", warmup=2)
-        student(x)
-        sum(link.local_losses().values()).backward()
+        with link.batch(x, mode="online", warmup=2) as run:
+            student(x)
+        run.total().backward()
         batched = {n: p.grad.clone() for n, p in student.named_parameters() if p.grad is not None}
         assert len(batched) == 4  # the two hidden layers' weights and biases (the readout has no local loss)
         student.zero_grad()
-        link.set_targets(x, mode="online", warmup=2, stepwise=True)
         student.reset_state()
-        for t in range(5):
-            student.step(x)
-            local = link.local_losses()
-            if t >= 2:
-                sum(local.values()).backward()
-        link.clear()
+        with link.batch(x, mode="online", warmup=2, backward=True) as run:
+            for t in range(5):
+                student.step(x)
         for n, p in student.named_parameters():
             assert (p.grad is None) if n not in batched else torch.allclose(p.grad, batched[n], atol=1e-5)
         assert set(link.state_dict()) == {"normaliser"}
-    with pytest.raises(ValueError, match="online"):
-        tandem.Tandem(teacher, student).set_targets(x, mode="offline", stepwise=True)
+    copy.deepcopy(student)
+
+
+def test_the_link_leaves_no_hook_on_the_teacher():
+    teacher, student = teacher_student(T=3)
+    hooks = lambda: sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in teacher.modules())  # noqa
+    link = tandem.Tandem(teacher, student)
+    assert hooks() == 0
+    targets = link.targets(torch.randn(2, 1, 8, 8))
+    assert hooks() == 0 and set(targets) == {p.name for p in link.pairs}
+    with pytest.raises(RuntimeError, match="no teacher activation"):
+        link.pairs.activations()                   # forgotten after the forward: no batch kept alive

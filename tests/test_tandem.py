@@ -320,7 +320,7 @@ def test_fp16_online_gradient_under_loss_scaling(fp16_online_problem, scale, dev
     """The scaled float16 gradient matches the float64 one: none non-finite, < 1 % of the gradients that float16 can
     hold flushed to zero, median relative error <= 1e-2 (the loss scaled as GradScaler does: by a float32 scalar)."""
     x, y, kw, grad64 = fp16_online_problem
-    xx = x.to(device).requires_grad_()
+    xx = x.to(device, copy=True).requires_grad_()
     _, loss = tandem_loss(xx, y.half().to(device), **kw)
     assert loss.dtype == torch.float32
     (loss * torch.tensor(scale, device=device)).backward()

@@ -14,6 +14,7 @@ std::tuple<at::Tensor, at::Tensor> lif_fwd_cpu(const at::Tensor& x, const OptTen
   TORCH_CHECK(x.device().is_cpu(), "ltl_ext.lif: the CPU kernel got x on ", x.device());
   LifCall c = make_call(x, beta, alpha, theta, v0, beta_s, alpha_s, theta_s, reset, v_reset, surrogate,
                         surrogate_alpha, detach_reset);
+  check_param_values_cpu(c.beta, c.alpha, c.theta, "ltl_ext.lif");
   auto out = alloc_forward(c);
   lif_forward_cpu(c.p);
   return out;

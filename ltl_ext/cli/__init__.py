@@ -12,17 +12,17 @@ import os
 import sys
 from typing import List, Optional, Sequence
 
-from . import demo, eval as eval_cmd, info, robustness, train
+from . import demo, eval as eval_cmd, export, info, robustness, train
 from .common import ARCHS, DATASETS, UserError  # noqa: F401
 
-COMMANDS = (demo, train, eval_cmd, info, robustness)
+COMMANDS = (demo, train, eval_cmd, info, robustness, export)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ltl_ext",
                                 description="Local Tandem Learning: train spiking neural networks from ANN "
                                             "teachers.")
-    sub = p.add_subparsers(dest="command", metavar="{demo,train,eval,info,robustness}")
+    sub = p.add_subparsers(dest="command", metavar="{demo,train,eval,info,robustness,export}")
     sub.required = True
     for command in COMMANDS:
         command.add_parser(sub)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from ..data.catalog import DATASETS as _DATASETS
+from ..data.loaders import DEFAULT_VAL_FRACTION
 
 DATASETS = tuple(_DATASETS)
 ARCHS = ("cnn_small", "mlp", "vgg11", "vgg16", "resnet")
@@ -23,6 +24,9 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=None, help="use at most N train and N test images")
     p.add_argument("--image-size", type=int, default=None, help="folder data: resize images to S x S")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION,
+                   help="share of each class of the training data held out for validation, which selects the "
+                        "epoch and the teacher (default: %(default)s); the test set is evaluated once, at the end")
     p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="training augmentation (default: on for CIFAR, off otherwise)")
@@ -59,7 +63,8 @@ def _positive(flag: str, value: int, maximum: Optional[int] = None, allow_zero: 
 
 def _percentile(text: Optional[str], mode: str):
     if text is None:
-        return 99.9 if mode == "offline" else 99.0
+        from ..train.config import default_percentile
+        return default_percentile(mode)
     if text.lower() in ("none", "off"):
         return None
     if text.lower() == "running":
@@ -71,6 +76,13 @@ def _percentile(text: Optional[str], mode: str):
     if not 0 < value <= 100:
         raise UserError(f"--percentile must be in (0, 100], got {value}")
     return value
+
+
+def _val_fraction(args) -> float:
+    v = args.val_fraction
+    if not 0.0 <= v < 1.0:
+        raise UserError(f"--val-fraction must be in [0, 1), got {v}")
+    return v
 
 
 def _load_data(args):
@@ -87,10 +99,11 @@ def _default_arch(data: str) -> str:
 
 
 def _build_teacher(arch: str, splits, extra: Optional[Dict[str, Any]] = None):
-    """A fresh zoo model for these data, and its spec (what a checkpoint needs to rebuild it)."""
+    """A fresh zoo model for these data, and its spec (what a checkpoint needs to rebuild it). The model normalises
+    its own input with the training images' mean and std, so every checkpoint of it carries them."""
     from ..nn.zoo import MODELS
     c, (h, w) = splits.in_channels, splits.image_size
-    kwargs: Dict[str, Any] = {"num_classes": splits.num_classes}
+    kwargs: Dict[str, Any] = {"num_classes": splits.num_classes, "mean": list(splits.mean), "std": list(splits.std)}
     if arch == "mlp":
         kwargs["in_features"] = c * h * w
     else:
@@ -153,12 +166,22 @@ def _first_images(loader, n: int = 256):
 
 
 def _metrics(trainer, report: Dict[str, Any], *, data: str, seconds: float, ltl_seconds: float,
-             teacher_acc: float) -> Dict[str, Any]:
+             selected_epoch: Optional[int]) -> Dict[str, Any]:
+    """``metrics.json``: ``teacher_acc``, ``student_acc``, ``gap`` and the rest are **test** figures, measured once
+    at the end on the model of ``selected_epoch`` (best on validation); ``val_*`` are that epoch's validation
+    figures; the history holds the validation figures of every epoch."""
     from dataclasses import asdict
+    chosen = next((h for h in trainer.history if h["epoch"] == selected_epoch), {})
     return {
-        "teacher_acc": teacher_acc,
+        "evaluated_on": "test (once, at the end, the model of selected_epoch)",
+        "teacher_acc": report["teacher_acc"],
         "student_acc": report["student_acc"],
-        "gap": teacher_acc - report["student_acc"],
+        "gap": report["teacher_acc"] - report["student_acc"],
+        "selected_epoch": selected_epoch,
+        "selected_on": "validation student accuracy" if chosen else "no validation set: the last epoch",
+        "val_teacher_acc": chosen.get("val_teacher_acc"),
+        "val_student_acc": chosen.get("val_student_acc"),
+        "test_samples": report["samples"],
         "epochs": trainer.epoch,
         "mode": trainer.mode,
         "memory": trainer.config.memory,
@@ -175,12 +198,16 @@ def _metrics(trainer, report: Dict[str, Any], *, data: str, seconds: float, ltl_
     }
 
 
-def _finish(out: Path, trainer, report, metrics, teacher_acc) -> None:
+def _finish(out: Path, trainer, report, metrics) -> None:
     from ..train.plots import plot_run
     from ..train import write_json
     write_json(out / "metrics.json", metrics)
-    plot_run(trainer.history, report, out)
-    rows = [("teacher accuracy", f"{teacher_acc:.2f} %"), ("student accuracy", f"{report['student_acc']:.2f} %"),
+    plot_run(trainer.history, report, out, test_epoch=metrics["selected_epoch"])
+    val = metrics.get("val_student_acc")
+    rows = [("teacher accuracy, test", f"{report['teacher_acc']:.2f} %"),
+            ("student accuracy, test", f"{report['student_acc']:.2f} %  (epoch {metrics['selected_epoch']}, "
+                                       + (f"selected on validation: {val:.2f} %)" if val is not None
+                                          else "the last: no validation set)")),
             ("epochs", f"{metrics['epochs']} ({metrics['mode']}, T = {metrics['time_steps']})"),
             ("wall time", f"{metrics['seconds']:.0f} s (LTL {metrics['ltl_seconds']:.0f} s)"),
             ("spikes per sample", f"{report['spikes_per_sample']:.0f}"), ("written to", str(out))]
@@ -195,3 +222,15 @@ def _table(rows) -> str:
 def _say(enabled: bool, msg: str) -> None:
     if enabled:
         print(msg, file=sys.stderr, flush=True)
+
+
+def _final_test(out: Path, trainer, test_loader, *, device, dist=None):
+    """The one evaluation on the test set, at the end: of ``best.pt`` (the epoch best on validation) when the run
+    has one, else of the trainer as it is. Returns ``(report, selected_epoch)``."""
+    from ..train import LocalTandemTrainer
+    best = out / "best.pt"
+    if trainer.best is not None and best.is_file():
+        kw = {} if dist is None else {"distributed": dist}
+        chosen = LocalTandemTrainer.load(best, device=device, restore_rng=False, **kw)
+        return chosen.evaluate(test_loader), trainer.best["epoch"]
+    return trainer.evaluate(test_loader), trainer.epoch

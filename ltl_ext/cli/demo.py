@@ -5,7 +5,8 @@ import argparse
 import time
 from pathlib import Path
 
-from .common import _build_teacher, _finish, _first_images, _limit, _metrics, _positive, _say, _torch
+from .common import (_build_teacher, _final_test, _finish, _first_images, _limit, _metrics, _positive, _say,
+                     _torch)
 
 
 #: The demo recipe: sized to finish in about 2 minutes on 2 CPU cores (measured: docs/results.md).
@@ -39,7 +40,7 @@ def run(args) -> int:
     t_start = time.perf_counter()
     _torch(args)
     from .. import data as ltl_data
-    from ..train import LocalTandemTrainer, evaluate_ann, save_teacher, train_teacher
+    from ..train import LocalTandemTrainer, save_teacher, train_teacher
     recipe = dict(DEMO)
     if args.epochs is not None:
         recipe["epochs"] = _positive("--epochs", args.epochs, 5)
@@ -52,25 +53,26 @@ def run(args) -> int:
     out = Path(args.out)
     progress = not args.quiet
     splits = ltl_data.load_dataset("embedded", limit=_limit(args))
-    train_loader, test_loader = ltl_data.make_loaders(splits, batch_size=recipe["batch_size"], augment=False,
-                                                      seed=args.seed)
+    train_loader, val_loader, test_loader = ltl_data.make_loaders(splits, batch_size=recipe["batch_size"],
+                                                                  augment=False, seed=args.seed)
     teacher, spec = _build_teacher(recipe["arch"], splits, recipe["arch_kwargs"])
     _say(progress, f"{splits.describe()}\nteacher: {recipe['arch']}, {recipe['teacher_epochs']} epochs")
-    train_teacher(teacher, train_loader, recipe["teacher_epochs"], lr=recipe["teacher_lr"], device=args.device,
-                  progress=progress)
-    teacher_acc = evaluate_ann(teacher, test_loader, args.device)
-    save_teacher(teacher, spec, out / "teacher.pt", {"test_acc": teacher_acc, "data": "embedded"})
-    _say(progress, f"teacher test accuracy {teacher_acc:.2f}%; LTL {args.mode}, T = {recipe['time_steps']}")
-    trainer = LocalTandemTrainer(teacher, time_steps=recipe["time_steps"], mode=args.mode,
-                                 percentile=99.9 if args.mode == "offline" else 99.0, init=recipe["init"],
+    history = train_teacher(teacher, train_loader, recipe["teacher_epochs"], lr=recipe["teacher_lr"],
+                            device=args.device, progress=progress, val_loader=val_loader)
+    save_teacher(teacher, spec, out / "teacher.pt", {"data": "embedded", "history": history})
+    _say(progress, f"teacher validation accuracy {max(h['val_acc'] for h in history) if history else 0:.2f}%; "
+                   f"LTL {args.mode}, T = {recipe['time_steps']}")
+    trainer = LocalTandemTrainer(teacher, time_steps=recipe["time_steps"], mode=args.mode, init=recipe["init"],
                                  lr=recipe["lr"], device=args.device, teacher_spec=spec,
                                  calib_data=_first_images(train_loader) if recipe["init"] == "teacher" else None)
     t_ltl = time.perf_counter()
-    trainer.fit(train_loader, recipe["epochs"], val_loader=test_loader, progress=progress,
-                checkpoint=out / "ckpt.pt")
+    for stale in ("last.pt", "best.pt"):      # the demo replaces its own earlier run
+        (out / stale).unlink(missing_ok=True)
+    trainer.fit(train_loader, recipe["epochs"], val_loader=val_loader, progress=progress,
+                checkpoint=out / "last.pt", best_checkpoint=out / "best.pt")
     ltl_seconds = time.perf_counter() - t_ltl
-    final = trainer.evaluate(test_loader)
+    final, selected = _final_test(out, trainer, test_loader, device=args.device)
     metrics = _metrics(trainer, final, data="embedded", seconds=time.perf_counter() - t_start,
-                       ltl_seconds=ltl_seconds, teacher_acc=teacher_acc)
-    _finish(out, trainer, final, metrics, teacher_acc)
+                       ltl_seconds=ltl_seconds, selected_epoch=selected)
+    _finish(out, trainer, final, metrics)
     return 0

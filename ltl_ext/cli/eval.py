@@ -1,4 +1,4 @@
-"""``eval``: evaluate a trained student (a run's ckpt.pt) on a test set."""
+"""``eval``: evaluate a trained student (a run's best.pt or last.pt) on a test set."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +8,7 @@ from .common import add_data_args, _check_fits, _load_data, _table, _torch
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("eval", help="evaluate a trained student (ckpt.pt of a run) on a test set")
+    p = subparsers.add_parser("eval", help="evaluate a trained student (best.pt or last.pt of a run) on a test set")
     p.add_argument("checkpoint", metavar="CKPT")
     add_data_args(p)
     p.add_argument("--out", default=None, help="write eval.json (and acc_per_step.png) here")
@@ -26,8 +26,10 @@ def run(args) -> int:
     trainer = LocalTandemTrainer.load(args.checkpoint, device=args.device, restore_rng=False)
     splits = _load_data(args)
     _check_fits(trainer.teacher_spec, splits, args.checkpoint)
-    _, test_loader = ltl_data.make_loaders(splits, batch_size=args.batch_size, augment=False, seed=0,
-                                           num_workers=args.workers)
+    # raw [0, 1] images: the model normalises them with the statistics it was trained with (in the checkpoint),
+    # whatever training images sit beside these test images
+    test_loader = ltl_data.make_loaders(splits, batch_size=args.batch_size, val_fraction=0.0, augment=False,
+                                        seed=0, num_workers=args.workers).test
     report = trainer.evaluate(test_loader, progress=not args.quiet)
     rows = [("teacher accuracy", f"{report['teacher_acc']:.2f} %"),
             ("student accuracy", f"{report['student_acc']:.2f} %"),

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import List
 
-from ..hw import noise, robustness as study
+from ..hw import drift_study, noise, robustness as study
 from ..hw.robustness import DEFAULT_DEVICES, DEFAULT_SIGMAS, _say, plot, run_study, table
 from .common import DATASETS, UserError
 
@@ -18,7 +18,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                                                  "calibration (programming variation, stuck devices, levels)",
                               description=study.__doc__.split("\n\n")[0])
     r.add_argument("--checkpoint", default=None, metavar="CKPT",
-                   help="a trained run's ckpt.pt (from demo/train); default: train one with the demo recipe")
+                   help="a trained run's best.pt (from demo/train); default: train one with the demo recipe")
     r.add_argument("--data", default="embedded", choices=DATASETS,
                    help="data set (default: the embedded Fashion-MNIST subset)")
     r.add_argument("--data-dir", default=None, metavar="PATH")
@@ -34,6 +34,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     r.add_argument("--train-thresholds", action="store_true", help="calibrate the LIF thresholds too")
     r.add_argument("--no-devices", action="store_true", help="skip the stuck-device and conductance-level runs")
     r.add_argument("--no-control", action="store_true", help="skip calibrating the ideal student (the control)")
+    r.add_argument("--preset", choices=sorted(noise.PRESETS), default=None,
+                   help="device preset from published measurements: run the drift study on it (chips calibrated "
+                        "once at --calib-time, then aged over --drift-times, with and without drift "
+                        "compensation) instead of the sigma sweep")
+    r.add_argument("--drift-times", default=",".join(f"{t:g}" for t in drift_study.DEFAULT_DRIFT_TIMES),
+                   help="seconds after programming, comma separated (default: %(default)s)")
+    r.add_argument("--calib-time", type=float, default=86400.0,
+                   help="when the chips are calibrated, seconds after programming (default: %(default)g)")
+    r.add_argument("--in-the-loop", choices=("spikes", "membrane"), default=None,
+                   help="also calibrate the same chips as black boxes from recorded spikes (and membrane traces)")
     r.add_argument("--seed", type=int, default=0, help="first chip seed (default: 0)")
     r.add_argument("--out", default="runs/robustness", help="output folder (default: %(default)s)")
     r.add_argument("--device", default=None)
@@ -54,6 +64,16 @@ def _parse_sigmas(text: str) -> List[float]:
     return values
 
 
+def _parse_times(text: str) -> List[float]:
+    try:
+        values = [float(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--drift-times must be comma-separated seconds, got {text!r}") from None
+    if not values or any(not math.isfinite(v) or v <= 0 for v in values):
+        raise ValueError(f"--drift-times must be seconds > 0, got {text!r}")
+    return sorted(values)
+
+
 def _user_error(msg: str) -> Exception:
     return UserError(msg)
 
@@ -64,6 +84,11 @@ def run(args) -> int:
     from ..train import LocalTandemTrainer, write_json
     try:
         sigmas = _parse_sigmas(args.sigmas)
+        times = _parse_times(args.drift_times)
+        if not (math.isfinite(args.calib_time) and args.calib_time > 0):
+            raise ValueError(f"--calib-time must be seconds > 0, got {args.calib_time}")
+        if args.in_the_loop and not args.preset:
+            raise ValueError("--in-the-loop runs in the drift study: give a --preset too")
     except ValueError as e:
         raise _user_error(str(e)) from None
     for flag, v, low in (("--chips", args.chips, 1), ("--steps", args.steps, 0), ("--batch-size", args.batch_size, 1),
@@ -74,7 +99,7 @@ def run(args) -> int:
     progress = not args.quiet
     ckpt = args.checkpoint
     if ckpt is None:
-        ckpt = out / "student" / "ckpt.pt"
+        ckpt = out / "student" / "best.pt"
         if not ckpt.exists():
             from . import main as cli_main
             _say(progress, f"no --checkpoint: training a student with the demo recipe into {ckpt.parent}")
@@ -84,15 +109,19 @@ def run(args) -> int:
             if rc:
                 return rc
     elif not Path(ckpt).exists():
-        raise _user_error(f"--checkpoint {ckpt}: no such file (a ckpt.pt written by demo or train)")
+        raise _user_error(f"--checkpoint {ckpt}: no such file (a best.pt or last.pt written by demo or train)")
     trainer = LocalTandemTrainer.load(ckpt, device=args.device, restore_rng=False)
     if args.data != "embedded" and not args.data_dir:
         raise _user_error(f"--data {args.data} needs --data-dir PATH (nothing is ever downloaded)")
     splits = ltl_data.load_dataset(args.data, args.data_dir)
 
     def calib_loader(chip_seed):   # each chip: its own batch order, from its seed (reproducible chip by chip)
-        return ltl_data.make_loaders(splits, batch_size=args.calib_batch_size, augment=False, seed=chip_seed)[0]
-    _, test_loader = ltl_data.make_loaders(splits, batch_size=args.batch_size, augment=False, seed=args.seed)
+        return ltl_data.make_loaders(splits, batch_size=args.calib_batch_size, augment=False, seed=chip_seed).train
+    test_loader = ltl_data.make_loaders(splits, batch_size=args.batch_size, augment=False, seed=args.seed).test
+
+    command = " ".join(["python -m ltl_ext"] + sys.argv[1:])
+    if args.preset:
+        return _drift(args, trainer, calib_loader, test_loader, times, out, ckpt, command, progress)
 
     def partial(res):
         write_json(out / "robustness.json", dict(res, partial=True, checkpoint=str(ckpt), data=args.data))
@@ -102,9 +131,30 @@ def run(args) -> int:
                         devices=() if args.no_devices else DEFAULT_DEVICES, control=not args.no_control,
                         seed=args.seed, progress=progress, callback=partial)
     results["config"]["calib_batch_size"] = args.calib_batch_size
-    results.update(checkpoint=str(ckpt), data=args.data, command=" ".join(["python -m ltl_ext"] + sys.argv[1:]))
+    results.update(checkpoint=str(ckpt), data=args.data, command=command)
     write_json(out / "robustness.json", results)
     plot(results, out / "robustness.png")
     print(table(results))
     print(f"  written to {out}/robustness.json, robustness.png ({results['seconds']:.0f} s)")
+    return 0
+
+
+def _drift(args, trainer, calib_loader, test_loader, times, out, ckpt, command, progress) -> int:
+    """``--preset``: the drift study (:mod:`ltl_ext.hw.drift_study`): table, ``drift.json``, ``drift.png``."""
+    from ..train import write_json
+
+    def partial(res):
+        write_json(out / "drift.json", dict(res, partial=True, checkpoint=str(ckpt), data=args.data))
+
+    res = drift_study.run_drift_study(trainer, calib_loader, test_loader, preset=args.preset,
+                                      calib_time=args.calib_time, drift_times=times, chips=args.chips,
+                                      steps=args.steps, lr=args.calib_lr, in_the_loop=args.in_the_loop,
+                                      compensation=(True, False) if args.preset == "pcm" else (False,),
+                                      seed=args.seed, progress=progress, callback=partial)
+    res["config"]["calib_batch_size"] = args.calib_batch_size
+    res.update(checkpoint=str(ckpt), data=args.data, command=command)
+    write_json(out / "drift.json", res)
+    drift_study.drift_plot(res, out / "drift.png")
+    print(drift_study.drift_table(res))
+    print(f"  written to {out}/drift.json, drift.png ({res['seconds']:.0f} s)")
     return 0

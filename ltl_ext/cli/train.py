@@ -5,8 +5,15 @@ import argparse
 import time
 from pathlib import Path
 
-from .common import (ARCHS, UserError, _arch_kwargs, _build_teacher, _check_fits, _default_arch, _distributed, _finish,
-                     _first_images, _load_data, _metrics, _percentile, _positive, _say, _torch, add_data_args)
+from .common import (ARCHS, UserError, _arch_kwargs, _build_teacher, _check_fits, _default_arch, _distributed,
+                     _final_test, _finish, _first_images, _load_data, _metrics, _percentile, _positive, _say, _torch,
+                     _val_fraction, add_data_args)
+from ..train.config import DEFAULT_LR
+
+#: the files a run writes into --out; any of them there means a run is there
+RUN_FILES = ("settings.json", "teacher.pt", "last.pt", "best.pt", "history.json", "metrics.json", "ckpt.pt")
+#: flags that may differ when a run is resumed (where and how to run, how far); every other flag defines the run
+RESUMABLE = ("epochs", "resume", "overwrite", "out", "device", "workers", "quiet", "func", "command")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -33,8 +40,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "99 online)")
     p.add_argument("--init", choices=("random", "teacher"), default="random",
                    help="student weights: random (the paper) or the teacher's, BN folded, thresholds balanced")
-    p.add_argument("--lr", type=float, default=1e-3, help="LTL Adam learning rate (default: %(default)s)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/ckpt.pt if it exists")
+    p.add_argument("--lr", type=float, default=DEFAULT_LR, help="LTL Adam learning rate (default: %(default)s)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in OUT (from OUT/last.pt) with the same settings, up to --epochs")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in OUT, if there is one")
     p.add_argument("--out", default="runs/train", help="output folder (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
@@ -51,28 +60,64 @@ def run(args) -> int:
         return _train(args, dist)
 
 
+def _settings(args) -> dict:
+    """The flags that define the run (all but :data:`RESUMABLE`), as written to OUT/settings.json."""
+    return {k: v for k, v in sorted(vars(args).items()) if k not in RESUMABLE}
+
+
+def _prepare_out(args, out: Path, is_main: bool) -> None:
+    """Never overwrite a run by accident: an OUT holding one needs --resume (same settings) or --overwrite.
+    Rank 0 decides (the others wait at the barrier after it, and stop with its error if it refuses)."""
+    import json
+    if args.resume and args.overwrite:
+        raise UserError("--resume and --overwrite exclude each other")
+    if not is_main:
+        return
+    found = [f for f in RUN_FILES if (out / f).exists()]
+    if args.resume:
+        if not (out / "last.pt").is_file():
+            raise UserError(f"--resume: no checkpoint to resume in {out} (no last.pt"
+                            + (f"; it holds {', '.join(found)})" if found else ")"))
+        saved = json.loads((out / "settings.json").read_text()) if (out / "settings.json").is_file() else {}
+        now = _settings(args)
+        diff = [f"--{k.replace('_', '-')} {saved.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(saved) | set(now))
+                if saved.get(k) != now.get(k)]
+        if diff:
+            raise UserError(f"--resume: the settings differ from the run in {out}: {'; '.join(diff)} (resume with "
+                            f"the same flags, or start a new run in another --out)")
+        return
+    if found and not args.overwrite:
+        raise UserError(f"{out} holds a run already ({', '.join(found)}): pass --resume to continue it or "
+                        f"--overwrite to replace it")
+    for f in found:                      # --overwrite: nothing of the old run may mix with the new one
+        (out / f).unlink()
+    from ..train import write_json
+    write_json(out / "settings.json", _settings(args))
+
+
 def _train(args, dist) -> int:
     t_start = time.perf_counter()
     _torch(args)
     from .. import data as ltl_data
-    from ..train import LocalTandemTrainer, evaluate_ann, load_teacher, save_teacher, train_teacher
+    from ..train import LocalTandemTrainer, load_teacher, save_teacher, train_teacher
     _positive("--epochs", args.epochs, allow_zero=True)
     _positive("--time-steps", args.time_steps)
     _positive("--batch-size", args.batch_size)
     percentile = _percentile(args.percentile, args.mode)
     out = Path(args.out)
+    _prepare_out(args, out, dist.is_main)
+    dist.barrier("preparing the output folder")
     device = dist.device
     progress = not args.quiet and dist.is_main
     splits = _load_data(args)
     augment = args.augment if args.augment is not None else args.data in ("cifar10", "cifar100")
-    train_loader, test_loader = ltl_data.make_loaders(splits, batch_size=args.batch_size, augment=augment,
-                                                      seed=args.seed, num_workers=args.workers)
-    ckpt = out / "ckpt.pt"
-    if args.resume and ckpt.exists():
+    train_loader, val_loader, test_loader = ltl_data.make_loaders(
+        splits, batch_size=args.batch_size, val_fraction=_val_fraction(args), augment=augment, seed=args.seed,
+        num_workers=args.workers)
+    ckpt = out / "last.pt"
+    if args.resume:
         trainer = LocalTandemTrainer.load(ckpt, device=device, distributed=dist)
         _check_fits(trainer.teacher_spec, splits, str(ckpt))
-        teacher_acc = trainer.history[0]["teacher_acc"] if trainer.history and \
-            "teacher_acc" in trainer.history[0] else evaluate_ann(trainer.teacher, test_loader, device)
         _say(progress, f"resuming {ckpt} at epoch {trainer.epoch}")
     else:
         if args.teacher:
@@ -82,13 +127,12 @@ def _train(args, dist) -> int:
             arch = args.arch or _default_arch(args.data)
             teacher, spec = _build_teacher(arch, splits, _arch_kwargs(arch, args.channels, args.hidden))
             _say(progress, f"teacher: {arch}, {args.teacher_epochs} epochs")
-            # every rank trains the same teacher (same seed, same batches); the trainer keeps rank 0's
-            train_teacher(teacher, train_loader, args.teacher_epochs, lr=args.teacher_lr, device=device,
-                          progress=progress)
-        teacher_acc = evaluate_ann(teacher, test_loader, device)
-        if dist.is_main:
-            save_teacher(teacher, spec, out / "teacher.pt", {"test_acc": teacher_acc, "data": args.data})
-        _say(progress, f"teacher test accuracy {teacher_acc:.2f}%")
+            # every rank trains the same teacher (same seed, same batches); the trainer keeps rank 0's. The
+            # teacher keeps its best epoch on validation.
+            history = train_teacher(teacher, train_loader, args.teacher_epochs, lr=args.teacher_lr, device=device,
+                                    progress=progress, val_loader=val_loader)
+            if dist.is_main:
+                save_teacher(teacher, spec, out / "teacher.pt", {"data": args.data, "history": history})
         try:
             trainer = LocalTandemTrainer(
                 teacher, time_steps=args.time_steps, mode=args.mode, warmup=args.warmup, memory=args.memory,
@@ -97,13 +141,13 @@ def _train(args, dist) -> int:
         except ValueError as e:      # a flag combination the trainer refuses (e.g. --warmup >= -T online)
             raise UserError(str(e).splitlines()[0]) from None
     t_ltl = time.perf_counter()
-    trainer.fit(train_loader, args.epochs, val_loader=test_loader, progress=progress, checkpoint=ckpt,
-                metrics_path=out / "history.json")
+    trainer.fit(train_loader, args.epochs, val_loader=val_loader, progress=progress, checkpoint=ckpt,
+                best_checkpoint=out / "best.pt", metrics_path=out / "history.json")
     ltl_seconds = time.perf_counter() - t_ltl
-    final = trainer.evaluate(test_loader)
+    final, selected = _final_test(out, trainer, test_loader, device=device, dist=dist)
     metrics = _metrics(trainer, final, data=args.data, seconds=time.perf_counter() - t_start,
-                       ltl_seconds=ltl_seconds, teacher_acc=teacher_acc)
+                       ltl_seconds=ltl_seconds, selected_epoch=selected)
     metrics["processes"] = dist.world_size
     if dist.is_main:
-        _finish(out, trainer, final, metrics, teacher_acc)
+        _finish(out, trainer, final, metrics)
     return 0

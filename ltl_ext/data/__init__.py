@@ -4,8 +4,11 @@
 
     from ltl_ext.data import load_dataset, make_loaders
     splits = load_dataset("embedded")                       # or "cifar10", data_dir="~/data", ...
-    train_loader, test_loader = make_loaders(splits, batch_size=128, seed=0)
-    for x, y in train_loader: ...                           # x float32 [B, C, H, W], y int64 [B]
+    train, val, test = make_loaders(splits, batch_size=128, seed=0)   # val: 10 % of each class of train
+    for x, y in train: ...                                  # x float32 [B, C, H, W] in [0, 1], y int64 [B]
+
+Loaders yield raw intensities: the input normalisation belongs to the model (``models.cnn_small(...,
+mean=splits.mean, std=splits.std)``), so it travels in every checkpoint.
 
 Modules, one per concern:
 
@@ -14,15 +17,17 @@ Modules, one per concern:
   through a restricted unpickler, and binary), :mod:`.folder` (class-per-folder image trees, PIL),
   :mod:`.arrays` (``.npz``, MNIST-5k csv);
 - :mod:`.catalog`: :func:`load_dataset`, name -> reader;
-- :mod:`.loaders`: :func:`make_loaders`, batch-wise shuffling, augmentation and normalisation, reproducible
-  from a seed.
+- :mod:`.loaders`: :func:`make_loaders`, the seeded stratified validation split, batch-wise shuffling and
+  augmentation, reproducible from a seed.
 """
 from .catalog import DATASETS, EMBEDDED_FILE, FASHION_MNIST_CLASSES, load_dataset
 from .cifar import RestrictedUnpickler
-from .loaders import EpochBatchSampler, TensorBatches, make_loaders, random_crop_flip
+from .loaders import (DEFAULT_VAL_FRACTION, EpochBatchSampler, Loaders, TensorBatches, make_loaders,
+                      random_crop_flip, validation_split)
 from .splits import DataError, DatasetSplits
 
 __all__ = [
-    "DATASETS", "EMBEDDED_FILE", "FASHION_MNIST_CLASSES", "DataError", "DatasetSplits", "EpochBatchSampler",
-    "RestrictedUnpickler", "TensorBatches", "load_dataset", "make_loaders", "random_crop_flip",
+    "DATASETS", "DEFAULT_VAL_FRACTION", "EMBEDDED_FILE", "FASHION_MNIST_CLASSES", "DataError", "DatasetSplits",
+    "EpochBatchSampler", "Loaders", "RestrictedUnpickler", "TensorBatches", "load_dataset", "make_loaders", "random_crop_flip",
+    "validation_split",
 ]

@@ -1,4 +1,4 @@
-"""Batches from in-memory uint8 images: shuffling, augmentation and normalisation done per batch on tensors.
+"""Batches from in-memory uint8 images: shuffling, augmentation and the [0, 1] scaling done per batch on tensors.
 
 There is no per-sample Python: the sampler yields whole batches of indices, and the dataset turns one index
 batch into one tensor batch with a few vectorised ops (:class:`TensorBatches`).
@@ -10,7 +10,7 @@ seen once it calls ``train_loader.sampler.set_epoch(epoch)`` (or restores ``samp
 """
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from typing import Iterator, NamedTuple, Optional
 
 import torch
 from torch import Tensor
@@ -138,42 +138,96 @@ def default_crop_padding(splits: DatasetSplits) -> int:
     return max(1, min(splits.image_size) // 8)
 
 
-def make_loaders(splits: DatasetSplits, batch_size: int = 128, *, test_batch_size: Optional[int] = None,
-                 augment: Optional[bool] = None, normalize: bool = True, seed: int = 0, num_workers: int = 0,
-                 drop_last: bool = False, pin_memory: bool = False) -> tuple[DataLoader, DataLoader]:
-    """Train and test loaders over ``splits``.
+class Loaders(NamedTuple):
+    """What :func:`make_loaders` returns: ``train, val, test = make_loaders(...)``.
+
+    ``val`` is ``None`` when ``val_fraction`` is 0. Select (epochs, checkpoints, hyper-parameters) on ``val``;
+    evaluate ``test`` once, at the end.
+    """
+
+    train: DataLoader
+    val: Optional[DataLoader]
+    test: DataLoader
+
+
+def validation_split(labels: Tensor, fraction: float, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Carve a stratified, seeded validation set out of the training labels.
+
+    Every class gives ``round(fraction * n_c)`` of its ``n_c`` samples (at least one when ``fraction > 0`` and the
+    class has two or more, never all of them), chosen by a permutation drawn from ``seed``; so the split is the
+    same on every machine and for every ``num_workers``, and the class balance of the validation set is that of
+    the training set.
+
+    Args:
+        labels: int64 ``[N]``.
+        fraction: in ``[0, 1)``.
+        seed: fixes which samples are drawn.
+    Returns:
+        ``(train_indices, val_indices)``: int64, increasing, disjoint, together ``arange(N)``.
+    """
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= fraction < 1.0:
+        raise ValueError(f"val_fraction must be a number in [0, 1), got {fraction!r}")
+    generator = torch.Generator().manual_seed(int(seed) * _SEED_MIX % (2 ** 63) + 1)
+    is_val = torch.zeros(labels.numel(), dtype=torch.bool)
+    if fraction > 0:
+        for c in torch.unique(labels).tolist():
+            members = torch.nonzero(labels == c).flatten()
+            n = members.numel()
+            k = min(max(round(fraction * n), 1), n - 1) if n >= 2 else 0
+            is_val[members[torch.randperm(n, generator=generator)[:k]]] = True
+    return torch.nonzero(~is_val).flatten(), torch.nonzero(is_val).flatten()
+
+
+#: the validation split's default share of the training data
+DEFAULT_VAL_FRACTION = 0.1
+
+
+def make_loaders(splits: DatasetSplits, batch_size: int = 128, *, val_fraction: float = DEFAULT_VAL_FRACTION,
+                 test_batch_size: Optional[int] = None, augment: Optional[bool] = None, seed: int = 0,
+                 num_workers: int = 0, drop_last: bool = False, pin_memory: bool = False) -> Loaders:
+    """Train, validation and test loaders over ``splits``, yielding **raw intensities in [0, 1]**.
+
+    Input normalisation is part of the model, not of the data: a zoo model built with ``mean=splits.mean,
+    std=splits.std`` carries it (in its state, so every checkpoint does), and gets the same input whatever data
+    sit beside the test images. A model built without them sees [0, 1] intensities, in training and evaluation.
 
     Args:
         splits: from :func:`~ltl_ext.data.load_dataset`.
         batch_size: train batch size.
-        test_batch_size: test batch size (default ``batch_size``).
+        val_fraction: share of each class of the training split held out for validation
+            (:func:`validation_split`, seeded by ``seed``); 0 gives ``val = None``.
+        test_batch_size: validation/test batch size (default ``batch_size``).
         augment: random crop (padding :func:`default_crop_padding`) + horizontal flip on the train split.
             ``None`` (default): on for colour images (CIFAR style), off for grey ones (MNIST style).
-        normalize: subtract ``splits.mean`` and divide by ``splits.std`` per channel; ``False`` gives
-            intensities in [0, 1].
-        seed: fixes the shuffling and augmentation of every epoch (see :class:`EpochBatchSampler`).
+        seed: fixes the validation split, and the shuffling and augmentation of every epoch
+            (see :class:`EpochBatchSampler`).
         num_workers: worker processes; the batches are the same for any value.
         drop_last: drop the last, smaller train batch.
         pin_memory: passed to :class:`~torch.utils.data.DataLoader` (useful with CUDA and workers).
 
     Returns:
-        ``(train_loader, test_loader)``. Each yields ``(x float32 [B, C, H, W], y int64 [B])``; the train loader
-        shuffles (a new order each epoch), the test loader keeps the file order with no augmentation.
-        ``train_loader.sampler`` is the :class:`EpochBatchSampler` (``set_epoch``, ``state_dict``).
+        :class:`Loaders` ``(train, val, test)``. Each yields ``(x float32 [B, C, H, W] in [0, 1], y int64 [B])``;
+        the train loader shuffles (a new order each epoch), validation and test keep the file order with no
+        augmentation. ``train.sampler`` is the :class:`EpochBatchSampler` (``set_epoch``, ``state_dict``).
     """
     if augment is None:
         augment = splits.in_channels == 3
-    mean, std = (splits.mean, splits.std) if normalize else (None, None)
-    train_data = TensorBatches(splits.x_train, splits.y_train, mean, std,
+    train_idx, val_idx = validation_split(splits.y_train, val_fraction, seed)
+    train_data = TensorBatches(splits.x_train[train_idx], splits.y_train[train_idx],
                                crop_padding=default_crop_padding(splits) if augment else None)
-    test_data = TensorBatches(splits.x_test, splits.y_test, mean, std)
-    train_sampler = EpochBatchSampler(len(train_data), batch_size, shuffle=True, seed=seed, drop_last=drop_last)
-    test_sampler = EpochBatchSampler(len(test_data), test_batch_size or batch_size, shuffle=False, seed=seed)
+    if len(train_data) == 0:
+        raise ValueError("make_loaders: no training sample left after the validation split")
+    eval_batch = test_batch_size or batch_size
 
-    def loader(data: TensorBatches, sampler: EpochBatchSampler) -> DataLoader:
+    def loader(data: TensorBatches, shuffle: bool, size: int) -> DataLoader:
+        sampler = EpochBatchSampler(len(data), size, shuffle=shuffle, seed=seed, drop_last=drop_last and shuffle)
         # batch_size=None: the sampler's keys go to the dataset as they are (no per-sample collation). An own
         # generator: DataLoader draws a base seed per iterator, which must not come from the global RNG.
         return DataLoader(data, batch_size=None, sampler=sampler, num_workers=num_workers, pin_memory=pin_memory,
                           generator=torch.Generator().manual_seed(seed))
 
-    return loader(train_data, train_sampler), loader(test_data, test_sampler)
+    val = None
+    if val_idx.numel():
+        val = loader(TensorBatches(splits.x_train[val_idx], splits.y_train[val_idx]), False, eval_batch)
+    return Loaders(loader(train_data, True, batch_size), val,
+                   loader(TensorBatches(splits.x_test, splits.y_test), False, eval_batch))

@@ -1,7 +1,8 @@
 """The in-memory data set every reader returns: :class:`DatasetSplits`, and the one error they raise.
 
 Images are kept as uint8 ``[N, C, H, W]`` tensors (the raw pixel values, a few MB to a couple of GB), labels as
-int64 ``[N]``. Conversion to normalised floats happens per batch in :mod:`ltl_ext.data.loaders`.
+int64 ``[N]``. Conversion to [0, 1] floats happens per batch in :mod:`ltl_ext.data.loaders`; the normalisation
+with ``mean``/``std`` is the model's (``ltl_ext.models.*(mean=..., std=...)``).
 """
 from __future__ import annotations
 
@@ -107,7 +108,7 @@ class DatasetSplits:
         class_names: one name per class, index = label.
         source: where it was read from (a path), for logs.
         mean, std: per-channel statistics of ``x_train`` in [0, 1] units (``C`` floats each), computed on
-            construction; :func:`~ltl_ext.data.make_loaders` normalises with them.
+            construction; pass them to a zoo model (``mean=``, ``std=``), which then carries its normalisation.
     """
 
     name: str

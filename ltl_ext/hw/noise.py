@@ -28,6 +28,12 @@ All the noise lives in buffers (``eps``, stuck masks, ``w_max``): calibration, w
 parameters, cannot change it. Biases are left ideal (digital periphery; calibration may retune them like the
 programmed weights) and every Linear/Conv layer, the first and the readout included, is on the chip.
 
+Other physics (``DeviceModel(differential=True)`` or ``physics="pcm"``, e.g. ``DeviceModel.preset("pcm",
+t=3600)``) put each weight on a differential pair of devices instead (:class:`~ltl_ext.hw.pairs.PairWeight`:
+programming noise, PCM drift and read noise, stuck devices, global drift compensation); ``dac_bits`` /
+``adc_bits`` add converters to every layer (:mod:`ltl_ext.hw.converters`). ``at(chip, t)`` is the same chip ``t``
+seconds after programming.
+
 Typical use::
 
     dev = DeviceModel(programming_sigma=0.2)
@@ -42,86 +48,23 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
 import os
 import tempfile
-from dataclasses import asdict, dataclass, fields
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-__all__ = ["DeviceModel", "AnalogWeight", "NeuronMismatch", "program", "unprogram", "save_chip", "load_chip",
+from .converters import Converters, attach_converters, detach_converters
+from .devices import MODES, PHYSICS, PRESETS, DeviceModel  # noqa: F401 (ltl_ext.noise names)
+from .pairs import PairWeight
+
+__all__ = ["DeviceModel", "PRESETS", "AnalogWeight", "PairWeight", "NeuronMismatch", "program", "at", "unprogram",
+           "save_chip", "load_chip",
            "chip_info", "noise_aware", "analog_layers", "lif_layers", "noise_buffers", "programmed_parameters"]
 
-MODES = ("multiplicative", "additive")
 CHIP_FORMAT = "ltl_ext.chip/1"
-
-
-# --------------------------------------------------------------------------------------------------- device model
-@dataclass(frozen=True)
-class DeviceModel:
-    """What is wrong with the analog substrate. All defaults but ``programming_sigma`` mean "ideal".
-
-    - ``programming_sigma``: std of the fixed per-device programming variation (relative to ``w`` when
-      ``mode="multiplicative"``, to the layer's ``w_max`` when ``"additive"``);
-    - ``read_sigma``: std of the read noise, redrawn at every forward, same ``mode``;
-    - ``stuck_off`` / ``stuck_on``: fraction of devices stuck at 0 / at ``+-w_max`` (exact counts per layer);
-    - ``levels``: number of conductance levels per layer (``None``: analog, continuous);
-    - ``threshold_sigma`` / ``beta_sigma``: relative std of the per-neuron mismatch of the LIF threshold / leak.
-    """
-
-    programming_sigma: float = 0.2
-    mode: str = "multiplicative"
-    read_sigma: float = 0.0
-    stuck_off: float = 0.0
-    stuck_on: float = 0.0
-    levels: Optional[int] = None
-    threshold_sigma: float = 0.0
-    beta_sigma: float = 0.0
-
-    def __post_init__(self):
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        for f in ("programming_sigma", "read_sigma", "threshold_sigma", "beta_sigma", "stuck_off", "stuck_on"):
-            v = getattr(self, f)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise ValueError(f"{f} must be a finite float >= 0, got {v!r}")
-            object.__setattr__(self, f, float(v))
-        if self.stuck_off + self.stuck_on > 1:
-            raise ValueError(f"stuck_off + stuck_on must be <= 1, got {self.stuck_off} + {self.stuck_on}")
-        if self.levels is not None:
-            if isinstance(self.levels, bool) or not isinstance(self.levels, int) or self.levels < 2:
-                raise ValueError(f"levels must be None (analog) or an int >= 2, got {self.levels!r}")
-
-    @property
-    def ideal(self) -> bool:
-        return (self.programming_sigma == 0 and self.read_sigma == 0 and self.stuck_off == 0 and self.stuck_on == 0
-                and self.levels is None and self.threshold_sigma == 0 and self.beta_sigma == 0)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "DeviceModel":
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown DeviceModel fields {sorted(unknown)}; known: {sorted(names)}")
-        return cls(**d)
-
-    def describe(self) -> str:
-        parts = [f"{self.mode} sigma={self.programming_sigma:g}"]
-        if self.read_sigma:
-            parts.append(f"read={self.read_sigma:g}")
-        if self.stuck_off or self.stuck_on:
-            parts.append(f"stuck off/on={self.stuck_off:g}/{self.stuck_on:g}")
-        if self.levels:
-            parts.append(f"{self.levels} levels")
-        if self.threshold_sigma or self.beta_sigma:
-            parts.append(f"mismatch theta/beta={self.threshold_sigma:g}/{self.beta_sigma:g}")
-        return ", ".join(parts)
 
 
 # ------------------------------------------------------------------------------------------------ random streams
@@ -133,7 +76,7 @@ def _generator(seed: int, *tags: int) -> torch.Generator:
     return torch.Generator().manual_seed(h)
 
 
-_PURPOSE = {"vary": 1, "stuck": 2, "threshold": 3, "beta": 4}
+_PURPOSE = {"vary": 1, "stuck": 2, "threshold": 3, "beta": 4, "drift": 5}
 
 
 # -------------------------------------------------------------------------------------------------- weight devices
@@ -290,7 +233,7 @@ def _analog_param(m: nn.Module) -> Optional[AnalogWeight]:
     if not parametrize.is_parametrized(m, "weight"):
         return None
     for p in m.parametrizations.weight:
-        if isinstance(p, AnalogWeight):
+        if isinstance(p, (AnalogWeight, PairWeight)):
             return p
     return None
 
@@ -299,7 +242,7 @@ def noise_buffers(chip: nn.Module) -> Dict[str, Tensor]:
     """Every buffer that encodes the chip's physics (variation, stuck masks, w_max, mismatch), cloned."""
     out = {}
     for name, m in chip.named_modules():
-        if isinstance(m, (AnalogWeight, NeuronMismatch)):
+        if isinstance(m, (AnalogWeight, PairWeight, NeuronMismatch, Converters)):
             for b, t in m.named_buffers(recurse=False):
                 out[f"{name}.{b}"] = t.detach().clone()
     return out
@@ -391,14 +334,21 @@ def program(student: nn.Module, dev: DeviceModel, seed: int = 0, *, example_inpu
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {seed!r}")
     if getattr(student, "_ltl_chip", None) is not None or any(
-            isinstance(m, (AnalogWeight, NeuronMismatch)) for m in student.modules()):
+            isinstance(m, (AnalogWeight, PairWeight, NeuronMismatch, Converters)) for m in student.modules()):
         raise ValueError("this model is already a chip; program the clean student (noise.unprogram(chip) gives one)")
     chip = _copy_model(student)
     layers = analog_layers(chip)
     if not layers:
         raise ValueError("the model has no Linear/Conv layer to program onto the chip")
     for i, (_, m) in enumerate(layers):
-        parametrize.register_parametrization(m, "weight", AnalogWeight(m.weight, dev, seed, i))
+        if dev.differential:
+            def streams(purpose, _i=i):
+                return _generator(seed, _i, _PURPOSE[purpose])
+            parametrize.register_parametrization(m, "weight", PairWeight(m.weight, dev, streams))
+        else:
+            parametrize.register_parametrization(m, "weight", AnalogWeight(m.weight, dev, seed, i))
+        if dev.dac_bits or dev.adc_bits:
+            attach_converters(m, dev.dac_bits, dev.adc_bits)
     lifs = lif_layers(chip)
     if dev.threshold_sigma > 0 or dev.beta_sigma > 0:
         if not lifs:
@@ -433,6 +383,20 @@ def chip_info(chip: nn.Module) -> dict:
     return dict(info)
 
 
+def at(chip: nn.Module, t: float) -> nn.Module:
+    """The same chip ``t`` seconds after programming: a copy with the same devices (programming errors, drift
+    exponents, stuck devices) and the same programmed weights, drifted to ``t`` (PCM; other physics do not age).
+    ``at(at(chip, 10), 3600)`` equals ``at(chip, 3600)``: ``t`` is absolute, counted from programming."""
+    info = chip_info(chip)
+    dev = DeviceModel.from_dict(info["device"]).at(t)    # validates t
+    aged = _copy_model(chip)
+    for m in aged.modules():
+        if isinstance(m, PairWeight):
+            m.t = dev.t
+    aged._ltl_chip = dict(info, device=dev.to_dict())
+    return aged
+
+
 def unprogram(chip: nn.Module) -> nn.Module:
     """A clean (ideal) model holding the chip's *programmed* weights and nominal neuron parameters.
 
@@ -443,6 +407,7 @@ def unprogram(chip: nn.Module) -> nn.Module:
     for _, m in clean.named_modules():
         for k in [k for k, h in m._forward_pre_hooks.items() if h is _materialise_hook]:
             del m._forward_pre_hooks[k]
+        detach_converters(m)
         if parametrize.is_parametrized(m):
             _strip(m)
     del clean._ltl_chip
@@ -537,7 +502,7 @@ def noise_aware(model: nn.Module, read_sigma: float = 0.1, mode: str = "multipli
 @contextlib.contextmanager
 def read_noise(chip: nn.Module, enabled: bool) -> Iterator[nn.Module]:
     """Switch a chip's read noise on/off for a block (e.g. ``enabled=False`` to evaluate deterministically)."""
-    params = [m for m in chip.modules() if isinstance(m, AnalogWeight)]
+    params = [m for m in chip.modules() if isinstance(m, (AnalogWeight, PairWeight))]
     old = [p.read_enabled for p in params]
     try:
         for p in params:

@@ -16,10 +16,12 @@ Without ``--checkpoint`` the student is trained first with the demo recipe (``py
 
 "Recovered" is the fraction of the accuracy the noise cost that calibration won back, over the chips of a
 setting: ``mean(after - before) / mean(ideal - before)``; "strict" first subtracts what the same calibration gives
-the ideal student (the control), so plain extra training of an unconverged student does not count. A cost below
-the test's resolution (5 test images, or 2 standard errors over the chips) gives no fraction. The same fractions on
-the *rate error* (sum over layers of the MSE of firing rates to the teacher's targets) are continuous measures of
-what the noise does when accuracy cannot resolve it. Results: ``docs/results.md``, "Device non-idealities".
+the ideal student (the control), so plain extra training of an unconverged student does not count. The verdict is
+decided on the strict ratio, and a cost inside the resolution (twice the standard error of the cost, from the test
+set's binomial error and the spread over chips) is "not measurable" (:mod:`ltl_ext.hw.verdict`). The same
+fractions on the *rate error* (sum over layers of the MSE of firing rates to the teacher's targets) are continuous
+measures of what the noise does when accuracy cannot resolve it. Device presets and drift: ``--preset``
+(:mod:`ltl_ext.hw.drift_study`, docs/hardware.md). Results: ``docs/results.md``, "Device non-idealities".
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Iterable, Optional, Sequence
 
-from . import noise
+from . import noise, verdict
 
 
 def torch_no_grad_lazy(fn):
@@ -69,34 +71,17 @@ def _mean_std(values: Sequence[float]) -> tuple:
     return m, sd
 
 
-def _resolution(entry: Dict[str, Any], floor: float) -> float:
-    """Smallest accuracy cost (points) this setting can resolve: ``floor`` (5 test images' worth) or twice the
-    standard error of the chips' mean accuracy, whichever is larger."""
-    k = len(entry["chips"])
-    se = entry["before_std"] / math.sqrt(k) if k > 1 else 0.0
-    return max(floor, 2 * se)
-
-
 def _summarise(entry: Dict[str, Any], ideal: float, control: Optional[float],
-               ideal_err: Optional[float] = None, floor: float = 0.5,
+               ideal_err: Optional[float] = None, n_test: int = 1000,
                control_err: Optional[float] = None) -> Dict[str, Any]:
     before = [c["before"] for c in entry["chips"]]
     after = [c["after"] for c in entry["chips"]]
     entry["before_mean"], entry["before_std"] = _mean_std(before)
     entry["after_mean"], entry["after_std"] = _mean_std(after)
-    cost = ideal - entry["before_mean"]
-    gain = entry["after_mean"] - entry["before_mean"]
-    entry["cost"] = cost
-    entry["gain"] = gain
-    # a setting that costs (almost) nothing has nothing to recover: report no fraction rather than noise / noise
-    entry["resolution"] = _resolution(entry, floor)
-    measurable = cost >= entry["resolution"]
-    entry["recovered"] = gain / cost if measurable else None
-    if control is not None:
-        # stricter: take out what the same calibration gives an ideal chip (plain extra training of the student):
-        # (gain - (control - ideal)) / cost. 1 = the chip ends where an ideal chip calibrated alike ends.
-        extra = control - ideal
-        entry["recovered_strict"] = (gain - extra) / cost if measurable else None
+    # the strict ratio and the resolution of the test set and the chips (ltl_ext.hw.verdict)
+    v = verdict.verdict(ideal, before, after, n_test, target=CLAIM_RECOVERY, control=control, min_chips=1)
+    entry.update(cost=v["cost"], gain=v["gain"], resolution=v["resolution"], recovered=v["recovered"],
+                 recovered_strict=v["strict"] if control is not None else None)
     if ideal_err is not None:
         eb = _mean_std([c["rate_error_before"] for c in entry["chips"]])[0]
         ea = _mean_std([c["rate_error_after"] for c in entry["chips"]])[0]
@@ -128,10 +113,9 @@ def rate_error(trainer, model, loader: Iterable, max_batches: Optional[int] = 4)
             if max_batches is not None and i >= max_batches:
                 break
             x = x.to(trainer.device)
-            targets = link.targets(x, update=False)
-            with tandem.tandem_batch(link.pairs, targets, mode="offline"):
+            with link.batch(x, mode="offline", update=False) as run:
                 model(x)
-            total += float(sum(link.local_losses().values()))
+            total += float(run.total())
             n += 1
     finally:
         link.close()
@@ -139,29 +123,21 @@ def rate_error(trainer, model, loader: Iterable, max_batches: Optional[int] = 4)
     return total / max(n, 1)
 
 
-def claim_verdict(entry: Dict[str, Any], steps: int, floor: float = 0.5) -> Dict[str, Any]:
-    """The paper's claim on one sweep entry: ``status`` is ``"holds"``, ``"fails"``, or ``"unmeasurable"`` when the
-    accuracy the noise cost is within the resolution of the test (less than ``floor`` points, 5 test images'
-    worth, or less than twice its standard error over the chips): then there is no cost to recover, and
-    ``after_vs_ideal`` says whether the
-    calibrated chips at least reach the ideal student."""
-    k = len(entry["chips"])
-    resolution = _resolution(entry, floor)
-    measurable = entry["cost"] >= resolution
-    if k < 3 or steps > 300:
-        status = "fails"      # the protocol asks for >= 3 chips and <= 300 steps
-    elif not measurable:
-        status = "unmeasurable"
-    else:
-        status = "holds" if entry["recovered"] is not None and entry["recovered"] >= CLAIM_RECOVERY else "fails"
-    return {
-        "statement": f"multiplicative sigma={CLAIM_SIGMA}: calibration with <= 300 online steps recovers "
-                     f">= {CLAIM_RECOVERY:.0%} of the accuracy the noise cost, over >= 3 chips",
-        "chips": k, "steps": steps, "cost": entry["cost"], "cost_resolution": resolution, "gain": entry["gain"],
-        "recovered": entry["recovered"], "recovered_strict": entry.get("recovered_strict"),
-        "rate_recovered": entry.get("rate_recovered"), "rate_recovered_strict": entry.get("rate_recovered_strict"),
-        "after_vs_ideal": entry["gain"] - entry["cost"],
-        "status": status, "holds": status == "holds"}
+def claim_verdict(entry: Dict[str, Any], steps: int, n_test: int, control: Optional[float]) -> Dict[str, Any]:
+    """The paper's claim on one sweep entry, decided on the strict ratio (:func:`ltl_ext.hw.verdict.verdict`):
+    ``status`` is ``"holds"``, ``"fails"`` or ``"not measurable"`` (the cost is inside the resolution of the
+    test set and the chips)."""
+    v = verdict.verdict(entry_ideal(entry), [c["before"] for c in entry["chips"]],
+                        [c["after"] for c in entry["chips"]], n_test, target=CLAIM_RECOVERY, control=control,
+                        steps=steps)
+    v["statement"] = (f"multiplicative sigma={CLAIM_SIGMA}: calibration with <= 300 online steps recovers "
+                      f">= {CLAIM_RECOVERY:.0%} of the accuracy the noise cost (strict), over >= 3 chips")
+    v["after_vs_ideal"] = v["after_mean"] - v["ideal"]
+    return v
+
+
+def entry_ideal(entry: Dict[str, Any]) -> float:
+    return entry["before_mean"] + entry["cost"]
 
 
 def evaluate_chip(trainer, dev: "noise.DeviceModel", seed: int, calib_loader: Iterable, test_loader: Iterable, *,
@@ -218,10 +194,12 @@ def run_study(trainer, calib_loader: Iterable, test_loader: Iterable, *, sigmas:
     ideal_report = trainer.evaluate(test_loader, max_batches=max_eval_batches)
     ideal = ideal_report["student_acc"]
     ideal_err = rate_error(trainer, trainer.student, test_loader)
-    floor = 500.0 / max(int(ideal_report.get("samples") or 1000), 1)   # 5 test images, in points
+    n_test = int(ideal_report.get("samples") or 0)
+    if n_test < 1:
+        raise ValueError("the test loader yields no sample")
     results: Dict[str, Any] = {
         "teacher_acc": ideal_report["teacher_acc"], "ideal_acc": ideal, "ideal_rate_error": ideal_err,
-        "test_samples": ideal_report.get("samples"), "cost_floor": floor,
+        "test_samples": n_test,
         "config": {"sigmas": list(sigmas), "chips": chips, "steps": steps, "mode": mode, "lr": lr,
                    "calib_lr": lr if lr is not None else trainer.config.lr, "train_thresholds": train_thresholds,
                    "seed": seed, "time_steps": trainer.time_steps, "warmup": trainer.config.warmup,
@@ -246,28 +224,27 @@ def run_study(trainer, calib_loader: Iterable, test_loader: Iterable, *, sigmas:
             r = evaluate_chip(trainer, dev, seed + k, calib_loader, test_loader, steps=steps, lr=lr,
                               train_thresholds=train_thresholds, max_eval_batches=max_eval_batches)
             entry["chips"].append(r)
-            _summarise(entry, ideal, control_acc, ideal_err, floor, control_err)
+            _summarise(entry, ideal, control_acc, ideal_err, n_test, control_err)
             _say(progress, f"sigma {sigma:g} chip {seed + k}: before {r['before']:.2f}%  after {r['after']:.2f}%  "
                            f"({r['calib_seconds']:.0f} s)")
             if callback:
                 callback(results)
     for name, kwargs in devices:
         dev = noise.DeviceModel(**kwargs)
-        random = dev.programming_sigma > 0 or dev.stuck_off > 0 or dev.stuck_on > 0 or dev.read_sigma > 0 \
-            or dev.threshold_sigma > 0 or dev.beta_sigma > 0
+        random = dev.random
         entry = {"name": name, "device": dev.to_dict(), "chips": []}
         results["devices"].append(entry)
         for k in range(chips if random else 1):
             r = evaluate_chip(trainer, dev, seed + k, calib_loader, test_loader, steps=steps, lr=lr,
                               train_thresholds=train_thresholds, max_eval_batches=max_eval_batches)
             entry["chips"].append(r)
-            _summarise(entry, ideal, control_acc, ideal_err, floor, control_err)
+            _summarise(entry, ideal, control_acc, ideal_err, n_test, control_err)
             _say(progress, f"{name} chip {seed + k}: before {r['before']:.2f}%  after {r['after']:.2f}%")
             if callback:
                 callback(results)
     claim = next((e for e in results["sweep"] if abs(e["sigma"] - CLAIM_SIGMA) < 1e-9), None)
     if claim is not None and mode == "multiplicative":
-        results["claim"] = claim_verdict(claim, steps, floor)
+        results["claim"] = claim_verdict(claim, steps, n_test, control_acc)
     results["seconds"] = time.perf_counter() - t_start
     return results
 
@@ -303,15 +280,8 @@ def table(results: Dict[str, Any]) -> str:
                      f"  {rec(e.get('rate_recovered')):>5}  {rec(e.get('rate_recovered_strict')):>6}")
     claim = results.get("claim")
     if claim:
-        r, rs = claim["recovered"], claim.get("recovered_strict")
-        word = {"holds": "holds", "fails": "does NOT hold",
-                "unmeasurable": f"not measurable (cost below the {claim['cost_resolution']:.2f}-pt resolution)"}
-        lines.append(f"claim (sigma={CLAIM_SIGMA}, >= {CLAIM_RECOVERY:.0%} recovered): {word[claim['status']]} "
-                     f"(cost {claim['cost']:.2f} pts, gain {claim['gain']:.2f} pts, "
-                     f"recovered {rec(r).strip()}, strict {rec(rs).strip()}, "
-                     f"rate error {rec(claim.get('rate_recovered')).strip()}, strict "
-                     f"{rec(claim.get('rate_recovered_strict')).strip()}; "
-                     f"after - ideal {claim['after_vs_ideal']:+.2f} pts)")
+        lines.append(f"claim (sigma={CLAIM_SIGMA}, >= {CLAIM_RECOVERY:.0%} recovered, strict): "
+                     f"{verdict.describe(claim)}")
     lines.append("  recovered = mean(after - before) / mean(ideal - before); strict: minus the gain the same "
                  "calibration gives an ideal chip;\n  rate err = sum over layers of the MSE of firing rates to "
                  "the teacher's targets (test set), rate = the same fraction on it")

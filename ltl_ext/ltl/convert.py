@@ -1,42 +1,55 @@
 """Turn any ANN into its spiking student: :func:`convert`.
 
-Steps, on a deep copy of the ANN (the ANN itself is never modified):
+Steps, on a copy of the ANN without its hooks (the ANN itself is never modified):
 
-1. **Reused activations** (one module instance called at several places, e.g. torchvision's ``BasicBlock.relu``):
-   each extra call gets its own copy named ``<name>_<k>`` (the model becomes a ``torch.fx.GraphModule``), or, with
-   ``reused="error"``, a ``ValueError`` names them. The copy remembers ``teacher_name`` / ``teacher_call`` so
-   :func:`ltl_ext.tandem.pair` finds the k-th call of the teacher's module.
-2. **Dropout** modules become ``nn.Identity`` (names kept).
-3. **BatchNorm folding** into the preceding conv/linear, exact in eval mode::
+1. **Functional activations** (``F.relu``, ``torch.relu``, ``x.relu()``, ``F.relu6``, ``F.hardtanh``,
+   ``F.leaky_relu``, ``torch.clamp(x, 0, m)`` / ``x.clamp(min=0)`` / ``clamp_min(x, 0)``) become activation modules
+   (``nn.ReLU``, ``nn.ReLU6``, ``nn.Hardtanh``, ``nn.LeakyReLU``, ``ClampReLU(m)``) named after their ``torch.fx``
+   node (``relu``, ``relu_1``, ``clamp``, ...), so that step 5 turns them into neurons like any module. A
+   nonlinearity a spiking neuron cannot stand for (``GELU``, ``sigmoid``, a clamp whose lower bound is not 0, ...)
+   before the readout is refused with a ``ValueError`` naming each one: left analog it would pass the next layer's
+   local loss back into this layer and break LTL's locality. :func:`expose_activations` does step 1 alone on the
+   teacher (sharing its parameters), so the pairing can hook the teacher where each student neuron learns.
+2. **Reused activations** (one module instance called at several places, e.g. torchvision's ``BasicBlock.relu``):
+   each extra call gets its own copy named ``<name>_<k>``, or, with ``reused="error"``, a ``ValueError`` names
+   them. The copy remembers ``teacher_name`` / ``teacher_call`` so :func:`ltl_ext.tandem.pair` finds the k-th call
+   of the teacher's module. After steps 1-2 the model is a ``torch.fx.GraphModule`` when either changed it.
+3. **Dropout** modules become ``nn.Identity`` (names kept).
+4. **BatchNorm folding** into the preceding conv/linear, exact in eval mode::
 
        W' = W * gamma / sqrt(var + eps)          (per output channel)
        b' = (b - mean) * gamma / sqrt(var + eps) + beta
 
    the BN module becomes ``nn.Identity``.
-4. **Activations** (``ReLU``, ``ReLU6``, ``Hardtanh``, ``ClampReLU``; ``LeakyReLU`` with a warning) become deep
+5. **Activations** (``ReLU``, ``ReLU6``, ``Hardtanh``, ``ClampReLU``; ``LeakyReLU`` with a warning) become deep
    copies of ``neuron`` at the same module name. The last weight layer (the readout) stays a non-spiking
    ``Linear``/conv whose output current, averaged over T, is the logits; activations after it are kept.
-5. **Initialisation**: ``"random"`` re-initialises every conv/linear (``reset_parameters``, as the paper does);
-   ``"teacher"`` keeps the folded weights and balances the thresholds (below).
+6. **Initialisation**: ``"random"`` re-initialises every conv/linear (``reset_parameters``, as the paper does);
+   ``"teacher"`` keeps the folded weights and balances the layers (below).
 
-Threshold balancing (``init="teacher"``). On ``calib_data`` the ANN's activation a_l at each LIF position gets a
-robust scale ``lambda_l = pct_p(a_l)`` (p = ``percentile``, 99.9 by default: the same normalisation as the LTL
-targets, so the initial student rates already approximate the LTL targets y_l = clamp(a_l / lambda_l, 0, 1)).
+Balancing (``init="teacher"``) keeps the neuron the user chose. On ``calib_data`` the ANN's activation a_l at each
+neuron position gets a robust scale ``lambda_l = pct_p(a_l)`` (p = ``percentile``: by default the trainer's target
+percentile for ``mode``, so the initial rates approximate the LTL targets y_l = clamp(a_l / lambda_l, 0, 1)).
 Every tensor in the student carries a *unit* u (ANN value = u * student value): the input has u = 1, spikes of
-layer l have u = lambda_l. A weight layer with input unit u_in keeps W and divides its bias by its output unit:
-``W' = W * u_in / u_out``, ``b' = b / u_out``, with u_out = u_in unless a residual add needs another unit, and
-u_out = 1 for the readout (logits in ANN units). A LIF whose input current has unit u gets
+layer l have u = lambda_l. A neuron with input gain alpha and threshold theta fires, in the rate limit (IF, soft
+reset), at ``rate = clamp(alpha * x / theta, 0, 1)``; for rate_l = a_l / lambda_l its input current x = a_l / u
+needs the unit
 
-    threshold_l = lambda_l / u        so that   rate_l = clamp(x / threshold_l, 0, 1) ~ a_l / lambda_l
+    u_l = alpha * lambda_l / theta.
 
-which is exact in the rate limit for IF neurons (beta = 1) with soft reset; use ``neuron=LIF(beta=1.0,
-threshold=1.0, reset="soft")`` for classic conversion. Residual adds of spikes and currents are handled by
-choosing the unit of the conv branch (no extra op); adds of spikes of two layers with different units are
-refused with the node name. Max-pooling of spikes over-estimates rates (avoid it in students).
+The scale goes into the weights and biases of the layer that feeds the neuron: with input unit u_in and output
+unit u_out, ``W' = W * u_in / u_out`` and ``b' = b / u_out`` (u_out = u_l before a neuron, 1 for the readout, so
+the logits are in ANN units). A LIF with reset to 0 is positively homogeneous (scaling its input and threshold
+by c > 0 leaves its spikes unchanged), so this is the same student as one with threshold lambda_l / u, but its
+threshold, surrogate window (half-width relative to the threshold) and reset stay the user's. Only where the
+input's unit is fixed by a residual add of spikes (identity shortcut) does the scale go into the neuron's input
+gain instead, ``alpha' = alpha * u / u_l`` (threshold and surrogate still the user's). Adds of spikes of two
+layers with different units are refused with the node name. Max-pooling of spikes over-estimates rates (avoid it
+in students).
 
-``init="teacher"`` and splitting need the model to be traceable by ``torch.fx`` (all zoo models and
-torchvision-style models are); BN folding falls back to adjacent ``(conv, bn)`` pairs inside ``nn.Sequential``
-when it is not.
+Functional activations, ``init="teacher"`` and splitting need the model to be traceable by ``torch.fx`` (all zoo
+models and torchvision-style models are); BN folding falls back to adjacent ``(conv, bn)`` pairs inside
+``nn.Sequential`` when it is not.
 """
 from __future__ import annotations
 
@@ -52,12 +65,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..nn import ANN_ACTIVATIONS as ACTIVATIONS
-from ..nn import LIF, ClampReLU
+from ..nn import LIF
+from .activations import WEIGHT_LAYERS, expose_activations, modularise
+from .activations import trace as _trace
 from .tandem import percentile as _percentile
 
-__all__ = ["convert", "fold_batchnorm", "ACTIVATIONS"]
+__all__ = ["convert", "expose_activations", "fold_batchnorm", "ACTIVATIONS", "TARGET_PERCENTILE"]
 
-WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+#: the LTL targets' default percentile per mode (the released code: 99.9 offline, 99 online); ``convert``
+#: balances thresholds at the same one.
+TARGET_PERCENTILE = {"offline": 99.9, "online": 99.0}
+
 _BN = nn.modules.batchnorm._BatchNorm
 _DROPOUT = (nn.modules.dropout._DropoutNd,)
 #: modules whose output is a positive-homogeneous function of one input: f(u x) = u f(x) for u > 0.
@@ -79,24 +97,26 @@ _SCALE_TARGETS = {operator.mul, operator.imul, operator.truediv, operator.itrued
                   "mul_", "div", "div_"}
 _CAT_TARGETS = {torch.cat, torch.stack, torch.concat}
 
-
-class _Tracer(fx.Tracer):
-    """FX tracer that keeps LIF and ClampReLU as leaf modules (one call_module node per use)."""
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, (LIF, ClampReLU)) or super().is_leaf_module(m, qualname)
-
-
-def _trace(model: nn.Module) -> Tuple[Optional[fx.Graph], Optional[str]]:
-    try:
-        return _Tracer().trace(model), None
-    except Exception as e:  # noqa: BLE001 - any tracing failure means "not traceable"
-        return None, f"{type(e).__name__}: {e}"
+#: the per-module hook dictionaries a trainer (or a user) may have filled; a converted student starts without them
+_HOOK_DICTS = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks",
+               "_forward_pre_hooks_with_kwargs", "_backward_hooks", "_backward_pre_hooks")
 
 
 def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
     parent, _, field = name.rpartition(".")
     setattr(root.get_submodule(parent) if parent else root, field, module)
+
+
+def _copy_without_hooks(model: nn.Module) -> nn.Module:
+    """``copy.deepcopy(model)`` whose modules carry none of ``model``'s forward/backward hooks (the teacher may
+    carry a trainer's capture hooks; deep-copying those would copy their closures, the trainer and its teacher)."""
+    memo = {}
+    for m in model.modules():
+        for attr in _HOOK_DICTS:
+            hooks = m.__dict__.get(attr)
+            if isinstance(hooks, dict):
+                memo[id(hooks)] = type(hooks)()
+    return copy.deepcopy(model, memo)
 
 
 # ------------------------------------------------------------------------------------------------ BN folding
@@ -210,13 +230,15 @@ class _Group:
 
 
 class _Units:
-    """Unit propagation over the FX graph of the converted model (see the module docstring)."""
+    """Unit propagation over the FX graph of the converted model (see the module docstring): :meth:`run` chooses
+    every weight layer's output unit (u_l before a neuron, 1 at the readout), :meth:`apply` rescales the weights
+    (and, where a residual add fixed a neuron's input unit, its input gain)."""
 
     def __init__(self, model: nn.Module, graph: fx.Graph, scales: Dict[str, float]):
         self.model, self.graph, self.scales = model, graph, scales
         self.in_unit: Dict[str, float] = {}
         self.group_of: Dict[str, _Group] = {}
-        self.thresholds: Dict[str, float] = {}
+        self.gains: Dict[str, float] = {}   # LIF name -> factor on its input gain alpha (fixed input units only)
         self.warned = set()
 
     def resolve(self, v, where: str) -> float:
@@ -279,8 +301,12 @@ class _Units:
             elif node.op == "call_module":
                 m = self.model.get_submodule(node.target)
                 if isinstance(m, LIF):
-                    u = self.resolve(first, node.target)
-                    self.thresholds[node.target] = self.scales[node.target] / u
+                    # the unit at which the user's neuron fires at rate a_l / lambda_l: u_l = alpha lambda_l / theta
+                    want = float(m.alpha) * self.scales[node.target] / float(m.threshold)
+                    if isinstance(first, _Group) and first.root().unit is None:
+                        first.root().unit = want            # the feeding layers' weights take the scale
+                    else:                                   # input unit fixed (a residual add of spikes)
+                        self.gains[node.target] = self.resolve(first, node.target) / want
                     out = self.scales[node.target]
                 elif isinstance(m, WEIGHT_LAYERS):
                     u = self.resolve(first, node.target)
@@ -328,8 +354,9 @@ class _Units:
             layer.weight.mul_(u_in / u_out)
             if layer.bias is not None:
                 layer.bias.div_(u_out)
-        for name, th in self.thresholds.items():
-            self.model.get_submodule(name).threshold = th
+        for name, gain in self.gains.items():
+            lif = self.model.get_submodule(name)
+            lif.alpha = lif.alpha * gain
 
 
 def _flat_nodes(a) -> List[fx.Node]:
@@ -339,80 +366,104 @@ def _flat_nodes(a) -> List[fx.Node]:
 
 
 # ------------------------------------------------------------------------------------------------ convert
+def _split_reused(model: nn.Module, graph: fx.Graph, reused: str) -> Dict[str, Tuple[str, int]]:
+    """Step 2 on ``graph`` (edited in place, copies registered on ``model``): each extra call of a reused
+    activation module gets its own copy; returns ``{copy name: (module name, call index)}``."""
+    calls: Dict[str, List[fx.Node]] = {}
+    for node in graph.nodes:
+        if node.op == "call_module" and isinstance(model.get_submodule(node.target), ACTIVATIONS):
+            calls.setdefault(node.target, []).append(node)
+    reused_names = {n: nodes for n, nodes in calls.items() if len(nodes) > 1}
+    if reused_names and reused == "error":
+        listing = ", ".join(f"{n!r} ({len(v)} calls)" for n, v in reused_names.items())
+        raise ValueError(f"activation module instances used more than once: {listing}; a spiking neuron has "
+                         f"state, so each use needs its own module (or call convert with reused='split')")
+    split_from: Dict[str, Tuple[str, int]] = {}
+    existing = {n for n, _ in model.named_modules()}
+    for name, nodes in reused_names.items():
+        for k, node in enumerate(nodes[1:], start=1):
+            new = f"{name}_{k}"
+            while new in existing:
+                new += "_"
+            existing.add(new)
+            _set_submodule(model, new, copy.deepcopy(model.get_submodule(name)))
+            node.target = new
+            split_from[new] = (name, k)
+    return split_from
+
+
 def convert(ann: nn.Module, *, neuron: Optional[nn.Module] = None, init: str = "random", fold_bn: bool = True,
-            drop_dropout: bool = True, calib_data=None, percentile: float = 99.9,
+            drop_dropout: bool = True, calib_data=None, percentile: Optional[float] = None, mode: str = "offline",
             reused: str = "split") -> nn.Module:
-    """The spiking student of ``ann`` (a deep copy; ``ann`` is unchanged). See the module docstring.
+    """The spiking student of ``ann`` (a copy without hooks; ``ann`` is unchanged). See the module docstring.
 
     Args:
-        ann: the teacher ANN (any ``nn.Module``; conv/linear + activation modules).
+        ann: the teacher ANN (any ``nn.Module``; conv/linear + activation modules or functions).
         neuron: template deep-copied for each activation (default ``LIF()``, the paper's neuron); ``None`` is
             not the default: pass ``neuron=False`` to keep the activations (BN folding / dropout removal only).
-        init: ``"random"`` (re-initialise conv/linear) or ``"teacher"`` (folded weights, balanced thresholds;
-            needs ``calib_data``).
+        init: ``"random"`` (re-initialise conv/linear) or ``"teacher"`` (folded weights, rescaled so that the
+            user's neuron fires at a_l / lambda_l; needs ``calib_data`` and a scalar threshold and alpha).
         fold_bn: fold BatchNorm into the preceding conv/linear (else BN stays; it then sees [T*B, ...]).
         drop_dropout: replace dropout by identity.
         calib_data: for ``init="teacher"``: a tensor [N, ...] or an iterable of batches (tensors or (x, y)).
-        percentile: p of the robust activation scale lambda_l = pct_p(a_l) used to balance thresholds.
+        percentile: p of the robust activation scale lambda_l = pct_p(a_l); default ``TARGET_PERCENTILE[mode]``,
+            the percentile of the LTL targets the student will be trained on (99.9 offline, 99 online).
+        mode: ``"offline"`` or ``"online"``, the LTL mode the student is for (only sets the default percentile).
         reused: ``"split"`` (each use of a reused activation module gets its own LIF) or ``"error"``.
 
-    Returns: the student model (same module names; a ``torch.fx.GraphModule`` if a reused activation was split),
-    in the teacher's train/eval mode, its conv/linear parameters trainable (``requires_grad=True``) even if the
-    teacher's were frozen. Wrap it in :class:`ltl_ext.nn.SpikingModel` to run it.
+    Returns: the student model (same module names, plus one per functional activation; a ``torch.fx.GraphModule``
+    if a functional activation was replaced or a reused activation split), in the teacher's train/eval mode, its
+    conv/linear parameters trainable (``requires_grad=True``) even if the teacher's were frozen. Wrap it in
+    :class:`ltl_ext.nn.SpikingModel` to run it.
     """
     if init not in ("random", "teacher"):
         raise ValueError(f"init must be 'random' or 'teacher', got {init!r}")
     if reused not in ("split", "error"):
         raise ValueError(f"reused must be 'split' or 'error', got {reused!r}")
+    if mode not in TARGET_PERCENTILE:
+        raise ValueError(f"mode must be one of {tuple(TARGET_PERCENTILE)}, got {mode!r}")
+    if percentile is None:
+        percentile = TARGET_PERCENTILE[mode]
+    if isinstance(percentile, bool) or not isinstance(percentile, (int, float)) or not 0 < percentile <= 100:
+        raise ValueError(f"percentile must be a number in (0, 100], got {percentile!r}")
     if neuron is None:
         neuron = LIF()
     keep_activations = neuron is False
     if init == "teacher":
         if calib_data is None:
             raise ValueError("init='teacher' needs calib_data (a batch or a loader of training inputs) to balance "
-                             "the thresholds")
+                             "the layers")
         if keep_activations or not isinstance(neuron, LIF):
             raise ValueError("init='teacher' needs neuron to be a LIF")
-    model = copy.deepcopy(ann)
+        if neuron.threshold.dim() != 0 or neuron.alpha.dim() != 0:
+            raise ValueError("init='teacher' balances layers for a scalar threshold and alpha; give neuron scalar "
+                             "ones (set per-neuron values after converting)")
+    model = _copy_without_hooks(ann)
     training = ann.training
     graph, why = _trace(model)
 
-    # 1. reused activation modules
+    # 1-2. functional activations -> modules; reused activation modules -> one module per call
     split_from: Dict[str, Tuple[str, int]] = {}
-    if graph is not None:
-        calls: Dict[str, List[fx.Node]] = {}
-        for node in graph.nodes:
-            if node.op == "call_module" and isinstance(model.get_submodule(node.target), ACTIVATIONS):
-                calls.setdefault(node.target, []).append(node)
-        reused_names = {n: nodes for n, nodes in calls.items() if len(nodes) > 1}
-        if reused_names and not keep_activations:
-            if reused == "error":
-                listing = ", ".join(f"{n!r} ({len(v)} calls)" for n, v in reused_names.items())
-                raise ValueError(f"activation module instances used more than once: {listing}; a spiking neuron has "
-                                 f"state, so each use needs its own module (or call convert with reused='split')")
-            existing = {n for n, _ in model.named_modules()}
-            for name, nodes in reused_names.items():
-                for k, node in enumerate(nodes[1:], start=1):
-                    new = f"{name}_{k}"
-                    while new in existing:
-                        new += "_"
-                    existing.add(new)
-                    _set_submodule(model, new, copy.deepcopy(model.get_submodule(name)))
-                    node.target = new
-                    split_from[new] = (name, k)
+    if graph is not None and not keep_activations:
+        functional = modularise(model, graph)
+        for name, m in functional.items():
+            model.add_module(name, m)
+        split_from = _split_reused(model, graph, reused)
+        if functional or split_from:
             model = fx.GraphModule(model, graph, class_name=type(ann).__name__)
             graph = model.graph
     elif not keep_activations:
-        warnings.warn(f"convert: the model is not torch.fx-traceable ({why}); reused activation modules cannot be "
-                      f"detected (make sure each activation module is used once)", stacklevel=2)
+        warnings.warn(f"convert: the model is not torch.fx-traceable ({why}); functional activations (F.relu, ...) "
+                      f"and reused activation modules cannot be detected (use one activation module per use)",
+                      stacklevel=2)
 
-    # 2. dropout
+    # 3. dropout
     if drop_dropout:
         for name, m in list(model.named_modules()):
             if name and isinstance(m, _DROPOUT):
                 _set_submodule(model, name, nn.Identity())
 
-    # 3. BN folding
+    # 4. BN folding
     if fold_bn:
         folded = set()
         for layer_name, bn_name in _bn_pairs(model, graph):
@@ -430,7 +481,7 @@ def convert(ann: nn.Module, *, neuron: Optional[nn.Module] = None, init: str = "
         model.train(training)
         return model
 
-    # 4. which activations become neurons: all those before the readout (the last weight layer)
+    # 5. which activations become neurons: all those before the readout (the last weight layer)
     if graph is not None:
         order = [n.target for n in graph.nodes if n.op == "call_module"]
     else:
@@ -449,10 +500,10 @@ def convert(ann: nn.Module, *, neuron: Optional[nn.Module] = None, init: str = "
                 warnings.warn(f"convert: {n!r} is a Hardtanh with min_val = {m.min_val} < 0; a spiking neuron "
                               f"clips at 0", stacklevel=2)
 
-    # 5. teacher statistics (on the folded ANN, activations still in place)
+    # teacher statistics (on the folded ANN, activations still in place)
     scales = _activation_scales(model, names, calib_data, percentile) if init == "teacher" else {}
 
-    # 6. activations -> neurons
+    # activations -> neurons
     for n in names:
         lif = copy.deepcopy(neuron)
         if isinstance(lif, LIF):
@@ -461,7 +512,7 @@ def convert(ann: nn.Module, *, neuron: Optional[nn.Module] = None, init: str = "
     if isinstance(model, fx.GraphModule):
         model.recompile()
 
-    # 7. initialisation; the student's weights are trainable even if the teacher's were frozen
+    # 6. initialisation; the student's weights are trainable even if the teacher's were frozen
     for m in model.modules():
         if isinstance(m, WEIGHT_LAYERS):
             for q in m.parameters(recurse=False):
@@ -473,7 +524,7 @@ def convert(ann: nn.Module, *, neuron: Optional[nn.Module] = None, init: str = "
     else:
         graph, why = _trace(model)
         if graph is None:
-            raise ValueError(f"init='teacher' needs a torch.fx-traceable model to balance thresholds: {why}")
+            raise ValueError(f"init='teacher' needs a torch.fx-traceable model to balance the layers: {why}")
         units = _Units(model, graph, scales)
         units.run()
         units.apply()

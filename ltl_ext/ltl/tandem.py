@@ -1,29 +1,29 @@
 """Teacher/student pairing, teacher-target normalisation, and tandem mode for one batch (ltl-method.md §2-§4).
 
-The trainer's handle is :class:`Tandem` (pairing + normalisation + tandem mode in one object)::
+The trainer's handle is :class:`Tandem` (pairing + normalisation + the tandem run in one object)::
 
     link = tandem.Tandem(teacher, student, percentile=99.9)     # or "running", or None
-    link.set_targets(x, mode="offline")                        # teacher forward, y_l set on the student's LIFs
-    logits = student(x)
-    loss = F.cross_entropy(logits, labels) + sum(link.local_losses().values())
-    loss.backward(); link.clear()                              # ...; link.close() removes the hooks
+    with link.batch(x, mode="offline") as run:                 # teacher forward -> targets y_l for this batch
+        logits, steps = student(x, return_steps=True)          # each LIF computes its local loss into `run`
+    loss = F.cross_entropy(logits, labels) + run.total()
+    loss.backward()
 
-The same with the lower-level functions::
+``link.batch(x, mode=..., backward=True)`` back-propagates each layer's loss inside the forward instead (the
+engine's way: one layer's graph alive at a time; ``run.losses`` are then plain values). Online LTL is the same
+with ``mode="online", warmup=...`` and ``steps`` for the per-step readout; constant memory:
+``student.reset_state()`` then ``student.step(x)`` T times inside the run (``run.losses`` sums the steps).
 
-    pairs = tandem.pair(teacher, student)                  # once: hooks on the teacher's activations
-    norm = tandem.TargetNormaliser("batch", percentile=99.9)
-    ...
+No hook stays on the teacher: :class:`Tandem` hooks its activations for the length of each teacher forward.
+The lower-level functions keep the hooks until ``remove()``::
+
+    pairs = tandem.pair(teacher, student)                  # hooks on the teacher's activations
     with torch.no_grad():
         teacher.eval(); teacher(x)                          # hooks capture a_l  [B, *]
     targets = pairs.targets(norm)                           # y_l = clamp(a_l / pct_p(a_l), 0, 1)
-    with tandem.tandem_batch(pairs, targets, mode="offline"):
-        logits = student(x)                                 # each LIF computes its local loss
-        loss = F.cross_entropy(logits, labels) + pairs.local_loss()
-    loss.backward()
-
-Online (``mode="online", warmup=...``) is the same with ``student.last_step_logits`` for the per-step readout;
-constant memory: ``student.reset_state()`` then ``student.step(x)`` T times inside ``tandem_batch``, each LIF's
-``local_loss`` being that step's loss.
+    with tandem.tandem_batch(pairs, targets, mode="offline") as run:
+        logits = student(x)
+    (F.cross_entropy(logits, labels) + run.total()).backward()
+    pairs.remove()
 """
 from __future__ import annotations
 
@@ -34,10 +34,10 @@ from typing import Dict, Iterator, List, NamedTuple, Optional, Union
 import torch
 from torch import Tensor, nn
 
-from ..nn import ANN_ACTIVATIONS, LIF, SpikingModel, lifs
+from ..nn import ANN_ACTIVATIONS, LIF, SpikingModel, TandemRun, lifs
 
-__all__ = ["percentile", "normalise", "TargetNormaliser", "TandemPair", "Pairs", "pair", "set_targets",
-           "clear_targets", "local_losses", "tandem_batch", "Tandem", "NORMALISATIONS"]
+__all__ = ["percentile", "normalise", "TargetNormaliser", "TandemPair", "Pairs", "pair", "tandem_batch", "Tandem",
+           "TandemRun", "NORMALISATIONS"]
 
 NORMALISATIONS = ("batch", "running", "none")
 
@@ -136,19 +136,18 @@ class TandemPair(NamedTuple):
 
 
 class Pairs(list):
-    """The list of :class:`TandemPair` returned by :func:`pair`, plus the teacher hooks.
+    """The list of :class:`TandemPair` returned by :func:`pair`, and the teacher hooks that capture its activations.
 
-    After a teacher forward, :meth:`activations` gives each pair's teacher activation ``[B, *]``, and
-    :meth:`targets` the normalised targets. :meth:`remove` (or leaving a ``with`` block) removes the hooks.
+    After a teacher forward with the hooks on, :meth:`activations` gives each pair's teacher activation ``[B, *]``,
+    and :meth:`targets` the normalised targets. The hooks are on from :func:`pair` (``hooks=True``) until
+    :meth:`remove` (or the end of a ``with`` block), or only inside ``with pairs.capturing():``.
     """
 
     def __init__(self, pairs: List[TandemPair], teacher: nn.Module, calls: Dict[str, List[str]]):
         super().__init__(pairs)
         self.teacher = teacher
         self._store: Dict[str, List[Tensor]] = {n: [] for n in calls}
-        self._handles = [teacher.register_forward_pre_hook(self._clear)]
-        for tname in calls:
-            self._handles.append(teacher.get_submodule(tname).register_forward_hook(self._capture(tname)))
+        self._handles: list = []
         self._where = {p.name: (p.student.teacher_name or p.name, p.student.teacher_call) for p in pairs}
 
     def _clear(self, module, args) -> None:
@@ -159,6 +158,35 @@ class Pairs(list):
         def hook(module, args, out):
             self._store[tname].append(out.detach())
         return hook
+
+    def attach(self) -> None:
+        """Put the capturing hooks on the teacher (idempotent)."""
+        if self._handles:
+            return
+        self._handles.append(self.teacher.register_forward_pre_hook(self._clear))
+        for tname in self._store:
+            self._handles.append(self.teacher.get_submodule(tname).register_forward_hook(self._capture(tname)))
+
+    def remove(self) -> None:
+        """Take the hooks off the teacher."""
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    @property
+    def attached(self) -> bool:
+        return bool(self._handles)
+
+    @contextmanager
+    def capturing(self) -> Iterator["Pairs"]:
+        """Hooks on for the block only (unless they were on already)."""
+        was = self.attached
+        self.attach()
+        try:
+            yield self
+        finally:
+            if not was:
+                self.remove()
 
     @property
     def students(self) -> List[LIF]:
@@ -171,9 +199,13 @@ class Pairs(list):
             got = self._store[tname]
             if len(got) <= k:
                 raise RuntimeError(f"no teacher activation for {name!r} (teacher module {tname!r}, call {k}); run "
-                                   f"the teacher on the batch first")
+                                   f"the teacher on the batch first, with the hooks on")
             out[name] = got[k]
         return out
+
+    def forget(self) -> None:
+        """Drop the captured activations (they hold a batch's worth of memory)."""
+        self._clear(None, None)
 
     def targets(self, normaliser: Union[None, str, float, TargetNormaliser] = "batch") -> Dict[str, Tensor]:
         """Normalised targets from the last teacher forward. ``normaliser``: a :class:`TargetNormaliser`, a
@@ -185,20 +217,11 @@ class Pairs(list):
                 normaliser = TargetNormaliser(normaliser)
         return {name: normaliser(name, a) for name, a in self.activations().items()}
 
-    def local_losses(self) -> Dict[str, Tensor]:
-        return local_losses(self)
-
-    def local_loss(self) -> Tensor:
-        """Sum of the students' ``local_loss`` from the last forward."""
-        losses = list(local_losses(self).values())
-        if not losses:
-            raise RuntimeError("no local losses: run the student inside tandem_batch(...) first")
-        return torch.stack(losses).sum()
-
-    def remove(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
+    def run(self, targets: Dict[str, Tensor], *, mode: str = "offline", warmup: int = 0, backward: bool = False,
+            pack_spikes: bool = True) -> TandemRun:
+        """A :class:`TandemRun` of these pairs' student LIFs with ``targets`` (every pair needs one)."""
+        return TandemRun({p.name: p.student for p in self}, targets, mode=mode, warmup=warmup, backward=backward,
+                         pack_spikes=pack_spikes)
 
     def __enter__(self) -> "Pairs":
         return self
@@ -211,14 +234,15 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.model if isinstance(model, SpikingModel) else model
 
 
-def pair(teacher: nn.Module, student: nn.Module, *, strict: bool = True) -> Pairs:
+def pair(teacher: nn.Module, student: nn.Module, *, strict: bool = True, hooks: bool = True) -> Pairs:
     """Pair each student :class:`LIF` with the teacher activation module of the same name (or the one recorded
     by :func:`ltl_ext.convert` in ``lif.teacher_name`` / ``lif.teacher_call`` for split reused activations),
     and hook the teacher so its activations are captured at every forward.
 
     ``student`` may be a :class:`SpikingModel` (its wrapped model's names are used). Raises ``ValueError`` naming
     the student LIFs with no teacher module, and (``strict``) the teacher activations with no student LIF.
-    Returns :class:`Pairs`, a list of ``(name, teacher_module, student_lif)``.
+    Returns :class:`Pairs`, a list of ``(name, teacher_module, student_lif)``; ``hooks=False`` leaves the teacher
+    untouched until :meth:`Pairs.attach` / :meth:`Pairs.capturing`.
     """
     teacher, s_model = _unwrap(teacher), _unwrap(student)
     t_modules = dict(teacher.named_modules())
@@ -242,64 +266,33 @@ def pair(teacher: nn.Module, student: nn.Module, *, strict: bool = True) -> Pair
         raise ValueError("\n".join(msg))
     if not pairs:
         raise ValueError("the student has no LIF layers to pair")
-    return Pairs(pairs, teacher, used)
+    out = Pairs(pairs, teacher, used)
+    if hooks:
+        out.attach()
+    return out
 
 
-def _students(pairs_or_model) -> List[LIF]:
-    if isinstance(pairs_or_model, nn.Module):
-        return [m for _, m in lifs(_unwrap(pairs_or_model))]
-    return [p.student for p in pairs_or_model]
-
-
-def set_targets(pairs: Union[Pairs, List[TandemPair]], targets: Dict[str, Tensor], *, mode: str = "offline",
-                warmup: int = 0) -> None:
-    """Put the student LIFs of ``pairs`` in tandem mode for one batch: ``target`` [B, *], ``tandem_mode``,
-    ``warmup``. Every pair needs a target (missing names raise ``KeyError``)."""
-    if mode not in ("offline", "online"):
-        raise ValueError(f"mode must be 'offline' or 'online', got {mode!r}")
-    for p in pairs:
-        if p.name not in targets:
-            raise KeyError(f"no target for student layer {p.name!r}")
-    for p in pairs:
-        p.student.target, p.student.tandem_mode, p.student.warmup = targets[p.name], mode, int(warmup)
-        p.student.local_loss = None
-
-
-def clear_targets(pairs_or_model) -> None:
-    """Leave tandem mode (plain spiking inference again). ``local_loss`` of the last forward is kept (so the loss
-    can be read after the ``with`` block); the next :func:`set_targets` clears it."""
-    for lif in _students(pairs_or_model):
-        lif.target, lif.tandem_mode, lif.warmup = None, None, 0
-
-
-def local_losses(pairs: Union[Pairs, List[TandemPair]]) -> Dict[str, Tensor]:
-    """Student name -> ``local_loss`` of its last forward in tandem mode (layers without one are left out)."""
-    return {p.name: p.student.local_loss for p in pairs if p.student.local_loss is not None}
-
-
-@contextmanager
 def tandem_batch(pairs: Union[Pairs, List[TandemPair]], targets: Dict[str, Tensor], *, mode: str = "offline",
-                 warmup: int = 0) -> Iterator[Union[Pairs, List[TandemPair]]]:
-    """``with tandem_batch(pairs, targets, mode=..., warmup=...):`` student forwards inside compute local losses;
-    on exit the LIFs leave tandem mode (even on error); their last ``local_loss`` stays readable."""
-    set_targets(pairs, targets, mode=mode, warmup=warmup)
-    try:
-        yield pairs
-    finally:
-        clear_targets(pairs)
+                 warmup: int = 0, backward: bool = False) -> TandemRun:
+    """``with tandem_batch(pairs, targets, mode=..., warmup=...) as run:`` student forwards inside compute local
+    losses into ``run.losses``; nothing is left on the modules after the block."""
+    return TandemRun({p.name: p.student for p in pairs}, targets, mode=mode, warmup=warmup, backward=backward)
 
 
 class Tandem:
-    """Teacher/student link for LTL: :func:`pair` + a :class:`TargetNormaliser` + tandem mode on the LIFs.
+    """Teacher/student link for LTL: :func:`pair` + a :class:`TargetNormaliser` + a :class:`TandemRun` per batch.
 
     Args:
-        teacher: the ANN (run in eval mode, without gradient, by :meth:`set_targets`).
+        teacher: the ANN (run in eval mode, without gradient, by :meth:`targets` / :meth:`batch`).
         student: the spiking model (a :class:`SpikingModel` or the model inside it).
         percentile: target normalisation: a float p (batch percentile, default 99.9; the code uses 99 online),
             ``"running"`` (EMA of the batch 99.9th percentile, or ``running_percentile``), ``None`` (raw
             activations), or a :class:`TargetNormaliser`.
         strict: see :func:`pair`.
         percentile_fn: ``(a, p) -> 0-d tensor``, the batch percentile (see :class:`TargetNormaliser`).
+
+    The teacher is used as given (not copied) and keeps no hook: the capturing hooks are on only during each
+    teacher forward of :meth:`targets`, which restores the teacher's train/eval mode afterwards.
 
     Attributes: ``pairs`` (:class:`Pairs`), ``normaliser``.
     """
@@ -308,7 +301,7 @@ class Tandem:
                  TargetNormaliser] = 99.9, *, momentum: float = 0.1, running_percentile: float = 99.9,
                  strict: bool = True, percentile_fn=None):
         self.teacher = teacher
-        self.pairs = pair(teacher, student, strict=strict)
+        self.pairs = pair(teacher, student, strict=strict, hooks=False)
         if isinstance(percentile, TargetNormaliser):
             self.normaliser = percentile
         elif percentile is None or percentile == "none":
@@ -329,33 +322,23 @@ class Tandem:
         was_training = self.teacher.training
         self.teacher.eval()
         try:
-            self.teacher_logits = self.teacher(x)
+            with self.pairs.capturing():
+                self.teacher_logits = self.teacher(x)
+            return {name: self.normaliser(name, a, update=update) for name, a in self.pairs.activations().items()}
         finally:
+            self.pairs.forget()
             self.teacher.train(was_training)
-        return {name: self.normaliser(name, a, update=update) for name, a in self.pairs.activations().items()}
 
-    def set_targets(self, x: Tensor, *, mode: str = "offline", warmup: int = 0, stepwise: bool = False
-                    ) -> Dict[str, Tensor]:
-        """Teacher forward on ``x`` and tandem mode on the student's LIFs for this batch. ``stepwise=True``
-        (constant-memory online LTL: drive the student with ``SpikingModel.step``) needs ``mode="online"``.
-        Returns the targets."""
-        if stepwise and mode != "online":
-            raise ValueError("stepwise tandem learning is online LTL: use mode='online'")
-        y = self.targets(x)
-        set_targets(self.pairs, y, mode=mode, warmup=warmup)
-        return y
-
-    def local_losses(self) -> Dict[str, Tensor]:
-        """Student name -> the layer's local loss of the last forward (or of the last step, stepwise)."""
-        return local_losses(self.pairs)
-
-    def clear(self) -> None:
-        """Leave tandem mode (the student runs as a plain SNN again)."""
-        clear_targets(self.pairs)
+    def batch(self, x: Tensor, *, mode: str = "offline", warmup: int = 0, backward: bool = False,
+              pack_spikes: bool = True, update: bool = True) -> TandemRun:
+        """Teacher forward on ``x`` and the :class:`TandemRun` of the student for this batch (enter it around the
+        student's forward, or its ``step`` calls). ``backward=True``: each local loss is back-propagated as soon
+        as its layer has run."""
+        return self.pairs.run(self.targets(x, update=update), mode=mode, warmup=warmup, backward=backward,
+                              pack_spikes=pack_spikes)
 
     def close(self) -> None:
-        """Leave tandem mode and remove the teacher hooks."""
-        self.clear()
+        """Remove any hook left on the teacher (none, unless ``pairs.attach()`` was called)."""
         self.pairs.remove()
 
     def state_dict(self) -> dict:

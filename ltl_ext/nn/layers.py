@@ -27,13 +27,13 @@ from torch import Tensor, nn
 
 from .. import functional
 from ..ops.params import RESETS, SURROGATES
+from .tandem_run import TandemRun
 
-__all__ = ["LIF", "ClampReLU", "SpikingModel", "encode", "lifs", "ANN_ACTIVATIONS"]
+__all__ = ["LIF", "ClampReLU", "SpikingModel", "encode", "time_average", "lifs", "ANN_ACTIVATIONS"]
 
 _LEARNABLE = {False: (), None: (), "threshold": ("threshold",), "beta": ("beta",), "both": ("threshold", "beta")}
 _TENSOR_PARAMS = ("beta", "threshold", "alpha")
-TANDEM_MODES = (None, "offline", "online")
-ENCODINGS = ("direct", "poisson")
+ENCODINGS = ("direct", "poisson", "none")
 
 
 class ClampReLU(nn.Module):
@@ -88,10 +88,10 @@ class LIF(nn.Module):
     and ``load_state_dict`` refresh the cache); ``load_state_dict`` accepts per-neuron values even into a
     scalar module. ``torch.nn.utils.parametrize`` works on ``threshold`` / ``beta`` (the noise models use it).
 
-    Tandem mode (set by :mod:`ltl_ext.tandem` for the trainer): when ``tandem_mode`` is ``"offline"`` or
-    ``"online"`` and ``target`` ([B, *neuron] teacher target) is set, the forward calls
-    :func:`ltl_ext.functional.tandem_loss` (or ``tandem_step`` when stepwise), stores the layer's loss in
-    ``local_loss`` and returns detached spikes, so each layer's gradient stays inside the layer.
+    Tandem mode: inside an active :class:`~ltl_ext.nn.tandem_run.TandemRun` that names this LIF, the forward
+    computes the layer's local loss against the run's target (:func:`ltl_ext.functional.tandem_loss`, or
+    ``tandem_step`` when stepwise), hands it to the run (which may back-propagate it at once) and returns
+    detached spikes, so each layer's gradient stays inside the layer. Nothing is stored on the module.
 
     Shapes: forward ``[T*B, *neuron] -> [T*B, *neuron]`` spikes in {0, 1} (x's dtype); stepwise
     ``[B, *neuron] -> [B, *neuron]``.
@@ -122,11 +122,6 @@ class LIF(nn.Module):
         self.min_threshold = float(min_threshold)
         self.time_steps = int(time_steps)
         self.stepwise = bool(stepwise)
-        # tandem mode (see ltl_ext.tandem)
-        self.target: Optional[Tensor] = None
-        self.tandem_mode: Optional[str] = None
-        self.warmup: int = 0
-        self.local_loss: Optional[Tensor] = None
         # which teacher activation this neuron learns from (set by convert; None = the module of the same name)
         self.teacher_name: Optional[str] = None
         self.teacher_call: int = 0
@@ -210,42 +205,41 @@ class LIF(nn.Module):
 
     # ---------------------------------------------------------------- state
     def reset_state(self) -> None:
-        """Clear the stepwise state (``v``, ``count``, ``t``) and the last ``local_loss``."""
-        self.v, self.count, self.t, self.local_loss = None, None, 0, None
+        """Clear the stepwise state (``v``, ``count``, ``t``)."""
+        self.v, self.count, self.t = None, None, 0
 
     # ---------------------------------------------------------------- forward
     def forward(self, x: Tensor) -> Tensor:
+        run = TandemRun.current()
+        name = None if run is None else run.name_of(self)
         if self.stepwise:
-            return self._forward_step(x)
+            return self._forward_step(x, run, name)
         T = self.time_steps
         if x.shape[0] % T != 0:
             raise ValueError(f"LIF got a leading dim of {x.shape[0]}, not a multiple of time_steps = {T}; inside "
                              f"a spiking model tensors are [T*B, ...] (wrap the model in SpikingModel)")
         xs = x.reshape(T, x.shape[0] // T, *x.shape[1:])
-        if self.tandem_mode is None:
-            s = functional.lif(xs, **self.lif_kwargs())
-        else:
-            if self.target is None:
-                raise RuntimeError(f"LIF is in tandem mode {self.tandem_mode!r} but has no target; set "
-                                   f"it with ltl_ext.tandem (set_targets / tandem_batch)")
-            s, self.local_loss = functional.tandem_loss(xs, self.target, mode=self.tandem_mode,
-                                                        warmup=self.warmup, **self.lif_kwargs())
-        return s.reshape(x.shape)
+        if name is None:
+            return functional.lif(xs, **self.lif_kwargs()).reshape(x.shape)
+        s, loss = functional.tandem_loss(xs, run.targets[name], mode=run.mode, warmup=run.warmup,
+                                         **self.lif_kwargs())
+        return run.give(name, loss, s.reshape(x.shape))
 
-    def _forward_step(self, x: Tensor) -> Tensor:
+    def _forward_step(self, x: Tensor, run: Optional[TandemRun], name: Optional[str]) -> Tensor:
         if self.v is not None and self.v.shape != x.shape:
             raise RuntimeError(f"stepwise LIF state has shape {tuple(self.v.shape)} but the input is "
                                f"{tuple(x.shape)}; call reset_state() (SpikingModel.reset_state()) between batches")
-        if self.tandem_mode is None:
+        if name is None:
             s, v = functional.lif(x.unsqueeze(0), v0=self.v, return_v=True, **self.lif_kwargs())
             s = s[0]
             self.v = v.detach()
             self.count = s.detach() if self.count is None else self.count + s.detach()
         else:
-            if self.tandem_mode != "online" or self.target is None:
-                raise RuntimeError("a stepwise LIF in tandem mode needs tandem_mode='online' and a target")
-            s, self.local_loss, self.v, self.count = functional.tandem_step(
-                x, self.target, self.v, self.count, self.t, warmup=self.warmup, **self.lif_kwargs())
+            if run.mode != "online":
+                raise RuntimeError("a stepwise LIF learns online only: run it in a TandemRun with mode='online'")
+            s, loss, self.v, self.count = functional.tandem_step(
+                x, run.targets[name], self.v, self.count, self.t, warmup=run.warmup, **self.lif_kwargs())
+            s = run.give(name, loss, s)
         self.t += 1
         return s
 
@@ -277,22 +271,39 @@ def encode(x: Tensor, time_steps: int, encoding: str = "direct") -> Tensor:
     - ``"direct"``: the (normalised) input is the first layer's current at every step: x repeated T times.
     - ``"poisson"``: rate coding, S[t] ~ Bernoulli(clamp(x, 0, 1)) independently per step (x must be in [0, 1],
       e.g. pixel intensities, not mean/std-normalised values).
+    - ``"none"``: x already is a sequence ``[T, B, ...]`` (event frames, audio features, pre-encoded spikes),
+      time-major; it is only folded to ``[T*B, ...]``. Its teacher sees the time-average (:func:`time_average`).
     """
     if encoding not in ENCODINGS:
         raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+    if encoding == "none":
+        if x.dim() < 2 or x.shape[0] != time_steps:
+            raise ValueError(f"encoding='none' takes time-major sequences [T={time_steps}, B, ...], got shape "
+                             f"{tuple(x.shape)}")
+        return x.flatten(0, 1)
     xs = x.unsqueeze(0).expand(time_steps, *x.shape).reshape(time_steps * x.shape[0], *x.shape[1:])
     if encoding == "poisson":
         xs = (torch.rand_like(xs) < xs.clamp(0, 1)).to(x.dtype)
     return xs
 
 
+def time_average(module: nn.Module, args: tuple) -> tuple:
+    """Forward pre-hook giving a teacher the time-average ``[B, ...]`` of a time-major input ``[T, B, ...]``.
+
+    The ANN teacher of a student fed sequences (``encoding="none"``) has no time axis; it sees the mean over T,
+    the rate that direct encoding would repeat at every step. ``teacher.register_forward_pre_hook(time_average)``.
+    """
+    return (args[0].mean(0),) + tuple(args[1:])
+
+
 class SpikingModel(nn.Module):
     """Runs a model containing :class:`LIF` layers over T time steps.
 
-    ``forward(x)``: x ``[B, ...]`` -> encoded ``[T*B, ...]`` -> model -> ``[T*B, classes]`` -> stored as
-    ``last_step_logits`` ``[T, B, classes]`` (the readout's input current at each step, with graph) -> returns
-    the time-averaged logits ``[B, classes] = mean_t last_step_logits[t]``. Each forward starts every neuron
-    from rest, so no state leaks between batches.
+    ``forward(x)``: x ``[B, ...]`` -> encoded ``[T*B, ...]`` -> model -> ``[T*B, classes]``, the readout's input
+    current at each step O[t] -> returns the time-averaged logits ``[B, classes] = mean_t O[t]``.
+    ``forward(x, return_steps=True)`` returns ``(logits [B, classes], steps [T, B, classes])`` with ``steps[t] =
+    O[t]`` (with graph: online LTL's readout loss and per-step accuracy use it). Each forward starts every neuron
+    from rest, so no state leaks between batches; nothing of the forward is kept on the module.
 
     ``step(x)``: one time step for constant-memory runs: x ``[B, ...]`` (the raw input; encoded for one step)
     -> readout current ``[B, classes]`` at this step. The LIFs switch to stepwise mode and keep their state until
@@ -309,7 +320,6 @@ class SpikingModel(nn.Module):
         self.encoding = encoding
         self.time_steps = time_steps
         self._stepwise = False
-        self.last_step_logits: Optional[Tensor] = None
 
     @property
     def time_steps(self) -> int:
@@ -338,14 +348,13 @@ class SpikingModel(nn.Module):
         for _, m in self.lifs():
             m.reset_state()
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, return_steps: bool = False) -> Union[Tensor, Tuple[Tensor, Tensor]]:
         if self._stepwise:
             self._set_stepwise(False)
-        T, B = self._time_steps, x.shape[0]
+        T, B = self._time_steps, x.shape[1 if self.encoding == "none" else 0]
         out = self.model(encode(x, T, self.encoding))
-        out = out.reshape(T, B, *out.shape[1:])
-        self.last_step_logits = out
-        return out.mean(0)
+        steps = out.reshape(T, B, *out.shape[1:])
+        return (steps.mean(0), steps) if return_steps else steps.mean(0)
 
     def step(self, x: Tensor) -> Tensor:
         if not self._stepwise:

@@ -10,6 +10,10 @@ directly, or ``batch_norm=False, dropout=0`` for the student layout itself.
 Each activation position gets its own deep copy of ``activation`` (no module instance is reused), so
 teacher/student pairing by module name is one-to-one.
 
+Input normalisation: every builder takes ``mean`` and ``std`` (``C`` floats, e.g. ``splits.mean``/``splits.std``)
+and then normalises its own input (:class:`Normalize`, the first module); the statistics are part of the model's
+state and spec, so checkpoints carry them. Without them the model sees its input as given.
+
 Shapes: ``vgg11/vgg16``: [B, in_channels, input_size, input_size] -> [B, num_classes] (any input size
 divisible by 16); ``cnn_small``, ``resnet``: [B, in_channels, H, W] -> [B, num_classes]; ``mlp``:
 [B, *] -> [B, num_classes] (flattened, ``in_features`` = prod of the input dims).
@@ -26,12 +30,45 @@ from torch import Tensor, nn
 
 from .layers import ClampReLU
 
-__all__ = ["vgg11", "vgg16", "cnn_small", "mlp", "resnet", "VGG", "ResNet", "BasicBlock", "MODELS"]
+__all__ = ["vgg11", "vgg16", "cnn_small", "mlp", "resnet", "VGG", "ResNet", "BasicBlock", "Normalize", "MODELS"]
 
 #: (out_channels, stride) of the 3x3 convs, from the released LTL code (ltl-method.md §5).
 VGG11_CONVS = ((64, 1), (128, 2), (256, 1), (256, 2), (512, 1), (512, 2), (512, 1), (512, 2))
 VGG16_CONVS = ((64, 1), (64, 1), (128, 1), (128, 2), (256, 1), (256, 1), (256, 2), (512, 1), (512, 1), (512, 2),
                (512, 1), (512, 1), (512, 2))
+
+
+class Normalize(nn.Module):
+    """The model's input normalisation, ``(x - mean) / std`` per channel, part of the model's state.
+
+    Data loaders yield raw intensities; a model built with ``mean``/``std`` (every zoo builder takes them, e.g.
+    ``cnn_small(..., mean=splits.mean, std=splits.std)``) normalises its own input, so the statistics it was
+    trained with travel in its state dict and its spec, and any data it is evaluated or exported on get the
+    same transform. Shapes: ``mean``, ``std`` ``C`` floats; ``x`` ``[B, C, ...]`` -> same shape.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        mean_t, std_t = torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
+        if mean_t.dim() != 1 or mean_t.shape != std_t.shape or not bool((std_t > 0).all()):
+            raise ValueError(f"Normalize needs mean and std of C floats each, std > 0; got {list(mean)}, "
+                             f"{list(std)}")
+        self.register_buffer("mean", mean_t)
+        self.register_buffer("std", std_t)
+
+    def forward(self, x: Tensor) -> Tensor:
+        shape = (1, -1) + (1,) * (x.dim() - 2)          # broadcast over the channel dim 1
+        return (x - self.mean.view(shape)) / self.std.view(shape)
+
+    def extra_repr(self) -> str:
+        return f"mean={[round(v, 4) for v in self.mean.tolist()]}, std={[round(v, 4) for v in self.std.tolist()]}"
+
+
+def _input_norm(mean: Optional[Sequence[float]], std: Optional[Sequence[float]]) -> nn.Module:
+    """``Normalize(mean, std)``, or ``nn.Identity`` when neither is given (the model sees its input as is)."""
+    if (mean is None) != (std is None):
+        raise ValueError("pass both mean and std (the input normalisation), or neither")
+    return nn.Identity() if mean is None else Normalize(mean, std)
 
 
 def _act(activation: Optional[nn.Module]) -> nn.Module:
@@ -63,8 +100,10 @@ class VGG(nn.Module):
 
     def __init__(self, convs: Sequence[Tuple[int, int]], num_classes: int = 10, in_channels: int = 3,
                  input_size: int = 32, activation: Optional[nn.Module] = None, hidden: Sequence[int] = (512, 512),
-                 batch_norm: bool = True, dropout: float = 0.2, bn_eps: float = 1e-4):
+                 batch_norm: bool = True, dropout: float = 0.2, bn_eps: float = 1e-4,
+                 input_norm: Optional[nn.Module] = None):
         super().__init__()
+        self.input_norm = input_norm if input_norm is not None else nn.Identity()
         blocks, cin, size = [], in_channels, input_size
         for cout, stride in convs:
             blocks.append(_conv_block(cin, cout, stride, activation, batch_norm, bn_eps))
@@ -79,7 +118,7 @@ class VGG(nn.Module):
         self.fc = nn.Linear(fin, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = torch.flatten(self.features(x), 1)
+        x = torch.flatten(self.features(self.input_norm(x)), 1)
         return self.fc(self.drop(self.classifier(x)))
 
 
@@ -102,31 +141,34 @@ def _records_spec(build):
 
 @_records_spec
 def vgg11(num_classes: int = 10, in_channels: int = 3, activation: Optional[nn.Module] = None, *,
-          input_size: int = 32, batch_norm: bool = True, dropout: float = 0.2) -> VGG:
+          input_size: int = 32, batch_norm: bool = True, dropout: float = 0.2,
+          mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None) -> VGG:
     """The LTL code's VGG-11: convs 64, 128s2, 256, 256s2, 512, 512s2, 512, 512s2 (3x3, pad 1), fc 512, fc 512,
     readout. [B, in_channels, 32, 32] -> [B, num_classes]."""
     return VGG(VGG11_CONVS, num_classes, in_channels, input_size, activation, batch_norm=batch_norm,
-               dropout=dropout)
+               dropout=dropout, input_norm=_input_norm(mean, std))
 
 
 @_records_spec
 def vgg16(num_classes: int = 10, in_channels: int = 3, activation: Optional[nn.Module] = None, *,
-          input_size: int = 32, batch_norm: bool = True, dropout: float = 0.2) -> VGG:
+          input_size: int = 32, batch_norm: bool = True, dropout: float = 0.2,
+          mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None) -> VGG:
     """The LTL code's VGG-16: convs 64, 64, 128, 128s2, 256, 256, 256s2, 512, 512, 512s2, 512, 512, 512s2,
     fc 512, fc 512, readout. [B, in_channels, 32, 32] -> [B, num_classes]."""
     return VGG(VGG16_CONVS, num_classes, in_channels, input_size, activation, batch_norm=batch_norm,
-               dropout=dropout)
+               dropout=dropout, input_norm=_input_norm(mean, std))
 
 
 @_records_spec
 def cnn_small(num_classes: int = 10, in_channels: int = 1, activation: Optional[nn.Module] = None, *,
               channels: Sequence[int] = (32, 64, 64), hidden: int = 256, input_size: int = 28,
-              batch_norm: bool = True, dropout: float = 0.2) -> VGG:
+              batch_norm: bool = True, dropout: float = 0.2, mean: Optional[Sequence[float]] = None,
+              std: Optional[Sequence[float]] = None) -> VGG:
     """A small CNN for 28x28 input: conv 32, conv 64 s2, conv 64 s2 (3x3), fc ``hidden``, readout.
     [B, in_channels, 28, 28] -> [B, num_classes]."""
     convs = [(c, 1 if i == 0 else 2) for i, c in enumerate(channels)]
     return VGG(convs, num_classes, in_channels, input_size, activation, hidden=(hidden,), batch_norm=batch_norm,
-               dropout=dropout)
+               dropout=dropout, input_norm=_input_norm(mean, std))
 
 
 class MLP(nn.Module):
@@ -134,8 +176,9 @@ class MLP(nn.Module):
 
     def __init__(self, num_classes: int = 10, in_features: int = 784, hidden: Sequence[int] = (512, 256),
                  activation: Optional[nn.Module] = None, batch_norm: bool = True, dropout: float = 0.2,
-                 bn_eps: float = 1e-4):
+                 bn_eps: float = 1e-4, input_norm: Optional[nn.Module] = None):
         super().__init__()
+        self.input_norm = input_norm if input_norm is not None else nn.Identity()
         layers, fin = [], in_features
         for i, h in enumerate(hidden):
             layers.append(_fc_block(fin, h, activation, batch_norm, dropout if i > 0 else 0.0, bn_eps))
@@ -146,14 +189,16 @@ class MLP(nn.Module):
         self.fc = nn.Linear(fin, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc(self.drop(self.hidden(self.flatten(x))))
+        return self.fc(self.drop(self.hidden(self.flatten(self.input_norm(x)))))
 
 
 @_records_spec
 def mlp(num_classes: int = 10, in_features: int = 784, activation: Optional[nn.Module] = None, *,
-        hidden: Sequence[int] = (512, 256), batch_norm: bool = True, dropout: float = 0.2) -> MLP:
+        hidden: Sequence[int] = (512, 256), batch_norm: bool = True, dropout: float = 0.2,
+        mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None) -> MLP:
     """A multi-layer perceptron for 28x28 input: [B, 1, 28, 28] (or [B, 784]) -> [B, num_classes]."""
-    return MLP(num_classes, in_features, hidden, activation, batch_norm, dropout)
+    return MLP(num_classes, in_features, hidden, activation, batch_norm, dropout,
+               input_norm=_input_norm(mean, std))
 
 
 class BasicBlock(nn.Module):
@@ -190,8 +235,9 @@ class ResNet(nn.Module):
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, widths: Sequence[int] = (32, 64, 128),
                  blocks: Sequence[int] = (2, 2, 2), activation: Optional[nn.Module] = None,
-                 batch_norm: bool = True):
+                 batch_norm: bool = True, input_norm: Optional[nn.Module] = None):
         super().__init__()
+        self.input_norm = input_norm if input_norm is not None else nn.Identity()
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=not batch_norm)
         self.bn1 = nn.BatchNorm2d(widths[0]) if batch_norm else nn.Identity()
         self.act1 = _act(activation)
@@ -206,16 +252,18 @@ class ResNet(nn.Module):
         self.fc = nn.Linear(cin, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.layers(self.act1(self.bn1(self.conv1(x))))
+        x = self.layers(self.act1(self.bn1(self.conv1(self.input_norm(x)))))
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
 @_records_spec
 def resnet(num_classes: int = 10, in_channels: int = 3, activation: Optional[nn.Module] = None, *,
            widths: Sequence[int] = (32, 64, 128), blocks: Sequence[int] = (2, 2, 2),
-           batch_norm: bool = True) -> ResNet:
+           batch_norm: bool = True, mean: Optional[Sequence[float]] = None,
+           std: Optional[Sequence[float]] = None) -> ResNet:
     """A small ResNet (3 stages of 2 basic blocks by default): [B, in_channels, H, W] -> [B, num_classes]."""
-    return ResNet(num_classes, in_channels, widths, blocks, activation, batch_norm)
+    return ResNet(num_classes, in_channels, widths, blocks, activation, batch_norm,
+                  input_norm=_input_norm(mean, std))
 
 
 #: name -> builder, for the CLI / trainer.

@@ -71,7 +71,7 @@ def check_device(x: torch.Tensor, op: str = "lif") -> None:
 
 def build_info() -> dict:
     """What was compiled and what runs now: for ``python -m ltl_ext info`` and bug reports."""
-    from .. import __version__
+    from .._version import __version__
     info = {"ltl_ext_version": __version__, "compiled": HAS_C}
     if not HAS_C:
         info["error"] = missing_message()

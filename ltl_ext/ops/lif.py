@@ -7,7 +7,9 @@ The expand/reshape/cast that brings a parameter to [N] is ordinary autograd, so 
 its own shape and dtype.
 
 Forward saves only x (and the parameters); backward recomputes H from x (cheaper than writing and re-reading a
-[T, N] H on these machines) and runs BPTT with the surrogate.
+[T, N] H on these machines) and runs BPTT with the surrogate. The autograd formula is registered in C++
+(csrc/autograd.cpp: a call is one dispatch, its backward one more); the fake kernels for torch.compile and
+opcheck are here.
 """
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ from .library import HAS_C, check_device
 from .params import check_lif_args
 
 __all__ = ["lif"]
+
+_LIF_FWD = torch.ops.ltl_ext.lif_fwd.default if HAS_C else None  # the overload itself: no resolution per call
 
 
 def _math_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -37,7 +41,8 @@ def lif(x: Tensor, *, beta, alpha=1.0, threshold=1.0, reset="soft", v_reset=0.0,
         surrogate_alpha=None, detach_reset=False, return_v=False):
     """Multi-step LIF over ``x`` [T, *] with the fused kernel of x's device; see ``lif_reference``."""
     p = check_lif_args(x, beta=beta, alpha=alpha, threshold=threshold, reset=reset, v_reset=v_reset, v0=v0,
-                       surrogate=surrogate, surrogate_alpha=surrogate_alpha, detach_reset=detach_reset)
+                       surrogate=surrogate, surrogate_alpha=surrogate_alpha, detach_reset=detach_reset,
+                       check_values=False)  # tensor values: the C++ glue (CPU) / where they are set (GPU)
     check_device(x, "lif")
     T, shape = x.shape[0], x.shape[1:]
     n = math.prod(shape)
@@ -46,17 +51,10 @@ def lif(x: Tensor, *, beta, alpha=1.0, threshold=1.0, reset="soft", v_reset=0.0,
     a, as_ = _per_neuron(p.alpha, shape, n, md)
     th, ths = _per_neuron(p.threshold, shape, n, md)
     v0t = None if p.v0 is None else p.v0.to(md).expand(shape).reshape(n)
-    spikes, v = torch.ops.ltl_ext.lif_fwd(x.reshape(T, n), b, a, th, v0t, bs, as_, ths, p.reset, p.v_reset,
+    spikes, v = _LIF_FWD(x.reshape(T, n), b, a, th, v0t, bs, as_, ths, p.reset, p.v_reset,
                                           p.surrogate, p.surrogate_alpha, p.detach_reset)
     spikes = spikes.view(x.shape)
     return (spikes, v.view(shape)) if return_v else spikes
-
-
-def _register() -> None:
-    """Fake kernels (shapes only: torch.compile, opcheck) and the autograd formula of ``ltl_ext::lif_fwd``."""
-    torch.library.register_fake("ltl_ext::lif_fwd")(_lif_fwd_fake)
-    torch.library.register_fake("ltl_ext::lif_bwd")(_lif_bwd_fake)
-    torch.library.register_autograd("ltl_ext::lif_fwd", _backward, setup_context=_setup_context)
 
 
 # ---- fake kernels (shapes only: torch.compile, opcheck) --------------------------------------------------------
@@ -76,24 +74,6 @@ def _lif_bwd_fake(grad_spikes, grad_v, x, beta, alpha, threshold, v0, beta_s, al
     return x.new_empty(x.shape), opt(need_v0), opt(need_beta), opt(need_alpha), opt(need_threshold)
 
 
-# ---- autograd ---------------------------------------------------------------------------------------------------
-def _setup_context(ctx, inputs, output):
-    x, beta, alpha, threshold, v0, *rest = inputs
-    ctx.save_for_backward(x, beta, alpha, threshold, v0)
-    ctx.rest = tuple(rest)  # beta_s, alpha_s, threshold_s, reset, v_reset, surrogate, surrogate_alpha, detach
-    ctx.set_materialize_grads(False)  # an unused output's gradient stays None: no [T, N] of zeros
-
-
-def _backward(ctx, grad_spikes, grad_v):
-    x, beta, alpha, threshold, v0 = ctx.saved_tensors
-    need = ctx.needs_input_grad
-    if grad_spikes is None and grad_v is None:
-        return (None,) * 13
-    gx, g0, gb, ga, gt = torch.ops.ltl_ext.lif_bwd(grad_spikes, grad_v, x, beta, alpha, threshold, v0, *ctx.rest,
-                                                    need[4], need[1], need[2], need[3])
-    return (gx if need[0] else None, gb if need[1] else None, ga if need[2] else None, gt if need[3] else None,
-            g0 if need[4] else None) + (None,) * 8
-
-
 if HAS_C:  # without the library, lif() raises check_device's message; there is nothing to register on
-    _register()
+    torch.library.register_fake("ltl_ext::lif_fwd")(_lif_fwd_fake)
+    torch.library.register_fake("ltl_ext::lif_bwd")(_lif_bwd_fake)

@@ -2,6 +2,17 @@
 
 Every public entry point (``lif``, ``tandem_loss``, ``tandem_step`` and their ``*_reference`` twins) calls
 :func:`check_lif_args` first, so bad input gets the same clear Python exception whichever path runs.
+
+Where the *values* of tensor arguments are checked (threshold > 0, beta in [0, 1], no NaN in alpha or the target):
+reading a tensor's min/max back to Python is a host-device sync on a GPU and ~10 us on a CPU, so the fused ops
+do not do it per call in Python (``check_values=False``):
+
+- CPU tensors: the C++ glue checks them before the launch (``csrc/lif_op.h``, ``check_values_cpu``: one pass over
+  [N] values next to the kernel's T passes), with the same messages;
+- GPU tensors: they are validated where they are set: :func:`check_lif_values` (``nn.LIF`` calls it when a value
+  is assigned; learnable values are clamped into range in its forward). A fused call on the GPU never syncs.
+
+The references (the spec, not a hot path) check everything in Python, on every device.
 """
 from __future__ import annotations
 
@@ -44,9 +55,52 @@ def _is_compiling() -> bool:
         return False
 
 
-def _check_param(name: str, p, x: Tensor, low: float, high: float, low_open: bool) -> Param:
-    """A float, or a floating tensor on x's device broadcastable to x.shape[1:], with values in range."""
-    bound = f"({low}, {high}]" if low_open else f"[{low}, {high}]"
+#: name -> (low, high, low_open): the legal values of each LIF parameter
+RANGES = {"beta": (0.0, 1.0, False), "alpha": (-math.inf, math.inf, False), "threshold": (0.0, math.inf, True)}
+
+
+def _bound(name: str) -> str:
+    low, high, low_open = RANGES[name]
+    return f"({low}, {high}]" if low_open else f"[{low}, {high}]"
+
+
+def _outside(name: str, lo: float, hi: float) -> bool:
+    low, high, low_open = RANGES[name]
+    return math.isnan(lo) or math.isnan(hi) or (lo <= low if low_open else lo < low) or hi > high
+
+
+def _check_tensor_values(name: str, p: Tensor) -> None:
+    """Raise if a tensor's values leave ``RANGES[name]`` (reads min/max back: a host sync on a GPU)."""
+    if _is_compiling() or p.numel() == 0:
+        return
+    lo, hi = (float(v) for v in p.detach().aminmax())
+    if _outside(name, lo, hi):
+        raise ValueError(f"{name} values must lie in {_bound(name)} (got min {lo:g}, max {hi:g})")
+
+
+def check_lif_values(*, beta=None, alpha=None, threshold=None) -> None:
+    """Check the values of LIF parameters (floats or tensors; None = not given) where they are set.
+
+    The fused ops do not read a GPU tensor's values per call (a host sync); a module that holds the parameters
+    (``nn.LIF``) calls this when a value is assigned instead. Raises ``ValueError`` naming the parameter.
+    """
+    for name, p in (("beta", beta), ("alpha", alpha), ("threshold", threshold)):
+        if isinstance(p, Tensor):
+            _check_tensor_values(name, p)
+        elif p is not None:
+            _check_float(name, p)
+
+
+def _check_float(name: str, p) -> float:
+    p = float(p)
+    if not math.isfinite(p) or _outside(name, p, p):
+        raise ValueError(f"{name} must lie in {_bound(name)}, got {p}")
+    return p
+
+
+def _check_param(name: str, p, x: Tensor, check_values: bool) -> Param:
+    """A float, or a floating tensor on x's device broadcastable to x.shape[1:] (values in range if
+    ``check_values``)."""
     if isinstance(p, bool) or not isinstance(p, (int, float, Tensor)):
         raise TypeError(f"{name} must be a float or a tensor broadcastable to x.shape[1:], got {type(p).__name__}")
     if isinstance(p, Tensor):
@@ -62,23 +116,20 @@ def _check_param(name: str, p, x: Tensor, low: float, high: float, low_open: boo
             raise ValueError(
                 f"{name} has shape {tuple(p.shape)}, which does not broadcast to the neuron shape "
                 f"x.shape[1:] = {tuple(x.shape[1:])}; per-neuron parameters must match the trailing dims of x")
-        if not _is_compiling() and p.numel() > 0:
-            lo, hi = p.detach().aminmax()
-            lo, hi = float(lo), float(hi)
-            if math.isnan(lo) or math.isnan(hi) or (lo <= low if low_open else lo < low) or hi > high:
-                raise ValueError(f"{name} values must lie in {bound} (got min {lo:g}, max {hi:g})")
+        if check_values:
+            _check_tensor_values(name, p)
         return p
-    p = float(p)
-    if not math.isfinite(p) or (p <= low if low_open else p < low) or p > high:
-        raise ValueError(f"{name} must lie in {bound}, got {p}")
-    return p
+    return _check_float(name, p)
 
 
 def check_lif_args(x: Tensor, *, beta, alpha=1.0, threshold=1.0, reset="soft", v_reset=0.0, v0=None,
-                   surrogate="sigmoid", surrogate_alpha=None, detach_reset=False) -> LIFParams:
+                   surrogate="sigmoid", surrogate_alpha=None, detach_reset=False,
+                   check_values: bool = True) -> LIFParams:
     """Validate the arguments of a multi-step LIF call on ``x`` of shape [T, *] and return them normalised.
 
     Raises ``TypeError`` for wrong types/dtypes and ``ValueError`` for wrong shapes, devices and values.
+    ``check_values=False`` (the fused ops) leaves the values of tensor parameters to the C++ glue (CPU) and to
+    :func:`check_lif_values` where they are set (see the module docstring); float values are always checked.
     """
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a torch.Tensor of shape [T, ...], got {type(x).__name__}")
@@ -99,9 +150,9 @@ def check_lif_args(x: Tensor, *, beta, alpha=1.0, threshold=1.0, reset="soft", v
         raise ValueError(f"surrogate_alpha must be a positive float, got {surrogate_alpha!r}")
     if isinstance(v_reset, bool) or not isinstance(v_reset, (int, float)) or not math.isfinite(v_reset):
         raise ValueError(f"v_reset must be a finite float, got {v_reset!r}")
-    beta = _check_param("beta", beta, x, 0.0, 1.0, low_open=False)
-    alpha = _check_param("alpha", alpha, x, -math.inf, math.inf, low_open=False)
-    threshold = _check_param("threshold", threshold, x, 0.0, math.inf, low_open=True)
+    beta = _check_param("beta", beta, x, check_values)
+    alpha = _check_param("alpha", alpha, x, check_values)
+    threshold = _check_param("threshold", threshold, x, check_values)
     if v0 is not None:
         if not isinstance(v0, Tensor) or not v0.is_floating_point():
             raise TypeError("v0 must be None or a floating tensor of shape x.shape[1:]")
@@ -118,11 +169,12 @@ def check_lif_args(x: Tensor, *, beta, alpha=1.0, threshold=1.0, reset="soft", v
                      bool(detach_reset))
 
 
-def check_target(target, x: Tensor, *, time_dim: bool = True) -> Tensor:
+def check_target(target, x: Tensor, *, time_dim: bool = True, check_values: bool = True) -> Tensor:
     """The teacher target of a tandem loss: same shape as one time step of ``x``, same device, no NaN.
 
     Values outside [0, 1] are allowed (an unnormalised teacher); NaN is an error because it would silently turn
-    every gradient of the layer into NaN.
+    every gradient of the layer into NaN. ``check_values=False`` (the fused ops): the NaN check is the C++ glue's
+    on the CPU, and is not made per call on a GPU (a host sync).
     """
     if not isinstance(target, Tensor) or not target.is_floating_point():
         raise TypeError("target must be a floating tensor with the shape of one time step of x")
@@ -132,7 +184,7 @@ def check_target(target, x: Tensor, *, time_dim: bool = True) -> Tensor:
                          f"the target is the teacher's activation of this layer, one value per neuron")
     if target.device != x.device:
         raise ValueError(f"target is on {target.device} but x is on {x.device}; move both to the same device")
-    if not _is_compiling() and bool(torch.isnan(target).any()):
+    if check_values and not _is_compiling() and bool(torch.isnan(target).any()):
         raise ValueError("target contains NaN; check the teacher's activations and their normalisation")
     return target
 
@@ -147,11 +199,12 @@ def check_warmup(mode: str, warmup: int, T: int) -> None:
         raise ValueError(f"warmup = {warmup} leaves no step to learn from with T = {T}; use warmup < T")
 
 
-def check_step_args(x_t: Tensor, target, v, count, t, warmup, **lif_kwargs) -> LIFParams:
+def check_step_args(x_t: Tensor, target, v, count, t, warmup, check_values: bool = True,
+                    **lif_kwargs) -> LIFParams:
     """Validate one ``tandem_step`` call (``x_t`` [*], state ``v``/``count`` [*] or None, step index ``t``)."""
     x1 = x_t.unsqueeze(0) if isinstance(x_t, Tensor) else x_t
-    p = check_lif_args(x1, v0=v, **lif_kwargs)
-    check_target(target, x1)
+    p = check_lif_args(x1, v0=v, check_values=check_values, **lif_kwargs)
+    check_target(target, x1, check_values=check_values)
     if isinstance(t, bool) or not isinstance(t, int) or t < 0:
         raise ValueError(f"t must be the non-negative step index, got {t!r}")
     check_warmup("offline", warmup, t + 1)

@@ -1,5 +1,6 @@
 """Fused local tandem loss (floor 4): the public ``tandem_loss`` / ``tandem_step`` over the compiled ops
-``torch.ops.ltl_ext.tandem_*`` (csrc/tandem_ops.cpp), with their fake kernels and autograd formulas.
+``torch.ops.ltl_ext.tandem_*`` (csrc/tandem_ops.cpp), with their fake kernels (torch.compile, opcheck). Their
+autograd formulas are registered in C++ (csrc/autograd.cpp): a call is one dispatch, with no Python on the way.
 
 Same signatures and semantics as ``reference.tandem_loss_reference`` / ``tandem_step_reference`` (the spec).
 
@@ -32,6 +33,9 @@ from .library import HAS_C, check_device
 __all__ = ["tandem_loss", "tandem_step"]
 
 _ops = torch.ops.ltl_ext
+# the overloads themselves: no overload resolution per call
+_OFFLINE_FWD = _ops.tandem_offline_fwd.default if HAS_C else None
+_ONLINE = _ops.tandem_online.default if HAS_C else None
 
 
 def _flat(p: Tensor, shape, n: int, dtype: torch.dtype) -> Tensor:
@@ -60,9 +64,11 @@ def tandem_loss(x: Tensor, target: Tensor, *, mode="offline", warmup=0, beta, al
                 detach_reset=False):
     """The local tandem loss of one layer, fused: LIF over ``x`` [T, *] and the MSE of its firing rate to
     ``target`` [*]. Returns ``(spikes [T, *] detached, loss)``; see ``tandem_loss_reference``."""
+    # tensor values (and NaN targets): the C++ glue on the CPU, where they are set on a GPU (params.py)
     p = check_lif_args(x, beta=beta, alpha=alpha, threshold=threshold, reset=reset, v_reset=v_reset, v0=v0,
-                       surrogate=surrogate, surrogate_alpha=surrogate_alpha, detach_reset=detach_reset)
-    check_target(target, x)
+                       surrogate=surrogate, surrogate_alpha=surrogate_alpha, detach_reset=detach_reset,
+                       check_values=False)
+    check_target(target, x, check_values=False)
     T = x.shape[0]
     check_warmup(mode, warmup, T)
     check_device(x, "tandem_loss")
@@ -76,14 +82,14 @@ def tandem_loss(x: Tensor, target: Tensor, *, mode="offline", warmup=0, beta, al
     th, ts = _param(p.threshold, shape, n, sd)
     if mode == "offline":
         v0f = None if p.v0 is None else _flat(p.v0, shape, n, sd)
-        spikes, loss, _ = _ops.tandem_offline_fwd(x2, y, b, a, th, v0f, bs, as_, ts, p.reset, p.v_reset,
-                                                  p.surrogate, p.surrogate_alpha, p.detach_reset)
+        spikes, loss, _ = _OFFLINE_FWD(x2, y, b, a, th, v0f, bs, as_, ts, p.reset, p.v_reset, p.surrogate,
+                                       p.surrogate_alpha, p.detach_reset)
         return spikes.detach().view(x.shape), loss
     v0f = None if p.v0 is None else _flat(p.v0.detach(), shape, n, sd)
     g = torch.is_grad_enabled()
-    out = _ops.tandem_online(x2, y, b, a, th, v0f, None, bs, as_, ts, p.reset, p.v_reset, p.surrogate,
-                             p.surrogate_alpha, 0, warmup, False, g and x2.requires_grad, g and _needs(b),
-                             g and _needs(a), g and _needs(th), g and y.requires_grad)
+    out = _ONLINE(x2, y, b, a, th, v0f, None, bs, as_, ts, p.reset, p.v_reset, p.surrogate, p.surrogate_alpha, 0,
+                  warmup, False, g and x2.requires_grad, g and _needs(b), g and _needs(a), g and _needs(th),
+                  g and y.requires_grad)
     return out[0].detach().view(x.shape), out[1]
 
 
@@ -92,9 +98,9 @@ def tandem_step(x_t: Tensor, target: Tensor, v: Optional[Tensor], count: Optiona
                 surrogate_alpha=None, detach_reset=False):
     """One step of online LTL with O(N) memory: ``(spikes_t, loss_t, v_new, count_new)``; see
     ``tandem_step_reference``. ``loss_t.backward()`` gives this step's local gradient (x_t, tensor params)."""
-    p = check_step_args(x_t, target, v, count, t, warmup, beta=beta, alpha=alpha, threshold=threshold, reset=reset,
-                        v_reset=v_reset, surrogate=surrogate, surrogate_alpha=surrogate_alpha,
-                        detach_reset=detach_reset)
+    p = check_step_args(x_t, target, v, count, t, warmup, check_values=False, beta=beta, alpha=alpha,
+                        threshold=threshold, reset=reset, v_reset=v_reset, surrogate=surrogate,
+                        surrogate_alpha=surrogate_alpha, detach_reset=detach_reset)
     x1 = x_t.unsqueeze(0)
     check_device(x1, "tandem_step")
     shape = x_t.shape
@@ -107,9 +113,9 @@ def tandem_step(x_t: Tensor, target: Tensor, v: Optional[Tensor], count: Optiona
     vf = None if v is None else _flat(v.detach(), shape, n, sd)
     cf = None if count is None else _flat(count.detach(), shape, n, sd)
     g = torch.is_grad_enabled()
-    out = _ops.tandem_online(x1.reshape(1, n), y, b, a, th, vf, cf, bs, as_, ts, p.reset, p.v_reset, p.surrogate,
-                             p.surrogate_alpha, t, warmup, True, g and x_t.requires_grad, g and _needs(b),
-                             g and _needs(a), g and _needs(th), g and y.requires_grad)
+    out = _ONLINE(x1.reshape(1, n), y, b, a, th, vf, cf, bs, as_, ts, p.reset, p.v_reset, p.surrogate,
+                  p.surrogate_alpha, t, warmup, True, g and x_t.requires_grad, g and _needs(b), g and _needs(a),
+                  g and _needs(th), g and y.requires_grad)
     spikes, loss, v_new, count_new = out[:4]
     return spikes.detach().view(shape), loss, v_new.view(shape), count_new.view(shape)
 
@@ -146,70 +152,7 @@ def _online_fake(x, target, beta, alpha, threshold, v0, count0, beta_s, alpha_s,
     return (x.new_empty((T, n)), x.new_empty((), dtype=md), *vec, gx, *grads)
 
 
-# ---- autograd -------------------------------------------------------------------------------------------------
-
-def _offline_setup(ctx, inputs, output):
-    x, target, beta, alpha, threshold, v0 = inputs[:6]
-    spikes, loss, err = output
-    ctx.mark_non_differentiable(spikes, err)
-    ctx.set_materialize_grads(False)  # else autograd allocates a zero [T, N] gradient for the spikes
-    ctx.save_for_backward(x, err, beta, alpha, threshold, v0)
-    ctx.lif_args = inputs[6:]  # beta_s, alpha_s, threshold_s, reset, v_reset, surrogate, surrogate_alpha, detach
-
-
-def _offline_backward(ctx, g_spikes, g_loss, g_err):
-    x, err, beta, alpha, threshold, v0 = ctx.saved_tensors
-    need = ctx.needs_input_grad
-    if g_loss is None:
-        return (None,) * 14
-    gx, g_v0, g_beta, g_alpha, g_theta = _ops.tandem_offline_bwd(
-        g_loss, x, err, beta, alpha, threshold, v0, *ctx.lif_args, need[5], need[2], need[3], need[4])
-    g_target = None
-    if need[1]:  # dL/dy = -2 (r - y) / N
-        g_target = err * (g_loss.to(err.dtype) * (-2.0 / max(err.numel(), 1)))
-    return ((gx if need[0] else None), g_target, (g_beta if need[2] else None), (g_alpha if need[3] else None),
-            (g_theta if need[4] else None), (g_v0 if need[5] else None)) + (None,) * 8
-
-
-def _online_setup(ctx, inputs, output):
-    spikes, loss, v_out, count_out, gx, g_beta, g_alpha, g_theta, g_target = output
-    ctx.mark_non_differentiable(spikes, v_out, count_out, gx, g_beta, g_alpha, g_theta, g_target)
-    ctx.set_materialize_grads(False)
-    ctx.save_for_backward(gx, g_beta, g_alpha, g_theta, g_target)
-    ctx.x_dtype = inputs[0].dtype
-
-
-def _is_one(g: Tensor) -> bool:
-    """True when dL/dloss is exactly 1 and reading it costs nothing (a CPU scalar, not under tracing)."""
-    if type(g) is not torch.Tensor or g.device.type != "cpu" or g.numel() != 1 or torch.compiler.is_compiling():
-        return False  # fake / functional tensors while tracing, CUDA (a sync), or anything unusual
-    try:
-        return bool(g.item() == 1.0)
-    except Exception:
-        return False
-
-
-def _scaled(t: Tensor, g: Tensor, one: bool, dtype: torch.dtype) -> Tensor:
-    """``t * g`` in t's (math) type, then rounded once to ``dtype``: a loss scale applied before the rounding."""
-    return (t if one else t * g.to(t.dtype)).to(dtype)
-
-
-def _online_backward(ctx, g_spikes, g_loss, *unused):
-    gx, g_beta, g_alpha, g_theta, g_target = ctx.saved_tensors
-    need = ctx.needs_input_grad
-    out = [None] * 22
-    if g_loss is None:
-        return tuple(out)
-    one = _is_one(g_loss)
-    for i, t in ((0, gx), (1, g_target), (2, g_beta), (3, g_alpha), (4, g_theta)):
-        if need[i]:  # the forward computed it: the wrapper sets need_* from requires_grad
-            out[i] = _scaled(t, g_loss, one, ctx.x_dtype if i == 0 else t.dtype)
-    return tuple(out)
-
-
 if HAS_C:  # without the library the wrappers raise check_device's message; nothing to register on
     torch.library.register_fake("ltl_ext::tandem_offline_fwd")(_offline_fwd_fake)
     torch.library.register_fake("ltl_ext::tandem_offline_bwd")(_offline_bwd_fake)
     torch.library.register_fake("ltl_ext::tandem_online")(_online_fake)
-    torch.library.register_autograd("ltl_ext::tandem_offline_fwd", _offline_backward, setup_context=_offline_setup)
-    torch.library.register_autograd("ltl_ext::tandem_online", _online_backward, setup_context=_online_setup)

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from ..nn import SpikingModel
 from .config import default_device
-from .evaluation import _lifs, evaluate_spiking
+from .evaluation import evaluate_spiking
 from .progress import _len_or_none, _progress
 
 
@@ -25,9 +25,6 @@ class BPTTTrainer:
             student = SpikingModel(student, time_steps=time_steps)
         student.time_steps = time_steps
         self.student = student.to(self.device)
-        for lif in _lifs(self.student).values():
-            lif.tandem_mode = None
-            lif.target = None
         self.time_steps = time_steps
         self.optimizer = torch.optim.Adam([p for p in self.student.parameters() if p.requires_grad], lr=lr)
         self.history: List[Dict[str, Any]] = []
@@ -38,7 +35,6 @@ class BPTTTrainer:
         loss = F.cross_entropy(self.student(x), y)      # spikes keep their graph: BPTT through every layer
         loss.backward()
         self.optimizer.step()
-        self.student.last_step_logits = None
         return {"loss": float(loss.detach()), "ce": float(loss.detach())}
 
     def fit(self, loader: Iterable, epochs: int = 1, val_loader: Optional[Iterable] = None,

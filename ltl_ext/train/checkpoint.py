@@ -18,7 +18,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-FORMAT = "ltl_ext-checkpoint-v1"
+#: v2: models carry their input normalisation (``Normalize`` in their state) and loaders yield raw [0, 1] inputs; a
+#: v1 model expects inputs normalised by whatever data it is given, so it is refused rather than run on raw ones.
+FORMAT = "ltl_ext-checkpoint-v2"
+_OLD_FORMATS = {"ltl_ext-checkpoint-v1": "an older ltl_ext whose models did not carry their input normalisation "
+                                         "(their accuracy depended on the data passed beside them); retrain it"}
 
 
 class CheckpointError(RuntimeError):
@@ -60,6 +64,8 @@ def load_checkpoint(path, *, kind: Optional[str] = None, map_location="cpu") -> 
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"checkpoint {path} is corrupt or not a ltl_ext checkpoint "
                               f"({type(e).__name__}: {first[:200]})") from None
+    if isinstance(state, dict) and state.get("format") in _OLD_FORMATS:
+        raise CheckpointError(f"{path} was written by {_OLD_FORMATS[state['format']]}")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a torch file but not a ltl_ext checkpoint "
                               f"(expected format {FORMAT!r})")

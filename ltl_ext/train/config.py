@@ -19,6 +19,20 @@ def default_device(device=None) -> torch.device:
 
 
 
+#: The defaults of the API and the CLI, in one place: LTL's Adam learning rate, and the target percentile per
+#: mode (offline normalises each layer's targets by the 99.9th percentile of its teacher activations, online by the
+#: 99th: online targets come from fewer steps, so a less extreme scale keeps them in range).
+DEFAULT_LR = 1e-3
+DEFAULT_PERCENTILE = {"offline": 99.9, "online": 99.0}
+
+
+def default_percentile(mode: str):
+    """The target percentile ``mode`` uses unless told otherwise (:data:`DEFAULT_PERCENTILE`)."""
+    if mode not in DEFAULT_PERCENTILE:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    return DEFAULT_PERCENTILE[mode]
+
+
 def default_warmup(time_steps: int) -> int:
     """Online LTL's warm-up: the released code's 12 of T = 16, i.e. 3T/4 (at least one step is left)."""
     return max(0, min(time_steps * 3 // 4, time_steps - 1)) if isinstance(time_steps, int) else 0
@@ -34,7 +48,7 @@ class LTLConfig:
     warmup: int = 12                # LocalTandemTrainer's default: 3T/4 (12 at T = 16)
     percentile: Any = 99.9          # float in (0, 100], "running", or None (no normalisation)
     init: str = "random"
-    lr: float = 1e-4
+    lr: float = DEFAULT_LR
     memory: str = "batched"
     ce_weight: float = 1.0
     weight_decay: float = 0.0
@@ -49,8 +63,8 @@ class LTLConfig:
             raise ValueError(f"memory must be one of {MEMORIES}, got {self.memory!r}")
         if self.memory == "constant" and self.mode != "online":
             raise ValueError("memory='constant' is the stepwise form of online LTL: use it with mode='online'")
-        if self.encoding not in ("direct", "poisson"):
-            raise ValueError(f"encoding must be 'direct' or 'poisson', got {self.encoding!r}")
+        if self.encoding not in ("direct", "poisson", "none"):
+            raise ValueError(f"encoding must be 'direct', 'poisson' or 'none', got {self.encoding!r}")
         if self.init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
         if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:

@@ -1,59 +1,72 @@
-"""The LTL step: teacher targets -> student with local losses -> readout CE -> backward -> optimiser step.
+"""The LTL step, layer by layer: each layer learns, and frees its memory, as soon as its local loss exists.
 
 One step reads as a straight line (ltl-method.md §3, §4)::
 
-    batch -> teacher forward (hooks collect a_l) -> targets y_l = normalise(a_l), set on the student's LIFs
-          -> student forward over T steps (each LIF returns detached spikes and keeps its local loss)
-          -> readout CE + sum_l local_loss_l -> backward (each layer's gradient stays inside it) -> step
+    batch -> teacher forward (hooks collect a_l) -> targets y_l = normalise(a_l)
+          -> student forward over T steps inside a TandemRun(backward=True): each LIF computes loss_l and
+             back-propagates it at once (its graph reaches back to the previous layer's detached spikes only,
+             so it is freed before the next layer runs); only detached spikes travel on
+          -> readout CE over the per-step readout -> its backward
+          -> (several processes: one all-reduce of the gradients) -> one optimiser step
+
+Backward of each ``loss_l`` separately gives the gradient of ``ce_weight * CE + sum_l loss_l`` (gradients add
+linearly; tests/test_engine.py checks it against one backward of the sum). Online LTL with ``memory="constant"``
+runs the student one time step at a time (``SpikingModel.step``): O(1) memory in T, same gradients.
 """
 from __future__ import annotations
 
 import contextlib
-from typing import Dict, Optional
+from typing import Dict, Iterator
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..distributed import Replica
 from ..ltl import tandem
-from ..nn import SpikingModel
+from ..nn import SpikingModel, TandemRun
 from .config import LTLConfig
 
+__all__ = ["ltl_step", "ltl_losses", "readout_loss"]
 
-# ============================================================================================= the LTL step
-def _ltl_step(model: SpikingModel, link: "tandem.Tandem", opt: torch.optim.Optimizer, x: Tensor, y: Tensor,
-              config: LTLConfig) -> Dict[str, float]:
-    """One LTL step: teacher targets -> student with local losses -> readout CE -> backward -> update."""
+
+def ltl_step(model: SpikingModel, link: "tandem.Tandem", opt: torch.optim.Optimizer, x: Tensor, y: Tensor,
+             config: LTLConfig) -> Dict[str, float]:
+    """One LTL step on a batch (x [B, ...], labels y [B]): every gradient, then one ``opt.step()``.
+
+    ``model`` may be a :class:`~ltl_ext.distributed.Replica` (DDP): gradients accumulate locally during the step
+    and are averaged over the ranks once, before the optimiser step. Returns the losses as floats: ``loss``,
+    ``ce`` and ``local/<layer>``.
+    """
     opt.zero_grad(set_to_none=True)
-    if config.memory == "constant":
-        stats = _online_constant_memory(model, link, x, y, config)
-    else:
-        link.set_targets(x, mode=config.mode, warmup=config.warmup)     # teacher forward, y_l on the LIFs
-        logits = model(x)                                                # student over T steps
-        ce = _readout_loss(model.last_step_logits, y, config)
-        local = link.local_losses()                                      # {layer: loss_l}
-        loss = config.ce_weight * ce + sum(local.values())
-        loss.backward()                                                  # each layer's gradient stays local
-        stats = _stats(loss, ce, local)
-        del logits
+    run = link.batch(x, mode=config.mode, warmup=config.warmup, backward=True)
+    with _one_all_reduce(model):
+        if config.memory == "constant":
+            ce = _stepwise(model, run, x, y, config)
+        else:
+            with run:                                       # each layer's backward runs inside this forward
+                _, steps = model(x, return_steps=True)
+            ce = readout_loss(steps, y, config)
+            (config.ce_weight * ce).backward()
+            del steps
     opt.step()
-    _leave_tandem(link, model)
-    return stats
+    return _stats(ce.detach(), run, config)
 
 
-def _leave_tandem(link, model: Optional[nn.Module] = None) -> None:
-    """Plain SNN again; drop what holds the step's autograd graph (local losses, the per-step logits), which
-    would keep memory alive and make the model impossible to deep-copy."""
-    link.clear()
-    for lif in link.pairs.students:
-        lif.local_loss = None
-    if model is not None and getattr(model, "last_step_logits", None) is not None:
-        model.last_step_logits = None
+@torch.no_grad()
+def ltl_losses(model: SpikingModel, link: "tandem.Tandem", x: Tensor, y: Tensor, config: LTLConfig
+               ) -> Dict[str, float]:
+    """The losses of :func:`ltl_step` on a batch, without gradients or update (the constant-memory mode is measured
+    in its equal batched online form)."""
+    with link.batch(x, mode=config.mode, warmup=config.warmup) as run:
+        _, steps = model(x, return_steps=True)
+    return _stats(readout_loss(steps, y, config), run, config)
 
 
-def _readout_loss(step_logits: Tensor, y: Tensor, config: LTLConfig) -> Tensor:
-    """Readout CE. Offline: CE of the time-averaged readout. Online: sum over t >= warmup of CE(O[t] / (t+1)),
+def readout_loss(step_logits: Tensor, y: Tensor, config: LTLConfig) -> Tensor:
+    """Readout CE from the per-step readout ``step_logits`` [T, B, classes].
+
+    Offline: CE of the time-averaged readout. Online: sum over t >= warmup of CE(O[t] / (t+1)) with
     O[t] = O[t-1].detach() + readout current at t, so each step's gradient is local in time (§4)."""
     if config.mode == "offline":
         return F.cross_entropy(step_logits.mean(0), y)
@@ -65,42 +78,42 @@ def _readout_loss(step_logits: Tensor, y: Tensor, config: LTLConfig) -> Tensor:
     return F.cross_entropy(running[w:].flatten(0, 1), y.repeat(T - w), reduction="sum") / y.shape[0]
 
 
-def _online_constant_memory(model: SpikingModel, link, x: Tensor, y: Tensor, config: LTLConfig):
-    """Online LTL one time step at a time: a backward per step accumulates dW; nothing is kept across steps,
-    so memory does not grow with T. Gradients equal those of the batched online form."""
-    link.set_targets(x, mode="online", warmup=config.warmup, stepwise=True)
-    model.reset_state()
+def _stepwise(model: SpikingModel, run: TandemRun, x: Tensor, y: Tensor, config: LTLConfig) -> Tensor:
+    """Online LTL one time step at a time: the LIFs back-propagate their step's loss inside ``model.step``, the
+    readout's CE(O[t] / (t+1)) right after; nothing is kept across steps, so memory does not grow with T.
+    Gradients equal those of the batched online form. Returns the summed readout CE (detached)."""
+    ce_sum = x.new_zeros((), dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
     out_sum = None
-    totals: Dict[str, float] = {"loss": 0.0, "ce": 0.0}
+    model.reset_state()
     try:
-        for t in range(config.time_steps):
-            learn = t >= config.warmup
-            # DDP: gradients accumulate locally until the last step, whose backward all-reduces them once
-            with torch.set_grad_enabled(learn), _sync_if(model, t == config.time_steps - 1):
-                current = model.step(x)                                   # readout current at step t
-                running = current if out_sum is None else out_sum + current
-                out_sum = running.detach()
-                if not learn:
-                    continue
-                ce = F.cross_entropy(running / (t + 1), y)
-                local = link.local_losses()
-                loss = config.ce_weight * ce + sum(local.values())
-                loss.backward()
-                totals["loss"] += float(loss.detach())
-                totals["ce"] += float(ce.detach())
-                for k, v in local.items():
-                    totals[f"local/{k}"] = totals.get(f"local/{k}", 0.0) + float(v.detach())
+        with run:
+            for t in range(config.time_steps):
+                with torch.set_grad_enabled(t >= config.warmup):     # warm-up steps carry no loss
+                    current = model.step(x)                          # readout current at step t
+                    running = current if out_sum is None else out_sum + current
+                    out_sum = running.detach()
+                    if t >= config.warmup:
+                        ce = F.cross_entropy(running / (t + 1), y)
+                        (config.ce_weight * ce).backward()
+                        ce_sum = ce_sum + ce.detach()
     finally:
         model.reset_state()
-    return totals
+    return ce_sum
 
 
-def _sync_if(model, sync: bool):
-    return model.sync_if(sync) if isinstance(model, Replica) else contextlib.nullcontext()
+@contextlib.contextmanager
+def _one_all_reduce(model) -> Iterator[None]:
+    """DDP: every backward of the step inside ``no_sync`` (gradients accumulate locally), then one all-reduce."""
+    if not isinstance(model, Replica):
+        yield
+        return
+    with model.no_sync():
+        yield
+    model.average_gradients()
 
 
-def _stats(loss: Tensor, ce: Tensor, local: Dict[str, Tensor]) -> Dict[str, float]:
-    out = {"loss": float(loss.detach()), "ce": float(ce.detach())}
-    out.update({f"local/{k}": float(v.detach()) for k, v in local.items()})
+def _stats(ce: Tensor, run: TandemRun, config: LTLConfig) -> Dict[str, float]:
+    local = {k: float(v.detach()) for k, v in run.losses.items()}
+    out = {"loss": config.ce_weight * float(ce) + sum(local.values()), "ce": float(ce)}
+    out.update({f"local/{k}": v for k, v in local.items()})
     return out
-

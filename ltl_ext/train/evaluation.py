@@ -24,7 +24,10 @@ def _lifs(model: nn.Module) -> Dict[str, LIF]:
 @torch.no_grad()
 def evaluate_spiking(model: nn.Module, loader: Iterable, *, teacher: Optional[nn.Module] = None, device=None,
                      progress: bool = False, max_batches: Optional[int] = None) -> Dict[str, Any]:
-    """Accuracy (final and per time step), firing rates and spike counts of a spiking model on ``loader``."""
+    """Accuracy (final and per time step), firing rates and spike counts of a spiking model on ``loader``.
+
+    ``model`` is a :class:`SpikingModel` (or anything whose ``forward(x, return_steps=True)`` returns the logits
+    ``[B, classes]`` and the per-step readout ``[T, B, classes]``)."""
     device = default_device(device)
     lifs = _lifs(model)
     spikes = {name: 0.0 for name in lifs}
@@ -46,9 +49,8 @@ def evaluate_spiking(model: nn.Module, loader: Iterable, *, teacher: Optional[nn
             if max_batches is not None and i >= max_batches:
                 break
             x, y = x.to(device), y.to(device)
-            logits = model(x)
+            logits, steps = model(x, return_steps=True)                     # [B, classes], [T, B, classes]
             correct += int((logits.argmax(1) == y).sum())
-            steps = model.last_step_logits                                   # [T, B, classes]
             T = steps.shape[0]
             running = steps.cumsum(0) / torch.arange(1, T + 1, device=device, dtype=steps.dtype).view(T, 1, 1)
             c = (running.argmax(2) == y.unsqueeze(0)).sum(1).cpu()

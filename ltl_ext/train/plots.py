@@ -25,18 +25,22 @@ def _save(fig, path) -> Path:
     return path
 
 
-def plot_accuracy(history: Sequence[Dict[str, Any]], path, teacher_acc: Optional[float] = None,
+def plot_accuracy(history: Sequence[Dict[str, Any]], path, test: Optional[Dict[str, float]] = None,
                   title: str = "LTL: student vs teacher") -> Path:
-    """Student (and teacher) test accuracy per epoch."""
+    """Student and teacher **validation** accuracy per epoch (what selection sees); ``test``
+    (``{"student_acc", "teacher_acc", "epoch"}``), the one final test evaluation, is drawn as its own markers."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    epochs = [h["epoch"] for h in history if "student_acc" in h]
-    ax.plot(epochs, [h["student_acc"] for h in history if "student_acc" in h], "o-", label="student (SNN)")
-    teacher = [h.get("teacher_acc", teacher_acc) for h in history if "student_acc" in h]
-    if any(t is not None for t in teacher):
-        ax.plot(epochs, teacher, "--", color="gray", label="teacher (ANN)")
+    rows = [h for h in history if "val_student_acc" in h]
+    epochs = [h["epoch"] for h in rows]
+    ax.plot(epochs, [h["val_student_acc"] for h in rows], "o-", label="student (SNN), validation")
+    ax.plot(epochs, [h["val_teacher_acc"] for h in rows], "--", color="gray", label="teacher (ANN), validation")
+    if test:
+        at = test.get("epoch", epochs[-1] if epochs else 0)
+        ax.plot([at], [test["student_acc"]], "*", ms=12, color="C3", label="student, test (once, at the end)")
+        ax.plot([at], [test["teacher_acc"]], "x", ms=9, color="black", label="teacher, test")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel("accuracy (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -76,20 +80,24 @@ def plot_acc_per_step(acc_per_step: Sequence[float], path, teacher_acc: Optional
     if teacher_acc is not None:
         ax.axhline(teacher_acc, ls="--", color="gray", label="teacher (ANN)")
     ax.set_xlabel("time steps")
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel("test accuracy (%), at the end")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
     return _save(fig, path)
 
 
-def plot_run(history: Sequence[Dict[str, Any]], report: Optional[Dict[str, Any]], out_dir) -> List[Path]:
-    """The three standard plots of a run into ``out_dir``: accuracy.png, local_loss.png, acc_per_step.png."""
+def plot_run(history: Sequence[Dict[str, Any]], report: Optional[Dict[str, Any]], out_dir,
+             test_epoch: Optional[int] = None) -> List[Path]:
+    """The three standard plots of a run into ``out_dir``: accuracy.png (validation per epoch, and the final test
+    evaluation ``report`` of the model from ``test_epoch``), local_loss.png, acc_per_step.png (test)."""
     out_dir = Path(out_dir)
     teacher = report.get("teacher_acc") if report else None
     paths = []
-    if any("student_acc" in h for h in history):
-        paths.append(plot_accuracy(history, out_dir / "accuracy.png", teacher))
+    if any("val_student_acc" in h for h in history):
+        test = None if not report else {"student_acc": report["student_acc"], "teacher_acc": report["teacher_acc"],
+                                        **({"epoch": test_epoch} if test_epoch is not None else {})}
+        paths.append(plot_accuracy(history, out_dir / "accuracy.png", test))
     if history:
         paths.append(plot_local_losses(history, out_dir / "local_loss.png"))
     if report and report.get("acc_per_step"):

@@ -23,7 +23,7 @@ def _print_epoch(entry: Dict[str, Any]) -> None:
     from tqdm.auto import tqdm
     local = " ".join(f"{v:.4f}" for v in entry.get("local_loss", {}).values())
     msg = f"epoch {entry['epoch']}: loss {entry['loss']:.4f} (ce {entry['ce']:.3f}; local per layer {local})"
-    if "student_acc" in entry:
-        msg += f", student {entry['student_acc']:.2f}% / teacher {entry['teacher_acc']:.2f}%"
+    if "val_student_acc" in entry:
+        msg += f", validation: student {entry['val_student_acc']:.2f}% / teacher {entry['val_teacher_acc']:.2f}%"
     msg += f", {entry['seconds']:.1f}s"
     tqdm.write(msg)

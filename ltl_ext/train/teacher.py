@@ -22,7 +22,11 @@ def train_teacher(model: nn.Module, loader: Iterable, epochs: int = 10, *, lr: f
                   label_smoothing: float = 0.0, schedule: str = "cosine", val_loader: Optional[Iterable] = None,
                   device=None, progress: bool = True) -> List[Dict[str, Any]]:
     """A plain, good ANN training loop for the teacher (SGD + Nesterov momentum, cosine schedule with a short
-    warm-up, weight decay; or Adam). Trains ``model`` in place; returns one dict per epoch."""
+    warm-up, weight decay; or Adam). Trains ``model`` in place; returns one dict per epoch.
+
+    ``val_loader`` (a validation set, never the test set): evaluated after every epoch (``val_acc``), and the
+    model ends with the weights of its best epoch on it (the entry of that epoch has ``selected: True``).
+    """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
     device = default_device(device)
@@ -43,7 +47,7 @@ def train_teacher(model: nn.Module, loader: Iterable, epochs: int = 10, *, lr: f
             opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     elif schedule not in ("cosine", "constant"):
         raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
-    history = []
+    history, best_acc, best_state = [], -1.0, None
     for epoch in range(epochs):
         model.train()
         t0, loss_sum, correct, n = time.perf_counter(), 0.0, 0, 0
@@ -65,8 +69,15 @@ def train_teacher(model: nn.Module, loader: Iterable, epochs: int = 10, *, lr: f
         entry = {"epoch": epoch + 1, "loss": loss_sum / max(n, 1), "train_acc": 100.0 * correct / max(n, 1),
                  "seconds": time.perf_counter() - t0}
         if val_loader is not None:
-            entry["test_acc"] = evaluate_ann(model, val_loader, device)
+            entry["val_acc"], entry["selected"] = evaluate_ann(model, val_loader, device), False
+            if entry["val_acc"] > best_acc:
+                best_acc, best_state = entry["val_acc"], {k: v.detach().clone() for k, v in model.state_dict().items()}
+                for h in history:
+                    h["selected"] = False
+                entry["selected"] = True
         history.append(entry)
+    if best_state is not None:
+        model.load_state_dict(best_state)
     model.eval()
     return history
 

@@ -6,6 +6,7 @@ The trainer sees only ``ltl_ext.nn`` / ``ltl_ext.ltl`` (floor 5), never the kern
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -17,10 +18,11 @@ from torch import Tensor, nn
 from ..distributed import Distributed
 from ..ltl import tandem
 from ..nn import SpikingModel
+from ..nn.layers import time_average
 from .calibration import _calibration_params, _cycle
 from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state, write_json
-from .config import LTLConfig, default_device, default_warmup
-from .engine import _leave_tandem, _ltl_step, _readout_loss, _stats
+from .config import DEFAULT_LR, LTLConfig, default_device, default_percentile, default_warmup
+from .engine import ltl_losses, ltl_step
 from .evaluation import evaluate_spiking
 from .progress import _len_or_none, _print_epoch, _progress
 from .teacher import _build_from_spec, _load_module
@@ -33,8 +35,9 @@ class LocalTandemTrainer:
     """Train a spiking student from a trained ANN teacher with Local Tandem Learning.
 
     >>> trainer = LocalTandemTrainer(teacher, time_steps=16, mode="offline")
-    >>> history = trainer.fit(train_loader, epochs=5, val_loader=test_loader)
-    >>> report = trainer.evaluate(test_loader)
+    >>> history = trainer.fit(train_loader, epochs=5, val_loader=val_loader, checkpoint="run/last.pt",
+    ...                       best_checkpoint="run/best.pt")
+    >>> report = trainer.evaluate(test_loader)         # the test set: once, at the end
     >>> trainer.save("run/ckpt.pt"); trainer = LocalTandemTrainer.load("run/ckpt.pt")
 
     ``student=None`` converts the teacher (``ltl_ext.convert``; ``init="teacher"`` copies its BN-folded weights
@@ -50,12 +53,14 @@ class LocalTandemTrainer:
     """
 
     def __init__(self, teacher: nn.Module, student: Optional[nn.Module] = None, time_steps: int = 16,
-                 mode: str = "offline", warmup: Optional[int] = None, percentile=99.9, init: str = "random",
-                 lr: float = 1e-4, memory: str = "batched", device=None, *, ce_weight: float = 1.0,
+                 mode: str = "offline", warmup: Optional[int] = None, percentile="auto", init: str = "random",
+                 lr: float = DEFAULT_LR, memory: str = "batched", device=None, *, ce_weight: float = 1.0,
                  weight_decay: float = 0.0, encoding: str = "direct", calib_data=None,
                  seed: Optional[int] = None, teacher_spec: Optional[dict] = None, distributed=None):
         if warmup is None:                # the code's 12 of 16 steps, scaled to T
             warmup = default_warmup(time_steps)
+        if isinstance(percentile, str) and percentile == "auto":      # the mode's default (train/config.py)
+            percentile = default_percentile(mode)
         self.config = LTLConfig(time_steps=time_steps, mode=mode, warmup=warmup, percentile=percentile,
                                 init=init, lr=float(lr), memory=memory, ce_weight=float(ce_weight),
                                 weight_decay=float(weight_decay), encoding=encoding).check()
@@ -73,6 +78,8 @@ class LocalTandemTrainer:
         self.teacher = teacher.eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
+        if encoding == "none" and time_average not in self.teacher._forward_pre_hooks.values():
+            self.teacher.register_forward_pre_hook(time_average)   # sequences [T, B, ...]: teacher sees the mean
         if not isinstance(student, SpikingModel):
             student = SpikingModel(student, time_steps=time_steps, encoding=encoding)
         student.time_steps = time_steps          # the SpikingModel passes T on to its LIFs
@@ -88,6 +95,8 @@ class LocalTandemTrainer:
         self.history: List[Dict[str, Any]] = []
         self._epoch_sums: Dict[str, float] = {}
         self._epoch_start = None  # (global rng state, loader rng state) at the start of the current epoch
+        self.best: Optional[Dict[str, Any]] = None   # {"epoch", "val_student_acc"}: the epoch best.pt holds
+        self._num_classes: Optional[int] = None      # the teacher's output width, read on the first batch
 
     # ------------------------------------------------------------------------------------------ building
     def _convert(self, teacher, init, calib_data):
@@ -114,20 +123,29 @@ class LocalTandemTrainer:
     # ------------------------------------------------------------------------------------------ one step
     def train_step(self, x: Tensor, y: Tensor) -> Dict[str, float]:
         """One LTL step on a batch (all layers at once); returns the losses as floats."""
-        return _ltl_step(self.replica, self.link, self.optimizer, x.to(self.device), y.to(self.device),
+        self._check_labels(x, y)
+        return ltl_step(self.replica, self.link, self.optimizer, x.to(self.device), y.to(self.device),
                          self.config)
 
     # ------------------------------------------------------------------------------------------ fit
     def fit(self, train_loader: Iterable, epochs: int = 5, val_loader: Optional[Iterable] = None, *,
             checkpoint=None, checkpoint_every: Optional[int] = None, progress: bool = True,
             metrics_path=None, callback: Optional[Callable[[Dict[str, Any]], None]] = None,
-            max_steps: Optional[int] = None) -> List[Dict[str, Any]]:
+            max_steps: Optional[int] = None, best_checkpoint=None) -> List[Dict[str, Any]]:
         """Train until ``epochs`` epochs are done in total (a resumed trainer continues where it stopped).
 
-        ``checkpoint``: a path written after every epoch (and every ``checkpoint_every`` steps), atomically;
+        ``val_loader``: a validation set (``make_loaders``' ``val``, never the test set), evaluated after every
+        epoch; its figures go into the history as ``val_student_acc``, ``val_teacher_acc``, ``val_firing_rate``.
+        ``checkpoint`` (the last state): written after every epoch's training, *before* its evaluation (an error
+        there never costs the epoch), again after it, and every ``checkpoint_every`` steps, atomically;
         ``LocalTandemTrainer.load(path).fit(same loader, epochs)`` then gives the same result as an
-        uninterrupted run (bit for bit on CPU). ``metrics_path``: the history as JSON, rewritten every epoch.
-        Returns the history: one dict per epoch (losses, per-layer local losses, accuracies, seconds).
+        uninterrupted run (bit for bit on CPU). ``best_checkpoint``: written when an epoch beats every earlier one
+        on validation student accuracy (``self.best`` says which). ``metrics_path``: the history as JSON.
+        Returns the history: one dict per epoch (losses, per-layer local losses, validation accuracies, seconds).
+
+        Raises ``ValueError`` when the loader yields no batch or a label outside the model's classes, and
+        ``FloatingPointError`` naming the layer and the step when a loss is NaN or infinite; the checkpoints
+        written before stay as they were.
         """
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
             raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
@@ -139,12 +157,15 @@ class LocalTandemTrainer:
             self.student.train()
             bar = _progress(train_loader, progress, desc=f"LTL {self.mode} epoch {self.epoch + 1}/{epochs}",
                             total=_len_or_none(train_loader))
+            seen = 0
             for i, (x, y) in enumerate(bar):
+                seen += 1
                 if i < skip:
                     if i == skip - 1:
                         set_rng_state(self._resume_rng)
                     continue
                 stats = self.train_step(x, y)
+                self._check_finite(stats)
                 self._accumulate(stats, len(y))
                 self.step_in_epoch += 1
                 self.global_step += 1
@@ -155,6 +176,12 @@ class LocalTandemTrainer:
                     self.save(checkpoint)
                 if max_steps is not None and self.step_in_epoch >= max_steps:
                     break
+            if seen == 0:
+                raise ValueError(f"fit: the training loader yielded no batch in epoch {self.epoch + 1} (an empty "
+                                 f"data set, or a batch size larger than the data with drop_last?)")
+            self._epoch_sums["seconds"] = time.perf_counter() - t0
+            if checkpoint is not None:       # the epoch's training is saved before anything can fail in evaluation
+                self.save(checkpoint)
             entry = self._end_epoch(time.perf_counter() - t0, val_loader, progress)
             if progress:
                 _print_epoch(entry)
@@ -164,7 +191,35 @@ class LocalTandemTrainer:
                 write_json(metrics_path, {"config": asdict(self.config), "history": self.history})
             if checkpoint is not None:
                 self.save(checkpoint)
+            if best_checkpoint is not None and self.best is not None and self.best["epoch"] == entry["epoch"]:
+                self.save(best_checkpoint)
         return self.history
+
+    def _check_finite(self, stats: Dict[str, float]) -> None:
+        """A NaN or infinite loss stops training, naming the layer(s) and the step (nothing is saved after it)."""
+        bad = {k: v for k, v in stats.items() if not math.isfinite(v)}
+        if not bad:
+            return
+        names = [f"layer {k[len('local/'):]!r} local loss {v}" for k, v in bad.items() if k.startswith("local/")]
+        if "ce" in bad:
+            names.append(f"readout cross-entropy {bad['ce']}")
+        names = names or [f"total loss {bad.get('loss')}"]
+        raise FloatingPointError(
+            f"non-finite loss at epoch {self.epoch + 1}, step {self.step_in_epoch + 1} (global step "
+            f"{self.global_step + 1}): {'; '.join(names)}. The student's weights after this step are not saved; "
+            f"the last checkpoint written stays as it was (lower the learning rate, or check the inputs)")
+
+    def _check_labels(self, x: Tensor, y: Tensor) -> None:
+        """Labels must index the model's outputs: a ``ValueError`` names those that do not (cross-entropy would
+        fail obscurely on the CPU and with a device assert on CUDA; accuracy would just count them wrong)."""
+        if self._num_classes is None:     # the teacher's output width, from one sample (no hooks are disturbed:
+            with torch.no_grad():         # the next step's teacher forward overwrites what they captured)
+                self._num_classes = int(self.teacher(x[:1].to(self.device)).shape[-1])
+        c = self._num_classes
+        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= c):
+            bad = sorted(set(y[(y < 0) | (y >= c)].tolist()))
+            raise ValueError(f"labels {bad[:10]}{' ...' if len(bad) > 10 else ''} lie outside the model's {c} "
+                             f"classes [0, {c - 1}]: the data and the model do not match")
 
     def _begin_epoch(self, loader) -> int:
         """Fix the loader's order and the RNG state at the start of an epoch; on resume, rewind to them.
@@ -207,8 +262,10 @@ class LocalTandemTrainer:
         }
         if val_loader is not None:
             report = self.evaluate(val_loader, progress=progress)
-            entry.update(student_acc=report["student_acc"], teacher_acc=report["teacher_acc"],
-                         firing_rate=report["firing_rate"])
+            entry.update(val_student_acc=report["student_acc"], val_teacher_acc=report["teacher_acc"],
+                         val_firing_rate=report["firing_rate"])
+            if self.best is None or report["student_acc"] > self.best["val_student_acc"]:
+                self.best = {"epoch": entry["epoch"], "val_student_acc": report["student_acc"]}
         self.history.append(entry)
         self.epoch += 1
         self.step_in_epoch = 0
@@ -230,17 +287,11 @@ class LocalTandemTrainer:
             for i, (x, y) in enumerate(loader):
                 if max_batches is not None and i >= max_batches:
                     break
-                x, y = x.to(self.device), y.to(self.device)
-                self.link.set_targets(x, mode=config.mode, warmup=config.warmup)
-                self.student(x)
-                ce = _readout_loss(self.student.last_step_logits, y, config)
-                local = self.link.local_losses()
-                for k, v in _stats(config.ce_weight * ce + sum(local.values()), ce, local).items():
+                for k, v in ltl_losses(self.student, self.link, x.to(self.device), y.to(self.device),
+                                       config).items():
                     sums[k] = sums.get(k, 0.0) + v
                 b += 1
-                _leave_tandem(self.link, self.student)
         finally:
-            _leave_tandem(self.link, self.student)
             self.student.train(was_training)
         b = max(b, 1)
         return {"loss": sums.get("loss", 0.0) / b, "ce": sums.get("ce", 0.0) / b,
@@ -264,10 +315,16 @@ class LocalTandemTrainer:
         ``spikes_per_sample`` and ``samples``.
         """
         model = self.student if model is None else self._as_spiking(model)
-        report = evaluate_spiking(model, self.dist.shard_loader(loader, train=False), teacher=self.teacher,
+        report = evaluate_spiking(model, self._labels_checked(self.dist.shard_loader(loader, train=False)),
+                                  teacher=self.teacher,
                                   device=self.device, progress=progress and self.dist.is_main,
                                   max_batches=max_batches)
         return self.dist.weighted_mean(report, weight=report["samples"])   # this rank's share -> all of it
+
+    def _labels_checked(self, loader: Iterable) -> Iterable:
+        for x, y in loader:
+            self._check_labels(x, y)
+            yield x, y
 
     # ------------------------------------------------------------------------------------------ calibrate
     def calibrate(self, model: nn.Module, loader: Iterable, steps: int = 300, mode: str = "online",
@@ -302,7 +359,7 @@ class LocalTandemTrainer:
             it = _cycle(loader)
             for i in _progress(range(steps), progress, desc="calibrate"):
                 x, y = next(it)
-                stats = _ltl_step(model, link, opt, x.to(self.device), y.to(self.device), config)
+                stats = ltl_step(model, link, opt, x.to(self.device), y.to(self.device), config)
                 if i >= steps - tail:
                     for k, v in stats.items():
                         sums[k] = sums.get(k, 0.0) + v / tail
@@ -329,7 +386,7 @@ class LocalTandemTrainer:
             "link": self.link.state_dict(),
             "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
             "history": copy.deepcopy(self.history), "epoch_sums": dict(self._epoch_sums),
-            "epoch_start": gen_state, "rng": rng_state(),
+            "epoch_start": gen_state, "rng": rng_state(), "best": self.best,
         }
 
     def save(self, path) -> Path:
@@ -377,6 +434,7 @@ class LocalTandemTrainer:
             trainer._epoch_sums = dict(state["epoch_sums"])
             es = state.get("epoch_start")
             trainer._epoch_start = None if es is None else (es["rng"], es["loader"])
+            trainer.best = state.get("best")
         except CheckpointError:
             raise
         except (KeyError, TypeError, ValueError, RuntimeError) as e:

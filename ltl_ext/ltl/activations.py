@@ -1,0 +1,181 @@
+"""Functional activations made visible: the ``F.relu`` & co in a model's ``forward`` as modules.
+
+A teacher may call its activations as functions (``F.relu``, ``torch.relu``, ``F.relu6``, ``F.hardtanh``,
+``F.leaky_relu``, ``torch.clamp(x, 0, m)``, ``clamp_min(x, 0)``) or methods (``x.relu()``, ``x.clamp(min=0)``).
+:func:`ltl_ext.convert` must turn each into a spiking neuron, and the pairing must hook the teacher at the same
+place, so both rewrite the ``torch.fx`` graph the same way: each such call becomes a ``call_module`` node of the
+equivalent activation module, named after the node (``relu``, ``relu_1``, ``clamp``, ...; deterministic for one
+model structure)::
+
+    F.relu, torch.relu, x.relu()              -> nn.ReLU()
+    torch.clamp(x, 0) / x.clamp(min=0) / clamp_min(x, 0) -> nn.ReLU()
+    torch.clamp(x, 0, m), m > 0               -> ClampReLU(m)
+    F.relu6                                   -> nn.ReLU6()
+    F.hardtanh(x, lo, hi)                     -> nn.Hardtanh(lo, hi)
+    F.leaky_relu(x, s)                        -> nn.LeakyReLU(s)
+
+A nonlinearity no spiking neuron can stand for (GELU, SiLU, sigmoid, tanh, ELU, a clamp whose lower bound is not 0
+or whose bounds are tensors, ...) *before the readout* is refused with a ``ValueError`` naming each one: left analog
+in the student it would pass the next layer's local loss back into the layer before it, and LTL's gradients would
+no longer stay inside each layer.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+
+from ..nn import LIF, ClampReLU
+
+__all__ = ["expose_activations", "modularise", "trace", "WEIGHT_LAYERS"]
+
+WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+# functional activations (step 1): target -> kind
+_FUNCTIONAL = {F.relu: "relu", torch.relu: "relu", torch.relu_: "relu", "relu": "relu", "relu_": "relu",
+               F.relu6: "relu6", F.hardtanh: "hardtanh", F.hardtanh_: "hardtanh",
+               F.leaky_relu: "leaky_relu", F.leaky_relu_: "leaky_relu",
+               torch.clamp: "clamp", torch.clip: "clamp", torch.clamp_: "clamp", "clamp": "clamp", "clamp_": "clamp",
+               "clip": "clamp", "clip_": "clamp",
+               torch.clamp_min: "clamp_min", torch.clamp_min_: "clamp_min", "clamp_min": "clamp_min",
+               "clamp_min_": "clamp_min"}
+#: nonlinearities a spiking neuron (rate in [0, 1] x scale) cannot stand for
+_UNSUPPORTED_MODULES = (nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.ELU, nn.SELU, nn.CELU, nn.Softplus, nn.Mish,
+                        nn.Hardswish, nn.Hardsigmoid, nn.PReLU, nn.RReLU, nn.LogSigmoid, nn.Softsign, nn.Tanhshrink,
+                        nn.GLU)
+_UNSUPPORTED_FUNCTIONS = {F.gelu, F.silu, torch.sigmoid, F.sigmoid, torch.tanh, F.tanh, F.elu, F.selu, torch.selu,
+                          F.celu, F.softplus, F.mish, F.hardswish, F.hardsigmoid, F.prelu, torch.prelu, F.rrelu,
+                          F.logsigmoid, F.softsign, F.glu, "sigmoid", "tanh", "sigmoid_", "tanh_"}
+_FIX = ("replace it by a module or function convert turns into a spiking neuron (nn.ReLU, ClampReLU(max), "
+        "nn.ReLU6, F.relu, torch.clamp(x, 0, max)), or move it after the readout")
+
+
+class _Tracer(fx.Tracer):
+    """FX tracer that keeps LIF and ClampReLU as leaf modules (one call_module node per use)."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, (LIF, ClampReLU)) or super().is_leaf_module(m, qualname)
+
+
+def trace(model: nn.Module) -> Tuple[Optional[fx.Graph], Optional[str]]:
+    """``(graph, None)`` for an fx-traceable model, else ``(None, why)``."""
+    try:
+        return _Tracer().trace(model), None
+    except Exception as e:  # noqa: BLE001 - any tracing failure means "not traceable"
+        return None, f"{type(e).__name__}: {e}"
+
+
+def _arg(node: fx.Node, i: int, name: str, default=None):
+    return node.args[i] if len(node.args) > i else node.kwargs.get(name, default)
+
+
+def _number(v) -> bool:
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+def _describe(node: fx.Node) -> str:
+    t = node.target
+    what = f"x.{t}()" if node.op == "call_method" else getattr(t, "__qualname__", getattr(t, "__name__", str(t)))
+    return f"{node.name!r} ({what})"
+
+
+def _activation_module(node: fx.Node) -> Optional[nn.Module]:
+    """The activation module equivalent to a functional call ``node``; ``None`` if it is not an activation.
+    Raises ``ValueError`` (with the reason) for a clamp a spiking neuron cannot stand for."""
+    kind = _FUNCTIONAL.get(node.target) if node.op in ("call_function", "call_method") else None
+    if kind is None:
+        return None
+    if kind == "relu":
+        return nn.ReLU()
+    if kind == "relu6":
+        return nn.ReLU6()
+    if kind == "leaky_relu":
+        return nn.LeakyReLU(_arg(node, 1, "negative_slope", 0.01))
+    if kind == "hardtanh":
+        lo, hi = _arg(node, 1, "min_val", -1.0), _arg(node, 2, "max_val", 1.0)
+        if not (_number(lo) and _number(hi)):
+            raise ValueError(f"{_describe(node)} has tensor bounds")
+        return nn.Hardtanh(lo, hi)
+    lo = _arg(node, 1, "min")
+    hi = None if kind == "clamp_min" else _arg(node, 2, "max")
+    if not (_number(lo) and _number(hi)):
+        raise ValueError(f"{_describe(node)} has tensor bounds")
+    if lo != 0:
+        raise ValueError(f"{_describe(node)} clamps at min = {lo}, not 0 (a spike rate is >= 0)")
+    if hi is None:
+        return nn.ReLU()
+    if not hi > 0:
+        raise ValueError(f"{_describe(node)} clamps to [0, {hi}]")
+    return ClampReLU(float(hi))
+
+
+def _readout_position(model: nn.Module, graph: fx.Graph) -> int:
+    """Index in ``graph.nodes`` of the last weight layer's call (the readout); len(nodes) if there is none."""
+    nodes = list(graph.nodes)
+    last = [i for i, n in enumerate(nodes)
+            if n.op == "call_module" and isinstance(model.get_submodule(n.target), WEIGHT_LAYERS)]
+    return last[-1] if last else len(nodes)
+
+
+def modularise(model: nn.Module, graph: fx.Graph) -> Dict[str, nn.Module]:
+    """Step 1 on ``graph`` (edited in place): each functional activation becomes a ``call_module`` node of a new
+    activation module named after the node; returns ``{name: module}`` (to be registered on the model's root).
+    Refuses, naming them all, the nonlinearities before the readout that no spiking neuron can stand for."""
+    existing = {n for n, _ in model.named_modules()}
+    readout = _readout_position(model, graph)
+    new: Dict[str, nn.Module] = {}
+    refused: List[str] = []
+    for i, node in enumerate(list(graph.nodes)):
+        try:
+            module = _activation_module(node)
+        except ValueError as e:
+            refused.append(str(e))
+            continue
+        if module is None:
+            if i >= readout:
+                continue
+            if node.op in ("call_function", "call_method") and node.target in _UNSUPPORTED_FUNCTIONS:
+                refused.append(_describe(node))
+            elif node.op == "call_module" and isinstance(model.get_submodule(node.target), _UNSUPPORTED_MODULES):
+                refused.append(f"{node.target!r} ({type(model.get_submodule(node.target)).__name__})")
+            continue
+        name = node.name
+        while name in existing or name in new:
+            name += "_"
+        new[name] = module
+        with graph.inserting_after(node):
+            call = graph.call_module(name, (node.args[0],))
+        node.replace_all_uses_with(call)
+        graph.erase_node(node)
+    if refused:
+        raise ValueError(f"convert: these activations cannot become spiking neurons: {'; '.join(refused)}. "
+                         f"Left analog, the next layer's local loss would reach the layer before them (LTL's "
+                         f"gradients would no longer stay inside each layer). Fix: {_FIX}.")
+    return new
+
+
+def expose_activations(model: nn.Module) -> nn.Module:
+    """``model`` with a hookable module at each functional activation (the modules :func:`convert` turns into
+    the student's neurons, same names), for pairing a teacher that calls ``F.relu`` & co with its student.
+
+    Returns ``model`` itself when it has no functional activation (or is not fx-traceable); otherwise a
+    ``torch.fx.GraphModule`` that computes the same function with the *same* parameters and buffers (training
+    the one trains the other); ``model`` is not modified. Raises like :func:`convert` for activations no
+    spiking neuron can stand for.
+    """
+    graph, _ = trace(model)
+    if graph is None:
+        return model
+    new = modularise(model, graph)
+    if not new:
+        return model
+    root = nn.Module()   # shares model's children, parameters and buffers; only the new modules are its own
+    root._modules, root._parameters, root._buffers = dict(model._modules), dict(model._parameters), \
+        dict(model._buffers)
+    for name, m in new.items():
+        root.add_module(name, m)
+    gm = fx.GraphModule(root, graph, class_name=type(model).__name__)
+    return gm.train(model.training)

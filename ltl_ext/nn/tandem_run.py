@@ -1,0 +1,115 @@
+"""One student forward in tandem mode, as a value: what its LIFs learn from, and the local losses they give back.
+
+Nothing is left on the modules. A :class:`TandemRun` is entered around a student forward (or a batch of stepwise
+calls); while it is active, each :class:`~ltl_ext.nn.LIF` it names computes its local tandem loss against its
+target (``ltl_ext.functional.tandem_loss``, or ``tandem_step`` when stepwise) and returns detached spikes::
+
+    run = TandemRun({"features.0.2": lif0, ...}, {"features.0.2": y0, ...}, mode="offline", backward=True)
+    with run:
+        logits, steps = student(x, return_steps=True)
+    run.losses          # {"features.0.2": loss_0, ...}
+
+``backward=True`` (the engine's mode, ltl-method.md §3): each layer's loss is back-propagated the moment the
+layer has produced it, inside the forward. Its graph reaches back only to the previous layers' detached spikes
+(or the input), so the layer's weights get their whole gradient at once, and the layer's saved tensors are freed
+before the next layer runs: at any time only one layer's graph is alive. ``losses`` then holds detached values.
+``backward=False``: the losses keep their graph, for the caller to combine.
+
+The backward keeps the graph (``retain_graph=True``): a current that also feeds a later layer without passing
+through a LIF (a pre-activation residual branch, say) must still be there when the later loss goes back through
+it. Gradients add linearly, so the sum equals that of one backward of ``sum_l loss_l``. In the usual layout
+nothing else holds the layer's graph, and it is freed as soon as the layer returns.
+
+Spikes the LIFs give out are marked in a :class:`~ltl_ext.nn.packing.SpikeStore`, so a layer that saves them
+for its weight gradient stores them as bits.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Mapping, Optional
+
+import torch
+from torch import Tensor, nn
+
+from .packing import SpikeStore
+
+__all__ = ["TandemRun", "MODES"]
+
+MODES = ("offline", "online")
+# The active runs, innermost last. A plain module global (not a ContextVar) so that torch.compile can trace the
+# LIF's look-up (it guards on it); a training process drives one student forward at a time.
+_ACTIVE: List["TandemRun"] = []
+
+
+class TandemRun:
+    """The context of one tandem forward.
+
+    Args:
+        layers: student layer name -> the LIF module (the names the teacher pairs with).
+        targets: student layer name -> target y_l ``[B, *neuron]`` (normalised teacher activation, detached).
+        mode: ``"offline"`` (MSE of the rate over all T steps) or ``"online"`` (per-step loss from ``warmup`` on).
+        warmup: online only: steps before it carry no loss.
+        backward: back-propagate each local loss as soon as it exists (see the module docstring).
+        pack_spikes: store spikes saved for the backward as bits (:class:`SpikeStore`).
+
+    Attributes: ``losses`` (name -> loss, summed over the calls of a layer in this run: the T steps of a
+    stepwise run, say), ``mode``, ``warmup``.
+    """
+
+    def __init__(self, layers: Mapping[str, nn.Module], targets: Mapping[str, Tensor], *, mode: str = "offline",
+                 warmup: int = 0, backward: bool = False, pack_spikes: bool = True):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+            raise ValueError(f"warmup must be a non-negative int, got {warmup!r}")
+        missing = [n for n in layers if n not in targets]
+        if missing:
+            raise KeyError(f"no target for student layer(s) {missing}")
+        self.mode, self.warmup, self.backward = mode, warmup, bool(backward)
+        self.targets = {n: targets[n] for n in layers}
+        self._names = {id(m): n for n, m in layers.items()}
+        self._modules = dict(layers)          # keeps the ids above valid for the run's lifetime
+        self.losses: Dict[str, Tensor] = {}
+        self.spikes = SpikeStore() if pack_spikes else None
+        self._entered = False
+
+    @staticmethod
+    def current() -> Optional["TandemRun"]:
+        """The innermost active run, or ``None``."""
+        return _ACTIVE[-1] if _ACTIVE else None
+
+    def name_of(self, module: nn.Module) -> Optional[str]:
+        """The layer name of ``module`` in this run, ``None`` if it does not learn in it."""
+        return self._names.get(id(module))
+
+    def give(self, name: str, loss: Tensor, spikes: Tensor) -> Tensor:
+        """Called by a LIF with its local ``loss`` and (detached) ``spikes``: back-propagates the loss at once
+        if ``backward``, records it, marks the spikes for the spike store; returns the spikes."""
+        if self.backward and loss.requires_grad:
+            loss.backward(retain_graph=True)
+            loss = loss.detach()
+        prev = self.losses.get(name)
+        self.losses[name] = loss if prev is None else prev + loss
+        return spikes if self.spikes is None else self.spikes.mark(spikes)
+
+    def total(self) -> Tensor:
+        """Sum of the local losses (a 0-d tensor; with graph unless ``backward``)."""
+        if not self.losses:
+            raise RuntimeError("no local losses: no LIF of this run has run inside it")
+        return torch.stack(list(self.losses.values())).sum()
+
+    def __enter__(self) -> "TandemRun":
+        if self._entered:
+            raise RuntimeError("a TandemRun is not re-entrant")
+        self._entered = True
+        _ACTIVE.append(self)
+        if self.spikes is not None:
+            self.spikes.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            if self.spikes is not None:
+                self.spikes.__exit__(*exc)
+        finally:
+            _ACTIVE.remove(self)
+            self._entered = False

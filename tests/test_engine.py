@@ -1,0 +1,145 @@
+"""The layer-wise LTL engine (ltl_ext.train.engine): same gradients as one backward of the summed loss, each layer's
+graph freed before the next layer runs, spikes saved as bits, nothing left on the modules."""
+from __future__ import annotations
+
+import copy
+import weakref
+
+import pytest
+import torch
+from torch import nn
+
+from ltl_ext.ltl import tandem
+from ltl_ext.ltl.convert import convert
+from ltl_ext.nn import LIF, SpikeStore, SpikingModel
+from ltl_ext.nn.packing import pack_spikes, unpack_spikes
+from ltl_ext.nn.zoo import cnn_small, mlp, resnet, vgg11, vgg16
+from ltl_ext.train.config import LTLConfig
+from ltl_ext.train.engine import ltl_step, readout_loss
+
+ZOO = {  # name -> (teacher builder, input shape [B, ...])
+    "vgg11": (lambda: vgg11(), (2, 3, 32, 32)),
+    "vgg16": (lambda: vgg16(), (2, 3, 32, 32)),
+    "resnet": (lambda: resnet(widths=(4, 8, 8), blocks=(1, 2, 1)), (2, 3, 16, 16)),
+    "cnn_small": (lambda: cnn_small(input_size=12, channels=(3, 5, 6), hidden=7), (3, 1, 12, 12)),
+    "mlp": (lambda: mlp(in_features=20, hidden=(9, 7)), (3, 20)),
+}
+MODES = [("offline", "batched"), ("online", "batched"), ("online", "constant")]
+
+
+class _NoStep:
+    """An optimiser that keeps the weights: the gradients are what is compared."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def zero_grad(self, set_to_none=True):
+        self.model.zero_grad(set_to_none=set_to_none)
+
+    def step(self):
+        pass
+
+
+def _setup(name, T=3, dtype=torch.float64):
+    build, shape = ZOO[name]
+    torch.manual_seed(0)
+    teacher = build().eval().to(dtype)
+    student = SpikingModel(convert(teacher, neuron=LIF(beta=0.9, threshold=0.3, surrogate="sigmoid")),
+                           time_steps=T).to(dtype)
+    x = torch.rand(*shape, dtype=dtype, generator=torch.Generator().manual_seed(1))
+    y = torch.arange(shape[0]) % 10
+    return teacher, student, x, y
+
+
+def reference_grads(student, link, x, y, config):
+    """The old form of the step: the whole student forward with every local loss kept, then ONE backward of
+    ``ce_weight * CE + sum_l loss_l`` (the constant-memory mode's gradients are those of batched online LTL)."""
+    student.zero_grad(set_to_none=True)
+    with link.pairs.run(link.targets(x), mode=config.mode, warmup=config.warmup, pack_spikes=False) as run:
+        _, steps = student(x, return_steps=True)
+    (config.ce_weight * readout_loss(steps, y, config) + run.total()).backward()
+    return {n: p.grad.clone() for n, p in student.named_parameters()}
+
+
+@pytest.mark.parametrize("mode,memory", MODES, ids=["offline", "online", "constant"])
+@pytest.mark.parametrize("name", list(ZOO))
+def test_layerwise_gradients_equal_one_backward_of_the_sum(name, mode, memory):
+    teacher, student, x, y = _setup(name)
+    config = LTLConfig(time_steps=3, mode=mode, warmup=1 if mode == "online" else 0, memory=memory,
+                       ce_weight=0.7).check()
+    link = tandem.Tandem(teacher, student)
+    ref = reference_grads(student, link, x, y, config)
+    stats = ltl_step(student, link, _NoStep(student), x, y, config)
+    got = {n: p.grad for n, p in student.named_parameters()}
+    assert got.keys() == ref.keys() and all(g is not None for g in got.values())
+    assert any(bool(g.abs().sum() > 0) for g in got.values())
+    for n in ref:
+        scale = float(ref[n].abs().max())
+        torch.testing.assert_close(got[n], ref[n], rtol=1e-12, atol=1e-12 * scale, msg=n)
+    assert set(stats) == {"loss", "ce"} | {f"local/{p.name}" for p in link.pairs}
+    copy.deepcopy(student)                     # nothing of the step is left on the modules
+
+
+def test_each_layer_learns_and_frees_its_graph_before_the_next_runs():
+    """Offline VGG: when a LIF runs, the previous layers already have their weight gradients, and the previous
+    layer's input current (saved by its tandem op for the backward) is gone."""
+    teacher, student, x, y = _setup("vgg11", dtype=torch.float32)
+    lifs = [m for _, m in student.lifs()]
+    convs = [m for m in student.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == len(lifs) - 2          # 8 conv LIFs + 2 fc LIFs
+    currents, seen = [], []
+
+    def keep(module, args):                     # a weak reference to each LIF's input current
+        currents.append(weakref.ref(args[0]))
+
+    def check(module, args):
+        i = lifs.index(module)
+        seen.append(all(c.weight.grad is not None for c in convs[:min(i, len(convs))]))
+        seen.append(all(r() is None for r in currents[:i]))
+
+    hooks = [m.register_forward_pre_hook(check) for m in lifs] + [m.register_forward_pre_hook(keep) for m in lifs]
+    config = LTLConfig(time_steps=2, mode="offline", warmup=0).check()
+    ltl_step(student, tandem.Tandem(teacher, student), _NoStep(student), x, y, config)
+    for h in hooks:
+        h.remove()
+    assert len(seen) == 2 * len(lifs) and all(seen), seen
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 1000, 4099])
+def test_spike_packing_round_trips_bit_exactly(dtype, n):
+    s = (torch.rand(n, generator=torch.Generator().manual_seed(n)) < 0.3).to(dtype).view(-1, 1) if n % 2 else \
+        (torch.rand(n, generator=torch.Generator().manual_seed(n)) < 0.3).to(dtype)
+    packed, shape, dt = pack_spikes(s)
+    assert packed.dtype == torch.uint8 and packed.numel() == (n + 7) // 8
+    back = unpack_spikes(packed, shape, dt)
+    assert back.dtype == s.dtype and back.shape == s.shape and torch.equal(back, s)
+    assert torch.equal(unpack_spikes(*pack_spikes(torch.ones(n, dtype=dtype))), torch.ones(n, dtype=dtype))
+
+
+def test_saved_spikes_are_packed_and_gradients_do_not_change():
+    teacher, student, x, y = _setup("cnn_small", dtype=torch.float32)
+    config = LTLConfig(time_steps=4, mode="offline", warmup=0).check()
+    link = tandem.Tandem(teacher, student)
+    grads, packed = [], []
+    for pack in (False, True):
+        student.zero_grad(set_to_none=True)
+        with link.pairs.run(link.targets(x), mode="offline", backward=True, pack_spikes=pack) as run:
+            _, steps = student(x, return_steps=True)
+        readout_loss(steps, y, config).backward()
+        grads.append({n: p.grad.clone() for n, p in student.named_parameters()})
+        packed.append(0 if run.spikes is None else run.spikes.packed)
+    assert packed[1] >= 2                       # the 2nd conv and the hidden Linear saved packed spikes
+    for n in grads[0]:
+        assert torch.equal(grads[1][n], grads[0][n]), n
+
+
+def test_spike_store_leaves_other_tensors_alone():
+    store = SpikeStore()
+    w = torch.randn(3, 4, requires_grad=True)
+    s = store.mark((torch.rand(5, 4) < 0.5).float())
+    other = torch.rand(5, 4)
+    with store:
+        out = (s @ w.t()).sum() + (other @ w.t()).sum()
+    out.backward()
+    assert store.packed == 1 and torch.allclose(w.grad, (s + other).sum(0).expand(3, 4))
