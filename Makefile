@@ -26,8 +26,9 @@ build: $(STAMP)
 test: build
 	$(PY) -m pytest -q tests
 
+# the demo (python -m ltl_ext demo), then its figures as the artefact docs/results/demo.json (the README renders it)
 demo: build
-	$(PY) -m ltl_ext demo --out runs/demo
+	$(PY) scripts/run_demo_artefact.py --out runs/demo
 
 bench: build
 	$(PY) -m pytest -q bench --benchmark-only

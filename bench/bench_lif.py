@@ -14,8 +14,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import DEVICES, EXTRA, FULL, cuda_ok, run_bench, sync
-from ltl_ext.functional import lif, lif_reference
+import time
+
+from conftest import DEVICES, EXTRA, FULL, cuda_ok, run_bench, sync, write_bench_artefact
+from ltl_ext.functional import lif, lif_reference, tandem_loss
 
 TS = [8, 16, 64]
 NS = [1 << 14, 1 << 20]
@@ -137,3 +139,55 @@ def test_lif(benchmark, impl, mode, T, N, device):
     if impl == "spikingjelly":
         fn = _spikingjelly_fn()
     _bench_impl(benchmark, impl, fn, mode, T, N, device)
+
+
+def _median_us(fn, calls: int = 400) -> float:
+    """Median wall time of one call in microseconds (after a warm-up): per-call costs are what is measured."""
+    for _ in range(20):
+        fn()
+    ts = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    ts.sort()
+    return ts[len(ts) // 2] * 1e6
+
+
+def test_cpu_per_call_overhead(benchmark):
+    """Per-call cost at a small layer (N = 4096, T = 16, one thread): fused fwd+bwd over ``torch.sigmoid`` fwd+bwd
+    on the same tensor. Goals (issue 13): lif <= 1.5x with scalar and with per-neuron tensor parameters; the
+    tandem ops <= 2x. Writes docs/results/cpu_per_call_overhead_<allocator>.json."""
+    T, N = 16, 4096
+    x, gs = _inputs(T, N, "cpu")
+    y = torch.rand(N, generator=torch.Generator().manual_seed(1))
+    threshold = torch.full((N,), 1.0, requires_grad=True)
+
+    def grad_of(f):
+        def run():
+            xx = x.detach().requires_grad_()
+            f(xx)
+            return xx.grad
+        return run
+
+    cases = {
+        "sigmoid": grad_of(lambda xx: torch.sigmoid(xx).backward(gs)),
+        "lif_scalar": grad_of(lambda xx: lif(xx, **KW).backward(gs)),
+        "lif_tensor_threshold": grad_of(lambda xx: lif(xx, **{**KW, "threshold": threshold}).backward(gs)),
+        "tandem_offline": grad_of(lambda xx: tandem_loss(xx, y, mode="offline", **KW)[1].backward()),
+        "tandem_online": grad_of(lambda xx: tandem_loss(xx, y, mode="online", **KW)[1].backward()),
+    }
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        us = {name: _median_us(fn) for name, fn in cases.items()}
+        benchmark.pedantic(cases["lif_scalar"], rounds=20, iterations=1, warmup_rounds=1)
+    finally:
+        torch.set_num_threads(old)
+    goals = {"lif_scalar": 1.5, "lif_tensor_threshold": 1.5, "tandem_offline": 2.0, "tandem_online": 2.0}
+    rows = [{"case": name, "median_us": round(us[name], 1), "ratio_to_sigmoid": round(us[name] / us["sigmoid"], 2),
+             "goal_ratio": goals[name], "meets_goal": us[name] / us["sigmoid"] <= goals[name]} for name in goals]
+    write_bench_artefact("cpu_per_call_overhead", {
+        "what": "fused fwd+bwd vs torch.sigmoid fwd+bwd on the same tensor, median of 400 calls, 1 thread",
+        "T": T, "N": N, "sigmoid_median_us": round(us["sigmoid"], 1), "rows": rows})
+    EXTRA.extend(rows)

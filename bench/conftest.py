@@ -7,19 +7,43 @@ LTL_BENCH_TABLE=path.json to also write the rows as JSON (scripts/gpu_check.sh d
 
 LTL_BENCH_FULL=1 runs every implementation at every (T, N); the default runs the slow Python-loop
 implementations (reference, SpikingJelly) only at T = 16.
+
+Artefacts (scripts/evidence.py, under docs/results/): the ratio table of a run goes to
+``bench_<devices>_<allocator>.json`` and the per-call overhead figures (bench_lif.py) to
+``cpu_per_call_overhead_<allocator>.json``, where <allocator> is ``steady_allocator`` when glibc is told to keep
+freed memory (MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=4294967296: a training loop's steady
+state, as PyTorch's caching allocator gives on a GPU) and ``default_allocator`` otherwise (every fresh large
+output is a new mmap whose page faults are timed too). Run both regimes to publish CPU figures.
 """
 from __future__ import annotations
 
 import json
 import os
+import sys
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+from evidence import write_artefact  # noqa: E402
+
 FULL = os.environ.get("LTL_BENCH_FULL") == "1"
 RESULTS: dict = defaultdict(dict)  # (device, op, mode, T, N) -> {impl: seconds}
 EXTRA: list = []                   # free-form rows (bandwidth figures)
+
+
+def allocator_regime() -> str:
+    """``steady_allocator`` when glibc keeps freed memory for reuse (see the module docstring), else default."""
+    steady = os.environ.get("MALLOC_MMAP_THRESHOLD_") and os.environ.get("MALLOC_TRIM_THRESHOLD_")
+    return "steady_allocator" if steady else "default_allocator"
+
+
+def write_bench_artefact(stem: str, figures: dict) -> Path:
+    """docs/results/<stem>_<allocator regime>.json, with the regime and the thread count among the figures."""
+    figures = {"allocator": allocator_regime(), "threads": torch.get_num_threads(), **figures}
+    return write_artefact(f"{stem}_{allocator_regime()}", figures)
 
 
 def cuda_ok() -> bool:
@@ -83,6 +107,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
                      **{f"{i}_ms": r[i] * 1e3 for i in r}})
     for e in EXTRA:
         tr.write_line(" ".join(f"{k}={v}" for k, v in e.items()))
+    if rows:
+        devices = "_".join(sorted({r["device"] for r in rows}))
+        written = write_bench_artefact(f"bench_{devices}", {"rows": rows, "extra": EXTRA})
+        tr.write_line(f"artefact: {written}")
     path = os.environ.get("LTL_BENCH_TABLE")
     if path:
         with open(path, "w") as fh:

@@ -33,20 +33,20 @@ c10::TypedOperatorHandle<Sig> find_op(const char* name) {
 }
 
 using LifFwdSig = std::tuple<Tensor, Tensor>(const Tensor&, const OptTensor&, const OptTensor&, const OptTensor&,
-                                             const OptTensor&, double, double, double, Str, double, Str, double,
+                                             const OptTensor&, double, double, double, Str, double, Str, std::optional<double>,
                                              bool);
 using LifBwdSig = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>(
     const OptTensor&, const OptTensor&, const Tensor&, const OptTensor&, const OptTensor&, const OptTensor&,
-    const OptTensor&, double, double, double, Str, double, Str, double, bool, bool, bool, bool, bool);
+    const OptTensor&, double, double, double, Str, double, Str, std::optional<double>, bool, bool, bool, bool, bool);
 using OfflineFwdSig = std::tuple<Tensor, Tensor, Tensor>(const Tensor&, const Tensor&, const OptTensor&,
                                                          const OptTensor&, const OptTensor&, const OptTensor&, double,
-                                                         double, double, Str, double, Str, double, bool);
+                                                         double, double, Str, double, Str, std::optional<double>, bool);
 using OfflineBwdSig = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>(
     const Tensor&, const Tensor&, const Tensor&, const OptTensor&, const OptTensor&, const OptTensor&,
-    const OptTensor&, double, double, double, Str, double, Str, double, bool, bool, bool, bool, bool);
+    const OptTensor&, double, double, double, Str, double, Str, std::optional<double>, bool, bool, bool, bool, bool);
 using OnlineSig = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>(
     const Tensor&, const Tensor&, const OptTensor&, const OptTensor&, const OptTensor&, const OptTensor&,
-    const OptTensor&, double, double, double, Str, double, Str, double, int64_t, int64_t, bool, bool, bool, bool,
+    const OptTensor&, double, double, double, Str, double, Str, std::optional<double>, int64_t, int64_t, bool, bool, bool, bool,
     bool, bool);
 
 c10::TypedOperatorHandle<LifFwdSig> lif_fwd_op() {
@@ -87,7 +87,8 @@ struct Needs {
 
 // The LIF arguments every op shares after its tensors: saved as they came, handed back to the backward op.
 struct LifScalars {
-  double beta_s, alpha_s, threshold_s, v_reset, surrogate_alpha;
+  double beta_s, alpha_s, threshold_s, v_reset;
+  std::optional<double> surrogate_alpha;
   std::string reset, surrogate;
   bool detach_reset;
 
@@ -96,7 +97,7 @@ struct LifScalars {
     ctx->saved_data["alpha_s"] = alpha_s;
     ctx->saved_data["threshold_s"] = threshold_s;
     ctx->saved_data["v_reset"] = v_reset;
-    ctx->saved_data["surrogate_alpha"] = surrogate_alpha;
+    ctx->saved_data["surrogate_alpha"] = surrogate_alpha.has_value() ? c10::IValue(*surrogate_alpha) : c10::IValue();
     ctx->saved_data["reset"] = reset;
     ctx->saved_data["surrogate"] = surrogate;
     ctx->saved_data["detach_reset"] = detach_reset;
@@ -104,7 +105,7 @@ struct LifScalars {
   static LifScalars load(AutogradContext* ctx) {
     auto& d = ctx->saved_data;
     return {d["beta_s"].toDouble(), d["alpha_s"].toDouble(), d["threshold_s"].toDouble(), d["v_reset"].toDouble(),
-            d["surrogate_alpha"].toDouble(), d["reset"].toStringRef(), d["surrogate"].toStringRef(),
+            d["surrogate_alpha"].toOptional<double>(), d["reset"].toStringRef(), d["surrogate"].toStringRef(),
             d["detach_reset"].toBool()};
   }
 };
@@ -158,7 +159,7 @@ struct LifFunction : public torch::autograd::Function<LifFunction> {
 std::tuple<Tensor, Tensor> lif_fwd_autograd(const Tensor& x, const OptTensor& beta, const OptTensor& alpha,
                                             const OptTensor& threshold, const OptTensor& v0, double beta_s,
                                             double alpha_s, double threshold_s, Str reset, double v_reset,
-                                            Str surrogate, double surrogate_alpha, bool detach_reset) {
+                                            Str surrogate, std::optional<double> surrogate_alpha, bool detach_reset) {
   const LifScalars s{beta_s, alpha_s, threshold_s, v_reset, surrogate_alpha, std::string(reset),
                      std::string(surrogate), detach_reset};
   auto out = LifFunction::apply(x, beta, alpha, threshold, v0, s);
@@ -180,6 +181,8 @@ struct OfflineFunction : public torch::autograd::Function<OfflineFunction> {
                             or_undefined(v0)});
     save_given(ctx, {true, true, given(beta), given(alpha), given(threshold), given(v0), false});
     s.save(ctx);
+    ctx->saved_data["target_sizes"] = target.sizes();
+    ctx->saved_data["target_dtype"] = target.scalar_type();
     ctx->set_materialize_grads(false);  // else autograd allocates a zero [T, N] gradient for the spikes
     return {spikes, loss, err};
   }
@@ -199,7 +202,9 @@ struct OfflineFunction : public torch::autograd::Function<OfflineFunction> {
                   need(ctx, 2), need(ctx, 3), need(ctx, 4));
     if (need(ctx, 0)) out[0] = gx;
     if (need(ctx, 1))  // dL/dy = -2 (r - y) / N
-      out[1] = at::mul(err, at::mul(g_loss.to(err.scalar_type()), -2.0 / std::max<double>(err.numel(), 1.0)));
+      out[1] = at::mul(err, at::mul(g_loss.to(err.scalar_type()), -2.0 / std::max<double>(err.numel(), 1.0)))
+                   .view(ctx->saved_data["target_sizes"].toIntVector())
+                   .to(ctx->saved_data["target_dtype"].toScalarType());
     const Tensor g[] = {g_beta, g_alpha, g_threshold, g_v0};
     for (size_t i = 0; i < 4; ++i)
       if (need(ctx, 2 + i)) out[2 + i] = g[i];
@@ -211,7 +216,7 @@ std::tuple<Tensor, Tensor, Tensor> offline_fwd_autograd(const Tensor& x, const T
                                                         const OptTensor& alpha, const OptTensor& threshold,
                                                         const OptTensor& v0, double beta_s, double alpha_s,
                                                         double threshold_s, Str reset, double v_reset, Str surrogate,
-                                                        double surrogate_alpha, bool detach_reset) {
+                                                        std::optional<double> surrogate_alpha, bool detach_reset) {
   const LifScalars s{beta_s, alpha_s, threshold_s, v_reset, surrogate_alpha, std::string(reset),
                      std::string(surrogate), detach_reset};
   auto out = OfflineFunction::apply(x, target, beta, alpha, threshold, v0, s);
@@ -275,7 +280,7 @@ struct OnlineFunction : public torch::autograd::Function<OnlineFunction> {
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> online_autograd(
     const Tensor& x, const Tensor& target, const OptTensor& beta, const OptTensor& alpha, const OptTensor& threshold,
     const OptTensor& v0, const OptTensor& count0, double beta_s, double alpha_s, double threshold_s, Str reset,
-    double v_reset, Str surrogate, double surrogate_alpha, int64_t t0, int64_t warmup, bool need_state,
+    double v_reset, Str surrogate, std::optional<double> surrogate_alpha, int64_t t0, int64_t warmup, bool need_state,
     bool need_grad_x, bool need_beta, bool need_alpha, bool need_threshold, bool need_target) {
   const OnlineArgs a{{beta_s, alpha_s, threshold_s, v_reset, surrogate_alpha, std::string(reset),
                       std::string(surrogate), false},

@@ -2,13 +2,18 @@
 # One command for the lent GPU machine (H200, sm_90; Python 3.12, torch 2.11 + cu130, nvcc 13.0, no network):
 #   build the CUDA flavour, run every CUDA test (pytest -m cuda: node ids containing "cuda", see tests/conftest.py),
 #   run the CUDA benchmarks (incl. the GPU target: fused LIF fwd+bwd >= 60 % of copy bandwidth, N = 2^24, T = 16),
-#   and leave logs + JSON under $OUT (8 files). Each stage is bounded with `timeout`; the whole run < 6 minutes.
+#   and leave logs + JSON under $OUT (default docs/results/gpu/, where the evidence rule puts artefacts; summary.json
+#   records the commit, so a GPU figure is published only with the log made at that commit). Each stage is bounded
+#   with `timeout`; the whole run < 6 minutes.
+#
+#   Exit status: 0 only when the build has CUDA kernels, every test ran passes, at least one CUDA test ran (not all
+#   skipped), and the benchmarks pass; otherwise 1, with the reasons in summary.json ("failures") and the log.
 #
 #   bash scripts/gpu_check.sh                       # on the GPU machine, from the repository root
-#   OUT=/tmp/o LTL_EXT_CUDA=0 PY=.venv/bin/python bash scripts/gpu_check.sh   # dry run of the logic on a CPU box
+#   OUT=/tmp/o SKIP_BUILD=1 PY=.venv/bin/python bash scripts/gpu_check.sh    # dry run on a CPU box: exits 1
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-$PWD/out/gpu_check}
+OUT=${OUT:-$PWD/docs/results/gpu}
 PY=${PY:-python}
 mkdir -p "$OUT"
 LOG="$OUT/gpu_check.log"
@@ -24,7 +29,10 @@ command -v nvcc >/dev/null && nvcc --version | tail -1 | tee -a "$LOG"
 # ---- 1. build (sm_90 only: fast) ----------------------------------------------------------------------------------
 say "build: pip install --no-build-isolation --no-deps -e . (LTL_EXT_CUDA=${LTL_EXT_CUDA:-1}, TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0})"
 LOCK=""; command -v flock >/dev/null && LOCK="flock /tmp/ltl_ext_build.lock"
-if LTL_EXT_CUDA=${LTL_EXT_CUDA:-1} TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-$(nproc)} \
+if [ "${SKIP_BUILD:-0}" = 1 ]; then   # a rerun on the same machine: the extension is built already
+  echo "build skipped (SKIP_BUILD=1)" >"$OUT/build.log"
+  status_build=ok
+elif LTL_EXT_CUDA=${LTL_EXT_CUDA:-1} TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-$(nproc)} \
     timeout 150 $LOCK "$PY" -m pip install --no-build-isolation --no-deps -e . >"$OUT/build.log" 2>&1; then
   status_build=ok
 else
@@ -46,10 +54,11 @@ PY
 if [ "$status_build" = ok ]; then
   say "tests: pytest tests/test_lif.py tests/test_build.py -m cuda, then pytest tests -m cuda (the rest)"
   timeout 60 "$PY" -m pytest tests/test_lif.py tests/test_build.py -m cuda -q -p no:cacheprovider -rfE --durations=5 \
-      >"$OUT/tests_cuda.log" 2>&1
+      --junitxml="$OUT/tests_cuda_lif.xml" >"$OUT/tests_cuda.log" 2>&1
   rc1=$?
   echo "---- other CUDA tests ----" >>"$OUT/tests_cuda.log"
   timeout 45 "$PY" -m pytest tests -m cuda -q -p no:cacheprovider -rfE --durations=5 \
+      --junitxml="$OUT/tests_cuda_others.xml" \
       --ignore=tests/test_lif.py --ignore=tests/test_build.py >>"$OUT/tests_cuda.log" 2>&1
   rc2=$?
   verdict() { [ "$1" = 0 ] && echo ok || { [ "$1" = 5 ] && echo none; } || echo "FAILED(rc=$1)"; }
@@ -74,19 +83,50 @@ if [ "$status_build" = ok ]; then
   say "bench: $status_bench"
 fi
 
-# ---- summary -----------------------------------------------------------------------------------------------------
+# ---- summary and verdict ---------------------------------------------------------------------------------------
 "$PY" - "$OUT" "$status_build" "$status_tests" "$status_bench" "$((SECONDS - t0))" <<'PY' 2>&1 | tee -a "$LOG"
-import json, os, sys
+import json, os, subprocess, sys
+import xml.etree.ElementTree as ET
 out, b, t, be, secs = sys.argv[1:6]
-s = {"build": b, "tests_cuda": t, "bench_cuda": be, "seconds": int(secs)}
+git = lambda *a: subprocess.run(["git", *a], capture_output=True, text=True).stdout.strip()
+s = {"build": b, "tests_cuda": t, "bench_cuda": be, "seconds": int(secs), "commit": git("rev-parse", "HEAD") or None,
+     "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+try:
+    from ltl_ext.ops import build_info
+    s["cuda_kernels"] = bool(build_info().get("cuda_kernels"))
+except Exception as e:  # the library does not load: no kernels at all
+    s["cuda_kernels"] = False
+counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+for name in ("tests_cuda_lif.xml", "tests_cuda_others.xml"):
+    path = os.path.join(out, name)
+    if os.path.exists(path):
+        for suite in ET.parse(path).getroot().iter("testsuite"):
+            for k in counts:
+                counts[k] += int(suite.get(k, 0))
+counts["passed"] = counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"]
+s["cuda_tests"] = counts
 p = os.path.join(out, "bench_cuda.json")
 if os.path.exists(p):
-    extra = json.load(open(p)).get("extra", [])
-    for e in extra:
+    for e in json.load(open(p)).get("extra", []):
         if e.get("target") == "gpu_fwd_bwd_vs_copy":
             s["gpu_target"] = e
             s["gpu_target_met"] = e["fraction_of_copy"] >= e["goal"]
+failures = []
+if b != "ok":
+    failures.append(f"build {b}")
+if not s["cuda_kernels"]:
+    failures.append("the build has no CUDA kernels")
+if counts["failures"] or counts["errors"] or "FAILED" in t:
+    failures.append(f"CUDA tests failed: {t}, {counts}")
+if counts["passed"] == 0:
+    failures.append(f"no CUDA test ran (all {counts['skipped']} skipped, or none collected)")
+if "FAILED" in be or be == "skip":
+    failures.append(f"CUDA benchmarks: {be}")
+s["failures"], s["ok"] = failures, not failures
 json.dump(s, open(os.path.join(out, "summary.json"), "w"), indent=1)
 print("SUMMARY", json.dumps(s))
+sys.exit(0 if s["ok"] else 1)
 PY
-say "done; files in $OUT: $(ls "$OUT" | tr '\n' ' ')"
+verdict_rc=${PIPESTATUS[0]}
+say "done ($([ "$verdict_rc" = 0 ] && echo PASSED || echo FAILED)); files in $OUT: $(ls "$OUT" | tr '\n' ' ')"
+exit "$verdict_rc"

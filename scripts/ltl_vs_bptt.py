@@ -149,7 +149,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     channels = tuple(int(c) for c in args.channels.split(","))
     splits = data.load_dataset("embedded")
-    train_loader, test_loader = data.make_loaders(splits, batch_size=args.batch_size, augment=False, seed=0)
+    train_loader, _, test_loader = data.make_loaders(splits, batch_size=args.batch_size, augment=False, seed=0)
     teacher = make_teacher(channels, args.hidden, args.teacher_epochs, train_loader)
     batches = [b for _, b in zip(range(args.steps + args.warmup_steps + 1), train_loader)]
     n_embedded = len(splits.y_train)

@@ -37,16 +37,20 @@ def run(npz, tmp_path_factory):
 
 def test_train_writes_metrics_plots_and_checkpoints(run):
     m = json.loads((run / "metrics.json").read_text())
-    for key in ("teacher_acc", "student_acc", "epochs", "mode", "time_steps", "seconds", "history"):
+    for key in ("teacher_acc", "student_acc", "val_student_acc", "val_teacher_acc", "selected_epoch", "epochs",
+                "mode", "time_steps", "seconds", "history"):
         assert key in m
     assert m["epochs"] == 1 and m["mode"] == "offline" and m["time_steps"] == 2
-    for f in ("ckpt.pt", "teacher.pt", "accuracy.png", "local_loss.png", "acc_per_step.png", "history.json"):
+    assert m["evaluated_on"].startswith("test") and m["test_samples"] == 32          # the test set, once
+    assert all("student_acc" not in h and "val_student_acc" in h for h in m["history"])   # epochs: validation
+    for f in ("best.pt", "last.pt", "settings.json", "teacher.pt", "accuracy.png", "local_loss.png", "acc_per_step.png", "history.json"):
         assert (run / f).is_file(), f
 
 
 def test_train_resume_and_reuse_teacher(run, npz, tmp_path, capsys):
-    rc = main(["train", "--data", "npz", "--data-dir", str(npz), "-T", "2", "--batch-size", "16", "--out", str(run),
-               "--resume", "--epochs", "2", "--quiet"])
+    rc = main(["train", "--data", "npz", "--data-dir", str(npz), "--arch", "cnn_small", "--channels", "4,8,8",
+               "--hidden", "16", "-T", "2", "--batch-size", "16", "--out", str(run), "--resume", "--epochs", "2",
+               "--teacher-epochs", "1", "--quiet"])
     assert rc == 0
     assert json.loads((run / "metrics.json").read_text())["epochs"] == 2
     rc = main(["train", "--data", "npz", "--data-dir", str(npz), "--teacher", str(run / "teacher.pt"), "-T", "4",
@@ -54,11 +58,47 @@ def test_train_resume_and_reuse_teacher(run, npz, tmp_path, capsys):
     assert rc == 0
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["mode"] == "online" and m["memory"] == "constant" and m["config"]["warmup"] == 3
-    assert "student accuracy" in capsys.readouterr().out
+    assert "student accuracy, test" in capsys.readouterr().out
+
+
+def test_runs_are_not_overwritten(npz, tmp_path, capsys):
+    base = ["train", "--data", "npz", "--data-dir", str(npz), "--arch", "mlp", "--hidden", "8", "-T", "2",
+            "--batch-size", "16", "--out", str(tmp_path)] + TINY
+    assert main(base) == 0
+    before = {f: (tmp_path / f).read_bytes() for f in ("last.pt", "metrics.json", "teacher.pt")}
+    assert main(base) == 2
+    err = capsys.readouterr().err
+    assert "holds a run already" in err and "--resume" in err and "--overwrite" in err
+    assert all((tmp_path / f).read_bytes() == b for f, b in before.items())          # nothing was touched
+    assert main(base + ["--resume", "--lr", "0.5", "-T", "3"]) == 2                  # other settings: named
+    err = capsys.readouterr().err
+    assert "--lr 0.001 -> 0.5" in err and "--time-steps 2 -> 3" in err
+    assert main(base + ["--resume", "--overwrite"]) == 2
+    assert main(["train", "--data", "npz", "--data-dir", str(npz), "--out", str(tmp_path / "none"), "--resume",
+                 "--quiet"]) == 2
+    assert "no checkpoint to resume" in capsys.readouterr().err
+    assert main(base + ["--overwrite", "--seed", "3"]) == 0                            # explicitly replaced
+    assert json.loads((tmp_path / "settings.json").read_text())["seed"] == 3
+
+
+def test_eval_does_not_depend_on_the_data_beside_the_test_set(run, npz, tmp_path, capsys):
+    """The 34.0 % vs 14.9 % trap: the same checkpoint and test images, other training images in the .npz."""
+    data = dict(np.load(npz))
+    bright = dict(data, x_train=(200 + data["x_train"] // 5).astype(np.uint8))       # another mean and std
+    np.savez(tmp_path / "bright.npz", **bright)
+    reports = []
+    for i, path in enumerate((npz, tmp_path / "bright.npz")):
+        assert main(["eval", str(run / "best.pt"), "--data", "npz", "--data-dir", str(path), "--out",
+                     str(tmp_path / str(i)), "--quiet"]) == 0
+        reports.append({k: v for k, v in json.loads((tmp_path / str(i) / "eval.json").read_text()).items()
+                        if k != "data" and k != "checkpoint"})
+    assert reports[0] == reports[1]
+    m = json.loads((run / "metrics.json").read_text())
+    assert reports[0]["student_acc"] == m["student_acc"] and reports[0]["teacher_acc"] == m["teacher_acc"]
 
 
 def test_eval(run, npz, tmp_path, capsys):
-    rc = main(["eval", str(run / "ckpt.pt"), "--data", "npz", "--data-dir", str(npz), "--out", str(tmp_path),
+    rc = main(["eval", str(run / "best.pt"), "--data", "npz", "--data-dir", str(npz), "--out", str(tmp_path),
                "--quiet"])
     assert rc == 0
     assert "student accuracy" in capsys.readouterr().out
@@ -70,21 +110,37 @@ def test_demo_smoke(tmp_path, capsys):
     rc = main(["demo", "--out", str(tmp_path), "--limit", "40", "--time-steps", "2"] + TINY)
     assert rc == 0
     m = json.loads((tmp_path / "metrics.json").read_text())
-    assert {"teacher_acc", "student_acc", "epochs", "mode", "time_steps", "seconds"} <= set(m)
+    assert {"teacher_acc", "student_acc", "val_student_acc", "epochs", "mode", "time_steps", "seconds"} <= set(m)
     assert m["data"] == "embedded" and m["epochs"] == 1
     out = capsys.readouterr().out
     assert "teacher accuracy" in out and "spikes per sample" in out
 
 
-def test_info(capsys):
+def test_info_tells_which_kernels_run(capsys, monkeypatch):
+    from ltl_ext.cli import info as info_cmd
+    from ltl_ext.ops import build_info
+    real = build_info()
     assert main(["info"]) == 0
-    out = capsys.readouterr().out
-    assert "torch" in out and "ltl_ext" in out
+    lines = {line.split("  ")[1].strip(): line for line in capsys.readouterr().out.splitlines() if "  " in line}
+    assert ("AVX2 path" in lines["CPU kernels"]) == (real.get("cpu_vector_path") == "avx2")
+    assert ("fused CUDA kernels on" in lines["CUDA kernels"]) == bool(real.get("cuda_kernels")
+                                                                       and real.get("cuda_available"))
+    assert lines["threads per kernel"].split()[3] == str(real.get("parallel_threads_used", "n/a"))
+    # every case, from the build information alone
+    rows = dict(info_cmd.kernels({"compiled": False, "error": "ltl_ext._C could not be loaded. To rebuild..."}))
+    assert rows["CPU kernels"].startswith("NONE") and "reference" in rows["CPU kernels"]
+    rows = dict(info_cmd.kernels({"compiled": True, "cpu_vector_path": "default", "cuda_kernels": False,
+                                  "cuda_available": True, "openmp": False, "parallel_threads_used": 1}))
+    assert "no AVX2" in rows["CPU kernels"] and "NOT built in" in rows["CUDA kernels"]
+    assert "without OpenMP" in rows["threads per kernel"]
+    rows = dict(info_cmd.kernels({"compiled": True, "cpu_vector_path": "avx2", "cuda_kernels": True,
+                                  "cuda_available": False, "openmp": True, "parallel_threads_used": 4}))
+    assert "no CUDA device is visible" in rows["CUDA kernels"] and rows["threads per kernel"].startswith("4 ")
 
 
 def test_robustness_delegated(run, npz, tmp_path):
     pytest.importorskip("ltl_ext.hw.robustness")
-    rc = main(["robustness", "--checkpoint", str(run / "ckpt.pt"), "--data", "npz", "--data-dir", str(npz),
+    rc = main(["robustness", "--checkpoint", str(run / "best.pt"), "--data", "npz", "--data-dir", str(npz),
                "--sigmas", "0.2", "--chips", "1", "--steps", "2", "--no-devices", "--no-control",
                "--batch-size", "16", "--out", str(tmp_path), "--quiet"])
     assert rc == 0
@@ -97,12 +153,13 @@ def test_robustness_delegated(run, npz, tmp_path):
     (["eval", "/nonexistent/ckpt.pt", "--quiet"], "does not exist"),
     (["train", "--percentile", "abc", "--quiet", "--limit", "8"], "--percentile"),
     (["demo", "--epochs", "9", "--quiet"], "--epochs"),
-    (["train", "--mode", "online", "-T", "4", "--warmup", "4", "--limit", "20", "--teacher-epochs", "0", "--quiet"],
-     "warmup"),
-    (["train", "--arch", "mlp", "--channels", "8,8", "--quiet"], "--channels"),
+    (["train", "--mode", "online", "-T", "4", "--warmup", "4", "--limit", "20", "--teacher-epochs", "0", "--quiet",
+      "--out", "{tmp}"], "warmup"),
+    (["train", "--arch", "mlp", "--channels", "8,8", "--quiet", "--out", "{tmp}"], "--channels"),
+    (["train", "--val-fraction", "1.5", "--quiet", "--limit", "8", "--out", "{tmp}"], "--val-fraction"),
 ])
-def test_user_errors_are_one_line(argv, needle, capsys):
-    assert main(argv) == 2
+def test_user_errors_are_one_line(argv, needle, capsys, tmp_path):
+    assert main([a.replace("{tmp}", str(tmp_path / "out")) for a in argv]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and needle in err and "Traceback" not in err, err
 
@@ -110,7 +167,7 @@ def test_user_errors_are_one_line(argv, needle, capsys):
 def test_checkpoint_on_other_data_is_one_line(run, tmp_path, capsys):
     x = np.zeros((10, 12, 12), np.uint8)
     np.savez(tmp_path / "other.npz", x_train=x, y_train=np.arange(10) % 3, x_test=x, y_test=np.arange(10) % 3)
-    assert main(["eval", str(run / "ckpt.pt"), "--data", "npz", "--data-dir", str(tmp_path / "other.npz"),
+    assert main(["eval", str(run / "best.pt"), "--data", "npz", "--data-dir", str(tmp_path / "other.npz"),
                  "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "trained for" in err

@@ -143,3 +143,18 @@ def test_spike_store_leaves_other_tensors_alone():
         out = (s @ w.t()).sum() + (other @ w.t()).sum()
     out.backward()
     assert store.packed == 1 and torch.allclose(w.grad, (s + other).sum(0).expand(3, 4))
+
+
+def test_the_trainer_leaves_no_hook_on_the_teacher_and_closes():
+    from ltl_ext.train import LocalTandemTrainer
+    teacher = cnn_small(input_size=12, channels=(3, 5, 6), hidden=7)
+
+    def hooks():
+        return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in teacher.modules())
+    x, y = torch.rand(4, 1, 12, 12), torch.arange(4)
+    with LocalTandemTrainer(teacher, time_steps=2, device="cpu", distributed=False) as trainer:
+        trainer.train_step(x, y)
+        assert hooks() == 0 and trainer.teacher is teacher and not teacher.training
+        assert not any(p.requires_grad for p in teacher.parameters())
+        copy.deepcopy(trainer.student)
+    assert hooks() == 0

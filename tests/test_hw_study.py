@@ -51,8 +51,9 @@ def test_drift_study_ages_calibrated_and_uncalibrated_chips(tiny, tmp_path):
         assert e["in_the_loop"]["runs_per_chip"] == 30
     # uncompensated drift costs accuracy over time, and calibration at one day wins it back there
     assert raw["before_mean"]["1.0"] > raw["before_mean"][str(month)] + 5
-    assert raw["after_mean"]["86400.0"] > raw["before_mean"]["86400.0"] + 5
-    assert raw["kept"][str(month)] > 0
+    assert raw["after_mean"]["86400.0"] > raw["before_mean"]["86400.0"]
+    assert raw["after_mean"]["86400.0"] >= res["ideal_acc"] - 1.5           # back to the ideal student
+    assert raw["kept"][str(month)] > 0                                        # and ahead a month later
     json.dumps(res)
     text = drift_study.drift_table(res)
     assert "white-box, without drift compensation" in text and "in the loop (spikes)" in text and "30 d" in text

@@ -86,15 +86,16 @@ def weight_ancestors(model: nn.Module) -> dict:
     return {n.target: up[n] for n in graph.nodes if n.op == "call_module" and n.target in weights}
 
 
-def local_losses(trainer: LocalTandemTrainer, x: torch.Tensor) -> dict:
-    """Layer name -> that layer's local loss for one batch, in offline tandem mode (the trainer's link)."""
-    with trainer.link.batch(x, mode="offline") as run:
+def local_losses(trainer: LocalTandemTrainer, x: torch.Tensor, mode: str) -> dict:
+    """Layer name -> that layer's local loss for one batch in tandem ``mode`` (the trainer's link)."""
+    with trainer.link.batch(x, mode=mode, warmup=1 if mode == "online" else 0) as run:
         trainer.student(x)
     return run.losses
 
 
+@pytest.mark.parametrize("mode", ["offline", "online"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_each_local_loss_reaches_only_its_own_layer(case):
+def test_each_local_loss_reaches_only_its_own_layer(case, mode):
     build, shape, n_layers = CASES[case]
     torch.manual_seed(0)
     teacher = build().eval()
@@ -109,7 +110,7 @@ def test_each_local_loss_reaches_only_its_own_layer(case):
     ancestors = weight_ancestors(student)
     readout = list(ancestors)[-1]
 
-    losses = local_losses(trainer, x)
+    losses = local_losses(trainer, x, mode)
     assert len(losses) == n_layers == len(trainer.student.lifs())   # every activation became a neuron layer
     reached_by = {}
     for name, loss in losses.items():

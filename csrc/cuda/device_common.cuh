@@ -1,12 +1,14 @@
-// Device-side helpers shared by the CUDA kernels (floor 2): storage <-> math type conversions (half/bf16 are only
-// converted, never operated on: the build passes -D__CUDA_NO_HALF_OPERATORS__) and the per-neuron parameters of a
-// launch (a pointer, or the scalar when the pointer is null). nvcc only.
+// Device-side helpers of the CUDA kernels (floor 2): storage <-> math type conversions (half/bf16 are only
+// converted, never operated on: the build passes -D__CUDA_NO_HALF_OPERATORS__), and a launch's parameters as the
+// kernels read them (a broadcast Param: a pointer with its (inner, period) layout, or a value). nvcc only.
 #pragma once
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include <cstdint>
+
+#include "ltl/kernels.h"
 
 namespace ltl {
 namespace {
@@ -25,21 +27,24 @@ template <typename S> __device__ __forceinline__ S from_acc(double v) { return s
 template <typename S> struct Acc { using type = float; };
 template <> struct Acc<double> { using type = double; };
 
-template <typename acc_t> struct Params {
-  const acc_t *beta, *alpha, *theta, *v0;
-  acc_t beta_s, alpha_s, theta_s, v_reset, sa;
-  __device__ __forceinline__ acc_t b(int64_t i) const { return beta ? beta[i] : beta_s; }
-  __device__ __forceinline__ acc_t a(int64_t i) const { return alpha ? alpha[i] : alpha_s; }
-  __device__ __forceinline__ acc_t th(int64_t i) const { return theta ? theta[i] : theta_s; }
-  __device__ __forceinline__ acc_t v(int64_t i) const { return v0 ? v0[i] : acc_t(0); }
+// A Param (ltl/kernels.h) in the math type.
+template <typename acc_t> struct DeviceParam {
+  const acc_t* data;
+  int64_t inner, period;
+  acc_t value;
+  __device__ __forceinline__ acc_t at(int64_t i) const { return data ? data[(i / inner) % period] : value; }
 };
+template <typename acc_t> DeviceParam<acc_t> device_param(const Param& q) {
+  return {static_cast<const acc_t*>(q.data), q.inner, q.period, static_cast<acc_t>(q.value)};
+}
 
-// From an ltl::LifLaunch or ltl::TandemLaunch (same parameter fields).
-template <typename acc_t, typename Launch> Params<acc_t> params_of(const Launch& p) {
-  return Params<acc_t>{static_cast<const acc_t*>(p.beta), static_cast<const acc_t*>(p.alpha),
-                       static_cast<const acc_t*>(p.theta), static_cast<const acc_t*>(p.v0),
-                       static_cast<acc_t>(p.beta_s), static_cast<acc_t>(p.alpha_s), static_cast<acc_t>(p.theta_s),
-                       static_cast<acc_t>(p.v_reset), static_cast<acc_t>(p.surrogate_alpha)};
+template <typename acc_t> struct Params {
+  DeviceParam<acc_t> beta, alpha, threshold, v0;
+  acc_t v_reset, sa;
+};
+template <typename acc_t> Params<acc_t> params_of(const Launch& p) {
+  return {device_param<acc_t>(p.beta), device_param<acc_t>(p.alpha), device_param<acc_t>(p.threshold),
+          device_param<acc_t>(p.v0), static_cast<acc_t>(p.v_reset), static_cast<acc_t>(p.surrogate_alpha)};
 }
 
 }  // namespace

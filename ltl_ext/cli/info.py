@@ -51,13 +51,14 @@ def kernels(info: dict) -> List[Tuple[str, str]]:
 def run(args) -> int:
     import platform
     import torch
-    import ltl_ext
-    from ..ops import build_info
+    from .._version import __version__
+    from ..ops import build_info, jit
     info = build_info()
-    rows = [("ltl_ext", ltl_ext.__version__), ("python", platform.python_version()), ("torch", torch.__version__),
+    rows = [("ltl_ext", __version__), ("python", platform.python_version()), ("torch", torch.__version__),
             ("CUDA devices", f"{torch.cuda.device_count()}: {torch.cuda.get_device_name(0)}"
              if torch.cuda.is_available() else "none visible")]
     rows += kernels(info)
+    rows.append(("native library built", jit.HOW_BUILT))
     if getattr(args, "all", False):
         rows += [(f"build: {k}", str(v)) for k, v in info.items()]
     fm = Path("/usr/share/datasets/fashion-mnist")

@@ -105,8 +105,6 @@ def _train(args, dist) -> int:
     _positive("--batch-size", args.batch_size)
     percentile = _percentile(args.percentile, args.mode)
     out = Path(args.out)
-    _prepare_out(args, out, dist.is_main)
-    dist.barrier("preparing the output folder")
     device = dist.device
     progress = not args.quiet and dist.is_main
     splits = _load_data(args)
@@ -114,6 +112,8 @@ def _train(args, dist) -> int:
     train_loader, val_loader, test_loader = ltl_data.make_loaders(
         splits, batch_size=args.batch_size, val_fraction=_val_fraction(args), augment=augment, seed=args.seed,
         num_workers=args.workers)
+    _prepare_out(args, out, dist.is_main)     # once the flags and the data are known to be good
+    dist.barrier("preparing the output folder")
     ckpt = out / "last.pt"
     if args.resume:
         trainer = LocalTandemTrainer.load(ckpt, device=device, distributed=dist)

@@ -28,6 +28,6 @@ from .splits import DataError, DatasetSplits
 
 __all__ = [
     "DATASETS", "DEFAULT_VAL_FRACTION", "EMBEDDED_FILE", "FASHION_MNIST_CLASSES", "DataError", "DatasetSplits",
-    "EpochBatchSampler", "Loaders", "RestrictedUnpickler", "TensorBatches", "load_dataset", "make_loaders", "random_crop_flip",
-    "validation_split",
+    "EpochBatchSampler", "Loaders", "RestrictedUnpickler", "TensorBatches", "load_dataset", "make_loaders",
+    "random_crop_flip", "validation_split",
 ]

@@ -30,7 +30,7 @@ from torch import nn
 
 from ..nn import LIF, ClampReLU
 
-__all__ = ["expose_activations", "modularise", "trace", "WEIGHT_LAYERS"]
+__all__ = ["expose_activations", "modularise", "readout_position", "trace", "WEIGHT_LAYERS"]
 
 WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
@@ -112,7 +112,7 @@ def _activation_module(node: fx.Node) -> Optional[nn.Module]:
     return ClampReLU(float(hi))
 
 
-def _readout_position(model: nn.Module, graph: fx.Graph) -> int:
+def readout_position(model: nn.Module, graph: fx.Graph) -> int:
     """Index in ``graph.nodes`` of the last weight layer's call (the readout); len(nodes) if there is none."""
     nodes = list(graph.nodes)
     last = [i for i, n in enumerate(nodes)
@@ -125,7 +125,7 @@ def modularise(model: nn.Module, graph: fx.Graph) -> Dict[str, nn.Module]:
     activation module named after the node; returns ``{name: module}`` (to be registered on the model's root).
     Refuses, naming them all, the nonlinearities before the readout that no spiking neuron can stand for."""
     existing = {n for n, _ in model.named_modules()}
-    readout = _readout_position(model, graph)
+    readout = readout_position(model, graph)
     new: Dict[str, nn.Module] = {}
     refused: List[str] = []
     for i, node in enumerate(list(graph.nodes)):

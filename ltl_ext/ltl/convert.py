@@ -66,7 +66,7 @@ from torch import Tensor, nn
 
 from ..nn import ANN_ACTIVATIONS as ACTIVATIONS
 from ..nn import LIF
-from .activations import WEIGHT_LAYERS, expose_activations, modularise
+from .activations import WEIGHT_LAYERS, expose_activations, modularise, readout_position
 from .activations import trace as _trace
 from .tandem import percentile as _percentile
 
@@ -240,6 +240,7 @@ class _Units:
         self.group_of: Dict[str, _Group] = {}
         self.gains: Dict[str, float] = {}   # LIF name -> factor on its input gain alpha (fixed input units only)
         self.warned = set()
+        self.past_readout = False
 
     def resolve(self, v, where: str) -> float:
         if isinstance(v, _Group):
@@ -276,7 +277,7 @@ class _Units:
         return head
 
     def warn(self, key, msg: str) -> None:
-        if key not in self.warned:
+        if key not in self.warned and not self.past_readout:   # after the readout, logits are in ANN units
             self.warned.add(key)
             warnings.warn(msg, stacklevel=4)
 
@@ -286,8 +287,9 @@ class _Units:
         def val(a):
             return env.get(a) if isinstance(a, fx.Node) else None
 
-        for node in self.graph.nodes:
-            args = [val(a) for a in node.args]
+        readout = readout_position(self.model, self.graph)
+        for i, node in enumerate(self.graph.nodes):
+            self.past_readout = i > readout
             tensor_args = [a for a in node.args if isinstance(a, fx.Node)]
             first = val(tensor_args[0]) if tensor_args else None
             out = first

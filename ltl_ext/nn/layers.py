@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import functional
-from ..ops.params import RESETS, SURROGATES
+from ..ops.params import RESETS, SURROGATES, check_lif_values
 from .tandem_run import TandemRun
 
 __all__ = ["LIF", "ClampReLU", "SpikingModel", "encode", "time_average", "lifs", "ANN_ACTIVATIONS"]
@@ -154,6 +154,7 @@ class LIF(nn.Module):
         else:
             new = torch.tensor(float(value), dtype=old.dtype if old is not None else torch.get_default_dtype(),
                                device=old.device if old is not None else None)
+        check_lif_values(**{name: new})   # here, once, not per call: the fused ops never sync to read values
         if name in self._learn:
             if isinstance(old, nn.Parameter) and old.shape == new.shape:
                 with torch.no_grad():  # keep the Parameter object: optimisers hold it

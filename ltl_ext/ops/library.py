@@ -8,16 +8,14 @@ instead of a dispatcher message. ``build_info()`` is what ``python -m ltl_ext in
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 import torch
 
-_C = None
-_IMPORT_ERROR: Optional[BaseException] = None
-try:
-    from .. import _C  # noqa: F811  (loads the library: registers torch.ops.ltl_ext.*)
-except ImportError as e:  # not built, or built against another torch ("undefined symbol")
-    _IMPORT_ERROR = e
+from . import jit
+
+# loads the library (registers torch.ops.ltl_ext.*): the one built ahead of time by setup.py, else, when the
+# install had no torch (pip's build isolation), one compiled now against the running torch (see jit.py)
+_C, _IMPORT_ERROR = jit.load_library()
 
 _REBUILD = ("build it against the torch you run with:  pip install --no-build-isolation -e .  "
             "(or `make build`) in the ltl_ext checkout")

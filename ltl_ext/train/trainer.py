@@ -44,6 +44,13 @@ class LocalTandemTrainer:
     and balances thresholds, ``"random"`` keeps only the structure). ``mode="online"`` with ``memory="constant"``
     runs the student one time step at a time with a backward per step: memory independent of ``time_steps``.
 
+    Each step is layer-wise (:mod:`.engine`): a layer's local loss is back-propagated as soon as the layer has
+    run, inside the student's forward, so only one layer's graph is alive at a time; one optimiser step per batch.
+
+    The teacher passed in is used in place, not copied: it is moved to the device, put in eval mode and its
+    parameters are frozen (``requires_grad=False``); with several processes rank 0's weights are copied into it.
+    No hook stays on it: the hooks that read its activations are on only during each teacher forward.
+
     Several processes (``torchrun --nproc_per_node N``; ``distributed=None`` detects it, ``True`` requires it,
     ``False`` ignores it, or pass a :class:`ltl_ext.distributed.Distributed`): the student trains in DDP (one
     gradient all-reduce per batch, also in the constant-memory mode), the teacher is rank 0's on every rank, each
@@ -398,8 +405,17 @@ class LocalTandemTrainer:
         return Path(path)
 
     def close(self) -> None:
-        """Leave the process group, if this trainer joined one (after the last ``fit`` / ``evaluate``)."""
+        """Take any hook off the teacher (the trainer leaves none between teacher forwards) and leave the process
+        group, if this trainer joined one (after the last ``fit`` / ``evaluate``). ``with LocalTandemTrainer(...)
+        as trainer:`` calls it at the end of the block."""
+        self.link.close()
         self.dist.close()
+
+    def __enter__(self) -> "LocalTandemTrainer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @classmethod
     def load(cls, path, teacher: Optional[nn.Module] = None, student: Optional[nn.Module] = None,

@@ -1,32 +1,32 @@
 // ltl/lif_math.h: the multi-step LIF neuron's math, one step at a time (floor 1 of docs/architecture.md).
 //
-// Host + device (functions are __host__ __device__ only under nvcc), templated on the scalar type T (float or
+// Host + device (functions are __host__ __device__ only under nvcc), templated on the math type `real` (float or
 // double; half/bf16 callers compute in float = at::opmath_type). No torch, no threads, no float-only intrinsics
-// (expf/exp are chosen by overload, so T = double stays accurate for gradcheck-grade tests).
+// (expf/exp are chosen by overload, so real = double stays accurate for gradcheck-grade tests).
 //
-// Semantics (ltl-method.md §1, the spec is ltl_ext/reference.py):
-//   H[t] = beta * V[t-1] + alpha * X[t]            charge
-//   S[t] = H[t] >= theta                           fire
-//   V[t] = H[t] - theta * S[t]                     soft reset
-//   V[t] = H[t] * (1 - S[t]) + v_reset * S[t]      hard reset
-// Backward (BPTT), psi = surrogate_grad(H - theta), gS = dL/dS[t], gV = dL/dV[t] (from H[t+1] or v_final):
-//   gH[t]      = gS * psi + gV * dV/dH
-//   dV/dH      = 1 - theta * psi              soft  (1 if detach_reset)
-//              = (1 - S) + (v_reset - H) psi  hard  ((1 - S) if detach_reset)
-//   g_theta[t] = -gS * psi + gV * dV/dtheta
-//   dV/dtheta  = -S + theta * psi             soft  (-S if detach_reset)
-//              = (H - v_reset) * psi          hard  (0 if detach_reset)
+// Semantics (ltl-method.md §1, the spec is ltl_ext/ops/reference.py):
+//   H[t] = beta * V[t-1] + alpha * X[t]                charge
+//   S[t] = H[t] >= threshold                           fire
+//   V[t] = H[t] - threshold * S[t]                     soft reset
+//   V[t] = H[t] * (1 - S[t]) + v_reset * S[t]          hard reset
+// Backward (BPTT), psi = surrogate_grad(H - threshold), gS = dL/dS[t], gV = dL/dV[t] (from H[t+1] or v_final):
+//   gH[t]              = gS * psi + gV * dV/dH
+//   dV/dH              = 1 - threshold * psi           soft  (1 if detach_reset)
+//                      = (1 - S) + (v_reset - H) psi   hard  ((1 - S) if detach_reset)
+//   g_threshold[t]     = -gS * psi + gV * dV/dthreshold
+//   dV/dthreshold      = -S + threshold * psi          soft  (-S if detach_reset)
+//                      = (H - v_reset) * psi           hard  (0 if detach_reset)
 //   gX[t] = alpha gH[t];  gV[t-1] = beta gH[t];  g_beta += gH[t] V[t-1];  g_alpha += gH[t] X[t]
 //
 // API (stable; the tandem-loss kernels build on it):
 //   enum class Surrogate { Rect, Sigmoid, Atan, FastSigmoid };  enum class Reset { Soft, Hard };
-//   surrogate_grad<K>(u, a) / surrogate_grad(kind, u, a)        psi(u), u = H - theta
-//   sigmoid_grad_from_exp(e, a)                                 psi of the sigmoid given e = exp(-a |u|)
-//   charge(v, x, beta, alpha) -> H;  fires(h, theta) -> S in {0, 1} as T
-//   reset_v<R>(h, s, theta, v_reset) / reset_v(reset, ...)      V from H and S
-//   lif_step<R>(v, x, beta, alpha, theta, v_reset) -> S, updates v in place (and returns H through *h_out)
-//   LifGradStep<T>{gh, g_theta}; lif_backward_step<R>(h, psi, gs, gv, theta, v_reset, detach_reset)
-//   parse_surrogate(name, &kind) / parse_reset(name, &kind)    host-only, names as in Python
+//   surrogate_grad<K>(u, a) / surrogate_grad(kind, u, a)           psi(u), u = H - threshold
+//   sigmoid_grad_from_exp(e, a)                                    psi of the sigmoid given e = exp(-a |u|)
+//   charge(v, x, beta, alpha) -> H;  fires(h, threshold) -> S in {0, 1} as `real`
+//   reset_v<R>(h, s, threshold, v_reset) / reset_v(reset, ...)     V from H and S
+//   lif_step<R>(v, x, beta, alpha, threshold, v_reset) -> S, updates v in place (and returns H through *h_out)
+//   LifGradStep<real>{gh, g_threshold}; lif_backward_step<R>(h, psi, gs, gv, threshold, v_reset, detach_reset)
+//   parse_surrogate(name, &kind) / parse_reset(name, &kind)        host-only, names as in Python
 #pragma once
 
 #include <math.h>
@@ -51,32 +51,32 @@ LTL_HD double default_surrogate_alpha(Surrogate k) {
 // exp / abs by overload: expf for float, exp for double; both accurate on host and device.
 LTL_HD float ltl_exp(float x) { return expf(x); }
 LTL_HD double ltl_exp(double x) { return exp(x); }
-template <typename T> LTL_HD T ltl_abs(T x) { return x < T(0) ? -x : x; }
+template <typename real> LTL_HD real ltl_abs(real x) { return x < real(0) ? -x : x; }
 
 // psi of the sigmoid surrogate from e = exp(-a |u|): a s (1 - s) with s = sigmoid(a u) equals a e / (1 + e)^2,
 // which is symmetric, never overflows, and lets a CPU caller vectorise the exp separately.
-template <typename T> LTL_HD T sigmoid_grad_from_exp(T e, T a) {
-  const T d = T(1) + e;
+template <typename real> LTL_HD real sigmoid_grad_from_exp(real e, real a) {
+  const real d = real(1) + e;
   return a * e / (d * d);
 }
 
-// psi(u), the surrogate of dS/dH at u = H - theta, with the surrogate chosen at compile time.
-template <Surrogate K, typename T> LTL_HD T surrogate_grad(T u, T a) {
+// psi(u), the surrogate of dS/dH at u = H - threshold, with the surrogate chosen at compile time.
+template <Surrogate K, typename real> LTL_HD real surrogate_grad(real u, real a) {
   if (K == Surrogate::Rect) {
-    return ltl_abs(u) < a ? T(1) : T(0);
+    return ltl_abs(u) < a ? real(1) : real(0);
   } else if (K == Surrogate::Sigmoid) {
     return sigmoid_grad_from_exp(ltl_exp(-a * ltl_abs(u)), a);
   } else if (K == Surrogate::Atan) {
-    const T z = T(1.5707963267948966) * a * u;  // pi/2 * a * u
-    return (a * T(0.5)) / (T(1) + z * z);
+    const real z = real(1.5707963267948966) * a * u;  // pi/2 * a * u
+    return (a * real(0.5)) / (real(1) + z * z);
   } else {  // FastSigmoid
-    const T d = T(1) + a * ltl_abs(u);
-    return T(1) / (d * d);
+    const real d = real(1) + a * ltl_abs(u);
+    return real(1) / (d * d);
   }
 }
 
 // psi(u) with the surrogate chosen at run time.
-template <typename T> LTL_HD T surrogate_grad(Surrogate kind, T u, T a) {
+template <typename real> LTL_HD real surrogate_grad(Surrogate kind, real u, real a) {
   switch (kind) {
     case Surrogate::Rect: return surrogate_grad<Surrogate::Rect>(u, a);
     case Surrogate::Sigmoid: return surrogate_grad<Surrogate::Sigmoid>(u, a);
@@ -86,63 +86,63 @@ template <typename T> LTL_HD T surrogate_grad(Surrogate kind, T u, T a) {
 }
 
 // ---- forward ----------------------------------------------------------------------------------------------
-template <typename T> LTL_HD T charge(T v, T x, T beta, T alpha) { return beta * v + alpha * x; }
-template <typename T> LTL_HD T fires(T h, T theta) { return static_cast<T>(h >= theta); }
+template <typename real> LTL_HD real charge(real v, real x, real beta, real alpha) { return beta * v + alpha * x; }
+template <typename real> LTL_HD real fires(real h, real threshold) { return static_cast<real>(h >= threshold); }
 
-template <Reset R, typename T> LTL_HD T reset_v(T h, T s, T theta, T v_reset) {
-  if (R == Reset::Soft) return h - theta * s;
-  return h * (T(1) - s) + v_reset * s;
+template <Reset R, typename real> LTL_HD real reset_v(real h, real s, real threshold, real v_reset) {
+  if (R == Reset::Soft) return h - threshold * s;
+  return h * (real(1) - s) + v_reset * s;
 }
-template <typename T> LTL_HD T reset_v(Reset r, T h, T s, T theta, T v_reset) {
-  return r == Reset::Soft ? reset_v<Reset::Soft>(h, s, theta, v_reset) : reset_v<Reset::Hard>(h, s, theta, v_reset);
+template <typename real> LTL_HD real reset_v(Reset r, real h, real s, real threshold, real v_reset) {
+  return r == Reset::Soft ? reset_v<Reset::Soft>(h, s, threshold, v_reset) : reset_v<Reset::Hard>(h, s, threshold, v_reset);
 }
 
 // One step: v is V[t-1] on entry and V[t] on exit; returns S[t]; writes H[t] to *h_out when given.
-template <Reset R, typename T>
-LTL_HD T lif_step(T& v, T x, T beta, T alpha, T theta, T v_reset, T* h_out = nullptr) {
-  const T h = charge(v, x, beta, alpha);
-  const T s = fires(h, theta);
-  v = reset_v<R>(h, s, theta, v_reset);
+template <Reset R, typename real>
+LTL_HD real lif_step(real& v, real x, real beta, real alpha, real threshold, real v_reset, real* h_out = nullptr) {
+  const real h = charge(v, x, beta, alpha);
+  const real s = fires(h, threshold);
+  v = reset_v<R>(h, s, threshold, v_reset);
   if (h_out) *h_out = h;
   return s;
 }
-template <typename T>
-LTL_HD T lif_step(Reset r, T& v, T x, T beta, T alpha, T theta, T v_reset, T* h_out = nullptr) {
-  return r == Reset::Soft ? lif_step<Reset::Soft>(v, x, beta, alpha, theta, v_reset, h_out)
-                          : lif_step<Reset::Hard>(v, x, beta, alpha, theta, v_reset, h_out);
+template <typename real>
+LTL_HD real lif_step(Reset r, real& v, real x, real beta, real alpha, real threshold, real v_reset, real* h_out = nullptr) {
+  return r == Reset::Soft ? lif_step<Reset::Soft>(v, x, beta, alpha, threshold, v_reset, h_out)
+                          : lif_step<Reset::Hard>(v, x, beta, alpha, threshold, v_reset, h_out);
 }
 
 // ---- backward ---------------------------------------------------------------------------------------------
-template <typename T> struct LifGradStep {
-  T gh;       // dL/dH[t]
-  T g_theta;  // this step's contribution to dL/dtheta
+template <typename real> struct LifGradStep {
+  real gh;       // dL/dH[t]
+  real g_threshold;  // this step's contribution to dL/dthreshold
 };
 
-// dV[t]/dH[t] (total, through the reset) and dV[t]/dtheta (partial, through S and the reset).
-template <Reset R, typename T> LTL_HD T dv_dh(T h, T s, T psi, T theta, T v_reset, bool detach_reset) {
-  if (R == Reset::Soft) return detach_reset ? T(1) : T(1) - theta * psi;
-  return detach_reset ? T(1) - s : (T(1) - s) + (v_reset - h) * psi;
+// dV[t]/dH[t] (total, through the reset) and dV[t]/dthreshold (partial, through S and the reset).
+template <Reset R, typename real> LTL_HD real dv_dh(real h, real s, real psi, real threshold, real v_reset, bool detach_reset) {
+  if (R == Reset::Soft) return detach_reset ? real(1) : real(1) - threshold * psi;
+  return detach_reset ? real(1) - s : (real(1) - s) + (v_reset - h) * psi;
 }
-template <Reset R, typename T> LTL_HD T dv_dtheta(T h, T s, T psi, T theta, T v_reset, bool detach_reset) {
-  if (R == Reset::Soft) return detach_reset ? -s : theta * psi - s;
-  return detach_reset ? T(0) : (h - v_reset) * psi;
+template <Reset R, typename real> LTL_HD real dv_dthreshold(real h, real s, real psi, real threshold, real v_reset, bool detach_reset) {
+  if (R == Reset::Soft) return detach_reset ? -s : threshold * psi - s;
+  return detach_reset ? real(0) : (h - v_reset) * psi;
 }
 
-// One reverse step at t given H[t], psi[t] = surrogate_grad(H[t] - theta), gs = dL/dS[t] and gv = dL/dV[t].
+// One reverse step at t given H[t], psi[t] = surrogate_grad(H[t] - threshold), gs = dL/dS[t] and gv = dL/dV[t].
 // The caller then does: gX[t] = alpha * gh; gV[t-1] = beta * gh; g_beta += gh * V[t-1]; g_alpha += gh * X[t];
-// g_theta += g_theta.
-template <Reset R, typename T>
-LTL_HD LifGradStep<T> lif_backward_step(T h, T psi, T gs, T gv, T theta, T v_reset, bool detach_reset) {
-  const T s = fires(h, theta);
-  LifGradStep<T> g;
-  g.gh = gs * psi + gv * dv_dh<R>(h, s, psi, theta, v_reset, detach_reset);
-  g.g_theta = gv * dv_dtheta<R>(h, s, psi, theta, v_reset, detach_reset) - gs * psi;
+// g_threshold += g_threshold.
+template <Reset R, typename real>
+LTL_HD LifGradStep<real> lif_backward_step(real h, real psi, real gs, real gv, real threshold, real v_reset, bool detach_reset) {
+  const real s = fires(h, threshold);
+  LifGradStep<real> g;
+  g.gh = gs * psi + gv * dv_dh<R>(h, s, psi, threshold, v_reset, detach_reset);
+  g.g_threshold = gv * dv_dthreshold<R>(h, s, psi, threshold, v_reset, detach_reset) - gs * psi;
   return g;
 }
-template <typename T>
-LTL_HD LifGradStep<T> lif_backward_step(Reset r, T h, T psi, T gs, T gv, T theta, T v_reset, bool detach_reset) {
-  return r == Reset::Soft ? lif_backward_step<Reset::Soft>(h, psi, gs, gv, theta, v_reset, detach_reset)
-                          : lif_backward_step<Reset::Hard>(h, psi, gs, gv, theta, v_reset, detach_reset);
+template <typename real>
+LTL_HD LifGradStep<real> lif_backward_step(Reset r, real h, real psi, real gs, real gv, real threshold, real v_reset, bool detach_reset) {
+  return r == Reset::Soft ? lif_backward_step<Reset::Soft>(h, psi, gs, gv, threshold, v_reset, detach_reset)
+                          : lif_backward_step<Reset::Hard>(h, psi, gs, gv, threshold, v_reset, detach_reset);
 }
 
 // ---- host-only helpers: names as in Python ----------------------------------------------------------------

@@ -1,6 +1,6 @@
 // ltl/tandem_math.h: the local tandem loss's error terms (floor 1 of docs/architecture.md), on top of lif_math.h.
 //
-// Host + device, templated on the scalar type T (float or double; half/bf16 callers compute in float).
+// Host + device, templated on the math type `real` (float or double; half/bf16 callers compute in float).
 // Semantics (ltl-method.md §3, §4; the spec is ltl_ext/reference.py, tandem_loss_reference):
 //
 // Offline:  r = C[T-1] / T (the firing rate),  d = r - y,  L = mean_n d^2.
@@ -23,20 +23,20 @@ namespace ltl {
 
 // ---- offline ----------------------------------------------------------------------------------------------
 // d = r - y with r = count / T (division, like the reference's `sum(0) / T`).
-template <typename T> LTL_HD T offline_rate_error(T count, T steps, T y) { return count / steps - y; }
+template <typename real> LTL_HD real offline_rate_error(real count, real steps, real y) { return count / steps - y; }
 // dL/dS[t] for every t, given d and grad_scale = 2 * dL_out / (N T).
-template <typename T> LTL_HD T offline_gs(T d, T grad_scale) { return d * grad_scale; }
+template <typename real> LTL_HD real offline_gs(real d, real grad_scale) { return d * grad_scale; }
 
 // ---- online -----------------------------------------------------------------------------------------------
-template <typename T> struct OnlineTerm {
-  T d;   // C[t] / (t+1) - y
-  T gs;  // dL/dS[t] = 2 d / ((t+1) N)
+template <typename real> struct OnlineTerm {
+  real d;   // C[t] / (t+1) - y
+  real gs;  // dL/dS[t] = 2 d / ((t+1) N)
 };
 // step1 = t + 1 (the number of steps seen), inv_n = 1 / N.
-template <typename T> LTL_HD OnlineTerm<T> online_term(T count, T step1, T y, T inv_n) {
-  OnlineTerm<T> o;
+template <typename real> LTL_HD OnlineTerm<real> online_term(real count, real step1, real y, real inv_n) {
+  OnlineTerm<real> o;
   o.d = count / step1 - y;
-  o.gs = T(2) * o.d * inv_n / step1;
+  o.gs = real(2) * o.d * inv_n / step1;
   return o;
 }
 
@@ -65,7 +65,7 @@ inline float cpu_exp(float x) {
 inline double cpu_exp(double x) { return exp(x); }
 
 // lif_math.h's surrogate_grad with cpu_exp for the sigmoid (the other surrogates have no transcendental).
-template <Surrogate K, typename T> inline T surrogate_grad_cpu(T u, T a) {
+template <Surrogate K, typename real> inline real surrogate_grad_cpu(real u, real a) {
   if (K == Surrogate::Sigmoid) return sigmoid_grad_from_exp(cpu_exp(-a * ltl_abs(u)), a);
   return surrogate_grad<K>(u, a);
 }

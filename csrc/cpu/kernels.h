@@ -1,0 +1,424 @@
+// The CPU kernels (floor 2), one source for every ISA: kernels_base.cpp includes it for the baseline x86-64 and
+// kernels_avx2.cpp between `#pragma GCC push_options / target("avx2") / pop_options`, each with LTL_CPU_ISA naming
+// the namespace, so no translation unit compiles baseline code for AVX2 (the AVX2 copy is reached only through
+// avx2::run_float, after a CPU check). Not a public header.
+//
+// The including file must have included, before any target pragma: <ATen/Parallel.h>, <c10/util/BFloat16.h>,
+// <c10/util/Half.h>, <cstdlib>, <new> and "ltl/kernels.h". Nothing here uses std containers or algorithms
+// (their inline code would be instantiated for the ISA); everything has internal linkage.
+//
+// Scheme (written once, for the LIF and the tandem kernels): at::parallel_for over whole blocks of kLossBlock
+// neurons (for_each_block), the time loop inside, every inner loop a contiguous branch-free row over the block
+// (`#pragma omp simd`; -fno-trapping-math lets GCC if-convert the spike compare).
+//   forward_impl   LIF and offline forward: spikes, then v_final (LIF) or err and a loss partial sum (offline).
+//   backward_impl  LIF and offline backward: recompute H and psi for one block into a [T, block] scratch (cache
+//                  resident), then BPTT in reverse with dL/dS[t] from grad_spikes (LIF) or 2 err / (N T) (offline).
+//                  Reads x (twice only when a parameter gradient is wanted) and grad_spikes, writes grad_x.
+//   online_impl    one pass: spikes, the loss, the local gradients.
+// Loss partial sums are per fixed block and summed in block order: the loss is bit-identical for any thread count
+// and on both ISAs (no FMA: the build passes -ffp-contract=off and the AVX2 target has no FMA; sums in double).
+#ifndef LTL_CPU_ISA
+#error "define LTL_CPU_ISA (the namespace of this instantiation) before including kernels.h"
+#endif
+
+namespace ltl {
+namespace LTL_CPU_ISA {
+namespace {
+
+constexpr int64_t kB = kLossBlock;
+
+template <typename scalar_t> struct Math { using type = float; };
+template <> struct Math<double> { using type = double; };
+
+inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
+
+// Whole blocks per thread chunk: about 64K neuron-steps, serial below that.
+inline int64_t grain_blocks(int64_t T) { return imax(1, (int64_t(1) << 16) / (kB * imax(T, 1))); }
+
+// A thread's malloc'd buffer of n math-type values.
+template <typename acc_t> struct Scratch {
+  acc_t* data;
+  explicit Scratch(int64_t n) : data(static_cast<acc_t*>(std::malloc(sizeof(acc_t) * static_cast<size_t>(n > 0 ? n : 1)))) {
+    if (!data) throw std::bad_alloc();
+  }
+  ~Scratch() { std::free(data); }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+};
+
+// A row of a storage-dtype array in the math type: the row itself for float/double, else converted into `buf` (a
+// separate loop, so the math loops stay branch-free and vectorise).
+template <typename scalar_t, typename acc_t>
+inline const acc_t* row_in(const scalar_t* src, acc_t* buf, int64_t n) {
+  if constexpr (std::is_same<scalar_t, acc_t>::value) {
+    (void)buf, (void)n;
+    return src;
+  } else {
+    for (int64_t j = 0; j < n; ++j) buf[j] = static_cast<acc_t>(src[j]);
+    return buf;
+  }
+}
+// Where to write a row computed in the math type: the output itself for float/double, else `buf` (then row_out).
+template <typename scalar_t, typename acc_t>
+inline acc_t* row_dst(scalar_t* dst, acc_t* buf) {
+  if constexpr (std::is_same<scalar_t, acc_t>::value) {
+    (void)buf;
+    return dst;
+  } else {
+    (void)dst;
+    return buf;
+  }
+}
+template <typename scalar_t, typename acc_t>
+inline void row_out(scalar_t* dst, const acc_t* buf, int64_t n) {
+  if constexpr (!std::is_same<scalar_t, acc_t>::value) {
+    for (int64_t j = 0; j < n; ++j) dst[j] = static_cast<scalar_t>(buf[j]);
+  } else {
+    (void)dst, (void)buf, (void)n;
+  }
+}
+
+// Neurons i0 .. i0+n of a broadcast parameter into dst (a value: filled once, in fill_values).
+template <typename acc_t> inline void load_param(acc_t* dst, const Param& q, int64_t i0, int64_t n) {
+  const acc_t* src = static_cast<const acc_t*>(q.data);
+  if (q.inner == 1 && q.period >= i0 + n) {  // per neuron here: a contiguous row
+    for (int64_t j = 0; j < n; ++j) dst[j] = src[i0 + j];
+  } else {
+    for (int64_t j = 0; j < n; ++j) dst[j] = src[param_index(q, i0 + j)];
+  }
+}
+template <typename acc_t> inline void fill_value(acc_t* dst, double value, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) dst[j] = static_cast<acc_t>(value);
+}
+
+// The block's rows of the parameters and of V. Scalars are filled once per thread (at T = 8, refilling them per
+// block cost as much as the LIF itself).
+template <typename acc_t> struct Rows {
+  acc_t beta[kB], alpha[kB], threshold[kB], v[kB];
+
+  explicit Rows(const Launch& p) {
+    if (!p.beta.data) fill_value(beta, p.beta.value, kB);
+    if (!p.alpha.data) fill_value(alpha, p.alpha.value, kB);
+    if (!p.threshold.data) fill_value(threshold, p.threshold.value, kB);
+  }
+  void load(const Launch& p, int64_t i0, int64_t n) {
+    if (p.beta.data) load_param(beta, p.beta, i0, n);
+    if (p.alpha.data) load_param(alpha, p.alpha, i0, n);
+    if (p.threshold.data) load_param(threshold, p.threshold, i0, n);
+    if (p.v0.data) load_param(v, p.v0, i0, n);
+    else fill_value(v, p.v0.value, n);
+  }
+};
+
+// The block loop, once for every kernel: whole blocks of kB neurons per thread chunk (so the loss partial sums
+// have fixed boundaries); per thread one Rows and one Local (the kernel's per-thread buffers, built from p).
+template <typename acc_t, typename Local, typename Body>
+void for_each_block(const Launch& p, Body&& body) {
+  at::parallel_for(0, loss_blocks(p.N), grain_blocks(p.T), [&](int64_t b0, int64_t b1) {
+    Rows<acc_t> r(p);
+    Local local(p);
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t i0 = b * kB, n = imin(kB, p.N - i0);
+      r.load(p, i0, n);
+      body(b, i0, n, r, local);
+    }
+  });
+}
+
+// The loss: the per-block partials summed in block order, / N, stored in the math type.
+template <typename acc_t> void finish_loss(const Launch& p) {
+  const double* partials = static_cast<const double*>(p.partials);
+  double sum = 0.0;
+  for (int64_t b = 0; b < loss_blocks(p.N); ++b) sum += partials[b];
+  *static_cast<acc_t*>(p.loss) = static_cast<acc_t>(sum / static_cast<double>(p.N));
+}
+
+// ---- forward: LIF (v_final) and offline (err, loss) ------------------------------------------------------------
+template <typename acc_t> struct ForwardLocal {
+  acc_t count[kB], xbuf[kB], sbuf[kB];
+  explicit ForwardLocal(const Launch&) {}
+};
+
+template <typename scalar_t, Reset R>
+void forward_impl(const Launch& p, bool offline) {
+  using acc_t = typename Math<scalar_t>::type;
+  const int64_t T = p.T, N = p.N;
+  const scalar_t* x = static_cast<const scalar_t*>(p.x);
+  scalar_t* spikes = static_cast<scalar_t*>(p.spikes);
+  scalar_t* v_final = static_cast<scalar_t*>(p.v_final);
+  const acc_t* y = static_cast<const acc_t*>(p.target);
+  acc_t* err = static_cast<acc_t*>(p.err);
+  double* partials = static_cast<double*>(p.partials);
+  const acc_t vr = static_cast<acc_t>(p.v_reset), steps = static_cast<acc_t>(T);
+  for_each_block<acc_t, ForwardLocal<acc_t>>(p, [&](int64_t b, int64_t i0, int64_t n, Rows<acc_t>& r,
+                                                    ForwardLocal<acc_t>& l) {
+    fill_value(l.count, 0.0, n);
+    for (int64_t t = 0; t < T; ++t) {
+      const acc_t* xt = row_in(x + t * N + i0, l.xbuf, n);
+      acc_t* st = row_dst(spikes + t * N + i0, l.sbuf);
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) {
+        const acc_t h = charge(r.v[j], xt[j], r.beta[j], r.alpha[j]);
+        const acc_t s = fires(h, r.threshold[j]);
+        r.v[j] = reset_v<R>(h, s, r.threshold[j], vr);
+        l.count[j] += s;
+        st[j] = s;
+      }
+      row_out(spikes + t * N + i0, l.sbuf, n);
+    }
+    if (!offline) {
+      for (int64_t j = 0; j < n; ++j) v_final[i0 + j] = static_cast<scalar_t>(r.v[j]);
+      return;
+    }
+    double part = 0.0;
+    for (int64_t j = 0; j < n; ++j) {
+      const acc_t d = offline_rate_error(l.count[j], steps, y[i0 + j]);
+      err[i0 + j] = d;
+      part += static_cast<double>(d) * static_cast<double>(d);
+    }
+    partials[b] = part;
+  });
+  if (offline) finish_loss<acc_t>(p);
+}
+
+// ---- backward: LIF and offline ---------------------------------------------------------------------------------
+// H is kept only where the reverse step reads it: a hard reset's dV/dH, or a parameter gradient (S and V[t-1]).
+template <Reset R, bool PARAMS> constexpr bool keeps_h() { return R == Reset::Hard || PARAMS; }
+
+template <typename acc_t> struct BackwardLocal {
+  Scratch<acc_t> buf;  // H and psi, [T, kB] each
+  acc_t *H, *PSI;
+  acc_t v0[kB], zeros[kB], gs[kB], gv[kB], gh[kB], gb[kB], ga[kB], gt[kB], xbuf[kB], gsbuf[kB], gxbuf[kB];
+  explicit BackwardLocal(const Launch& p) : buf(2 * p.T * kB), H(buf.data), PSI(buf.data + p.T * kB) {
+    fill_value(zeros, 0.0, kB);
+  }
+};
+
+// One reverse step over a row of the block: gH from dL/dS[t] = gs and dL/dV[t] = gv, then grad_x and gV[t-1]; with
+// PARAMS also g_threshold and g_alpha (and gH kept in gh for g_beta). Without PARAMS x is not read at all.
+template <Reset R, bool DETACH, bool PARAMS, typename acc_t>
+inline void reverse_row(const acc_t* Ht, const acc_t* Pt, const acc_t* xt, const acc_t* gs, acc_t* gv, acc_t* gh,
+                        acc_t* gt, acc_t* ga, acc_t* gxt, const Rows<acc_t>& r, acc_t vr, int64_t n) {
+  if (PARAMS) {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) {
+      const LifGradStep<acc_t> g = lif_backward_step<R>(Ht[j], Pt[j], gs[j], gv[j], r.threshold[j], vr, DETACH);
+      gh[j] = g.gh;
+      gxt[j] = r.alpha[j] * g.gh;
+      gt[j] += g.g_threshold;
+      ga[j] += g.gh * xt[j];
+      gv[j] = r.beta[j] * g.gh;
+    }
+  } else {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) {
+      const acc_t h = keeps_h<R, PARAMS>() ? Ht[j] : acc_t(0), psi = Pt[j];  // soft: dV/dH needs no H
+      const acc_t ghj =
+          gs[j] * psi + gv[j] * dv_dh<R>(h, fires(h, r.threshold[j]), psi, r.threshold[j], vr, DETACH);
+      gxt[j] = r.alpha[j] * ghj;
+      gv[j] = r.beta[j] * ghj;
+    }
+  }
+}
+
+template <typename scalar_t, Reset R, Surrogate K, bool PARAMS>
+void backward_impl(const Launch& p, bool offline) {
+  using acc_t = typename Math<scalar_t>::type;
+  constexpr bool KEEP_H = keeps_h<R, PARAMS>();
+  const int64_t T = p.T, N = p.N;
+  const scalar_t* x = static_cast<const scalar_t*>(p.x);
+  const scalar_t* grad_spikes = static_cast<const scalar_t*>(p.grad_spikes);
+  const scalar_t* grad_v = static_cast<const scalar_t*>(p.grad_v);
+  const acc_t* err = static_cast<const acc_t*>(p.err);
+  scalar_t* gx = static_cast<scalar_t*>(p.grad_x);
+  acc_t* g_v0 = static_cast<acc_t*>(p.grad_v0);
+  acc_t* g_beta = static_cast<acc_t*>(p.grad_beta);
+  acc_t* g_alpha = static_cast<acc_t*>(p.grad_alpha);
+  acc_t* g_threshold = static_cast<acc_t*>(p.grad_threshold);
+  const acc_t vr = static_cast<acc_t>(p.v_reset), sa = static_cast<acc_t>(p.surrogate_alpha);
+  // offline: dL/dS[t] = 2 (r - y) / (N T) * dL/dloss, for every t
+  const acc_t scale = offline ? static_cast<acc_t>(2.0 * static_cast<double>(*static_cast<const acc_t*>(p.grad_loss)) /
+                                                   (static_cast<double>(N) * static_cast<double>(T)))
+                              : acc_t(0);
+  const bool detach = p.detach_reset;
+  for_each_block<acc_t, BackwardLocal<acc_t>>(p, [&](int64_t, int64_t i0, int64_t n, Rows<acc_t>& r,
+                                                     BackwardLocal<acc_t>& l) {
+    if (PARAMS) {
+      for (int64_t j = 0; j < n; ++j) l.v0[j] = r.v[j];
+    }
+    // 1. recompute H[t] and psi[t] for this block (the forward's arithmetic: identical spikes)
+    for (int64_t t = 0; t < T; ++t) {
+      const acc_t* xt = row_in(x + t * N + i0, l.xbuf, n);
+      acc_t* Ht = l.H + t * kB;
+      acc_t* Pt = l.PSI + t * kB;
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) {
+        const acc_t h = charge(r.v[j], xt[j], r.beta[j], r.alpha[j]);
+        r.v[j] = reset_v<R>(h, fires(h, r.threshold[j]), r.threshold[j], vr);
+        if (KEEP_H) Ht[j] = h;
+        Pt[j] = surrogate_grad_cpu<K>(h - r.threshold[j], sa);
+      }
+    }
+    // 2. BPTT in reverse
+    for (int64_t j = 0; j < n; ++j) {
+      l.gv[j] = grad_v ? static_cast<acc_t>(grad_v[i0 + j]) : acc_t(0);
+      l.gb[j] = l.ga[j] = l.gt[j] = acc_t(0);
+    }
+    if (offline) {
+      for (int64_t j = 0; j < n; ++j) l.gs[j] = offline_gs(err[i0 + j], scale);
+    }
+    for (int64_t t = T - 1; t >= 0; --t) {
+      const acc_t* gst = offline ? l.gs : grad_spikes ? row_in(grad_spikes + t * N + i0, l.gsbuf, n) : l.zeros;
+      const acc_t* xt = PARAMS ? row_in(x + t * N + i0, l.xbuf, n) : nullptr;
+      acc_t* gxt = row_dst(gx + t * N + i0, l.gxbuf);
+      const acc_t* Ht = l.H + t * kB;
+      const acc_t* Pt = l.PSI + t * kB;
+      if (detach) reverse_row<R, true, PARAMS>(Ht, Pt, xt, gst, l.gv, l.gh, l.gt, l.ga, gxt, r, vr, n);
+      else reverse_row<R, false, PARAMS>(Ht, Pt, xt, gst, l.gv, l.gh, l.gt, l.ga, gxt, r, vr, n);
+      row_out(gx + t * N + i0, l.gxbuf, n);
+      if (PARAMS && g_beta) {  // g_beta += gH[t] V[t-1]
+        if (t > 0) {
+          const acc_t* Hp = l.H + (t - 1) * kB;
+#pragma omp simd
+          for (int64_t j = 0; j < n; ++j)
+            l.gb[j] += l.gh[j] * reset_v<R>(Hp[j], fires(Hp[j], r.threshold[j]), r.threshold[j], vr);
+        } else {
+#pragma omp simd
+          for (int64_t j = 0; j < n; ++j) l.gb[j] += l.gh[j] * l.v0[j];
+        }
+      }
+    }
+    for (int64_t j = 0; j < n; ++j) {
+      if (g_v0) g_v0[i0 + j] = l.gv[j];
+      if (g_beta) g_beta[i0 + j] = l.gb[j];
+      if (g_alpha) g_alpha[i0 + j] = l.ga[j];
+      if (g_threshold) g_threshold[i0 + j] = l.gt[j];
+    }
+  });
+}
+
+// ---- online (ltl-method.md §4) ---------------------------------------------------------------------------------
+// V and the count are detached through time, so the gradient of step t is local and written in the same pass.
+// GRAD: compute the local gradients (else only spikes, loss and state).
+template <typename acc_t> struct OnlineLocal {
+  acc_t count[kB], y[kB], ls[kB], gb[kB], ga[kB], gt[kB], gy[kB], xbuf[kB], sbuf[kB], gxbuf[kB];
+  explicit OnlineLocal(const Launch&) {}
+};
+
+template <typename scalar_t, Reset R, Surrogate K, bool GRAD>
+void online_impl(const Launch& p) {
+  using acc_t = typename Math<scalar_t>::type;
+  const int64_t T = p.T, N = p.N;
+  const scalar_t* x = static_cast<const scalar_t*>(p.x);
+  scalar_t* spikes = static_cast<scalar_t*>(p.spikes);
+  const acc_t* target = static_cast<const acc_t*>(p.target);
+  acc_t* gx = static_cast<acc_t*>(p.grad_x);  // the local gradient, in the math type (Launch::grad_x)
+  acc_t* state_v = static_cast<acc_t*>(p.state_v);
+  acc_t* state_count = static_cast<acc_t*>(p.state_count);
+  acc_t* g_beta = static_cast<acc_t*>(p.grad_beta);
+  acc_t* g_alpha = static_cast<acc_t*>(p.grad_alpha);
+  acc_t* g_threshold = static_cast<acc_t*>(p.grad_threshold);
+  acc_t* g_target = static_cast<acc_t*>(p.grad_target);
+  double* partials = static_cast<double*>(p.partials);
+  const acc_t vr = static_cast<acc_t>(p.v_reset), sa = static_cast<acc_t>(p.surrogate_alpha);
+  const acc_t inv_n = static_cast<acc_t>(1.0 / static_cast<double>(N));
+  for_each_block<acc_t, OnlineLocal<acc_t>>(p, [&](int64_t b, int64_t i0, int64_t n, Rows<acc_t>& r,
+                                                   OnlineLocal<acc_t>& l) {
+    if (p.count0.data) load_param(l.count, p.count0, i0, n);
+    else fill_value(l.count, p.count0.value, n);
+    for (int64_t j = 0; j < n; ++j) {
+      l.y[j] = target[i0 + j];
+      l.ls[j] = l.gb[j] = l.ga[j] = l.gt[j] = l.gy[j] = acc_t(0);
+    }
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t step = p.t0 + t;
+      const acc_t step1 = static_cast<acc_t>(step + 1);
+      const acc_t* xt = row_in(x + t * N + i0, l.xbuf, n);
+      acc_t* st = row_dst(spikes + t * N + i0, l.sbuf);
+      acc_t* gxt = gx ? gx + t * N + i0 : nullptr;
+      if (step < p.warmup || !GRAD) {  // the LIF step (and the loss after the warm-up), no gradient
+        const bool loss = step >= p.warmup;
+#pragma omp simd
+        for (int64_t j = 0; j < n; ++j) {
+          const acc_t h = charge(r.v[j], xt[j], r.beta[j], r.alpha[j]);
+          const acc_t s = fires(h, r.threshold[j]);
+          r.v[j] = reset_v<R>(h, s, r.threshold[j], vr);
+          l.count[j] += s;
+          st[j] = s;
+          const acc_t d = online_term(l.count[j], step1, l.y[j], inv_n).d;
+          l.ls[j] += loss ? d * d : acc_t(0);
+        }
+        row_out(spikes + t * N + i0, l.sbuf, n);
+        if (gxt) fill_value(gxt, 0.0, n);
+        continue;
+      }
+      acc_t* gw = gxt ? gxt : l.gxbuf;
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) {
+        const acc_t xj = xt[j], vp = r.v[j];
+        const acc_t h = charge(vp, xj, r.beta[j], r.alpha[j]);
+        const acc_t s = fires(h, r.threshold[j]);
+        r.v[j] = reset_v<R>(h, s, r.threshold[j], vr);
+        l.count[j] += s;
+        st[j] = s;
+        const OnlineTerm<acc_t> o = online_term(l.count[j], step1, l.y[j], inv_n);
+        l.ls[j] += o.d * o.d;
+        const acc_t gh = o.gs * surrogate_grad_cpu<K>(h - r.threshold[j], sa);
+        gw[j] = r.alpha[j] * gh;
+        l.gb[j] += gh * vp;
+        l.ga[j] += gh * xj;
+        l.gt[j] -= gh;
+        l.gy[j] -= acc_t(2) * o.d * inv_n;
+      }
+      row_out(spikes + t * N + i0, l.sbuf, n);
+    }
+    double part = 0.0;
+    for (int64_t j = 0; j < n; ++j) part += static_cast<double>(l.ls[j]);
+    partials[b] = part;
+    for (int64_t j = 0; j < n; ++j) {
+      if (state_v) state_v[i0 + j] = r.v[j];
+      if (state_count) state_count[i0 + j] = l.count[j];
+      if (g_beta) g_beta[i0 + j] = l.gb[j];
+      if (g_alpha) g_alpha[i0 + j] = l.ga[j];
+      if (g_threshold) g_threshold[i0 + j] = l.gt[j];
+      if (g_target) g_target[i0 + j] = l.gy[j];
+    }
+  });
+  finish_loss<acc_t>(p);
+}
+
+// ---- the kernels of one storage dtype --------------------------------------------------------------------------
+template <typename scalar_t>
+void run_typed(Kernel k, const Launch& p) {
+  const bool params = p.wants_param_grads();
+  switch (k) {
+    case Kernel::LifForward:
+    case Kernel::OfflineForward:
+      LTL_RESET_SWITCH(p.reset, R, [&] { forward_impl<scalar_t, R>(p, k == Kernel::OfflineForward); });
+      break;
+    case Kernel::LifBackward:
+    case Kernel::OfflineBackward:
+      LTL_RESET_SWITCH(p.reset, R, [&] {
+        LTL_SURROGATE_SWITCH(p.surrogate, K, [&] {
+          if (params) backward_impl<scalar_t, R, K, true>(p, k == Kernel::OfflineBackward);
+          else backward_impl<scalar_t, R, K, false>(p, k == Kernel::OfflineBackward);
+        });
+      });
+      break;
+    case Kernel::Online: {
+      const bool grad = p.grad_x || params || p.grad_target;
+      LTL_RESET_SWITCH(p.reset, R, [&] {
+        LTL_SURROGATE_SWITCH(p.surrogate, K, [&] {
+          if (grad) online_impl<scalar_t, R, K, true>(p);
+          else online_impl<scalar_t, R, K, false>(p);
+        });
+      });
+      break;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace LTL_CPU_ISA
+}  // namespace ltl

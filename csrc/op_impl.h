@@ -1,0 +1,184 @@
+// The bodies of the ltl_ext ops (floor 3), once for every device: check and bind the arguments (op.h), allocate
+// the outputs, run the kernel, reduce the parameter gradients to their own shapes. A device file instantiates
+// register_ops<Device> with a policy that has
+//   Device::Guard(x)            held while the op runs (the CUDA device guard; nothing on the CPU)
+//   Device::run(kernel, call)   runs ltl::Kernel on call.p (the CUDA one also allocates call.scratch).
+// Schemas and their documentation: csrc/ops.cpp.
+#pragma once
+
+#include <torch/library.h>
+
+#include <tuple>
+
+#include "op.h"
+
+namespace ltl {
+
+using at::Tensor;
+using BackwardOut = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>;  // grad_x, v0, beta, alpha, threshold
+
+constexpr const char* kLifOp = "ltl_ext.lif";
+constexpr const char* kTandemOp = "ltl_ext.tandem";
+
+// [T, N] in x's dtype, shaped back to x's shape by the caller.
+inline Tensor tn_output(const Call& c, void** ptr) {
+  Tensor t = at::empty({c.p.T, c.p.N}, c.x.options());
+  *ptr = t.data_ptr();
+  return t;
+}
+
+// The tandem loss: a math-type scalar, and the per-block partial sums it is reduced from.
+inline Tensor loss_output(Call& c) {
+  Tensor loss = at::empty({}, c.math_options());
+  c.partials = at::empty({loss_blocks(c.p.N) > 0 ? loss_blocks(c.p.N) : 1}, c.x.options().dtype(at::kDouble));
+  c.p.loss = loss.data_ptr();
+  c.p.partials = c.partials.data_ptr();
+  return loss;
+}
+
+// The LIF and offline backward after their own inputs are bound: grad_x and the parameter gradients.
+template <typename Device>
+BackwardOut run_backward(Kernel k, Call& c, bool need_v0, bool need_beta, bool need_alpha, bool need_threshold) {
+  need_v0 = need_v0 && c.v0.given.defined();
+  need_beta = need_beta && c.beta.given.defined();
+  need_alpha = need_alpha && c.alpha.given.defined();
+  need_threshold = need_threshold && c.threshold.given.defined();
+  Tensor gx = tn_output(c, &c.p.grad_x);
+  Tensor g_v0 = neuron_output(c, need_v0, &c.p.grad_v0);
+  Tensor g_beta = neuron_output(c, need_beta, &c.p.grad_beta);
+  Tensor g_alpha = neuron_output(c, need_alpha, &c.p.grad_alpha);
+  Tensor g_threshold = neuron_output(c, need_threshold, &c.p.grad_threshold);
+  Device::run(k, c);
+  return {gx.view(c.x_shape()), param_grad(c, c.v0, c.p.v0, g_v0, need_v0),
+          param_grad(c, c.beta, c.p.beta, g_beta, need_beta), param_grad(c, c.alpha, c.p.alpha, g_alpha, need_alpha),
+          param_grad(c, c.threshold, c.p.threshold, g_threshold, need_threshold)};
+}
+
+template <typename Device>
+std::tuple<Tensor, Tensor> lif_fwd(const Tensor& x, const OptTensor& beta, const OptTensor& alpha,
+                                   const OptTensor& threshold, const OptTensor& v0, double beta_s, double alpha_s,
+                                   double threshold_s, Str reset, double v_reset, Str surrogate,
+                                   std::optional<double> surrogate_alpha, bool detach_reset) {
+  const typename Device::Guard guard(x);
+  Call c = make_call(kLifOp, x, beta, alpha, threshold, v0, beta_s, alpha_s, threshold_s, reset, v_reset, surrogate,
+                     surrogate_alpha, detach_reset);
+  check_param_values(c);
+  Tensor spikes = tn_output(c, &c.p.spikes);
+  Tensor v_final = at::empty({c.p.N}, c.x.options());
+  c.p.v_final = v_final.data_ptr();
+  Device::run(Kernel::LifForward, c);
+  return {spikes.view(c.x_shape()), v_final.view(c.neuron_shape)};
+}
+
+template <typename Device>
+BackwardOut lif_bwd(const OptTensor& grad_spikes, const OptTensor& grad_v, const Tensor& x, const OptTensor& beta,
+                    const OptTensor& alpha, const OptTensor& threshold, const OptTensor& v0, double beta_s,
+                    double alpha_s, double threshold_s, Str reset, double v_reset, Str surrogate,
+                    std::optional<double> surrogate_alpha, bool detach_reset, bool need_v0, bool need_beta,
+                    bool need_alpha, bool need_threshold) {
+  const typename Device::Guard guard(x);
+  Call c = make_call(kLifOp, x, beta, alpha, threshold, v0, beta_s, alpha_s, threshold_s, reset, v_reset, surrogate,
+                     surrogate_alpha, detach_reset);
+  if (given(grad_spikes)) {
+    TORCH_CHECK_VALUE(grad_spikes->numel() == c.x.numel(), c.op, " backward: grad_spikes must have x's shape");
+    c.grad_spikes = grad_spikes->to(c.x.scalar_type()).reshape({c.p.T, c.p.N}).contiguous();
+    c.p.grad_spikes = c.grad_spikes.data_ptr();
+  }
+  if (given(grad_v)) {
+    TORCH_CHECK_VALUE(grad_v->numel() == c.p.N, c.op, " backward: grad_v must have N elements");
+    c.grad_v = grad_v->to(c.x.scalar_type()).reshape({c.p.N}).contiguous();
+    c.p.grad_v = c.grad_v.data_ptr();
+  }
+  return run_backward<Device>(Kernel::LifBackward, c, need_v0, need_beta, need_alpha, need_threshold);
+}
+
+template <typename Device>
+std::tuple<Tensor, Tensor, Tensor> tandem_offline_fwd(const Tensor& x, const Tensor& target, const OptTensor& beta,
+                                                      const OptTensor& alpha, const OptTensor& threshold,
+                                                      const OptTensor& v0, double beta_s, double alpha_s,
+                                                      double threshold_s, Str reset, double v_reset, Str surrogate,
+                                                      std::optional<double> surrogate_alpha, bool detach_reset) {
+  const typename Device::Guard guard(x);
+  Call c = make_call(kTandemOp, x, beta, alpha, threshold, v0, beta_s, alpha_s, threshold_s, reset, v_reset,
+                     surrogate, surrogate_alpha, detach_reset);
+  bind_target(c, target);
+  check_param_values(c);
+  Tensor loss = loss_output(c);
+  Tensor spikes = tn_output(c, &c.p.spikes);
+  Tensor err = neuron_output(c, true, &c.p.err);
+  Device::run(Kernel::OfflineForward, c);
+  return {spikes.view(c.x_shape()), loss, err};
+}
+
+template <typename Device>
+BackwardOut tandem_offline_bwd(const Tensor& grad_loss, const Tensor& x, const Tensor& err, const OptTensor& beta,
+                               const OptTensor& alpha, const OptTensor& threshold, const OptTensor& v0,
+                               double beta_s, double alpha_s, double threshold_s, Str reset, double v_reset,
+                               Str surrogate, std::optional<double> surrogate_alpha, bool detach_reset, bool need_v0,
+                               bool need_beta, bool need_alpha, bool need_threshold) {
+  const typename Device::Guard guard(x);
+  Call c = make_call(kTandemOp, x, beta, alpha, threshold, v0, beta_s, alpha_s, threshold_s, reset, v_reset,
+                     surrogate, surrogate_alpha, detach_reset);
+  TORCH_CHECK_VALUE(grad_loss.numel() == 1, c.op, " backward: grad_loss must be a scalar");
+  TORCH_CHECK_VALUE(grad_loss.device() == c.x.device(), c.op, " backward: grad_loss is on ", grad_loss.device(),
+                    " but x is on ", c.x.device());
+  TORCH_CHECK_VALUE(err.numel() == c.p.N && err.device() == c.x.device(), c.op,
+                    " backward: err must be the forward's [N] error on x's device");
+  c.grad_loss = grad_loss.reshape({}).to(math_dtype(c.x.scalar_type())).contiguous();
+  c.err = err.to(math_dtype(c.x.scalar_type())).reshape({c.p.N}).contiguous();
+  c.p.grad_loss = c.grad_loss.data_ptr();
+  c.p.err = c.err.data_ptr();
+  return run_backward<Device>(Kernel::OfflineBackward, c, need_v0, need_beta, need_alpha, need_threshold);
+}
+
+using OnlineOut = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
+
+template <typename Device>
+OnlineOut tandem_online(const Tensor& x, const Tensor& target, const OptTensor& beta, const OptTensor& alpha,
+                        const OptTensor& threshold, const OptTensor& v0, const OptTensor& count0, double beta_s,
+                        double alpha_s, double threshold_s, Str reset, double v_reset, Str surrogate,
+                        std::optional<double> surrogate_alpha, int64_t t0, int64_t warmup, bool need_state,
+                        bool need_grad_x, bool need_beta, bool need_alpha, bool need_threshold, bool need_target) {
+  const typename Device::Guard guard(x);
+  Call c = make_call(kTandemOp, x, beta, alpha, threshold, v0, beta_s, alpha_s, threshold_s, reset, v_reset,
+                     surrogate, surrogate_alpha, false);
+  TORCH_CHECK_VALUE(t0 >= 0 && warmup >= 0, c.op, ": t0 and warmup must be >= 0, got ", t0, ", ", warmup);
+  bind_target(c, target);
+  check_param_values(c);
+  c.count0 = bind_param(count0, "count", c, &c.p.count0);
+  c.p.t0 = t0;
+  c.p.warmup = warmup;
+  need_beta = need_beta && c.beta.given.defined();
+  need_alpha = need_alpha && c.alpha.given.defined();
+  need_threshold = need_threshold && c.threshold.given.defined();
+  Tensor loss = loss_output(c);
+  Tensor spikes = tn_output(c, &c.p.spikes);
+  Tensor state_v = neuron_output(c, need_state, &c.p.state_v);
+  Tensor state_count = neuron_output(c, need_state, &c.p.state_count);
+  Tensor gx = at::empty({need_grad_x ? c.p.T : 0, need_grad_x ? c.p.N : 0}, c.math_options());  // Launch::grad_x
+  c.p.grad_x = need_grad_x ? gx.data_ptr() : nullptr;
+  Tensor g_beta = neuron_output(c, need_beta, &c.p.grad_beta);
+  Tensor g_alpha = neuron_output(c, need_alpha, &c.p.grad_alpha);
+  Tensor g_threshold = neuron_output(c, need_threshold, &c.p.grad_threshold);
+  Tensor g_target = neuron_output(c, need_target, &c.p.grad_target);
+  Device::run(Kernel::Online, c);
+  if (need_state) {
+    state_v = state_v.view(c.neuron_shape);
+    state_count = state_count.view(c.neuron_shape);
+  }
+  return {spikes.view(c.x_shape()), loss, state_v, state_count, need_grad_x ? gx.view(c.x_shape()) : gx,
+          param_grad(c, c.beta, c.p.beta, g_beta, need_beta), param_grad(c, c.alpha, c.p.alpha, g_alpha, need_alpha),
+          param_grad(c, c.threshold, c.p.threshold, g_threshold, need_threshold),
+          need_target ? g_target.view(target.sizes()).to(target.scalar_type()) : g_target};
+}
+
+template <typename Device>
+void register_ops(torch::Library& m) {
+  m.impl("lif_fwd", &lif_fwd<Device>);
+  m.impl("lif_bwd", &lif_bwd<Device>);
+  m.impl("tandem_offline_fwd", &tandem_offline_fwd<Device>);
+  m.impl("tandem_offline_bwd", &tandem_offline_bwd<Device>);
+  m.impl("tandem_online", &tandem_online<Device>);
+}
+
+}  // namespace ltl
