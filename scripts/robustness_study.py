@@ -1,4 +1,4 @@
-"""The chip study of issue 15 as an artefact: ``docs/results/hw_drift_<preset>.json``.
+"""The chip study of issue 15 as an artefact: ``docs/results/hw_drift_<preset>.json`` (+ ``docs/figures/``).
 
 Runs ``python -m ltl_ext robustness --preset ...`` (the drift study: chips from a device preset, calibrated
 white-box and in the loop, aged over drift time) on a trained student, and writes its results with their
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -44,7 +45,10 @@ def main(argv=None) -> int:
     res = json.loads((Path(args.out) / "drift.json").read_text())
     path = write_artefact(f"hw_drift_{args.preset}", res,
                           command="python scripts/robustness_study.py " + " ".join(sys.argv[1:]))
-    print(f"artefact: {path}")
+    figure = Path(__file__).resolve().parent.parent / "docs" / "figures" / f"hw_drift_{args.preset}.png"
+    figure.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(Path(args.out) / "drift.png", figure)
+    print(f"artefact: {path}, plot: {figure}")
     return 0
 
 

@@ -98,6 +98,22 @@ def test_shapes(device, shape, noncontig):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layout", ["per_channel", "per_row", "hole", "zero_dim"])
+def test_broadcast_parameters_in_their_own_shape(device, layout):
+    """Parameters reach the kernel in their own broadcast shape (per channel [C, 1, 1]: period C, inner H * W; a
+    [B, 1, 1, 1]; a shape with a hole, [C, 1, W], which the op materialises; a 0-d tensor); their gradients come
+    back reduced to that shape, as autograd gives them through the reference."""
+    x = make_input((6, 2, 3, 4, 5), torch.float64, device, seed=17)
+    g = torch.Generator().manual_seed(18)
+    shape = {"per_channel": (3, 1, 1), "per_row": (2, 1, 1, 1), "hole": (3, 1, 5), "zero_dim": ()}[layout]
+    mk = lambda lo, hi: (torch.rand(shape, generator=g, dtype=torch.float64) * (hi - lo) + lo).to(device)
+    kw = dict(beta=mk(0.5, 1.0).requires_grad_(), alpha=mk(0.5, 1.5).requires_grad_(),
+              threshold=mk(0.6, 1.2).requires_grad_(), v0=mk(-0.5, 0.5).requires_grad_(), reset="hard",
+              v_reset=-0.1)
+    _compare(x, kw, torch.float64)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_parallel_split(device):
     """Enough neurons for several threads / blocks and a ragged tail: every neuron is computed once."""
     x = make_input((4, 70001), torch.float32, device, seed=8)
@@ -108,7 +124,7 @@ def test_parallel_split(device):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_long_sequence(device):
-    """T large enough that the CUDA backward keeps H in global scratch instead of shared memory."""
+    """T longer than one shared-memory segment of the CUDA backward: V checkpoints per segment, H recomputed."""
     x = make_input((400, 33), torch.float32, device, seed=9, scale=0.5)
     _compare(x, dict(beta=0.95, threshold=1.0, reset="soft", surrogate="fast_sigmoid"), torch.float32)
 

@@ -388,3 +388,9 @@ def test_teacher_training_selects_on_validation(data):
     assert [h["selected"] for h in history] == [a == max(accs) and accs.index(a) == i for i, a in enumerate(accs)]
     assert evaluate_ann(model, data.val, "cpu") == max(accs)        # the model ends at its best epoch
     assert all("test_acc" not in h for h in history)
+
+
+def test_checkpoints_from_before_models_carried_their_normalisation_are_refused(tmp_path):
+    torch.save({"format": "ltl_ext-checkpoint-v1", "kind": "ltl_trainer"}, tmp_path / "old.pt")
+    with pytest.raises(CheckpointError, match="did not carry their input normalisation"):
+        LocalTandemTrainer.load(tmp_path / "old.pt")

@@ -4,8 +4,9 @@
 // avx2::run_float, after a CPU check). Not a public header.
 //
 // The including file must have included, before any target pragma: <ATen/Parallel.h>, <c10/util/BFloat16.h>,
-// <c10/util/Half.h>, <cstdlib>, <new> and "ltl/kernels.h". Nothing here uses std containers or algorithms
-// (their inline code would be instantiated for the ISA); everything has internal linkage.
+// <c10/util/Half.h>, <cmath>, <cstdlib>, <cstring>, <new>, <type_traits> and "ltl/kernels.h". Nothing here uses
+// std containers or algorithms (their inline code would be instantiated for the ISA); everything has internal
+// linkage.
 //
 // Scheme (written once, for the LIF and the tandem kernels): at::parallel_for over whole blocks of kLossBlock
 // neurons (for_each_block), the time loop inside, every inner loop a contiguous branch-free row over the block
@@ -16,7 +17,7 @@
 //                  Reads x (twice only when a parameter gradient is wanted) and grad_spikes, writes grad_x.
 //   online_impl    one pass: spikes, the loss, the local gradients.
 // Loss partial sums are per fixed block and summed in block order: the loss is bit-identical for any thread count
-// and on both ISAs (no FMA: the build passes -ffp-contract=off and the AVX2 target has no FMA; sums in double).
+// and on both ISAs (sums in double; H never through an FMA: the build passes -ffp-contract=off).
 #ifndef LTL_CPU_ISA
 #error "define LTL_CPU_ISA (the namespace of this instantiation) before including kernels.h"
 #endif
@@ -32,6 +33,44 @@ template <> struct Math<double> { using type = double; };
 
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
+
+// Multiply-add: one fused instruction where the ISA has it (kernels_avx2.cpp defines LTL_CPU_FMA). Used only
+// for the surrogate's exp below, never for H (the build's -ffp-contract=off keeps H = beta V + alpha X rounded as
+// in the reference, so the backward's recompute reproduces the forward's spikes exactly).
+#ifdef LTL_CPU_FMA
+#define LTL_MADD(a, b, c) __builtin_fmaf(a, b, c)
+#else
+#define LTL_MADD(a, b, c) ((a) * (b) + (c))
+#endif
+
+// exp for float with ~1 ulp error (Cephes' expf polynomial), branch-free so that `#pragma omp simd` vectorises it
+// (glibc's expf has no SIMD variant without -ffast-math); inputs are clamped to [-87.3, 88.3] (the surrogates
+// only ever ask for exp of a non-positive number).
+inline float vec_exp(float x) {
+  x = x < -87.3f ? -87.3f : (x > 88.3f ? 88.3f : x);
+  const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to the nearest integer
+  const float kf = (x * 1.44269504088896341f + magic) - magic;
+  float r = LTL_MADD(kf, -0.693359375f, x);
+  r = LTL_MADD(kf, 2.12194440e-4f, r);
+  float p = 1.9875691500e-4f;
+  p = LTL_MADD(p, r, 1.3981999507e-3f);
+  p = LTL_MADD(p, r, 8.3334519073e-3f);
+  p = LTL_MADD(p, r, 4.1665795894e-2f);
+  p = LTL_MADD(p, r, 1.6666665459e-1f);
+  p = LTL_MADD(p, r, 5.0000001201e-1f);
+  p = LTL_MADD(p * r, r, r) + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(kf) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+}
+inline double vec_exp(double x) { return std::exp(x); }
+
+// lif_math.h's surrogate_grad with vec_exp for the sigmoid (the other surrogates have no transcendental).
+template <Surrogate K, typename acc_t> inline acc_t surrogate_grad_cpu(acc_t u, acc_t a) {
+  if (K == Surrogate::Sigmoid) return sigmoid_grad_from_exp(vec_exp(-a * ltl_abs(u)), a);
+  return surrogate_grad<K>(u, a);
+}
 
 // Whole blocks per thread chunk: about 64K neuron-steps, serial below that.
 inline int64_t grain_blocks(int64_t T) { return imax(1, (int64_t(1) << 16) / (kB * imax(T, 1))); }
@@ -135,6 +174,23 @@ template <typename acc_t> void finish_loss(const Launch& p) {
 }
 
 // ---- forward: LIF (v_final) and offline (err, loss) ------------------------------------------------------------
+// One LIF step over a row of the block: V updated in r.v, the spikes written and counted.
+template <Reset R, typename scalar_t, typename acc_t>
+inline void step_row(const scalar_t* x_row, scalar_t* spike_row, Rows<acc_t>& r, acc_t* count, acc_t* xbuf,
+                     acc_t* sbuf, acc_t vr, int64_t n) {
+  const acc_t* xt = row_in(x_row, xbuf, n);
+  acc_t* st = row_dst(spike_row, sbuf);
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) {
+    const acc_t h = charge(r.v[j], xt[j], r.beta[j], r.alpha[j]);
+    const acc_t s = fires(h, r.threshold[j]);
+    r.v[j] = reset_v<R>(h, s, r.threshold[j], vr);
+    count[j] += s;
+    st[j] = s;
+  }
+  row_out(spike_row, sbuf, n);
+}
+
 template <typename acc_t> struct ForwardLocal {
   acc_t count[kB], xbuf[kB], sbuf[kB];
   explicit ForwardLocal(const Launch&) {}
@@ -154,19 +210,8 @@ void forward_impl(const Launch& p, bool offline) {
   for_each_block<acc_t, ForwardLocal<acc_t>>(p, [&](int64_t b, int64_t i0, int64_t n, Rows<acc_t>& r,
                                                     ForwardLocal<acc_t>& l) {
     fill_value(l.count, 0.0, n);
-    for (int64_t t = 0; t < T; ++t) {
-      const acc_t* xt = row_in(x + t * N + i0, l.xbuf, n);
-      acc_t* st = row_dst(spikes + t * N + i0, l.sbuf);
-#pragma omp simd
-      for (int64_t j = 0; j < n; ++j) {
-        const acc_t h = charge(r.v[j], xt[j], r.beta[j], r.alpha[j]);
-        const acc_t s = fires(h, r.threshold[j]);
-        r.v[j] = reset_v<R>(h, s, r.threshold[j], vr);
-        l.count[j] += s;
-        st[j] = s;
-      }
-      row_out(spikes + t * N + i0, l.sbuf, n);
-    }
+    for (int64_t t = 0; t < T; ++t)
+      step_row<R>(x + t * N + i0, spikes + t * N + i0, r, l.count, l.xbuf, l.sbuf, vr, n);
     if (!offline) {
       for (int64_t j = 0; j < n; ++j) v_final[i0 + j] = static_cast<scalar_t>(r.v[j]);
       return;
@@ -196,10 +241,11 @@ template <typename acc_t> struct BackwardLocal {
 };
 
 // One reverse step over a row of the block: gH from dL/dS[t] = gs and dL/dV[t] = gv, then grad_x and gV[t-1]; with
-// PARAMS also g_threshold and g_alpha (and gH kept in gh for g_beta). Without PARAMS x is not read at all.
+// PARAMS also g_threshold, and gH kept in gh for g_alpha and g_beta (their own loops, only when wanted: x is read
+// a second time only for g_alpha).
 template <Reset R, bool DETACH, bool PARAMS, typename acc_t>
-inline void reverse_row(const acc_t* Ht, const acc_t* Pt, const acc_t* xt, const acc_t* gs, acc_t* gv, acc_t* gh,
-                        acc_t* gt, acc_t* ga, acc_t* gxt, const Rows<acc_t>& r, acc_t vr, int64_t n) {
+inline void reverse_row(const acc_t* Ht, const acc_t* Pt, const acc_t* gs, acc_t* gv, acc_t* gh, acc_t* gt,
+                        acc_t* gxt, const Rows<acc_t>& r, acc_t vr, int64_t n) {
   if (PARAMS) {
 #pragma omp simd
     for (int64_t j = 0; j < n; ++j) {
@@ -207,7 +253,6 @@ inline void reverse_row(const acc_t* Ht, const acc_t* Pt, const acc_t* xt, const
       gh[j] = g.gh;
       gxt[j] = r.alpha[j] * g.gh;
       gt[j] += g.g_threshold;
-      ga[j] += g.gh * xt[j];
       gv[j] = r.beta[j] * g.gh;
     }
   } else {
@@ -270,13 +315,17 @@ void backward_impl(const Launch& p, bool offline) {
     }
     for (int64_t t = T - 1; t >= 0; --t) {
       const acc_t* gst = offline ? l.gs : grad_spikes ? row_in(grad_spikes + t * N + i0, l.gsbuf, n) : l.zeros;
-      const acc_t* xt = PARAMS ? row_in(x + t * N + i0, l.xbuf, n) : nullptr;
       acc_t* gxt = row_dst(gx + t * N + i0, l.gxbuf);
       const acc_t* Ht = l.H + t * kB;
       const acc_t* Pt = l.PSI + t * kB;
-      if (detach) reverse_row<R, true, PARAMS>(Ht, Pt, xt, gst, l.gv, l.gh, l.gt, l.ga, gxt, r, vr, n);
-      else reverse_row<R, false, PARAMS>(Ht, Pt, xt, gst, l.gv, l.gh, l.gt, l.ga, gxt, r, vr, n);
+      if (detach) reverse_row<R, true, PARAMS>(Ht, Pt, gst, l.gv, l.gh, l.gt, gxt, r, vr, n);
+      else reverse_row<R, false, PARAMS>(Ht, Pt, gst, l.gv, l.gh, l.gt, gxt, r, vr, n);
       row_out(gx + t * N + i0, l.gxbuf, n);
+      if (PARAMS && g_alpha) {  // g_alpha += gH[t] X[t]
+        const acc_t* xt = row_in(x + t * N + i0, l.xbuf, n);
+#pragma omp simd
+        for (int64_t j = 0; j < n; ++j) l.ga[j] += l.gh[j] * xt[j];
+      }
       if (PARAMS && g_beta) {  // g_beta += gH[t] V[t-1]
         if (t > 0) {
           const acc_t* Hp = l.H + (t - 1) * kB;
@@ -334,25 +383,21 @@ void online_impl(const Launch& p) {
     for (int64_t t = 0; t < T; ++t) {
       const int64_t step = p.t0 + t;
       const acc_t step1 = static_cast<acc_t>(step + 1);
-      const acc_t* xt = row_in(x + t * N + i0, l.xbuf, n);
-      acc_t* st = row_dst(spikes + t * N + i0, l.sbuf);
       acc_t* gxt = gx ? gx + t * N + i0 : nullptr;
       if (step < p.warmup || !GRAD) {  // the LIF step (and the loss after the warm-up), no gradient
-        const bool loss = step >= p.warmup;
+        step_row<R>(x + t * N + i0, spikes + t * N + i0, r, l.count, l.xbuf, l.sbuf, vr, n);
+        if (step >= p.warmup) {
 #pragma omp simd
-        for (int64_t j = 0; j < n; ++j) {
-          const acc_t h = charge(r.v[j], xt[j], r.beta[j], r.alpha[j]);
-          const acc_t s = fires(h, r.threshold[j]);
-          r.v[j] = reset_v<R>(h, s, r.threshold[j], vr);
-          l.count[j] += s;
-          st[j] = s;
-          const acc_t d = online_term(l.count[j], step1, l.y[j], inv_n).d;
-          l.ls[j] += loss ? d * d : acc_t(0);
+          for (int64_t j = 0; j < n; ++j) {
+            const acc_t d = online_term(l.count[j], step1, l.y[j], inv_n).d;
+            l.ls[j] += d * d;
+          }
         }
-        row_out(spikes + t * N + i0, l.sbuf, n);
         if (gxt) fill_value(gxt, 0.0, n);
         continue;
       }
+      const acc_t* xt = row_in(x + t * N + i0, l.xbuf, n);
+      acc_t* st = row_dst(spikes + t * N + i0, l.sbuf);
       acc_t* gw = gxt ? gxt : l.gxbuf;
 #pragma omp simd
       for (int64_t j = 0; j < n; ++j) {

@@ -3,7 +3,7 @@
 - ``layers``: :class:`LIF` (the spiking neuron, time folded into the batch), :class:`ClampReLU` (the teacher's
   clipped activation), :class:`SpikingModel` (runs a model over T steps) and the input encodings;
 - ``tandem_run``: :class:`TandemRun`, one forward in tandem mode (targets in, local losses out, optionally
-  back-propagated layer by layer); ``packing``: :class:`SpikeStore`, saved spikes kept as bits;
+  back-propagated layer by layer); ``packing``: :class:`SpikeStore`, saved spikes kept as 1 byte (bool);
 - ``zoo``: the teachers' architectures (``vgg11``, ``vgg16``, ``cnn_small``, ``mlp``, ``resnet``), also
   reachable as ``ltl_ext.models``.
 """

@@ -21,7 +21,7 @@ it. Gradients add linearly, so the sum equals that of one backward of ``sum_l lo
 nothing else holds the layer's graph, and it is freed as soon as the layer returns.
 
 Spikes the LIFs give out are marked in a :class:`~ltl_ext.nn.packing.SpikeStore`, so a layer that saves them
-for its weight gradient stores them as bits.
+for its weight gradient stores them as 1 byte per spike (bool), not 4.
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ class TandemRun:
         mode: ``"offline"`` (MSE of the rate over all T steps) or ``"online"`` (per-step loss from ``warmup`` on).
         warmup: online only: steps before it carry no loss.
         backward: back-propagate each local loss as soon as it exists (see the module docstring).
-        pack_spikes: store spikes saved for the backward as bits (:class:`SpikeStore`).
+        pack_spikes: store spikes saved for the backward as bool, 1 byte each (:class:`SpikeStore`).
 
     Attributes: ``losses`` (name -> loss, summed over the calls of a layer in this run: the T steps of a
     stepwise run, say), ``mode``, ``warmup``.

@@ -179,7 +179,7 @@ def write_cmake(out_path: str, root: str, cuda: str = "off") -> None:
     linked = cuda == "on"
     # torch.utils.cpp_extension's CUDA folders are CUDA_HOME's include/ and lib64/ (it knows no CUDA_HOME when
     # torch is a CPU build, so they are joined here)
-    includes = cpp_extension.include_paths("cpu") + ([os.path.join(home, "include")] if cuda != "off" else [])
+    includes = cpp_extension.include_paths("cpu")
     lib_dirs = cpp_extension.library_paths("cpu") + ([os.path.join(home, "lib64")] if linked else [])
     libs = ["c10", "torch", "torch_cpu", "torch_python"] + (["cudart", "c10_cuda", "torch_cuda"] if linked else [])
     torch_defines = ["TORCH_API_INCLUDE_EXTENSION_H", f"TORCH_EXTENSION_NAME={MODULE_NAME}",
@@ -192,11 +192,12 @@ def write_cmake(out_path: str, root: str, cuda: str = "off") -> None:
         "LTL_CXX_STANDARD": [str(CXX_STANDARD)],
         "LTL_CXX_FLAGS": CXX_FLAGS,
         "LTL_LINK_FLAGS": LINK_FLAGS,
-        "LTL_NVCC_FLAGS": NVCC_FLAGS + [std_flag()] + list(cpp_extension.COMMON_NVCC_FLAGS),
+        "LTL_NVCC_FLAGS": NVCC_FLAGS + list(cpp_extension.COMMON_NVCC_FLAGS),  # + the standard: CUDA_STANDARD
         "LTL_CUDA_ARCHITECTURES": cuda_architectures(),
         "LTL_DEFINES": ours + torch_defines,
         "LTL_INCLUDE_DIRS": [os.path.join(root, d) for d in INCLUDE_DIRS],
         "LTL_TORCH_INCLUDE_DIRS": includes,
+        "LTL_CUDA_INCLUDE_DIRS": [os.path.join(home, "include")] if cuda != "off" else [],
         "LTL_TORCH_LIBRARY_DIRS": lib_dirs,
         "LTL_TORCH_LIBRARIES": libs,
         "LTL_CUDA_WHEEL_INCLUDE_DIRS": nvidia_wheel_includes(),

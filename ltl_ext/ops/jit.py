@@ -139,6 +139,7 @@ def build() -> ModuleType:
     cflags = cfg.CXX_FLAGS + [cfg.std_flag()] + macros
     if with_cuda:
         cflags += [f for d in cfg.nvidia_wheel_includes() for f in ("-idirafter", d)]
+    includes = [os.path.join(root, d) for d in cfg.INCLUDE_DIRS]
     build_dir = os.path.join(cache_root(), cfg.build_tag(flavour, torch.__version__))
     os.makedirs(build_dir, exist_ok=True)
 
@@ -159,8 +160,8 @@ def build() -> ModuleType:
             module = cpp_extension.load(
                 name=cfg.MODULE_NAME, sources=files, extra_cflags=cflags,
                 extra_cuda_cflags=cfg.NVCC_FLAGS + [cfg.std_flag()] + macros if with_cuda else None,
-                extra_ldflags=list(cfg.LINK_FLAGS), extra_include_paths=[os.path.join(root, d) for d in cfg.INCLUDE_DIRS],
-                build_directory=build_dir, with_cuda=with_cuda, verbose=os.environ.get("LTL_EXT_JIT_VERBOSE") == "1")
+                extra_ldflags=list(cfg.LINK_FLAGS), extra_include_paths=includes, build_directory=build_dir,
+                with_cuda=with_cuda, verbose=os.environ.get("LTL_EXT_JIT_VERBOSE") == "1")
         except (RuntimeError, OSError, ImportError) as e:  # a compile error: torch's message holds the compiler's
             raise JitBuildError(f"ltl_ext: compiling the native library in {build_dir} failed: {e}") from e
         if fresh:
