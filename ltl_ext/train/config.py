@@ -53,6 +53,8 @@ class LTLConfig:
     ce_weight: float = 1.0
     weight_decay: float = 0.0
     encoding: str = "direct"
+    schedule: str = "none"          # learning-rate schedule by name (train/schedules.py), or "custom" (a factory)
+    grad_clip: Any = None           # max global L2 norm of the student's gradient per step, or None
 
     def check(self) -> "LTLConfig":
         if isinstance(self.time_steps, bool) or not isinstance(self.time_steps, int) or self.time_steps < 1:
@@ -78,5 +80,13 @@ class LTLConfig:
             raise ValueError(f"percentile must be a number in (0, 100], 'running' or None, got {p!r}")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
+        if self.schedule != "custom":
+            from .schedules import schedule
+            schedule(self.schedule, 1)          # a bad name fails here, not after the first epoch
+        g = self.grad_clip
+        if g is not None and (isinstance(g, bool) or not isinstance(g, (int, float)) or not g > 0):
+            raise ValueError(f"grad_clip must be a positive number (a max gradient norm) or None, got {g!r}")
         return self
 

@@ -49,6 +49,8 @@ def ltl_step(model: SpikingModel, link: "tandem.Tandem", opt: torch.optim.Optimi
             ce = readout_loss(steps, y, config)
             (config.ce_weight * ce).backward()
             del steps
+    if config.grad_clip is not None:      # on the whole student's gradient (after DDP's average)
+        torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], config.grad_clip)
     opt.step()
     return _stats(ce.detach(), run, config)
 

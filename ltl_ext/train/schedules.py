@@ -21,7 +21,7 @@ def schedule(spec: Optional[str], epochs: int) -> Optional[SchedulerFactory]:
         return None
     if not isinstance(spec, str):
         raise TypeError(f"schedule must be a string like 'cosine' or 'step:30,60:0.1', got {type(spec).__name__}")
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:  # cosine's horizon
         raise ValueError(f"epochs must be a positive int, got {epochs!r}")
     text = spec.strip().lower()
     if text in ("", "none", "constant"):

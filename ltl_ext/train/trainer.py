@@ -10,7 +10,7 @@ import math
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -21,6 +21,8 @@ from ..nn import SpikingModel
 from ..nn.layers import time_average
 from .calibration import _calibration_params, _cycle
 from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state, write_json
+from .callbacks import Callback, CallbackList
+from .schedules import SchedulerFactory, schedule as schedule_by_name
 from .config import DEFAULT_LR, LTLConfig, default_device, default_percentile, default_warmup
 from .engine import ltl_losses, ltl_step
 from .evaluation import evaluate_spiking
@@ -63,14 +65,19 @@ class LocalTandemTrainer:
                  mode: str = "offline", warmup: Optional[int] = None, percentile="auto", init: str = "random",
                  lr: float = DEFAULT_LR, memory: str = "batched", device=None, *, ce_weight: float = 1.0,
                  weight_decay: float = 0.0, encoding: str = "direct", calib_data=None,
-                 seed: Optional[int] = None, teacher_spec: Optional[dict] = None, distributed=None):
+                 seed: Optional[int] = None, teacher_spec: Optional[dict] = None, distributed=None,
+                 schedule: Union[str, SchedulerFactory, None] = "none", grad_clip: Optional[float] = None,
+                 callbacks: Optional[Iterable[Callback]] = None):
         if warmup is None:                # the code's 12 of 16 steps, scaled to T
             warmup = default_warmup(time_steps)
         if isinstance(percentile, str) and percentile == "auto":      # the mode's default (train/config.py)
             percentile = default_percentile(mode)
+        self._schedule_factory = schedule if callable(schedule) else None   # a factory is not saved: pass it again
         self.config = LTLConfig(time_steps=time_steps, mode=mode, warmup=warmup, percentile=percentile,
                                 init=init, lr=float(lr), memory=memory, ce_weight=float(ce_weight),
-                                weight_decay=float(weight_decay), encoding=encoding).check()
+                                weight_decay=float(weight_decay), encoding=encoding,
+                                schedule="custom" if callable(schedule) else (schedule or "none"),
+                                grad_clip=grad_clip).check()
         if not isinstance(teacher, nn.Module):
             raise TypeError(f"teacher must be a torch.nn.Module (a trained ANN), got {type(teacher).__name__}")
         if seed is not None:
@@ -95,6 +102,9 @@ class LocalTandemTrainer:
         self.link = tandem.Tandem(self.teacher, self.student, percentile=percentile,
                                   percentile_fn=self.dist.percentile if self.dist.enabled else None)
         self.optimizer = self._make_optimizer(self.student.parameters(), self.config.lr)
+        self.scheduler = None            # built by the first fit (a cosine schedule needs the run's epochs)
+        self.schedule_epochs: Optional[int] = None
+        self.callbacks = CallbackList(callbacks)
         self.replica = self.dist.wrap(self.student)         # DDP with several processes, the student alone
         self.epoch = 0
         self.step_in_epoch = 0
@@ -158,6 +168,8 @@ class LocalTandemTrainer:
             raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
         train_loader = self.dist.shard_loader(train_loader, train=True)
         progress = progress and self.dist.is_main
+        self._start_schedule(epochs)
+        self.callbacks.on_fit_start(self)
         while self.epoch < epochs:
             skip = self._begin_epoch(train_loader)
             t0 = time.perf_counter() - self._epoch_sums.get("seconds", 0.0)
@@ -176,6 +188,7 @@ class LocalTandemTrainer:
                 self._accumulate(stats, len(y))
                 self.step_in_epoch += 1
                 self.global_step += 1
+                self.callbacks.on_step_end(self, self.global_step, stats)
                 if progress:
                     bar.set_postfix(loss=f"{stats['loss']:.4f}", ce=f"{stats['ce']:.3f}")
                 if checkpoint is not None and checkpoint_every and self.step_in_epoch % checkpoint_every == 0:
@@ -194,13 +207,28 @@ class LocalTandemTrainer:
                 _print_epoch(entry)
             if callback is not None:
                 callback(entry)
+            self.callbacks.on_epoch_end(self, entry)
             if metrics_path is not None and self.dist.is_main:
                 write_json(metrics_path, {"config": asdict(self.config), "history": self.history})
             if checkpoint is not None:
                 self.save(checkpoint)
             if best_checkpoint is not None and self.best is not None and self.best["epoch"] == entry["epoch"]:
                 self.save(best_checkpoint)
+        self.callbacks.on_fit_end(self, self.history)
         return self.history
+
+    def _start_schedule(self, epochs: int) -> None:
+        """Build the learning-rate scheduler once, for a run of ``epochs`` epochs (a resumed run keeps its own)."""
+        if self.scheduler is not None or self.config.schedule == "none":
+            return
+        if self.config.schedule == "custom":
+            if self._schedule_factory is None:
+                raise ValueError("this run was trained with a custom scheduler factory: pass schedule= (the same "
+                                 "factory) to LocalTandemTrainer.load to resume it")
+            self.scheduler = self._schedule_factory(self.optimizer)
+        else:
+            self.scheduler = schedule_by_name(self.config.schedule, max(epochs, 1))(self.optimizer)
+        self.schedule_epochs = epochs
 
     def _check_finite(self, stats: Dict[str, float]) -> None:
         """A NaN or infinite loss stops training, naming the layer(s) and the step (nothing is saved after it)."""
@@ -264,15 +292,19 @@ class LocalTandemTrainer:
         b = max(s.get("batches", 0), 1)
         entry: Dict[str, Any] = {
             "epoch": self.epoch + 1, "seconds": seconds, "samples": int(s.get("n", 0)),
+            "images_per_s": s.get("n", 0) / seconds if seconds > 0 else None,
+            "lr": self.optimizer.param_groups[0]["lr"],
             "loss": s.get("loss", 0.0) / b, "ce": s.get("ce", 0.0) / b,
             "local_loss": {k[len("local/"):]: v / b for k, v in s.items() if k.startswith("local/")},
         }
         if val_loader is not None:
             report = self.evaluate(val_loader, progress=progress)
             entry.update(val_student_acc=report["student_acc"], val_teacher_acc=report["teacher_acc"],
-                         val_firing_rate=report["firing_rate"])
+                         val_firing_rate=report["firing_rate"], val_acc_per_step=report["acc_per_step"])
             if self.best is None or report["student_acc"] > self.best["val_student_acc"]:
                 self.best = {"epoch": entry["epoch"], "val_student_acc": report["student_acc"]}
+        if self.scheduler is not None:   # here, once per epoch: a resume from the pre-evaluation save replays it
+            self.scheduler.step()
         self.history.append(entry)
         self.epoch += 1
         self.step_in_epoch = 0
@@ -394,6 +426,8 @@ class LocalTandemTrainer:
             "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
             "history": copy.deepcopy(self.history), "epoch_sums": dict(self._epoch_sums),
             "epoch_start": gen_state, "rng": rng_state(), "best": self.best,
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "schedule_epochs": self.schedule_epochs,
         }
 
     def save(self, path) -> Path:
@@ -419,11 +453,15 @@ class LocalTandemTrainer:
 
     @classmethod
     def load(cls, path, teacher: Optional[nn.Module] = None, student: Optional[nn.Module] = None,
-             device=None, restore_rng: bool = True, distributed=None) -> "LocalTandemTrainer":
+             device=None, restore_rng: bool = True, distributed=None,
+             schedule: Optional[SchedulerFactory] = None,
+             callbacks: Optional[Iterable[Callback]] = None) -> "LocalTandemTrainer":
         """Rebuild a trainer from a checkpoint (safe ``weights_only`` load), ready to ``fit`` on.
 
         Models built from the zoo (or converted from such a teacher) are rebuilt from the checkpoint's config;
-        a user-built teacher (or student) must be passed again. Mismatches raise :class:`CheckpointError`.
+        a user-built teacher (or student) must be passed again, and so must a custom scheduler factory (named
+        schedules are rebuilt; the scheduler's state is restored with the optimiser's). Mismatches raise
+        :class:`CheckpointError`.
         """
         state = load_checkpoint(path, kind=CKPT_KIND)
         try:
@@ -436,8 +474,9 @@ class LocalTandemTrainer:
                           distributed=distributed,
                           **{k: v for k, v in asdict(config).items()
                              if k in ("time_steps", "mode", "warmup", "percentile", "lr", "memory",
-                                      "ce_weight", "weight_decay", "encoding")},
-                          init="random")
+                                      "ce_weight", "weight_decay", "encoding", "grad_clip")},
+                          schedule=schedule if config.schedule == "custom" else config.schedule,
+                          callbacks=callbacks, init="random")
             trainer.config = config
             trainer.student_converted = state["student_converted"]
             _load_module(trainer.teacher, state["teacher"], "teacher", path)
@@ -451,6 +490,9 @@ class LocalTandemTrainer:
             es = state.get("epoch_start")
             trainer._epoch_start = None if es is None else (es["rng"], es["loader"])
             trainer.best = state.get("best")
+            if state.get("scheduler") is not None:
+                trainer._start_schedule(int(state["schedule_epochs"]))
+                trainer.scheduler.load_state_dict(state["scheduler"])
         except CheckpointError:
             raise
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
