@@ -191,3 +191,37 @@ def test_cpu_per_call_overhead(benchmark):
         "what": "fused fwd+bwd vs torch.sigmoid fwd+bwd on the same tensor, median of 400 calls, 1 thread",
         "T": T, "N": N, "sigmoid_median_us": round(us["sigmoid"], 1), "rows": rows})
     EXTRA.extend(rows)
+
+
+def test_cpu_where_the_time_goes(benchmark):
+    """Where the time of a fused fwd+bwd goes on the CPU: the forward op and the backward op alone (no autograd),
+    for every surrogate (only the sigmoid needs a transcendental: an exp and a division per neuron-step in the
+    backward's recompute), next to the floor, at N = 4096 (one thread) and N = 2^20 (the default threads).
+    Writes docs/results/cpu_where_the_time_goes_<allocator>.json."""
+    import ltl_ext  # noqa: F401  (registers torch.ops.ltl_ext)
+    ops = torch.ops.ltl_ext
+    rows = []
+    for N, threads in ((4096, 1), (1 << 20, torch.get_num_threads())):
+        T = 16
+        x, gs = _inputs(T, N, "cpu")
+        old = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        calls = 400 if N <= 4096 else 20
+        try:
+            row = {"T": T, "N": N, "threads": threads,
+                   "floor_fwd_us": round(_median_us(lambda: x.clone(), calls), 1),
+                   "floor_bwd_us": round(_median_us(lambda: torch.add(gs, x), calls), 1),
+                   "fwd_op_us": round(_median_us(lambda: ops.lif_fwd.default(
+                       x, None, None, None, None, 0.9, 1.0, 1.0, "soft", 0.0, "sigmoid", None, False), calls), 1)}
+            for sur in ("rect", "sigmoid", "atan", "fast_sigmoid"):
+                row[f"bwd_op_{sur}_us"] = round(_median_us(lambda: ops.lif_bwd.default(
+                    gs, None, x, None, None, None, None, 0.9, 1.0, 1.0, "soft", 0.0, sur, None, False, False, False,
+                    False, False), calls), 1)
+        finally:
+            torch.set_num_threads(old)
+        rows.append(row)
+    benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+    write_bench_artefact("cpu_where_the_time_goes", {
+        "what": "median wall time of the LIF forward op and backward op alone (no autograd), soft reset, float32",
+        "rows": rows})
+    EXTRA.extend(rows)

@@ -66,6 +66,7 @@ else
   TARGETS=(--target ltl_ext_C)
   if [ ! -x "$CUDA_HOME/bin/nvcc" ]; then
     skip "CUDA compile checks (.cu kernels and host glue): no nvcc at $CUDA_HOME/bin/nvcc"
+    CMAKE_ARGS+=(-DLTL_EXT_CUDA=OFF)
   else
     CMAKE_ARGS+=(-DLTL_EXT_CUDA=OBJECTS -DCMAKE_CUDA_COMPILER="$CUDA_HOME/bin/nvcc")
     TARGETS+=(ltl_ext_cuda_kernels)

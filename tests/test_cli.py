@@ -54,10 +54,15 @@ def test_train_resume_and_reuse_teacher(run, npz, tmp_path, capsys):
     assert rc == 0
     assert json.loads((run / "metrics.json").read_text())["epochs"] == 2
     rc = main(["train", "--data", "npz", "--data-dir", str(npz), "--teacher", str(run / "teacher.pt"), "-T", "4",
-               "--mode", "online", "--memory", "constant", "--batch-size", "16", "--out", str(tmp_path)] + TINY)
+               "--mode", "online", "--memory", "constant", "--batch-size", "16", "--out", str(tmp_path),
+               "--schedule", "step:1:0.5", "--grad-clip", "5", "--weight-decay", "1e-4"] + TINY)
     assert rc == 0
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["mode"] == "online" and m["memory"] == "constant" and m["config"]["warmup"] == 3
+    assert m["config"]["schedule"] == "step:1:0.5" and m["config"]["grad_clip"] == 5.0
+    import csv
+    rows = list(csv.DictReader(open(tmp_path / "history.csv")))    # the CSV log: always on
+    assert len(rows) == m["epochs"] and {"loss", "lr", "images_per_s", "val_student_acc"} <= set(rows[0])
     assert "student accuracy, test" in capsys.readouterr().out
 
 
@@ -144,7 +149,10 @@ def test_robustness_delegated(run, npz, tmp_path):
                "--sigmas", "0.2", "--chips", "1", "--steps", "2", "--no-devices", "--no-control",
                "--batch-size", "16", "--out", str(tmp_path), "--quiet"])
     assert rc == 0
-    assert (tmp_path / "robustness.json").is_file()
+    res = json.loads((tmp_path / "robustness.json").read_text())
+    assert [e["sigma"] for e in res["sweep"]] == [0.2] and len(res["sweep"][0]["chips"]) == 1
+    chip = res["sweep"][0]["chips"][0]
+    assert 0 <= chip["before"] <= 100 and 0 <= chip["after"] <= 100 and res["checkpoint"].endswith("best.pt")
 
 
 @pytest.mark.parametrize("argv,needle", [
@@ -157,6 +165,8 @@ def test_robustness_delegated(run, npz, tmp_path):
       "--out", "{tmp}"], "warmup"),
     (["train", "--arch", "mlp", "--channels", "8,8", "--quiet", "--out", "{tmp}"], "--channels"),
     (["train", "--val-fraction", "1.5", "--quiet", "--limit", "8", "--out", "{tmp}"], "--val-fraction"),
+    (["train", "--schedule", "linear", "--limit", "20", "--teacher-epochs", "0", "--quiet", "--out", "{tmp}"],
+     "schedule"),
 ])
 def test_user_errors_are_one_line(argv, needle, capsys, tmp_path):
     assert main([a.replace("{tmp}", str(tmp_path / "out")) for a in argv]) == 2

@@ -8,10 +8,12 @@ from pathlib import Path
 from .common import (ARCHS, UserError, _arch_kwargs, _build_teacher, _check_fits, _default_arch, _distributed,
                      _final_test, _finish, _first_images, _load_data, _metrics, _percentile, _positive, _say, _torch,
                      _val_fraction, add_data_args)
+from ..train.callbacks import CallbackList, CSVLogger, TensorBoardLogger
 from ..train.config import DEFAULT_LR
 
 #: the files a run writes into --out; any of them there means a run is there
-RUN_FILES = ("settings.json", "teacher.pt", "last.pt", "best.pt", "history.json", "metrics.json", "ckpt.pt")
+RUN_FILES = ("settings.json", "teacher.pt", "last.pt", "best.pt", "history.json", "history.csv", "metrics.json",
+             "ckpt.pt")
 #: flags that may differ when a run is resumed (where and how to run, how far); every other flag defines the run
 RESUMABLE = ("epochs", "resume", "overwrite", "out", "device", "workers", "quiet", "func", "command")
 
@@ -38,9 +40,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--percentile", default=None,
                    help="target normalisation: a percentile, 'running' or 'none' (default: 99.9 offline, "
                         "99 online)")
-    p.add_argument("--init", choices=("random", "teacher"), default="random",
-                   help="student weights: random (the paper) or the teacher's, BN folded, thresholds balanced")
+    p.add_argument("--init", choices=("random", "teacher"), default="teacher",
+                   help="student weights: the teacher's, BN folded, scaled to the neuron (default: closest to the "
+                        "teacher in docs/results/init_study.json), or random (the paper)")
     p.add_argument("--lr", type=float, default=DEFAULT_LR, help="LTL Adam learning rate (default: %(default)s)")
+    p.add_argument("--schedule", default="none", metavar="{none,cosine,step:E1,E2,...:gamma}",
+                   help="learning-rate schedule, stepped per epoch (e.g. step:30,60:0.1; default: %(default)s)")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay (default: %(default)s)")
+    p.add_argument("--grad-clip", type=float, default=None, metavar="NORM",
+                   help="clip the student's gradient to this global L2 norm each step (default: off)")
+    p.add_argument("--log", choices=("csv", "tensorboard"), default="csv",
+                   help="OUT/history.csv is always written; 'tensorboard' also logs to OUT/tensorboard "
+                        "(needs pip install tensorboard)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in OUT (from OUT/last.pt) with the same settings, up to --epochs")
     p.add_argument("--overwrite", action="store_true", help="replace the run in OUT, if there is one")
@@ -58,6 +69,17 @@ def run(args) -> int:
     _torch(args)                         # checks --device first
     with _distributed(args) as dist:
         return _train(args, dist)
+
+
+def _loggers(args, out: Path) -> list:
+    """The CSV logger always (appending on --resume), TensorBoard's when asked for."""
+    loggers = [CSVLogger(out / "history.csv", append=args.resume)]
+    if args.log == "tensorboard":
+        try:
+            loggers.append(TensorBoardLogger(out / "tensorboard"))
+        except ImportError as e:
+            raise UserError(str(e)) from None
+    return loggers
 
 
 def _settings(args) -> dict:
@@ -137,9 +159,12 @@ def _train(args, dist) -> int:
             trainer = LocalTandemTrainer(
                 teacher, time_steps=args.time_steps, mode=args.mode, warmup=args.warmup, memory=args.memory,
                 percentile=percentile, init=args.init, lr=args.lr, device=device, teacher_spec=spec,
-                calib_data=_first_images(train_loader) if args.init == "teacher" else None, distributed=dist)
+                calib_data=_first_images(train_loader) if args.init == "teacher" else None, distributed=dist,
+                schedule=args.schedule, weight_decay=args.weight_decay, grad_clip=args.grad_clip)
         except ValueError as e:      # a flag combination the trainer refuses (e.g. --warmup >= -T online)
             raise UserError(str(e).splitlines()[0]) from None
+    if dist.is_main:                 # loggers on rank 0 only (its history holds the figures of all ranks)
+        trainer.callbacks = CallbackList(_loggers(args, out))
     t_ltl = time.perf_counter()
     trainer.fit(train_loader, args.epochs, val_loader=val_loader, progress=progress, checkpoint=ckpt,
                 best_checkpoint=out / "best.pt", metrics_path=out / "history.json")

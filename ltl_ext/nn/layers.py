@@ -184,7 +184,7 @@ class LIF(nn.Module):
         for n in _TENSOR_PARAMS:  # accept per-neuron values into a scalar module (and back)
             key = prefix + n
             if key in state_dict and state_dict[key].shape != getattr(self, n).shape:
-                self._set_param(n, torch.zeros_like(state_dict[key]))
+                self._set_param(n, state_dict[key])   # the right shape (and valid values); loaded below
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         for n in _TENSOR_PARAMS:
             self._refresh_scalar(n)

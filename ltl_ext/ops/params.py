@@ -7,7 +7,7 @@ Where the *values* of tensor arguments are checked (threshold > 0, beta in [0, 1
 reading a tensor's min/max back to Python is a host-device sync on a GPU and ~10 us on a CPU, so the fused ops
 do not do it per call in Python (``check_values=False``):
 
-- CPU tensors: the C++ glue checks them before the launch (``csrc/lif_op.h``, ``check_values_cpu``: one pass over
+- CPU tensors: the C++ op checks them before the launch (``csrc/op.h``, ``check_values_cpu``: one pass over
   [N] values next to the kernel's T passes), with the same messages;
 - GPU tensors: they are validated where they are set: :func:`check_lif_values` (``nn.LIF`` calls it when a value
   is assigned; learnable values are clamped into range in its forward). A fused call on the GPU never syncs.

@@ -6,6 +6,8 @@ from typing import Any
 
 import torch
 
+from ..ltl.convert import TARGET_PERCENTILE
+
 MODES = ("offline", "online")
 MEMORIES = ("batched", "constant")
 INITS = ("random", "teacher")
@@ -23,7 +25,7 @@ def default_device(device=None) -> torch.device:
 #: mode (offline normalises each layer's targets by the 99.9th percentile of its teacher activations, online by the
 #: 99th: online targets come from fewer steps, so a less extreme scale keeps them in range).
 DEFAULT_LR = 1e-3
-DEFAULT_PERCENTILE = {"offline": 99.9, "online": 99.0}
+DEFAULT_PERCENTILE = TARGET_PERCENTILE     # defined with the method (ltl/convert.py): thresholds use it too
 
 
 def default_percentile(mode: str):

@@ -92,8 +92,9 @@ class LocalTandemTrainer:
         self.teacher = teacher.eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
-        if encoding == "none" and time_average not in self.teacher._forward_pre_hooks.values():
-            self.teacher.register_forward_pre_hook(time_average)   # sequences [T, B, ...]: teacher sees the mean
+        self._teacher_hooks = []           # what this trainer installs on the caller's teacher; close() removes it
+        if encoding == "none":             # sequences [T, B, ...]: the teacher sees their time-average
+            self._teacher_hooks.append(self.teacher.register_forward_pre_hook(time_average))
         if not isinstance(student, SpikingModel):
             student = SpikingModel(student, time_steps=time_steps, encoding=encoding)
         student.time_steps = time_steps          # the SpikingModel passes T on to its LIFs
@@ -120,7 +121,9 @@ class LocalTandemTrainer:
         from ..ltl.convert import convert
         if isinstance(calib_data, Tensor):
             calib_data = calib_data.to(self.device)
-        student = convert(teacher, init=init, calib_data=calib_data)
+        p = self.config.percentile          # thresholds balanced at the percentile the targets use
+        student = convert(teacher, init=init, calib_data=calib_data, mode=self.config.mode,
+                          percentile=p if isinstance(p, (int, float)) else None)
         for p in student.parameters():        # the teacher may come frozen; its student learns
             p.requires_grad_(True)
         return student
@@ -443,6 +446,9 @@ class LocalTandemTrainer:
         group, if this trainer joined one (after the last ``fit`` / ``evaluate``). ``with LocalTandemTrainer(...)
         as trainer:`` calls it at the end of the block."""
         self.link.close()
+        for handle in self._teacher_hooks:
+            handle.remove()
+        self._teacher_hooks = []
         self.dist.close()
 
     def __enter__(self) -> "LocalTandemTrainer":
