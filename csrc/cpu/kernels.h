@@ -283,9 +283,8 @@ void backward_impl(const Launch& p, bool offline) {
   acc_t* g_threshold = static_cast<acc_t*>(p.grad_threshold);
   const acc_t vr = static_cast<acc_t>(p.v_reset), sa = static_cast<acc_t>(p.surrogate_alpha);
   // offline: dL/dS[t] = 2 (r - y) / (N T) * dL/dloss, for every t
-  const acc_t scale = offline ? static_cast<acc_t>(2.0 * static_cast<double>(*static_cast<const acc_t*>(p.grad_loss)) /
-                                                   (static_cast<double>(N) * static_cast<double>(T)))
-                              : acc_t(0);
+  const double grad_loss = offline ? static_cast<double>(*static_cast<const acc_t*>(p.grad_loss)) : 0.0;
+  const acc_t scale = static_cast<acc_t>(2.0 * grad_loss / (static_cast<double>(N) * static_cast<double>(T)));
   const bool detach = p.detach_reset;
   for_each_block<acc_t, BackwardLocal<acc_t>>(p, [&](int64_t, int64_t i0, int64_t n, Rows<acc_t>& r,
                                                      BackwardLocal<acc_t>& l) {
