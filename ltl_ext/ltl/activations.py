@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..nn import LIF, ClampReLU
+from ..nn.zoo import Normalize
 
 __all__ = ["expose_activations", "modularise", "readout_position", "trace", "WEIGHT_LAYERS"]
 
@@ -54,10 +55,11 @@ _FIX = ("replace it by a module or function convert turns into a spiking neuron 
 
 
 class _Tracer(fx.Tracer):
-    """FX tracer that keeps LIF and ClampReLU as leaf modules (one call_module node per use)."""
+    """FX tracer that keeps LIF, ClampReLU and the input Normalize as leaf modules (one call_module node per
+    use)."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, (LIF, ClampReLU)) or super().is_leaf_module(m, qualname)
+        return isinstance(m, (LIF, ClampReLU, Normalize)) or super().is_leaf_module(m, qualname)
 
 
 def trace(model: nn.Module) -> Tuple[Optional[fx.Graph], Optional[str]]:

@@ -66,6 +66,7 @@ from torch import Tensor, nn
 
 from ..nn import ANN_ACTIVATIONS as ACTIVATIONS
 from ..nn import LIF
+from ..nn.zoo import Normalize
 from .activations import WEIGHT_LAYERS, expose_activations, modularise, readout_position
 from .activations import trace as _trace
 from .tandem import percentile as _percentile
@@ -82,7 +83,7 @@ _DROPOUT = (nn.modules.dropout._DropoutNd,)
 _UNIT_PRESERVING = (nn.Identity, nn.Flatten, nn.Unflatten, nn.modules.pooling._AvgPoolNd,
                     nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._MaxPoolNd,
                     nn.modules.pooling._AdaptiveMaxPoolNd, nn.Upsample, nn.ReLU, nn.modules.padding._ConstantPadNd,
-                    nn.ZeroPad2d) + _DROPOUT
+                    nn.ZeroPad2d, Normalize) + _DROPOUT   # Normalize: the input's unit is the normalised input
 _PASS_FUNCTIONS = {torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze, torch.transpose, torch.permute,
                    torch.mean, torch.sum, operator.getitem, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
                    F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.max_pool1d, F.max_pool2d,

@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from ..nn import ANN_ACTIVATIONS, LIF, SpikingModel, TandemRun, lifs
+from .activations import expose_activations
 
 __all__ = ["percentile", "normalise", "TargetNormaliser", "TandemPair", "Pairs", "pair", "tandem_batch", "Tandem",
            "TandemRun", "NORMALISATIONS"]
@@ -218,10 +219,10 @@ class Pairs(list):
         return {name: normaliser(name, a) for name, a in self.activations().items()}
 
     def run(self, targets: Dict[str, Tensor], *, mode: str = "offline", warmup: int = 0, backward: bool = False,
-            pack_spikes: bool = True) -> TandemRun:
+            pack_spikes: bool = True, loss_scale=None) -> TandemRun:
         """A :class:`TandemRun` of these pairs' student LIFs with ``targets`` (every pair needs one)."""
         return TandemRun({p.name: p.student for p in self}, targets, mode=mode, warmup=warmup, backward=backward,
-                         pack_spikes=pack_spikes)
+                         pack_spikes=pack_spikes, loss_scale=loss_scale)
 
     def __enter__(self) -> "Pairs":
         return self
@@ -300,8 +301,10 @@ class Tandem:
     def __init__(self, teacher: nn.Module, student: nn.Module, percentile: Union[None, float, str,
                  TargetNormaliser] = 99.9, *, momentum: float = 0.1, running_percentile: float = 99.9,
                  strict: bool = True, percentile_fn=None):
-        self.teacher = teacher
-        self.pairs = pair(teacher, student, strict=strict, hooks=False)
+        # a teacher whose activations are functions (F.relu, x.clamp) gets hookable modules at the names convert
+        # gave its student's LIFs; the same parameters, the caller's teacher untouched (ltl/activations.py)
+        self.teacher = expose_activations(teacher)
+        self.pairs = pair(self.teacher, student, strict=strict, hooks=False)
         if isinstance(percentile, TargetNormaliser):
             self.normaliser = percentile
         elif percentile is None or percentile == "none":
@@ -330,12 +333,12 @@ class Tandem:
             self.teacher.train(was_training)
 
     def batch(self, x: Tensor, *, mode: str = "offline", warmup: int = 0, backward: bool = False,
-              pack_spikes: bool = True, update: bool = True) -> TandemRun:
+              pack_spikes: bool = True, update: bool = True, loss_scale=None) -> TandemRun:
         """Teacher forward on ``x`` and the :class:`TandemRun` of the student for this batch (enter it around the
         student's forward, or its ``step`` calls). ``backward=True``: each local loss is back-propagated as soon
         as its layer has run."""
         return self.pairs.run(self.targets(x, update=update), mode=mode, warmup=warmup, backward=backward,
-                              pack_spikes=pack_spikes)
+                              pack_spikes=pack_spikes, loss_scale=loss_scale)
 
     def close(self) -> None:
         """Remove any hook left on the teacher (none, unless ``pairs.attach()`` was called)."""

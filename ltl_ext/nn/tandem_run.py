@@ -25,7 +25,7 @@ for its weight gradient stores them as 1 byte per spike (bool), not 4.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Optional
+from typing import Callable, Dict, List, Mapping, Optional
 
 import torch
 from torch import Tensor, nn
@@ -50,13 +50,16 @@ class TandemRun:
         warmup: online only: steps before it carry no loss.
         backward: back-propagate each local loss as soon as it exists (see the module docstring).
         pack_spikes: store spikes saved for the backward as bool, 1 byte each (:class:`SpikeStore`).
+        loss_scale: with ``backward``, what is back-propagated is ``loss_scale(loss_l)`` (mixed precision: a
+            ``torch.amp.GradScaler``'s ``scale``); ``losses`` keep the unscaled values.
 
     Attributes: ``losses`` (name -> loss, summed over the calls of a layer in this run: the T steps of a
     stepwise run, say), ``mode``, ``warmup``.
     """
 
     def __init__(self, layers: Mapping[str, nn.Module], targets: Mapping[str, Tensor], *, mode: str = "offline",
-                 warmup: int = 0, backward: bool = False, pack_spikes: bool = True):
+                 warmup: int = 0, backward: bool = False, pack_spikes: bool = True,
+                 loss_scale: Optional[Callable[[Tensor], Tensor]] = None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
@@ -65,6 +68,7 @@ class TandemRun:
         if missing:
             raise KeyError(f"no target for student layer(s) {missing}")
         self.mode, self.warmup, self.backward = mode, warmup, bool(backward)
+        self.loss_scale = loss_scale
         self.targets = {n: targets[n] for n in layers}
         self._names = {id(m): n for n, m in layers.items()}
         self._modules = dict(layers)          # keeps the ids above valid for the run's lifetime
@@ -85,7 +89,7 @@ class TandemRun:
         """Called by a LIF with its local ``loss`` and (detached) ``spikes``: back-propagates the loss at once
         if ``backward``, records it, marks the spikes for the spike store; returns the spikes."""
         if self.backward and loss.requires_grad:
-            loss.backward(retain_graph=True)
+            (loss if self.loss_scale is None else self.loss_scale(loss)).backward(retain_graph=True)
             loss = loss.detach()
         prev = self.losses.get(name)
         self.losses[name] = loss if prev is None else prev + loss

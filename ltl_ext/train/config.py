@@ -1,6 +1,7 @@
 """What defines an LTL run: :class:`LTLConfig` (stored in every checkpoint) and the defaults it derives."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +12,15 @@ from ..ltl.convert import TARGET_PERCENTILE
 MODES = ("offline", "online")
 MEMORIES = ("batched", "constant")
 INITS = ("random", "teacher")
+PRECISIONS = ("32", "bf16", "16-mixed")
+
+
+def autocast(precision: str, device: torch.device):
+    """The autocast context of ``precision`` on ``device`` (a no-op for "32"): teacher and student forwards run
+    in it, so the convolutions and the fused LIF ops compute in bfloat16 / float16."""
+    if precision == "32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 def default_device(device=None) -> torch.device:
@@ -57,6 +67,7 @@ class LTLConfig:
     encoding: str = "direct"
     schedule: str = "none"          # learning-rate schedule by name (train/schedules.py), or "custom" (a factory)
     grad_clip: Any = None           # max global L2 norm of the student's gradient per step, or None
+    precision: str = "32"           # "32", "bf16" (autocast) or "16-mixed" (autocast float16 + GradScaler)
 
     def check(self) -> "LTLConfig":
         if isinstance(self.time_steps, bool) or not isinstance(self.time_steps, int) or self.time_steps < 1:
@@ -87,6 +98,8 @@ class LTLConfig:
         if self.schedule != "custom":
             from .schedules import schedule
             schedule(self.schedule, 1)          # a bad name fails here, not after the first epoch
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         g = self.grad_clip
         if g is not None and (isinstance(g, bool) or not isinstance(g, (int, float)) or not g > 0):
             raise ValueError(f"grad_clip must be a positive number (a max gradient norm) or None, got {g!r}")

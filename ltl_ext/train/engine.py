@@ -16,7 +16,7 @@ runs the student one time step at a time (``SpikingModel.step``): O(1) memory in
 from __future__ import annotations
 
 import contextlib
-from typing import Dict, Iterator
+from typing import Dict, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -25,34 +25,48 @@ from torch import Tensor
 from ..distributed import Replica
 from ..ltl import tandem
 from ..nn import SpikingModel, TandemRun
-from .config import LTLConfig
+from .config import LTLConfig, autocast
 
 __all__ = ["ltl_step", "ltl_losses", "readout_loss"]
 
 
 def ltl_step(model: SpikingModel, link: "tandem.Tandem", opt: torch.optim.Optimizer, x: Tensor, y: Tensor,
-             config: LTLConfig) -> Dict[str, float]:
+             config: LTLConfig, scaler: Optional["torch.amp.GradScaler"] = None) -> Dict[str, float]:
     """One LTL step on a batch (x [B, ...], labels y [B]): every gradient, then one ``opt.step()``.
 
     ``model`` may be a :class:`~ltl_ext.distributed.Replica` (DDP): gradients accumulate locally during the step
-    and are averaged over the ranks once, before the optimiser step. Returns the losses as floats: ``loss``,
-    ``ce`` and ``local/<layer>``.
+    and are averaged over the ranks once, before the optimiser step. Mixed precision: teacher and student run
+    under ``autocast(config.precision)``; with ``scaler`` (float16) every backward is of the scaled loss and the
+    step goes through the scaler. Returns the losses as floats: ``loss``, ``ce`` and ``local/<layer>``.
     """
     opt.zero_grad(set_to_none=True)
-    run = link.batch(x, mode=config.mode, warmup=config.warmup, backward=True)
+    scale = scaler.scale if scaler is not None else None
+    amp = autocast(config.precision, x.device)
+    with amp:
+        run = link.batch(x, mode=config.mode, warmup=config.warmup, backward=True, loss_scale=scale)
     with _one_all_reduce(model):
         if config.memory == "constant":
-            ce = _stepwise(model, run, x, y, config)
+            ce = _stepwise(model, run, x, y, config, amp, scale)
         else:
-            with run:                                       # each layer's backward runs inside this forward
+            with amp, run:                                  # each layer's backward runs inside this forward
                 _, steps = model(x, return_steps=True)
-            ce = readout_loss(steps, y, config)
-            (config.ce_weight * ce).backward()
+            ce = readout_loss(steps.float(), y, config)
+            _backward(config.ce_weight * ce, scale)
             del steps
+    if scaler is not None:
+        scaler.unscale_(opt)              # clip (and step) on the true gradient
     if config.grad_clip is not None:      # on the whole student's gradient (after DDP's average)
         torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], config.grad_clip)
-    opt.step()
+    if scaler is not None:
+        scaler.step(opt)                  # skipped when the scaled gradient overflowed; the scale then drops
+        scaler.update()
+    else:
+        opt.step()
     return _stats(ce.detach(), run, config)
+
+
+def _backward(loss: Tensor, scale) -> None:
+    (loss if scale is None else scale(loss)).backward()
 
 
 @torch.no_grad()
@@ -60,9 +74,10 @@ def ltl_losses(model: SpikingModel, link: "tandem.Tandem", x: Tensor, y: Tensor,
                ) -> Dict[str, float]:
     """The losses of :func:`ltl_step` on a batch, without gradients or update (the constant-memory mode is measured
     in its equal batched online form)."""
-    with link.batch(x, mode=config.mode, warmup=config.warmup) as run:
-        _, steps = model(x, return_steps=True)
-    return _stats(readout_loss(steps, y, config), run, config)
+    with autocast(config.precision, x.device):
+        with link.batch(x, mode=config.mode, warmup=config.warmup) as run:
+            _, steps = model(x, return_steps=True)
+    return _stats(readout_loss(steps.float(), y, config), run, config)
 
 
 def readout_loss(step_logits: Tensor, y: Tensor, config: LTLConfig) -> Tensor:
@@ -80,7 +95,7 @@ def readout_loss(step_logits: Tensor, y: Tensor, config: LTLConfig) -> Tensor:
     return F.cross_entropy(running[w:].flatten(0, 1), y.repeat(T - w), reduction="sum") / y.shape[0]
 
 
-def _stepwise(model: SpikingModel, run: TandemRun, x: Tensor, y: Tensor, config: LTLConfig) -> Tensor:
+def _stepwise(model: SpikingModel, run: TandemRun, x: Tensor, y: Tensor, config: LTLConfig, amp, scale) -> Tensor:
     """Online LTL one time step at a time: the LIFs back-propagate their step's loss inside ``model.step``, the
     readout's CE(O[t] / (t+1)) right after; nothing is kept across steps, so memory does not grow with T.
     Gradients equal those of the batched online form. Returns the summed readout CE (detached)."""
@@ -91,12 +106,13 @@ def _stepwise(model: SpikingModel, run: TandemRun, x: Tensor, y: Tensor, config:
         with run:
             for t in range(config.time_steps):
                 with torch.set_grad_enabled(t >= config.warmup):     # warm-up steps carry no loss
-                    current = model.step(x)                          # readout current at step t
+                    with amp:
+                        current = model.step(x).float()              # readout current at step t
                     running = current if out_sum is None else out_sum + current
                     out_sum = running.detach()
                     if t >= config.warmup:
                         ce = F.cross_entropy(running / (t + 1), y)
-                        (config.ce_weight * ce).backward()
+                        _backward(config.ce_weight * ce, scale)
                         ce_sum = ce_sum + ce.detach()
     finally:
         model.reset_state()

@@ -23,7 +23,7 @@ from .calibration import _calibration_params, _cycle
 from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state, write_json
 from .callbacks import Callback, CallbackList
 from .schedules import SchedulerFactory, schedule as schedule_by_name
-from .config import DEFAULT_LR, LTLConfig, default_device, default_percentile, default_warmup
+from .config import DEFAULT_LR, LTLConfig, autocast, default_device, default_percentile, default_warmup
 from .engine import ltl_losses, ltl_step
 from .evaluation import evaluate_spiking
 from .progress import _len_or_none, _print_epoch, _progress
@@ -67,7 +67,7 @@ class LocalTandemTrainer:
                  weight_decay: float = 0.0, encoding: str = "direct", calib_data=None,
                  seed: Optional[int] = None, teacher_spec: Optional[dict] = None, distributed=None,
                  schedule: Union[str, SchedulerFactory, None] = "none", grad_clip: Optional[float] = None,
-                 callbacks: Optional[Iterable[Callback]] = None):
+                 precision: str = "32", callbacks: Optional[Iterable[Callback]] = None):
         if warmup is None:                # the code's 12 of 16 steps, scaled to T
             warmup = default_warmup(time_steps)
         if isinstance(percentile, str) and percentile == "auto":      # the mode's default (train/config.py)
@@ -77,7 +77,7 @@ class LocalTandemTrainer:
                                 init=init, lr=float(lr), memory=memory, ce_weight=float(ce_weight),
                                 weight_decay=float(weight_decay), encoding=encoding,
                                 schedule="custom" if callable(schedule) else (schedule or "none"),
-                                grad_clip=grad_clip).check()
+                                grad_clip=grad_clip, precision=precision).check()
         if not isinstance(teacher, nn.Module):
             raise TypeError(f"teacher must be a torch.nn.Module (a trained ANN), got {type(teacher).__name__}")
         if seed is not None:
@@ -103,6 +103,8 @@ class LocalTandemTrainer:
         self.link = tandem.Tandem(self.teacher, self.student, percentile=percentile,
                                   percentile_fn=self.dist.percentile if self.dist.enabled else None)
         self.optimizer = self._make_optimizer(self.student.parameters(), self.config.lr)
+        # float16 needs loss scaling (its gradients underflow); bfloat16 has float32's range and does not
+        self.scaler = torch.amp.GradScaler(self.device.type) if precision == "16-mixed" else None
         self.scheduler = None            # built by the first fit (a cosine schedule needs the run's epochs)
         self.schedule_epochs: Optional[int] = None
         self.callbacks = CallbackList(callbacks)
@@ -145,7 +147,7 @@ class LocalTandemTrainer:
         """One LTL step on a batch (all layers at once); returns the losses as floats."""
         self._check_labels(x, y)
         return ltl_step(self.replica, self.link, self.optimizer, x.to(self.device), y.to(self.device),
-                         self.config)
+                        self.config, scaler=self.scaler)
 
     # ------------------------------------------------------------------------------------------ fit
     def fit(self, train_loader: Iterable, epochs: int = 5, val_loader: Optional[Iterable] = None, *,
@@ -357,10 +359,10 @@ class LocalTandemTrainer:
         ``spikes_per_sample`` and ``samples``.
         """
         model = self.student if model is None else self._as_spiking(model)
-        report = evaluate_spiking(model, self._labels_checked(self.dist.shard_loader(loader, train=False)),
-                                  teacher=self.teacher,
-                                  device=self.device, progress=progress and self.dist.is_main,
-                                  max_batches=max_batches)
+        with autocast(self.config.precision, self.device):      # evaluated as it was trained
+            report = evaluate_spiking(model, self._labels_checked(self.dist.shard_loader(loader, train=False)),
+                                      teacher=self.teacher, device=self.device,
+                                      progress=progress and self.dist.is_main, max_batches=max_batches)
         return self.dist.weighted_mean(report, weight=report["samples"])   # this rank's share -> all of it
 
     def _labels_checked(self, loader: Iterable) -> Iterable:
@@ -430,6 +432,7 @@ class LocalTandemTrainer:
             "history": copy.deepcopy(self.history), "epoch_sums": dict(self._epoch_sums),
             "epoch_start": gen_state, "rng": rng_state(), "best": self.best,
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "scaler": None if self.scaler is None else self.scaler.state_dict(),
             "schedule_epochs": self.schedule_epochs,
         }
 
@@ -480,7 +483,7 @@ class LocalTandemTrainer:
                           distributed=distributed,
                           **{k: v for k, v in asdict(config).items()
                              if k in ("time_steps", "mode", "warmup", "percentile", "lr", "memory",
-                                      "ce_weight", "weight_decay", "encoding", "grad_clip")},
+                                      "ce_weight", "weight_decay", "encoding", "grad_clip", "precision")},
                           schedule=schedule if config.schedule == "custom" else config.schedule,
                           callbacks=callbacks, init="random")
             trainer.config = config
@@ -496,6 +499,8 @@ class LocalTandemTrainer:
             es = state.get("epoch_start")
             trainer._epoch_start = None if es is None else (es["rng"], es["loader"])
             trainer.best = state.get("best")
+            if trainer.scaler is not None and state.get("scaler") is not None:
+                trainer.scaler.load_state_dict(state["scaler"])
             if state.get("scheduler") is not None:
                 trainer._start_schedule(int(state["schedule_epochs"]))
                 trainer.scheduler.load_state_dict(state["scheduler"])
