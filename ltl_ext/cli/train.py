@@ -49,6 +49,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay (default: %(default)s)")
     p.add_argument("--grad-clip", type=float, default=None, metavar="NORM",
                    help="clip the student's gradient to this global L2 norm each step (default: off)")
+    p.add_argument("--precision", choices=("32", "bf16", "16-mixed"), default="32",
+                   help="autocast teacher and student in bfloat16, or float16 with loss scaling (default: %(default)s)")
     p.add_argument("--log", choices=("csv", "tensorboard"), default="csv",
                    help="OUT/history.csv is always written; 'tensorboard' also logs to OUT/tensorboard "
                         "(needs pip install tensorboard)")
@@ -160,7 +162,8 @@ def _train(args, dist) -> int:
                 teacher, time_steps=args.time_steps, mode=args.mode, warmup=args.warmup, memory=args.memory,
                 percentile=percentile, init=args.init, lr=args.lr, device=device, teacher_spec=spec,
                 calib_data=_first_images(train_loader) if args.init == "teacher" else None, distributed=dist,
-                schedule=args.schedule, weight_decay=args.weight_decay, grad_clip=args.grad_clip)
+                schedule=args.schedule, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
+                precision=args.precision)
         except ValueError as e:      # a flag combination the trainer refuses (e.g. --warmup >= -T online)
             raise UserError(str(e).splitlines()[0]) from None
     if dist.is_main:                 # loggers on rank 0 only (its history holds the figures of all ranks)

@@ -50,7 +50,7 @@ def ltl_step(model: SpikingModel, link: "tandem.Tandem", opt: torch.optim.Optimi
         else:
             with amp, run:                                  # each layer's backward runs inside this forward
                 _, steps = model(x, return_steps=True)
-            ce = readout_loss(steps.float(), y, config)
+            ce = readout_loss(_at_least_float32(steps), y, config)
             _backward(config.ce_weight * ce, scale)
             del steps
     if scaler is not None:
@@ -65,6 +65,12 @@ def ltl_step(model: SpikingModel, link: "tandem.Tandem", opt: torch.optim.Optimi
     return _stats(ce.detach(), run, config)
 
 
+def _at_least_float32(t: Tensor) -> Tensor:
+    """The readout in float32 when autocast made it 16-bit (the CE and its running mean want the range); float64
+    stays float64."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 def _backward(loss: Tensor, scale) -> None:
     (loss if scale is None else scale(loss)).backward()
 
@@ -77,7 +83,7 @@ def ltl_losses(model: SpikingModel, link: "tandem.Tandem", x: Tensor, y: Tensor,
     with autocast(config.precision, x.device):
         with link.batch(x, mode=config.mode, warmup=config.warmup) as run:
             _, steps = model(x, return_steps=True)
-    return _stats(readout_loss(steps.float(), y, config), run, config)
+    return _stats(readout_loss(_at_least_float32(steps), y, config), run, config)
 
 
 def readout_loss(step_logits: Tensor, y: Tensor, config: LTLConfig) -> Tensor:
@@ -107,7 +113,7 @@ def _stepwise(model: SpikingModel, run: TandemRun, x: Tensor, y: Tensor, config:
             for t in range(config.time_steps):
                 with torch.set_grad_enabled(t >= config.warmup):     # warm-up steps carry no loss
                     with amp:
-                        current = model.step(x).float()              # readout current at step t
+                        current = _at_least_float32(model.step(x))   # readout current at step t
                     running = current if out_sum is None else out_sum + current
                     out_sum = running.detach()
                     if t >= config.warmup:
