@@ -19,9 +19,15 @@ $(STAMP): requirements.txt
 
 setup: $(STAMP)
 
-# flock: several shells (and helpers) may build at once; one build folder, one writer.
-build: $(STAMP)
+# flock: several shells may build at once; one build folder, one writer. Rebuilt only when a native source or the
+# build's own files changed (pip's no-op editable install alone costs seconds on every make demo).
+BUILT  := $(VENV)/.ltl_ext-built
+NATIVE := $(shell find csrc -type f) setup.py pyproject.toml ltl_ext/ops/build_config.py ltl_ext/_version.py
+$(BUILT): $(STAMP) $(NATIVE)
 	flock /tmp/ltl_ext_build.lock $(PY) -m pip install -q --no-build-isolation --no-deps -e .
+	touch $(BUILT)
+
+build: $(BUILT)
 
 test: build
 	$(PY) -m pytest -q tests
@@ -34,4 +40,4 @@ bench: build
 	$(PY) -m pytest -q bench --benchmark-only
 
 clean:
-	rm -rf build *.egg-info ltl_ext/_C*.so
+	rm -rf build *.egg-info ltl_ext/_C*.so $(BUILT)

@@ -12,6 +12,7 @@
 #   bash scripts/gpu_check.sh                       # on the GPU machine, from the repository root
 #   OUT=/tmp/o SKIP_BUILD=1 PY=.venv/bin/python bash scripts/gpu_check.sh    # dry run on a CPU box: exits 1
 set -uo pipefail
+export LTL_GPU_CHECK_RUNNING=1    # its pytest runs must not start gpu_check.sh again (tests/test_docs.py)
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/docs/results/gpu}
 PY=${PY:-python}

@@ -48,7 +48,7 @@ def test_source_list_errors_name_the_line(tmp_path):
         cfg.read_sources(str(tmp_path))
 
 
-def test_cuda_decision():
+def test_flavour_decision():
     assert cfg.want_cuda("auto", None, "/usr/bin/nvcc")[0] is False
     assert cfg.want_cuda("auto", "13.0", None)[0] is False
     assert cfg.want_cuda("auto", "13.0", "/usr/bin/nvcc")[0] is True
