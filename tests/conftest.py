@@ -48,6 +48,10 @@ def tol(dtype: torch.dtype) -> dict:
     return {"rtol": rtol, "atol": atol}
 
 
+#: bound on |actual - expected| / |expected| (L2 norms) per dtype: a few units of its rounding, summed over T
+NORM_TOL = {torch.float64: 1e-10, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
+
+
 def assert_close_dtype(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, *, scale: float = None,
                        msg: str = "") -> None:
     """assert_close with the tolerance of ``dtype``; atol scales with max |expected| (gradients summed over T)."""
@@ -56,6 +60,13 @@ def assert_close_dtype(actual: torch.Tensor, expected: torch.Tensor, dtype: torc
         scale = max(1.0, float(expected.detach().abs().max())) if expected.numel() else 1.0
     torch.testing.assert_close(actual.detach().to(expected.dtype), expected.detach(), rtol=rtol, atol=atol * scale,
                                msg=(lambda m: f"{msg}\n{m}") if msg else None)
+    # the atol above scales with the largest value, so it alone would leave small entries unchecked in 16-bit
+    # dtypes: the error relative to the reference's norm holds every entry to the dtype's precision
+    a, e = actual.detach().double(), expected.detach().double()
+    norm = float(e.norm())
+    if norm > 0:
+        rel = float((a - e).norm()) / norm
+        assert rel <= NORM_TOL[dtype], f"{msg}: error relative to the reference's norm {rel:.3g} > {NORM_TOL[dtype]}"
 
 
 def make_input(shape: Sequence[int], dtype=torch.float32, device="cpu", *, seed=0, scale=1.0, offset=0.3,

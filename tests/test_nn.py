@@ -48,11 +48,17 @@ def test_learnable_parameters(learnable, names):
     lif(x).sum().backward()
     for n in names:
         assert getattr(lif, n).grad is not None and getattr(lif, n).grad.abs().sum() > 0
-    if names:  # out-of-range learnt values are clamped in the forward, not rejected by the op
+    if names:  # out-of-range learnt values are clamped in the forward (to the op's range), not rejected by it
         with torch.no_grad():
             for n in names:
                 getattr(lif, n).fill_(-1.0 if n == "threshold" else 1.5)
-        lif(x)
+        kw = lif.lif_kwargs()
+        if "threshold" in names:
+            assert float(kw["threshold"].min()) == pytest.approx(lif.min_threshold)
+        if "beta" in names:
+            assert float(kw["beta"].max()) == 1.0
+        out = lif(x)
+        assert torch.isfinite(out).all() and set(out.unique().tolist()) <= {0.0, 1.0}
 
 
 def test_per_neuron_parameters_buffers_and_state_dict():

@@ -279,12 +279,12 @@ def test_torch_compile_fullgraph(mode):
 @pytest.mark.parametrize("mode", ["offline", "online"])
 def test_loss_is_bit_identical_for_any_thread_count(mode, device):
     """Deterministic: per-block loss partials reduced in a fixed order (CPU: whatever the thread count)."""
-    x = (torch.randn(8, 5000) * 0.6 + 0.45).to(device)
-    y = torch.rand(5000).to(device)
+    x = (torch.randn(8, 1 << 16) * 0.6 + 0.45).to(device)     # large enough to split over 4 threads
+    y = torch.rand(1 << 16).to(device)
     old = torch.get_num_threads()
     results = []
     try:
-        for n in (1, 2, 1):
+        for n in (1, 2, 3, 4):
             torch.set_num_threads(n)
             xi = x.clone().requires_grad_()
             _, loss = tandem_loss(xi, y, mode=mode, warmup=2, beta=0.9, threshold=0.7)
