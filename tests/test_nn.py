@@ -222,3 +222,22 @@ def test_torch_compile_small_spiking_model():
     assert torch.allclose(out, eager, atol=1e-5)
     out.sum().backward()
     assert m.model[0].weight.grad is not None
+
+
+def test_a_lif_without_time_steps_refuses_instead_of_running_with_t_1():
+    """Issue 10 item 8: LIF alone, [B, ...] input, no T: before, it ran silently as T = 1 (no membrane memory)."""
+    lif = LIF()
+    with pytest.raises(ValueError, match="SpikingModel"):
+        lif(torch.rand(4, 3))
+    assert LIF(time_steps=2)(torch.rand(4, 3)).shape == (4, 3)
+    model = SpikingModel(torch.nn.Sequential(torch.nn.Linear(3, 2), LIF()), time_steps=4)
+    assert model(torch.rand(5, 3)).shape == (5, 2)                 # SpikingModel tells its LIFs T
+
+
+def test_poisson_encoding_refuses_normalised_input():
+    """Issue 10 item 8: Bernoulli(clamp(x, 0, 1)) of a mean/std-normalised image silently drops every negative
+    value; intensities in [0, 1] are required."""
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        encode(torch.randn(2, 1, 4, 4), 3, "poisson")
+    s = encode(torch.rand(2, 1, 4, 4), 3, "poisson")
+    assert s.shape == (6, 1, 4, 4) and set(s.unique().tolist()) <= {0.0, 1.0}

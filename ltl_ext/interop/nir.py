@@ -100,7 +100,7 @@ def export_nir(model: nn.Module, *, input_shape: Optional[Sequence[int]] = None,
                          "none (convert an ANN first: ltl_ext.convert)")
     T = time_steps if time_steps is not None else (model.time_steps if isinstance(model, SpikingModel)
                                                    else neurons[0][1].time_steps)
-    if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+    if T is not None and (isinstance(T, bool) or not isinstance(T, int) or T < 1):  # None: not recorded
         raise ValueError(f"time_steps must be a positive int, got {T!r}")
     input_shape = _input_shape(student, input_shape)
     gm = fx.GraphModule(student, _LeafTracer().trace(student))
@@ -185,6 +185,9 @@ def _shapes(gm: fx.GraphModule, student: nn.Module, input_shape) -> Dict[fx.Node
     """Every traced value's shape for one sample (batch and time dropped), from a run on zeros."""
     from torch.fx.passes.shape_prop import ShapeProp
     neurons = [m for _, m in lifs(student)]
+    unset = [m for m in neurons if m.time_steps is None]     # a bare student's LIFs: one step reads the shapes
+    for m in unset:
+        m.time_steps = 1
     steps = 1 if neurons[0].stepwise else neurons[0].time_steps
     p = next(student.parameters(), None)
     x = torch.zeros(steps, *input_shape, device=p.device if p is not None else None,
@@ -197,6 +200,8 @@ def _shapes(gm: fx.GraphModule, student: nn.Module, input_shape) -> Dict[fx.Node
     finally:
         for m in neurons:
             m.reset_state()
+        for m in unset:
+            m.time_steps = None
     return {n: tuple(meta.shape[1:]) for n in gm.graph.nodes
             if hasattr(meta := n.meta.get("tensor_meta"), "shape")}
 

@@ -100,7 +100,8 @@ class LIF(nn.Module):
     def __init__(self, beta: Union[float, Tensor] = math.exp(-1 / 10), threshold: Union[float, Tensor] = 0.6,
                  reset: str = "hard", *, alpha: Union[float, Tensor] = 1.0, v_reset: float = 0.0,
                  surrogate: str = "rect", surrogate_alpha: Optional[float] = None, detach_reset: bool = False,
-                 learnable: Union[bool, str, None] = False, min_threshold: float = 1e-3, time_steps: int = 1,
+                 learnable: Union[bool, str, None] = False, min_threshold: float = 1e-3,
+                 time_steps: Optional[int] = None,
                  stepwise: bool = False):
         super().__init__()
         if learnable is True:
@@ -120,7 +121,7 @@ class LIF(nn.Module):
         self.surrogate_alpha = surrogate_alpha
         self.detach_reset = bool(detach_reset)
         self.min_threshold = float(min_threshold)
-        self.time_steps = int(time_steps)
+        self.time_steps = None if time_steps is None else int(time_steps)
         self.stepwise = bool(stepwise)
         # which teacher activation this neuron learns from (set by convert; None = the module of the same name)
         self.teacher_name: Optional[str] = None
@@ -216,6 +217,9 @@ class LIF(nn.Module):
         if self.stepwise:
             return self._forward_step(x, run, name)
         T = self.time_steps
+        if T is None:      # a silent T = 1 would be a different neuron: no membrane carried over time
+            raise ValueError("LIF does not know T: inputs are [T*B, ...] with time folded into the batch; wrap the "
+                             "model in ltl_ext.nn.SpikingModel (which sets it), or build LIF(time_steps=T)")
         if x.shape[0] % T != 0:
             raise ValueError(f"LIF got a leading dim of {x.shape[0]}, not a multiple of time_steps = {T}; inside "
                              f"a spiking model tensors are [T*B, ...] (wrap the model in SpikingModel)")
@@ -284,7 +288,12 @@ def encode(x: Tensor, time_steps: int, encoding: str = "direct") -> Tensor:
         return x.flatten(0, 1)
     xs = x.unsqueeze(0).expand(time_steps, *x.shape).reshape(time_steps * x.shape[0], *x.shape[1:])
     if encoding == "poisson":
-        xs = (torch.rand_like(xs) < xs.clamp(0, 1)).to(x.dtype)
+        lo, hi = torch.aminmax(x)          # one sync per batch: firing probabilities must be probabilities
+        if float(lo) < 0 or float(hi) > 1:
+            raise ValueError(f"poisson encoding takes intensities in [0, 1] (firing probabilities), got values in "
+                             f"[{float(lo):.3g}, {float(hi):.3g}]: pass raw images (ltl_ext's loaders do; the zoo's "
+                             f"models normalise inside), not mean/std-normalised ones")
+        xs = (torch.rand_like(xs) < xs).to(x.dtype)
     return xs
 
 
