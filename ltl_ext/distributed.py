@@ -68,6 +68,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler, SequentialSampler
 from torch.utils.data.distributed import DistributedSampler
 
+from .ltl.tandem import nearest_rank
+
 __all__ = ["DistributedError", "LaunchEnv", "launch_env", "Distributed", "Replica", "ShardSampler",
            "ShardedBatches", "free_port", "DEFAULT_TIMEOUT_S", "default_timeout_s"]
 
@@ -422,7 +424,7 @@ class Distributed:
         kwargs.update(ddp_kwargs)
         if self.device.type == "cuda":
             kwargs.setdefault("device_ids", [self.device.index])
-        with self.guard("wrapping the student in DDP"):
+        with self.guard("wrapping the student in DDP", collective=True):
             ddp = DistributedDataParallel(_Entry(student), **kwargs)
         return Replica(student, ddp)
 
@@ -430,7 +432,7 @@ class Distributed:
     def broadcast_module(self, module: nn.Module, src: int = 0) -> nn.Module:
         """Copy rank ``src``'s parameters and buffers into ``module`` on every rank (e.g. the teacher)."""
         if self.enabled:
-            with self.guard("broadcasting a model"):
+            with self.guard("broadcasting a model", collective=True):
                 for t in list(module.parameters()) + list(module.buffers()):
                     if t.device.type != self.device.type and self.backend == "nccl":
                         tmp = t.detach().to(self.device)
@@ -512,7 +514,7 @@ class Distributed:
         keys = sorted(values)
         vec = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=self._comm_device())
         if self.enabled and keys:
-            with self.guard("reducing metrics"):
+            with self.guard("reducing metrics", collective=True):
                 torch_dist.all_reduce(vec, op=torch_dist.ReduceOp.SUM)
         return dict(zip(keys, vec.tolist()))
 
@@ -534,7 +536,7 @@ class Distributed:
         leaves: List[float] = []
         _numbers(report, leaves)
         vec = torch.tensor(leaves + [1.0], dtype=torch.float64, device=self._comm_device()) * float(weight)
-        with self.guard("reducing metrics"):
+        with self.guard("reducing metrics", collective=True):
             torch_dist.all_reduce(vec, op=torch_dist.ReduceOp.SUM)
         total = vec[-1].item()
         out = (vec[:-1] / total if total else vec[:-1]).tolist()
@@ -545,7 +547,7 @@ class Distributed:
         if not self.enabled:
             return [obj]
         out: List[Any] = [None] * self.world_size
-        with self.guard("gathering objects"):
+        with self.guard("gathering objects", collective=True):
             torch_dist.all_gather_object(out, obj)
         return out
 
@@ -554,7 +556,7 @@ class Distributed:
         if not self.enabled:
             return obj
         box = [obj]
-        with self.guard("broadcasting an object"):
+        with self.guard("broadcasting an object", collective=True):
             torch_dist.broadcast_object_list(box, src=src)
         return box[0]
 
@@ -574,14 +576,14 @@ class Distributed:
         sizes = [flat.numel()]
         dev = self._comm_device()
         if self.enabled:
-            with self.guard("computing the global percentile"):
+            with self.guard("computing the global percentile", collective=True):
                 counts = [torch.zeros(1, dtype=torch.int64, device=dev) for _ in range(self.world_size)]
                 torch_dist.all_gather(counts, torch.tensor([flat.numel()], dtype=torch.int64, device=dev))
                 sizes = [int(c.item()) for c in counts]
         n = sum(sizes)
         if n == 0:
             raise ValueError("percentile of an empty tensor")
-        k = min(n, max(1, math.ceil(p / 100 * n)))          # the k-th smallest ...
+        k = nearest_rank(n, p)                              # the k-th smallest ...
         top = n - k + 1                                     # ... is the smallest of the top n - k + 1
         if not self.enabled:
             return flat.kthvalue(k).values
@@ -590,14 +592,14 @@ class Distributed:
         padded = torch.full((width,), -math.inf, dtype=flat.dtype, device=dev)
         padded[: mine.numel()] = mine
         parts = [torch.empty_like(padded) for _ in range(self.world_size)]
-        with self.guard("computing the global percentile"):
+        with self.guard("computing the global percentile", collective=True):
             torch_dist.all_gather(parts, padded)
         return torch.cat(parts).topk(top).values[-1].to(x.device)
 
     def barrier(self, what: str = "barrier") -> None:
         """Wait for every rank (e.g. after rank 0 wrote a checkpoint the others will read)."""
         if self.enabled:
-            with self.guard(what):
+            with self.guard(what, collective=True):
                 if self.backend == "nccl":
                     torch_dist.barrier(device_ids=[self.device.index])
                 else:
@@ -605,9 +607,13 @@ class Distributed:
 
     # -- failures and teardown --------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def guard(self, what: str = "training"):
+    def guard(self, what: str = "training", *, collective: bool = False):
         """Turn a failed or timed-out collective into a :class:`DistributedError`; on any other exception in this
-        rank, say which rank failed (stderr) and stop using the group (no barrier on the way out)."""
+        rank, say which rank failed (stderr) and stop using the group (no barrier on the way out).
+
+        A failure is recognised by where it comes from, never by the words of its message: a
+        ``torch.distributed.DistError`` anywhere, and anything raised inside a ``collective=True`` block (which
+        holds nothing but collective calls; gloo reports a dead peer as a plain ``RuntimeError``)."""
         if not self.enabled:
             yield
             return
@@ -616,7 +622,7 @@ class Distributed:
         except DistributedError:
             raise
         except Exception as e:
-            if _is_comm_error(e):
+            if collective or _is_comm_error(e):
                 self._leave_broken_group()
                 raise DistributedError(
                     f"rank {self.rank}/{self.world_size}: {what} failed: another rank failed, was killed or did "
@@ -710,15 +716,11 @@ def _renumber(obj, it):
     return obj
 
 
-_COMM_ERRORS = tuple(c for c in (getattr(torch_dist, "DistError", None),) if c is not None)
-_COMM_WORDS = ("gloo", "nccl", "connection closed", "connection reset", "timed out", "timeout", "broken pipe",
-               "socket", "peer", "process group", "processgroup", "c10d", "store")
+#: what torch.distributed raises when a peer, the backend or the store fails (DistBackendError, DistNetworkError,
+#: DistStoreError are its subclasses; timeouts are DistBackendError). By type, never by words in a message: a
+#: user's RuntimeError that mentions "socket" is the user's error, not a broken job.
+_COMM_ERRORS = (torch_dist.DistError,)
 
 
 def _is_comm_error(e: BaseException) -> bool:
-    if _COMM_ERRORS and isinstance(e, _COMM_ERRORS):
-        return True
-    if isinstance(e, RuntimeError):
-        msg = str(e).lower()
-        return any(w in msg for w in _COMM_WORDS)
-    return False
+    return isinstance(e, _COMM_ERRORS)

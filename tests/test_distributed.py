@@ -40,9 +40,25 @@ MODES = ("offline", "online", "constant")
 # ------------------------------------------------------------------------------------------------------------
 
 def percentile_nearest_rank(a, p):
-    """The definition (ltl_ext.tandem.percentile): the ceil(p/100 N)-th smallest element."""
+    """The definition (ltl_ext.tandem.percentile): the ceil(p/100 N)-th smallest element, in exact arithmetic."""
+    from fractions import Fraction
     flat = a.reshape(-1).sort().values
-    return flat[min(flat.numel(), max(1, math.ceil(p / 100 * flat.numel()))) - 1]
+    return flat[min(flat.numel(), max(1, math.ceil(Fraction(str(p)) * flat.numel() / 100))) - 1]
+
+
+def test_one_percentile_for_one_process_and_many():
+    """Issue 10 item 8: the single-process percentile and the distributed one (alone: its local branch) used two
+    rank formulas that disagreed for 197 sizes up to 200k; one definition now, checked over every size."""
+    from ltl_ext.ltl.tandem import nearest_rank, percentile
+    single = Distributed.single("cpu")
+    for n in list(range(1, 2001)) + [1000 * k for k in range(2, 201)]:
+        for p in (99.0, 99.9, 50.0, 99.99):
+            assert nearest_rank(n, p) == min(n, max(1, -(-int(round(p * 100)) * n // 10000))), (n, p)
+    g = torch.Generator().manual_seed(0)
+    for n in (1000, 1001, 4999, 70001, 200000):
+        x = torch.rand(n, generator=g)
+        for p in (99.0, 99.9):
+            assert percentile(x, p) == single.percentile(x, p) == percentile_nearest_rank(x, p), (n, p)
 
 
 def make_data():

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
+from fractions import Fraction
 from typing import Dict, Iterator, List, NamedTuple, Optional, Union
 
 import torch
@@ -52,8 +53,14 @@ def percentile(a: Tensor, p: float) -> Tensor:
         raise ValueError("percentile of an empty tensor")
     if not flat.is_floating_point() or flat.dtype in (torch.float16, torch.bfloat16):
         flat = flat.float()
-    k = min(flat.numel(), max(1, math.ceil(round(p * flat.numel() / 100, 6))))  # round: 99.9% of 1000 is 999
-    return flat.kthvalue(k).values
+    return flat.kthvalue(nearest_rank(flat.numel(), p)).values
+
+
+def nearest_rank(n: int, p: float) -> int:
+    """The rank k (1-based) of the p-th percentile of n values: k = ceil(p/100 n), computed exactly (99.9 % of 1000
+    is 999, which float arithmetic gets wrong). The one definition: single-process, distributed and running
+    targets all use it."""
+    return min(n, max(1, math.ceil(Fraction(str(p)) * n / 100)))
 
 
 _percentile = percentile  # for functions whose argument is called `percentile`
