@@ -127,3 +127,30 @@ def test_each_local_loss_reaches_only_its_own_layer(case, mode):
             reached_by.setdefault(a, []).append(name)
     assert set(reached_by) == set(weights) - {readout}, f"{case}: layers no local loss trains"
     assert all(len(v) == 1 for v in reached_by.values()), f"{case}: layers trained by two losses: {reached_by}"
+
+
+def test_the_trainer_pairs_a_teacher_with_functional_activations():
+    """Issue 10 item 2, end to end: a teacher calling F.relu and x.clamp trains through LocalTandemTrainer (the
+    link pairs each student LIF with the exposed activation of the same name), its local losses are named after
+    those activations, and the caller's teacher is left as it was (same class, no hooks)."""
+    import torch.nn.functional as F
+    from torch import nn
+
+    from ltl_ext import LocalTandemTrainer
+
+    class Functional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2, self.fc3 = nn.Linear(16, 12), nn.Linear(12, 8), nn.Linear(8, 2)
+
+        def forward(self, x):
+            h = F.relu(self.fc1(x.flatten(1)))
+            return self.fc3(self.fc2(h).clamp(0, 2))
+
+    torch.manual_seed(0)
+    teacher = Functional()
+    trainer = LocalTandemTrainer(teacher, time_steps=4, device="cpu", distributed=False)
+    stats = trainer.train_step(torch.rand(8, 1, 4, 4), torch.randint(0, 2, (8,)))
+    assert {k for k in stats if k.startswith("local/")} == {"local/relu", "local/clamp"}
+    assert all(torch.isfinite(torch.tensor(v)) for v in stats.values())
+    assert type(teacher) is Functional and not teacher._forward_hooks and not teacher._forward_pre_hooks
