@@ -27,7 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "docs" / "results"
 DOCS = ("README.md", "docs/results.md", "bench/README.md")
 
-BLOCK = re.compile(r"(<!-- table:(?P<name>[\w./-]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
+#: ``<!-- table:NAME -->`` or ``<!-- table:NAME columns=a,b,c -->`` (a choice of the artefact's row keys, in order)
+BLOCK = re.compile(r"(<!-- table:(?P<name>[\w./-]+)(?: columns=(?P<columns>[\w,]+))? -->\n)(?P<body>.*?)"
+                   r"(<!-- /table -->)", re.S)
 
 
 class RenderError(ValueError):
@@ -48,12 +50,12 @@ def _fmt(v: Any) -> str:
     return str(v).replace("|", "\\|")
 
 
-def table(artefact: Dict[str, Any], name: str = "?") -> str:
-    """The markdown table (and provenance line) of one artefact."""
+def table(artefact: Dict[str, Any], name: str = "?", columns: Optional[List[str]] = None) -> str:
+    """The markdown table (and provenance line) of one artefact (``columns``: which row keys, default all)."""
     rows = artefact.get("rows")
     if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
         raise RenderError(f"artefact {name!r} has no 'rows' (a non-empty list of dicts) to render")
-    columns: List[str] = list(artefact.get("columns") or [])
+    columns = list(columns or artefact.get("columns") or [])
     if not columns:
         for r in rows:
             columns += [k for k in r if k not in columns]
@@ -81,14 +83,18 @@ def load(name: str, results_dir: Path = RESULTS_DIR) -> Dict[str, Any]:
 
 def render(text: str, results_dir: Path = RESULTS_DIR) -> str:
     """``text`` with every marked block rewritten from its artefact."""
-    return BLOCK.sub(lambda m: m.group(1) + table(load(m.group("name"), results_dir), m.group("name")) + m.group(4),
-                     text)
+    return BLOCK.sub(lambda m: m.group(1) + _table_of(m, results_dir) + m.group(5), text)
+
+
+def _table_of(m: "re.Match", results_dir: Path) -> str:
+    columns = m.group("columns").split(",") if m.group("columns") else None
+    return table(load(m.group("name"), results_dir), m.group("name"), columns)
 
 
 def stale_blocks(text: str, results_dir: Path = RESULTS_DIR) -> List[str]:
     """Names of the blocks whose content differs from what their artefact renders to."""
     return [m.group("name") for m in BLOCK.finditer(text)
-            if m.group("body") != table(load(m.group("name"), results_dir), m.group("name"))]
+            if m.group("body") != _table_of(m, results_dir)]
 
 
 def main(argv: Optional[List[str]] = None) -> int:
