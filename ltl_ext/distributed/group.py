@@ -1,53 +1,4 @@
-"""Multi-process training: a thin layer over PyTorch's own engine (``torch.distributed``, DDP, ``torchrun``).
-
-Nothing here is home-made: processes are launched by ``torchrun``, gradients are averaged by
-:class:`~torch.nn.parallel.DistributedDataParallel` (NCCL on GPUs, gloo on CPU), data is split by
-:class:`~torch.utils.data.distributed.DistributedSampler`. This module only gathers the few decisions LTL needs
-in one place, so that the trainer reads the same with one process or many::
-
-    dist = Distributed.setup()                 # from torchrun's RANK / WORLD_SIZE / LOCAL_RANK, else one process
-    student = dist.wrap(student)               # DDP (or the bare model when alone): student(x), student.step(x_t)
-    loader = dist.shard_loader(loader, train=True)  # this rank's part of every (global) batch
-    with dist.guard("training"):
-        for epoch in ...:
-            dist.set_epoch(loader, epoch)
-            ...
-            with student.no_sync():            # the LTL engine: many backwards per batch...
-                ...
-            student.average_gradients()        # ...and one all-reduce
-    totals = dist.all_sum({"correct": c, "count": n})          # metrics over all ranks
-    if dist.is_main: save / log / plot
-    dist.close()
-
-LTL specifics (ltl-method.md §3-4):
-
-- The loader's batch is the global batch: N processes run batch / N samples each (a DistributedSampler for
-  per-sample loaders, :class:`ShardedBatches` for ltl_ext.data's whole-batch loaders), so a run on N processes
-  takes the same steps with the same learning rate as on one, only faster.
-- Every layer has its own local loss (and the readout its CE), so every parameter gets a gradient in every
-  step: DDP runs with ``find_unused_parameters=False``. Each rank computes its own layers' losses on its share of
-  the batch; DDP averages the gradients, which equals the gradient of the global-batch mean when the ranks hold
-  equal shares (training shares are padded to be equal).
-- The LTL engine calls ``backward`` many times per batch (once per layer, inside the forward; once per time
-  step in the constant-memory online mode). It runs the whole step under ``student.no_sync()`` (DDP's, forward
-  *and* backward inside it) so gradients accumulate locally, then calls ``student.average_gradients()``: one
-  all-reduce per batch. (``sync_if(last)`` is DDP's own route for a step whose last backward reaches every
-  parameter.) Stepwise calls go through DDP's forward too (``student.step``).
-- Buffers are not broadcast at each forward (``forward_sync_buffers=False``): the stepwise LIF state (``v``,
-  ``count``) is per rank, as each rank runs its own samples. They are synchronised once, at wrapping.
-- The teacher is not wrapped: it runs in eval mode without gradients; :meth:`Distributed.broadcast_module`
-  makes every rank hold rank 0's copy.
-- Per-batch percentile normalisation of the targets is a statistic of the batch: :meth:`Distributed.percentile`
-  returns the exact percentile of the global batch (only the top ``(1 - q)`` share of each rank's values travels),
-  so that N processes with local batch b reproduce one process with batch N * b.
-
-Failures: the process group has a timeout (``timeout_s``, default ``LTL_DIST_TIMEOUT`` or 600 s). A rank that
-raises inside :meth:`Distributed.guard` (or a ``with Distributed.setup() as dist:`` block) says so on stderr and
-stops; when its process exits its connections close, and its peers' next collective fails at once (at the latest
-at the timeout, if the failed process lingers or hangs) with a :class:`DistributedError` that names the rank and
-what it was doing, instead of hanging. Under ``torchrun`` the launcher also stops the other workers and prints the
-failing rank's traceback.
-"""
+"""``Distributed``: this process's part in the job, and the collectives LTL needs (metrics, percentile, barrier)."""
 from __future__ import annotations
 
 import contextlib
@@ -55,268 +6,22 @@ import datetime
 import inspect
 import math
 import os
-import socket
 import sys
 import time
-from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.distributed as torch_dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Sampler, SequentialSampler
+from torch.utils.data import DataLoader, SequentialSampler
 from torch.utils.data.distributed import DistributedSampler
 
-from .ltl.tandem import nearest_rank
+from ..ltl.tandem import nearest_rank
+from .launch import DistributedError, _is_comm_error, _local_device, default_timeout_s, launch_env
+from .replica import Replica, _ddp_kwargs, _Entry
+from .sampling import ShardedBatches, ShardSampler
 
-__all__ = ["DistributedError", "LaunchEnv", "launch_env", "Distributed", "Replica", "ShardSampler",
-           "ShardedBatches", "free_port", "DEFAULT_TIMEOUT_S", "default_timeout_s"]
-
-DEFAULT_TIMEOUT_S = 600.0      # seconds a collective waits for the other ranks; LTL_DIST_TIMEOUT overrides it
-
-
-def default_timeout_s() -> float:
-    """``LTL_DIST_TIMEOUT`` (seconds) if set, else :data:`DEFAULT_TIMEOUT_S`."""
-    text = os.environ.get("LTL_DIST_TIMEOUT", "")
-    try:
-        return float(text) if text else DEFAULT_TIMEOUT_S
-    except ValueError:
-        raise DistributedError(f"LTL_DIST_TIMEOUT must be a number of seconds, got {text!r}") from None
-
-
-class DistributedError(RuntimeError):
-    """A collective failed or timed out: another rank failed, was killed, or stopped responding."""
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The launcher's environment
-# ---------------------------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class LaunchEnv:
-    """What ``torchrun`` tells a worker: its global rank, the number of processes, its rank on this machine."""
-    rank: int
-    world_size: int
-    local_rank: int
-    local_world_size: int
-
-
-def launch_env(environ: Optional[Mapping[str, str]] = None) -> Optional[LaunchEnv]:
-    """The torchrun environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ...), or ``None`` when not launched by it."""
-    env = os.environ if environ is None else environ
-    if "RANK" not in env or "WORLD_SIZE" not in env:
-        return None
-    try:
-        rank, world = int(env["RANK"]), int(env["WORLD_SIZE"])
-        local_rank = int(env.get("LOCAL_RANK", rank))
-        local_world = int(env.get("LOCAL_WORLD_SIZE", world))
-    except ValueError as e:
-        raise DistributedError(f"malformed torchrun environment: {e}") from None
-    if world < 1 or not 0 <= rank < world or not 0 <= local_rank < local_world:
-        raise DistributedError(f"inconsistent torchrun environment: RANK={rank} WORLD_SIZE={world} "
-                               f"LOCAL_RANK={local_rank} LOCAL_WORLD_SIZE={local_world}")
-    return LaunchEnv(rank, world, local_rank, local_world)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free right now on ``host`` (for tests and single-machine launches without torchrun)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Samplers
-# ---------------------------------------------------------------------------------------------------------------
-
-class ShardSampler(Sampler[int]):
-    """Evaluation shard: rank r gets indices r, r + N, r + 2N, ... with no padding, so that summed counts are exact.
-
-    (:class:`DistributedSampler` pads with repeated samples so that training shares are equal; evaluation must not
-    count a sample twice. No collective runs per batch in evaluation, so unequal shares are fine there.)
-    """
-
-    def __init__(self, dataset_len: int, rank: int, world_size: int):
-        self.indices = range(rank, dataset_len, world_size)
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-
-class ShardedBatches(Sampler):
-    """This rank's part of every batch of a sampler that yields whole batches (``DataLoader(batch_size=None)``
-    over a batch-level dataset, as :func:`ltl_ext.data.make_loaders` builds).
-
-    A batch is a tensor (or list) of sample indices, or a tuple whose first item is one (``ltl_ext.data``'s
-    ``(indices, augmentation seed)``); rank r keeps ``indices[r::N]``. With ``pad`` (training) a batch is first
-    padded to a multiple of N by repeating its first indices, as :class:`DistributedSampler` pads the data set,
-    so every rank gets an equal share and DDP's average is the global batch's mean. Without it (evaluation), a
-    rank may get a smaller or empty share (empty shares are skipped). ``set_epoch``, ``state_dict`` and
-    ``load_state_dict`` go to the wrapped sampler, which must give every rank the same batches (a sampler seeded
-    by (seed, epoch) alone, like ``ltl_ext.data``'s, does).
-    """
-
-    def __init__(self, batches: Sampler, rank: int, world_size: int, *, pad: bool):
-        self.batches, self.rank, self.world_size, self.pad = batches, rank, world_size, pad
-
-    def _share(self, key):
-        if isinstance(key, tuple) and key and isinstance(key[0], (Tensor, list)):
-            part = self._share(key[0])
-            return None if part is None else (part,) + tuple(key[1:])
-        if not isinstance(key, (Tensor, list)):
-            raise DistributedError(f"cannot split a batch key of type {type(key).__name__} across ranks; "
-                                   f"give each rank its own loader")
-        n = len(key)
-        if self.pad and n and n % self.world_size:
-            wrap = [i % n for i in range(n + self.world_size - n % self.world_size)]
-            key = key[torch.tensor(wrap)] if isinstance(key, Tensor) else [key[i] for i in wrap]
-        part = key[self.rank::self.world_size]
-        return part if len(part) else None
-
-    def __iter__(self):
-        for key in self.batches:
-            part = self._share(key)
-            if part is not None:
-                yield part
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def set_epoch(self, epoch: int) -> None:
-        if hasattr(self.batches, "set_epoch"):
-            self.batches.set_epoch(epoch)
-
-    def state_dict(self) -> dict:
-        return self.batches.state_dict() if hasattr(self.batches, "state_dict") else {}
-
-    def load_state_dict(self, state: dict) -> None:
-        if hasattr(self.batches, "load_state_dict"):
-            self.batches.load_state_dict(state)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The student replica
-# ---------------------------------------------------------------------------------------------------------------
-
-class _Entry(nn.Module):
-    """Routes DDP's ``forward`` to any method of the model (``forward``, ``step``), so every training call is seen
-    by DDP (which prepares its gradient all-reduce in ``forward``)."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, *args, _ltl_method: str = "forward", **kwargs):
-        if _ltl_method == "forward":
-            return self.model(*args, **kwargs)
-        return getattr(self.model, _ltl_method)(*args, **kwargs)
-
-
-class Replica:
-    """The training handle of a student: ``replica(x)``, ``replica.step(x_t)``, ``replica.sync_if(last)``.
-
-    With several processes it calls the model through DDP; alone, it calls the model itself. ``module`` is the
-    bare model (for evaluation, checkpoints, attribute access), identical on every rank.
-    """
-
-    def __init__(self, module: nn.Module, ddp: Optional[DistributedDataParallel] = None):
-        self.module = module
-        self.ddp = ddp
-
-    def __call__(self, *args, **kwargs):
-        return self.call("forward", *args, **kwargs)
-
-    def step(self, *args, **kwargs):
-        """One time step of a stepwise model (``module.step``), through DDP."""
-        return self.call("step", *args, **kwargs)
-
-    def call(self, method: str, *args, **kwargs):
-        if self.ddp is None:
-            fn = self.module if method == "forward" else getattr(self.module, method)
-            return fn(*args, **kwargs)
-        return self.ddp(*args, _ltl_method=method, **kwargs)
-
-    def no_sync(self):
-        """DDP's ``no_sync`` (forward and backward inside it accumulate gradients locally); a no-op alone."""
-        return contextlib.nullcontext() if self.ddp is None else self.ddp.no_sync()
-
-    def sync_if(self, sync: bool):
-        """``no_sync()`` unless ``sync``: wrap each step's forward and backward, with ``sync`` true on the last."""
-        return contextlib.nullcontext() if sync else self.no_sync()
-
-    @torch.no_grad()
-    def average_gradients(self, bucket_bytes: int = 25 << 20) -> None:
-        """Average every parameter's gradient over the ranks, as DDP would: for steps whose backwards all ran
-        under :meth:`no_sync` (the layer-wise LTL engine back-propagates inside the forward, where DDP's own
-        reducer does not expect it). Gradients travel flattened, in buckets of about ``bucket_bytes``; a
-        parameter without a gradient gets zeros, so that every rank sends the same layout. A no-op alone."""
-        if self.ddp is None:
-            return
-        params = [p for p in self.module.parameters() if p.requires_grad]
-        for p in params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-        group, n = self.ddp.process_group, torch_dist.get_world_size(self.ddp.process_group)
-        bucket: List[Tensor] = []
-
-        def flush():
-            flat = torch._utils._flatten_dense_tensors(bucket)
-            torch_dist.all_reduce(flat, group=group)
-            flat.div_(n)
-            for g, avg in zip(bucket, torch._utils._unflatten_dense_tensors(flat, bucket)):
-                g.copy_(avg)
-            bucket.clear()
-
-        size = 0
-        for p in params:
-            if bucket and (size + p.grad.numel() * p.grad.element_size() > bucket_bytes
-                           or p.grad.dtype != bucket[0].dtype or p.grad.device != bucket[0].device):
-                flush()
-                size = 0
-            bucket.append(p.grad)
-            size += p.grad.numel() * p.grad.element_size()
-        if bucket:
-            flush()
-
-    def train(self, mode: bool = True) -> "Replica":
-        self.module.train(mode)
-        return self
-
-    def eval(self) -> "Replica":
-        return self.train(False)
-
-    def parameters(self):
-        return self.module.parameters()
-
-    # Any other attribute (``reset_state``, ``time_steps`` ...) is the bare model's, read and
-    # written; only ``__call__`` and ``step`` compute through DDP.
-    _OWN = ("module", "ddp")
-
-    def __getattr__(self, name: str):
-        if name in Replica._OWN:
-            raise AttributeError(name)
-        return getattr(self.module, name)
-
-    def __setattr__(self, name: str, value) -> None:
-        if name in Replica._OWN:
-            object.__setattr__(self, name, value)
-        else:
-            setattr(self.module, name, value)
-
-
-def _ddp_kwargs() -> Dict[str, Any]:
-    params = inspect.signature(DistributedDataParallel.__init__).parameters
-    # per-rank buffers (stepwise LIF state) must not be overwritten by rank 0's at every forward
-    return {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# One process's view of the job
-# ---------------------------------------------------------------------------------------------------------------
 
 class Distributed:
     """One process's view of a (possibly single-process) job. With ``world_size == 1`` every method is a cheap
@@ -680,15 +385,6 @@ class Distributed:
             self._abort()
 
 
-def _local_device(device, local_rank: int) -> torch.device:
-    if device is None:
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and dev.index is None:
-        return torch.device(f"cuda:{local_rank}")
-    return dev
-
-
 def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -714,13 +410,3 @@ def _renumber(obj, it):
     if isinstance(obj, (list, tuple)):
         return type(obj)(_renumber(v, it) for v in obj)
     return obj
-
-
-#: what torch.distributed raises when a peer, the backend or the store fails (DistBackendError, DistNetworkError,
-#: DistStoreError are its subclasses; timeouts are DistBackendError). By type, never by words in a message: a
-#: user's RuntimeError that mentions "socket" is the user's error, not a broken job.
-_COMM_ERRORS = (torch_dist.DistError,)
-
-
-def _is_comm_error(e: BaseException) -> bool:
-    return isinstance(e, _COMM_ERRORS)
