@@ -97,3 +97,32 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.nodeid.lower():
             item.add_marker(pytest.mark.cuda)
+
+
+# --------------------------------------------------------------------------------------------- a small trained LTL run
+def _blobs(n=800, d=16, k=6, seed=0):
+    """Gaussian blobs: k classes in d dimensions, n samples (learnable in seconds, hard enough to lose to noise)."""
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.randn(k, d, generator=g) * 0.8
+    y = torch.randint(0, k, (n,), generator=g)
+    return centers[y] + torch.randn(n, d, generator=g), y
+
+
+@pytest.fixture(scope="module")
+def tiny_trainer():
+    """(trainer, train batches, test batches): a trained MLP teacher and its teacher-initialised student, T = 8,
+    for the chip, calibration and drift tests (one per test module)."""
+    from torch import nn
+
+    from ltl_ext import LocalTandemTrainer, train_teacher
+    from ltl_ext.ltl.convert import convert
+    from ltl_ext.nn import ClampReLU
+    x, y = _blobs()
+    train = [(x[i:i + 50], y[i:i + 50]) for i in range(0, 500, 50)]
+    test = [(x[500:], y[500:])]
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Linear(16, 64), ClampReLU(), nn.Linear(64, 64), ClampReLU(), nn.Linear(64, 6))
+    train_teacher(teacher, train, 6, progress=False)
+    student = convert(teacher, init="teacher", calib_data=x[:300])
+    trainer = LocalTandemTrainer(teacher, student=student, time_steps=8, warmup=6, lr=3e-3, seed=0)
+    return trainer, train, test

@@ -7,34 +7,9 @@ from dataclasses import asdict
 
 import pytest
 import torch
-from torch import nn
 
-from ltl_ext import noise
 from ltl_ext.hw import loop
 from ltl_ext.hw.noise import DeviceModel
-from ltl_ext.nn import ClampReLU
-
-
-def _blobs(n=800, d=16, k=6, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    centers = torch.randn(k, d, generator=g) * 0.8
-    y = torch.randint(0, k, (n,), generator=g)
-    return centers[y] + torch.randn(n, d, generator=g), y
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    trainer_mod = pytest.importorskip("ltl_ext.train")
-    from ltl_ext.ltl.convert import convert
-    x, y = _blobs()
-    train = [(x[i:i + 50], y[i:i + 50]) for i in range(0, 500, 50)]
-    test = [(x[500:], y[500:])]
-    torch.manual_seed(0)
-    teacher = nn.Sequential(nn.Linear(16, 64), ClampReLU(), nn.Linear(64, 64), ClampReLU(), nn.Linear(64, 6))
-    trainer_mod.train_teacher(teacher, train, 6, progress=False)
-    student = convert(teacher, init="teacher", calib_data=x[:300])
-    trainer = trainer_mod.LocalTandemTrainer(teacher, student=student, time_steps=8, warmup=6, lr=3e-3, seed=0)
-    return trainer, train, test
 
 
 class Driver:
@@ -53,8 +28,8 @@ class Driver:
         return self._run(inputs)
 
 
-def test_simulated_chip_records_what_the_chip_does(tiny):
-    trainer, train, _ = tiny
+def test_simulated_chip_records_what_the_chip_does(tiny_trainer):
+    trainer, train, _ = tiny_trainer
     chip = loop.SimulatedChip(trainer.student, DeviceModel(0.3), seed=1, expose_membrane=True, time_steps=8)
     assert isinstance(chip, loop.ChipDriver) and chip.layers == ["0", "2", "4"]
     x = train[0][0]
@@ -74,13 +49,13 @@ def test_simulated_chip_records_what_the_chip_does(tiny):
 
 
 @pytest.mark.parametrize("variant", ["membrane", "spikes"])
-def test_in_the_loop_update_equals_online_ltl_on_an_ideal_chip(tiny, variant):
+def test_in_the_loop_update_equals_online_ltl_on_an_ideal_chip(tiny_trainer, variant):
     """On an ideal chip, the update computed from recordings alone is the online LTL gradient of the trainer's
     engine (each layer's local loss and the readout CE), for both variants."""
     from ltl_ext.ltl import tandem
     from ltl_ext.train.config import LTLConfig
     from ltl_ext.train.engine import ltl_step
-    trainer, train, _ = tiny
+    trainer, train, _ = tiny_trainer
     x, y = train[1]
     config = LTLConfig(**dict(asdict(trainer.config), mode="online", memory="batched")).check()
     ref = copy.deepcopy(trainer.student)
@@ -102,8 +77,8 @@ def test_in_the_loop_update_equals_online_ltl_on_an_ideal_chip(tiny, variant):
 
 
 @pytest.mark.parametrize("variant", ["membrane", "spikes"])
-def test_calibration_in_the_loop_recovers_a_black_box_chip(tiny, variant):
-    trainer, train, test = tiny
+def test_calibration_in_the_loop_recovers_a_black_box_chip(tiny_trainer, variant):
+    trainer, train, test = tiny_trainer
     ideal = trainer.evaluate(test)["student_acc"]
     sim = loop.SimulatedChip(trainer.student, DeviceModel(0.8), seed=2, expose_membrane=variant == "membrane",
                              time_steps=8)
@@ -120,8 +95,8 @@ def test_calibration_in_the_loop_recovers_a_black_box_chip(tiny, variant):
         assert torch.equal(v, student_state[k]), k
 
 
-def test_protocol_errors(tiny):
-    trainer, train, _ = tiny
+def test_protocol_errors(tiny_trainer):
+    trainer, train, _ = tiny_trainer
     sim = loop.SimulatedChip(trainer.student, DeviceModel(0.1), seed=0, time_steps=8)
     with pytest.raises(ValueError, match="membrane"):
         loop.calibrate_in_the_loop(trainer, sim, train, steps=1, variant="membrane")

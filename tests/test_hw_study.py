@@ -5,37 +5,12 @@ import json
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
 from ltl_ext.hw import drift_study
-from ltl_ext.nn import ClampReLU
 
 
-def _blobs(n=800, d=16, k=6, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    centers = torch.randn(k, d, generator=g) * 0.8
-    y = torch.randint(0, k, (n,), generator=g)
-    return centers[y] + torch.randn(n, d, generator=g), y
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    trainer_mod = pytest.importorskip("ltl_ext.train")
-    from ltl_ext.ltl.convert import convert
-    x, y = _blobs()
-    train = [(x[i:i + 50], y[i:i + 50]) for i in range(0, 500, 50)]
-    test = [(x[500:], y[500:])]
-    torch.manual_seed(0)
-    teacher = nn.Sequential(nn.Linear(16, 64), ClampReLU(), nn.Linear(64, 64), ClampReLU(), nn.Linear(64, 6))
-    trainer_mod.train_teacher(teacher, train, 6, progress=False)
-    student = convert(teacher, init="teacher", calib_data=x[:300])
-    trainer = trainer_mod.LocalTandemTrainer(teacher, student=student, time_steps=8, warmup=6, lr=3e-3, seed=0)
-    return trainer, train, test
-
-
-def test_drift_study_ages_calibrated_and_uncalibrated_chips(tiny, tmp_path):
-    trainer, train, test = tiny
+def test_drift_study_ages_calibrated_and_uncalibrated_chips(tiny_trainer, tmp_path):
+    trainer, train, test = tiny_trainer
     month = 30 * 86400.0
     res = drift_study.run_drift_study(trainer, train, test, preset="pcm", calib_time=86400.0,
                                       drift_times=[month, 1.0, 86400.0], chips=2, steps=60, in_the_loop="spikes",

@@ -250,29 +250,6 @@ def test_noise_aware_training_context():
 
 
 # --------------------------------------------------------------------------------------------- calibration
-def _blobs(n=800, d=16, k=6, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    centers = torch.randn(k, d, generator=g) * 0.8
-    y = torch.randint(0, k, (n,), generator=g)
-    x = centers[y] + torch.randn(n, d, generator=g)
-    return x, y
-
-
-@pytest.fixture(scope="module")
-def tiny_trainer():
-    trainer_mod = pytest.importorskip("ltl_ext.train")
-    from ltl_ext.ltl.convert import convert
-    x, y = _blobs()
-    train = [(x[i:i + 50], y[i:i + 50]) for i in range(0, 500, 50)]
-    test = [(x[500:], y[500:])]
-    torch.manual_seed(0)
-    teacher = nn.Sequential(nn.Linear(16, 64), ClampReLU(), nn.Linear(64, 64), ClampReLU(), nn.Linear(64, 6))
-    trainer_mod.train_teacher(teacher, train, 6, progress=False)
-    student = convert(teacher, init="teacher", calib_data=x[:300])
-    trainer = trainer_mod.LocalTandemTrainer(teacher, student=student, time_steps=8, warmup=6, lr=3e-3, seed=0)
-    return trainer, train, test
-
-
 def test_calibration_touches_only_programmed_weights_never_the_noise(tiny_trainer):
     trainer, train, _ = tiny_trainer
     dev = DeviceModel(0.3, stuck_off=0.05, levels=16, threshold_sigma=0.1, beta_sigma=0.05)
