@@ -28,6 +28,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="student start (default: the recipe's, teacher)")
     p.add_argument("--teacher-epochs", type=int, default=None, help="(default: the demo recipe's)")
     p.add_argument("--limit", type=int, default=None, help="use at most N train and N test images (smoke runs)")
+    p.add_argument("--precision", choices=("32", "bf16", "16-mixed"), default="32",
+                   help="LTL in float32, bfloat16 autocast, or float16 with loss scaling (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -62,7 +64,7 @@ def run(args) -> int:
     _say(progress, f"teacher validation accuracy {max(h['val_acc'] for h in history) if history else 0:.2f}%; "
                    f"LTL {args.mode}, T = {recipe['time_steps']}")
     trainer = LocalTandemTrainer(teacher, time_steps=recipe["time_steps"], mode=args.mode, init=recipe["init"],
-                                 lr=recipe["lr"], device=args.device, teacher_spec=spec,
+                                 lr=recipe["lr"], device=args.device, teacher_spec=spec, precision=args.precision,
                                  calib_data=_first_images(train_loader) if recipe["init"] == "teacher" else None)
     t_ltl = time.perf_counter()
     for stale in ("last.pt", "best.pt"):      # the demo replaces its own earlier run
