@@ -154,19 +154,25 @@ def check_lif_args(x: Tensor, *, beta, alpha=1.0, threshold=1.0, reset="soft", v
     alpha = _check_param("alpha", alpha, x, check_values)
     threshold = _check_param("threshold", threshold, x, check_values)
     if v0 is not None:
-        if not isinstance(v0, Tensor) or not v0.is_floating_point():
-            raise TypeError("v0 must be None or a floating tensor of shape x.shape[1:]")
-        if v0.device != x.device:
-            raise ValueError(f"v0 is on {v0.device} but x is on {x.device}; move both to the same device")
-        try:
-            ok = torch.broadcast_shapes(v0.shape, x.shape[1:]) == x.shape[1:]
-        except RuntimeError:
-            ok = False
-        if not ok:
-            raise ValueError(f"v0 has shape {tuple(v0.shape)}, expected one broadcastable to x.shape[1:] = "
-                             f"{tuple(x.shape[1:])}")
+        _check_state("v0", v0, x, "x.shape[1:]", x.shape[1:])
     return LIFParams(beta, alpha, threshold, reset, float(v_reset), v0, surrogate, float(surrogate_alpha),
                      bool(detach_reset))
+
+
+def _check_state(name: str, state, x: Tensor, where: str, shape) -> None:
+    """A state tensor (``v0``, ``count``): floating, on ``x``'s device, broadcastable to ``shape`` (named ``where``)."""
+    if not isinstance(state, Tensor) or not state.is_floating_point():
+        raise TypeError(f"{name} must be None or a floating tensor of shape {where}")
+    if state.device != x.device:
+        raise ValueError(f"{name} is on {state.device} but {where.split('.')[0]} is on {x.device}; move both to the "
+                         f"same device")
+    try:
+        ok = torch.broadcast_shapes(state.shape, shape) == shape
+    except RuntimeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} has shape {tuple(state.shape)}, expected one broadcastable to {where} = "
+                         f"{tuple(shape)}")
 
 
 def check_target(target, x: Tensor, *, time_dim: bool = True, check_values: bool = True) -> Tensor:
@@ -209,14 +215,5 @@ def check_step_args(x_t: Tensor, target, v, count, t, warmup, check_values: bool
         raise ValueError(f"t must be the non-negative step index, got {t!r}")
     check_warmup("offline", warmup, t + 1)
     if count is not None:
-        if not isinstance(count, Tensor) or not count.is_floating_point():
-            raise TypeError("count must be None or a floating tensor of shape x_t.shape (the running spike count)")
-        if count.device != x_t.device:
-            raise ValueError(f"count is on {count.device} but x_t is on {x_t.device}; move both to the same device")
-        try:
-            ok = torch.broadcast_shapes(count.shape, x_t.shape) == x_t.shape
-        except RuntimeError:
-            ok = False
-        if not ok:
-            raise ValueError(f"count has shape {tuple(count.shape)}, expected x_t.shape = {tuple(x_t.shape)}")
+        _check_state("count", count, x_t, "x_t.shape", x_t.shape)
     return p
