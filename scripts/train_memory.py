@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 METHODS = ("bptt", "ltl_offline", "ltl_online", "ltl_constant", "sj_bptt", "sj_memopt")
@@ -46,7 +48,6 @@ def _proc_status(field: str) -> float:
 def _sj_student(student, T: int):
     """The same network with SpikingJelly's multi-step ``LIFNode`` (same beta, threshold, reset) in place of our
     LIFs; time stays folded into the batch between layers, as in SpikingJelly's ``SeqToANNContainer``."""
-    import torch
     from spikingjelly.activation_based import neuron, surrogate
     from ltl_ext.nn import LIF
 
@@ -72,9 +73,12 @@ def _sj_student(student, T: int):
     return student
 
 
-def build_step(method: str, T: int, batch: int, device: str):
+class _Block(torch.nn.Sequential):
+    """One conv or fc block (conv/linear, BN, LIF): SpikingJelly memopt's checkpoint unit."""
+
+
+def build_step(method: str, T: int, batch: int, device: str, precision: str = "32"):
     """``step()`` running one training step of ``method`` on a fixed synthetic batch."""
-    import torch
     from ltl_ext import BPTTTrainer, LocalTandemTrainer, convert, models
     torch.manual_seed(0)
     teacher = models.vgg11()
@@ -82,7 +86,8 @@ def build_step(method: str, T: int, batch: int, device: str):
     y = torch.randint(0, 10, (batch,), device=device)
     if method in LTL:
         mode, memory = LTL[method]
-        trainer = LocalTandemTrainer(teacher, time_steps=T, mode=mode, memory=memory, device=device)
+        trainer = LocalTandemTrainer(teacher, time_steps=T, mode=mode, memory=memory, device=device,
+                                     precision=precision)
         return lambda: trainer.train_step(x, y)
     student = convert(teacher.eval())
     for p in student.parameters():
@@ -94,9 +99,13 @@ def build_step(method: str, T: int, batch: int, device: str):
     model = _sj_student(SpikingModel(student, time_steps=T), T).to(device)
     if method == "sj_memopt":
         from spikingjelly.activation_based import memopt
-        blocks = tuple({type(m) for m in model.model.modules() if isinstance(m, torch.nn.Sequential)})
-        memopt.optimize_memory(model.model, blocks, lambda m: m(x.unsqueeze(0).expand(T, *x.shape)
-                                                                  .reshape(T * batch, *x.shape[1:])), level=1)
+        # memopt's level 1 checkpoints modules of the given types: the conv/fc blocks (conv/linear, BN, LIF), each
+        # its own type here, so that the stacks holding them (``features``, ``classifier``) are not candidates
+        for stack in (model.model.features, model.model.classifier):
+            for block in stack:
+                block.__class__ = _Block
+        memopt.optimize_memory(model.model, (_Block,), lambda m: m(x.unsqueeze(0).expand(T, *x.shape)
+                                                                   .reshape(T * batch, *x.shape[1:])), level=1)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
 
     def step():
@@ -108,10 +117,9 @@ def build_step(method: str, T: int, batch: int, device: str):
     return step
 
 
-def measure(method: str, what: str, T: int, batch: int, device: str, steps: int) -> dict:
+def measure(method: str, what: str, T: int, batch: int, device: str, steps: int, precision: str = "32") -> dict:
     import gc
-    import torch
-    step = build_step(method, T, batch, device)
+    step = build_step(method, T, batch, device, precision)
     step()                                                         # warm-up: optimiser state, caches
     gc.collect()
     if what == "memory":
@@ -143,13 +151,15 @@ def measure(method: str, what: str, T: int, batch: int, device: str, steps: int)
 
 
 # ----------------------------------------------------------------------------------------------- the driver
-def run_child(method: str, what: str, T: int, batch: int, device: str, threads: int, steps: int) -> dict:
+def run_child(method: str, what: str, T: int, batch: int, device: str, threads: int, steps: int,
+              precision: str = "32") -> dict:
     """One measurement in a fresh process (the malloc settings only for CPU memory)."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     if what == "memory" and device == "cpu":
         env.update(MALLOC_ENV)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--one", method, "--what", what, "--T", str(T),
-           "--batch", str(batch), "--device", device, "--threads", str(threads), "--steps", str(steps)]
+           "--batch", str(batch), "--device", device, "--threads", str(threads), "--steps", str(steps),
+           "--precision", precision]
     out = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
     if out.returncode != 0:
         return {"error": (out.stderr.strip().splitlines() or ["?"])[-1][:300]}
@@ -172,15 +182,16 @@ def main(argv=None) -> int:
     ap.add_argument("--T", type=int, default=8)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", choices=("32", "bf16", "16-mixed"), default="32",
+                    help="LTL methods: LocalTandemTrainer(precision=...) (BPTT rows stay float32)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--steps", type=int, default=3, help="timed steps (after one warm-up)")
     ap.add_argument("--no-time", action="store_true", help="memory only")
     ap.add_argument("--write", action="store_true", help="write docs/results/train_memory[_cuda].json")
     args = ap.parse_args(argv)
     if args.one:
-        import torch
         torch.set_num_threads(args.threads)
-        print(json.dumps(measure(args.one, args.what, args.T, args.batch, args.device, args.steps)))
+        print(json.dumps(measure(args.one, args.what, args.T, args.batch, args.device, args.steps, args.precision)))
         return 0
     rows = []
     for method in args.methods:
@@ -189,9 +200,13 @@ def main(argv=None) -> int:
                                                        "spikingjelly)"})
             continue
         row = {"method": method, "T": args.T, "batch": args.batch, "device": args.device, "threads": args.threads}
-        row.update(run_child(method, "memory", args.T, args.batch, args.device, args.threads, args.steps))
+        row["precision"] = args.precision if method in LTL else "32"
+        row.update(run_child(method, "memory", args.T, args.batch, args.device, args.threads, args.steps,
+                             args.precision))
         if not args.no_time and "error" not in row:
-            row.update(run_child(method, "time", args.T, args.batch, args.device, args.threads, args.steps))
+            row.update(run_child(method, "time", args.T, args.batch, args.device, args.threads, args.steps,
+                                 args.precision))
+            row["cifar10_epoch_s"] = 50_000 / row["images_per_s"]     # one epoch of CIFAR-10 at this T
         rows.append(row)
         print(json.dumps(row), flush=True)
     ref = next((r for r in rows if r["method"] == "bptt" and "added_mb" in r), None)
@@ -209,7 +224,8 @@ def main(argv=None) -> int:
     if args.write:
         sys.path.insert(0, str(ROOT / "scripts"))
         from evidence import write_artefact
-        name = "train_memory" + ("" if args.device == "cpu" else f"_{args.device}")
+        name = ("train_memory" + ("" if args.device == "cpu" else f"_{args.device}")
+                + ("" if args.precision == "32" else f"_{args.precision}"))
         path = write_artefact(name, {"network": "vgg11 (zoo), CIFAR-shaped synthetic batch", "rows": rows},
                               command="python " + " ".join([Path(__file__).name] + (argv or sys.argv[1:])))
         print(f"wrote {path}")

@@ -24,7 +24,9 @@ ZOO = {  # name -> (teacher builder, input shape [B, ...])
     "cnn_small": (lambda: cnn_small(input_size=12, channels=(3, 5, 6), hidden=7), (3, 1, 12, 12)),
     "mlp": (lambda: mlp(in_features=20, hidden=(9, 7)), (3, 20)),
 }
-MODES = [("offline", "batched"), ("online", "batched"), ("online", "constant")]
+MODES = [("offline", "batched", None), ("online", "batched", None), ("online", "batched", 3),
+         ("online", "constant", None)]
+MODE_IDS = ["offline", "online-blocks", "online-one-block", "constant"]
 
 
 class _NoStep:
@@ -61,14 +63,20 @@ def reference_grads(student, link, x, y, config):
     return {n: p.grad.clone() for n, p in student.named_parameters()}
 
 
-@pytest.mark.parametrize("mode,memory", MODES, ids=["offline", "online", "constant"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("mode,memory,time_block", MODES, ids=MODE_IDS)
 @pytest.mark.parametrize("name", list(ZOO))
-def test_layerwise_gradients_equal_one_backward_of_the_sum(name, mode, memory):
+def test_layerwise_gradients_equal_one_backward_of_the_sum(name, mode, memory, time_block, layout):
+    """Every mode (online: blocks of 2 of T = 3 steps, one block of 3, one step at a time), in both layouts."""
+    if layout == "channels_last" and name == "mlp":
+        pytest.skip("no 4-d activations")
     teacher, student, x, y = _setup(name)
     config = LTLConfig(time_steps=3, mode=mode, warmup=1 if mode == "online" else 0, memory=memory,
-                       ce_weight=0.7).check()
+                       ce_weight=0.7, time_block=time_block).check()
     link = tandem.Tandem(teacher, student)
-    ref = reference_grads(student, link, x, y, config)
+    ref = reference_grads(student, link, x, y, config)           # NCHW
+    if layout == "channels_last":
+        student.to(memory_format=torch.channels_last)            # the same modules, their weights re-laid
     stats = ltl_step(student, link, _NoStep(student), x, y, config)
     got = {n: p.grad for n, p in student.named_parameters()}
     assert got.keys() == ref.keys() and all(g is not None for g in got.values())
@@ -132,6 +140,36 @@ def test_saved_spikes_are_packed_and_gradients_do_not_change():
     assert packed[1] >= 2                       # the 2nd conv and the hidden Linear saved packed spikes
     for n in grads[0]:
         assert torch.equal(grads[1][n], grads[0][n]), n
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("alive", [True, False], ids=["spikes-alive", "spikes-freed"])
+def test_saved_spikes_come_back_exactly_alive_or_freed(alive, layout):
+    """A conv saves the spikes it reads as bytes; its backward gets them back bit for bit: the float tensor itself
+    while the caller still holds it (no second copy), the unpacked bytes once it was freed."""
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    conv = nn.Conv2d(4, 3, 3, padding=1).to(memory_format=fmt)
+    s = (torch.rand(6, 4, 5, 5, generator=torch.Generator().manual_seed(0)) < 0.4).float().to(memory_format=fmt)
+    expected = torch.autograd.grad(conv(s).square().sum(), conv.weight)[0]
+    store, given = SpikeStore(), []
+    spikes = store.mark(s.clone(memory_format=torch.preserve_format))
+    original_unpack = store._unpack
+
+    def unpack(saved):
+        out = original_unpack(saved)
+        given.append(out)
+        return out
+    store._unpack = unpack
+    with store:
+        out = conv(spikes)
+    ident = id(spikes)
+    if not alive:
+        del spikes
+    (grad,) = torch.autograd.grad(out.square().sum(), conv.weight)
+    assert store.packed == 1 and torch.equal(grad, expected)
+    restored = [t for t in given if t.shape == s.shape]
+    assert len(restored) == 1 and torch.equal(restored[0], s)
+    assert (id(restored[0]) == ident) == alive
 
 
 def test_spike_store_leaves_other_tensors_alone():

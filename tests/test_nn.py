@@ -194,6 +194,67 @@ def test_stepwise_online_tandem_matches_batched():
         step(x[:B])
 
 
+def test_blocks_of_steps_match_the_batched_forward():
+    torch.manual_seed(0)
+    m = small_snn(T=5)
+    b = torch.randn(4, 1, 8, 8)
+    _, batched = m(b, return_steps=True)
+    m.reset_state()
+    blocks = torch.cat([m.step(b, steps=2), m.step(b, steps=2), m.step(b)]).view(5, 4, -1)
+    assert torch.allclose(blocks, batched, atol=1e-6)
+    with pytest.raises(ValueError, match="steps must be a positive int"):
+        m.step(b, steps=0)
+
+
+@pytest.mark.parametrize("stepwise", [False, True], ids=["batched", "blocks"])
+@pytest.mark.parametrize("param", ["scalar", "per_channel", "per_neuron"])
+@pytest.mark.parametrize("tandem", [None, "offline", "online"])
+def test_lif_runs_channels_last_without_a_copy(param, tandem, stepwise):
+    """A channels-last [T*B, C, H, W] current gives the spikes, losses and gradients of its NCHW twin, as
+    channels-last spikes, and the plain LIF copies no activation on the way (no aten::copy_ / clone of one)."""
+    if stepwise and tandem == "offline":
+        pytest.skip("a stepwise LIF learns online only")
+    T, B, C, H, W = 4, 2, 3, 5, 6
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(T * B, C, H, W, generator=g) * 1.5
+    y = torch.rand(B, C, H, W, generator=g)
+    threshold = {"scalar": 0.5, "per_channel": torch.rand(C, 1, 1, generator=g) + 0.3,
+                 "per_neuron": torch.rand(C, H, W, generator=g) + 0.3}[param]
+    results = []
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        lif = LIF(beta=0.8, threshold=threshold, reset="soft", surrogate="sigmoid", learnable="threshold",
+                  time_steps=T, stepwise=stepwise)
+        xi = x.clone().to(memory_format=fmt).requires_grad_()
+        run = TandemRun({"l": lif}, {"l": y}, mode=tandem, warmup=1) if tandem else None
+        with run or torch.enable_grad():
+            if stepwise:
+                lif.block = 2
+                s = torch.cat([lif(xi[:2 * B]), lif(xi[2 * B:])])
+            else:
+                s = lif(xi)
+        weights = torch.arange(s.numel(), dtype=s.dtype).view(s.shape) / s.numel()
+        loss = run.total() if run else (s * weights).sum()       # plain: the surrogate through a weighted sum
+        grads = torch.autograd.grad(loss, [xi, lif.threshold], allow_unused=True)
+        results.append((s, loss.detach(), grads))
+    (s0, l0, g0), (s1, l1, g1) = results
+    assert torch.equal(s0, s1) and s1.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(l1, l0)
+    for a, b in zip(g0, g1):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(b, a)
+    if tandem is None and not stepwise:
+        lif = LIF(beta=0.8, threshold=threshold, time_steps=T)
+        xc = x.to(memory_format=torch.channels_last)
+        with torch.profiler.profile(record_shapes=True) as prof:
+            lif(xc)
+        per_step = B * C * H * W                 # a per-neuron parameter ([C, H, W] -> [H, W, C]) may be copied
+        copies = [(e.name, e.input_shapes) for e in prof.events()
+                  if e.name in ("aten::copy_", "aten::clone", "aten::contiguous")
+                  and any(len(sh) and torch.Size(sh).numel() >= per_step for sh in e.input_shapes)]
+        assert copies == [], copies
+
+
 def test_encodings():
     x = torch.rand(2, 3)
     d = encode(x, 4, "direct")

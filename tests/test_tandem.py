@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from conftest import DEVICES, DTYPES, TOL
-from ltl_ext.functional import tandem_loss, tandem_loss_reference, tandem_step, tandem_step_reference
+from ltl_ext.functional import (tandem_block, tandem_block_reference, tandem_loss, tandem_loss_reference, tandem_step,
+                                tandem_step_reference)
 from ltl_ext.ops.params import SURROGATES
 
 _OPS = torch.ops.ltl_ext
@@ -158,6 +159,47 @@ def test_stepwise_sums_to_batched_online(dtype, reset, surrogate, per_neuron, de
     _close(total, loss_b, dtype, "summed step losses")
     for g, gb in zip(_grads(total, tensors), g_b):
         _close(g, gb, dtype, "stepwise grads")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("block", [2, 3])
+@pytest.mark.parametrize("per_neuron", [False, True], ids=["scalar", "per_neuron"])
+@pytest.mark.parametrize("reset,surrogate", [("hard", "rect"), ("soft", "sigmoid")])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+def test_blocks_match_reference_and_sum_to_batched_online(dtype, reset, surrogate, per_neuron, block, device):
+    """tandem_block over blocks of n steps (the last one shorter) == its reference, and summed == batched online."""
+    T, warmup = 7, 2
+    x, y, kw = _inputs(T, (3, 5), dtype, device, per_neuron)
+    kw.update(reset=reset, surrogate=surrogate)
+    tensors = [x] + [v for v in kw.values() if isinstance(v, torch.Tensor)]
+    s_b, loss_b = tandem_loss(x, y, mode="online", warmup=warmup, **kw)
+    g_b = _grads(loss_b, tensors)
+    v = c = v_r = c_r = None
+    total, total_r, spikes = 0, 0, []
+    for t0 in range(0, T, block):
+        s, l, v, c = tandem_block(x[t0:t0 + block], y, v, c, t0, warmup=warmup, **kw)
+        s_r, l_r, v_r, c_r = tandem_block_reference(x[t0:t0 + block], y, v_r, c_r, t0, warmup=warmup, **kw)
+        assert torch.equal(s, s_r) and not s.requires_grad and not v.requires_grad and not c.requires_grad
+        _close(v, v_r, dtype, f"v after block {t0}")
+        _close(c, c_r, dtype, f"count after block {t0}")
+        _close(l, l_r, dtype, f"loss of block {t0}")
+        spikes.append(s)
+        total, total_r = total + l, total_r + l_r
+    assert torch.equal(torch.cat(spikes), s_b)
+    _close(total, loss_b, dtype, "summed block losses")
+    for g, g_r, gb in zip(_grads(total, tensors), _grads(total_r, tensors), g_b):
+        _close(g, gb, dtype, "block grads vs batched")
+        _close(g, g_r, dtype, "block grads vs reference")
+
+
+def test_block_bad_input():
+    x, y = torch.randn(4, 3), torch.rand(3)
+    with pytest.raises(ValueError, match="t0 must be"):
+        tandem_block(x, y, None, None, -1, beta=0.9)
+    with pytest.raises(ValueError, match="t0 must be"):
+        tandem_block_reference(x, y, None, None, True, beta=0.9)
+    with pytest.raises(ValueError, match="count has shape"):
+        tandem_block(x, y, None, torch.zeros(5), 2, beta=0.9)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -246,7 +246,8 @@ def test_calibrate_trains_only_what_it_may(teacher, data):
             assert torch.equal(p, before[n]) and p.requires_grad, n
         else:
             assert not torch.equal(p, before[n]), n
-    assert chip_loss() < 0.9 * loss_before, (loss_before, chip_loss())   # calibration compensates the noise
+    # calibration compensates the noise: 0.86-0.91x over seeds and layouts (float32 trajectories differ), 1.0 without
+    assert chip_loss() < 0.95 * loss_before, (loss_before, chip_loss())
     assert trainer.evaluate(test, model=chip)["student_acc"] >= noisy_acc - 100 / len(test.dataset)   # <= 1 image
     copy.deepcopy(chip)                               # nothing of the step is left on the modules
     trainer.calibrate(chip, train, steps=4, lr=1e-2, train_thresholds=True)

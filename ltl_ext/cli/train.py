@@ -33,7 +33,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--teacher-lr", type=float, default=0.05)
     p.add_argument("--mode", choices=("offline", "online"), default="offline")
     p.add_argument("--memory", choices=("batched", "constant"), default="batched",
-                   help="online mode: batched over T (fast) or one step at a time (memory independent of T)")
+                   help="online mode: in blocks of --time-block steps (default) or one step at a time")
+    p.add_argument("--time-block", type=int, default=None, metavar="N",
+                   help="online mode: time steps per block (memory grows with it, not with T; default 2)")
     p.add_argument("--epochs", type=int, default=5, help="LTL epochs (default: %(default)s)")
     p.add_argument("--time-steps", "-T", type=int, default=16)
     p.add_argument("--warmup", type=int, default=None, help="online warm-up steps (default: 3T/4)")
@@ -163,7 +165,7 @@ def _train(args, dist) -> int:
                 percentile=percentile, init=args.init, lr=args.lr, device=device, teacher_spec=spec,
                 calib_data=_first_images(train_loader) if args.init == "teacher" else None, distributed=dist,
                 schedule=args.schedule, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
-                precision=args.precision)
+                precision=args.precision, time_block=args.time_block)
         except ValueError as e:      # a flag combination the trainer refuses (e.g. --warmup >= -T online)
             raise UserError(str(e).splitlines()[0]) from None
     if dist.is_main:                 # loggers on rank 0 only (its history holds the figures of all ranks)

@@ -2,7 +2,7 @@
 
 A student trained on them uses ``encoding="none"`` (``LocalTandemTrainer(..., encoding="none")``): each batch is
 ``x [T, B, ...]`` (time first, the layout the student folds to ``[T*B, ...]``) and its ANN teacher sees the
-time-average ``x.mean(0)`` (``ltl_ext.nn.layers.time_average``). Train that teacher on the same reduction:
+time-average ``x.mean(0)`` (``ltl_ext.nn.encoding.time_average``). Train that teacher on the same reduction:
 ``train_teacher(teacher, time_averaged(train))``.
 
 The ``.npz`` layout (read with ``allow_pickle=False``)::

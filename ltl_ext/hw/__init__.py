@@ -1,7 +1,12 @@
 """Floor 6b, the hardware: analog device models, programmed chips, and the robustness study.
 
-- ``noise``: :class:`~ltl_ext.hw.noise.DeviceModel`, ``program`` (a chip: a copy of the student with device
-  non-idealities as parametrizations), save/load of chips (also reachable as ``ltl_ext.noise``);
+- ``noise``: the face, also reachable as ``ltl_ext.noise``: :class:`~ltl_ext.hw.noise.DeviceModel`, ``program``,
+  save/load of chips (re-exported from the modules below), and noise during training (``noise_aware``,
+  ``read_noise``);
+- ``chip``: a chip, a copy of the student with device non-idealities as parametrizations: ``program``, ``at``,
+  ``unprogram``, ``save_chip``/``load_chip``, and which layers are on it;
+- ``analog``: the parametrizations of one tensor: a weight on one device (quantise, variation, read noise, stuck
+  devices) and neuron mismatch of a LIF's threshold or leak;
 - ``devices``: :class:`DeviceModel` and its presets from published measurements (PCM after aihwkit, RRAM);
 - ``pairs``: differential-pair weights and the PCM statistics (programming noise, drift, read noise, compensation);
 - ``converters``: DAC/ADC quantisation of a crossbar layer;

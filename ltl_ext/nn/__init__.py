@@ -1,7 +1,8 @@
 """Floor 5a, the layers: drop-in spiking layers and the model zoo.
 
 - ``layers``: :class:`LIF` (the spiking neuron, time folded into the batch), :class:`ClampReLU` (the teacher's
-  clipped activation), :class:`SpikingModel` (runs a model over T steps) and the input encodings;
+  clipped activation), :class:`SpikingModel` (runs a model over T steps, or the next n steps at a time);
+- ``encoding``: how a batch becomes the ``[T*B, ...]`` input current (direct, Poisson, time-major sequences);
 - ``tandem_run``: :class:`TandemRun`, one forward in tandem mode (targets in, local losses out, optionally
   back-propagated layer by layer); ``packing``: :class:`SpikeStore`, saved spikes kept as 1 byte (bool);
 - ``zoo``: the teachers' architectures (``vgg11``, ``vgg16``, ``cnn_small``, ``mlp``, ``resnet``), also

@@ -27,13 +27,13 @@ from torch import Tensor, nn
 
 from .. import functional
 from ..ops.params import RESETS, SURROGATES, check_lif_values
+from .encoding import ENCODINGS, encode, time_average  # noqa: F401 (re-exported: ltl_ext.nn.layers.encode)
 from .tandem_run import TandemRun
 
 __all__ = ["LIF", "ClampReLU", "SpikingModel", "encode", "time_average", "lifs", "ANN_ACTIVATIONS"]
 
 _LEARNABLE = {False: (), None: (), "threshold": ("threshold",), "beta": ("beta",), "both": ("threshold", "beta")}
 _TENSOR_PARAMS = ("beta", "threshold", "alpha")
-ENCODINGS = ("direct", "poisson", "none")
 
 
 class ClampReLU(nn.Module):
@@ -76,8 +76,9 @@ class LIF(nn.Module):
             ``nn.Parameter`` s. In the forward a learnable threshold is clamped to ``>= min_threshold`` and a
             learnable beta to [0, 1] (the op validates its arguments; clamping keeps training from breaking it).
         time_steps: T, used to unfold ``[T*B, ...]``; :class:`SpikingModel` sets it.
-        stepwise: if True each forward is ONE time step ``[B, ...]`` and the state ``v``, ``count``, ``t`` is kept
-            (detached) between calls until :meth:`reset_state` (constant memory in T, online LTL).
+        stepwise: if True each forward is the next ``block`` time steps ``[block*B, ...]`` (default one step,
+            ``[B, ...]``) and the state ``v``, ``count``, ``t`` is kept (detached) between calls until
+            :meth:`reset_state`: memory grows with the block, not with T (online LTL).
 
     ``beta``, ``threshold`` and ``alpha`` are always tensors (buffers, or parameters when learnable), so they
     move with ``.to()`` and are saved in the ``state_dict``. They are scalars (0-d) or per-neuron tensors of
@@ -94,7 +95,8 @@ class LIF(nn.Module):
     detached spikes, so each layer's gradient stays inside the layer. Nothing is stored on the module.
 
     Shapes: forward ``[T*B, *neuron] -> [T*B, *neuron]`` spikes in {0, 1} (x's dtype); stepwise
-    ``[B, *neuron] -> [B, *neuron]``.
+    ``[block*B, *neuron] -> [block*B, *neuron]``. A channels-last ``[T*B, C, H, W]`` input runs as it lies in
+    memory (no copy) and gives channels-last spikes.
     """
 
     def __init__(self, beta: Union[float, Tensor] = math.exp(-1 / 10), threshold: Union[float, Tensor] = 0.6,
@@ -126,7 +128,8 @@ class LIF(nn.Module):
         # which teacher activation this neuron learns from (set by convert; None = the module of the same name)
         self.teacher_name: Optional[str] = None
         self.teacher_call: int = 0
-        # stepwise state
+        # stepwise state, and the time steps one stepwise call runs ([block*B, ...] in, SpikingModel.step sets it)
+        self.block: int = 1
         self.v: Optional[Tensor] = None
         self.count: Optional[Tensor] = None
         self.t: int = 0
@@ -224,29 +227,47 @@ class LIF(nn.Module):
             raise ValueError(f"LIF got a leading dim of {x.shape[0]}, not a multiple of time_steps = {T}; inside "
                              f"a spiking model tensors are [T*B, ...] (wrap the model in SpikingModel)")
         xs = x.reshape(T, x.shape[0] // T, *x.shape[1:])
+        kwargs, target = self.lif_kwargs(), None if name is None else run.target(name)
+        if _is_channels_last(x):      # run on the [T, B, H, W, C] view: the op sees contiguous memory, no copy
+            xs, kwargs, target = _neurons_last(xs, kwargs, target)
         if name is None:
-            return functional.lif(xs, **self.lif_kwargs()).reshape(x.shape)
-        s, loss = functional.tandem_loss(xs, run.targets[name], mode=run.mode, warmup=run.warmup,
-                                         **self.lif_kwargs())
-        return run.give(name, loss, s.reshape(x.shape))
+            s = functional.lif(xs, **kwargs)
+        else:
+            s, loss = functional.tandem_loss(xs, target, mode=run.mode, warmup=run.warmup, **kwargs)
+        if _is_channels_last(x):
+            s = s.permute(0, 1, 4, 2, 3)
+        s = s.reshape(x.shape)
+        return s if name is None else run.give(name, loss, s)
 
     def _forward_step(self, x: Tensor, run: Optional[TandemRun], name: Optional[str]) -> Tensor:
-        if self.v is not None and self.v.shape != x.shape:
+        n = self.block
+        if x.shape[0] % n != 0:
+            raise ValueError(f"stepwise LIF got a leading dim of {x.shape[0]}, not a multiple of its block of {n} "
+                             f"steps ([n*B, ...]: SpikingModel.step(x, steps=n) sets it)")
+        xs = x.reshape(n, x.shape[0] // n, *x.shape[1:])
+        if self.v is not None and self.v.shape != xs.shape[1:]:
             raise RuntimeError(f"stepwise LIF state has shape {tuple(self.v.shape)} but the input is "
-                               f"{tuple(x.shape)}; call reset_state() (SpikingModel.reset_state()) between batches")
+                               f"{tuple(xs.shape[1:])} per step; call reset_state() (SpikingModel.reset_state()) "
+                               f"between batches")
+        kwargs, target, v, count = self.lif_kwargs(), None if name is None else run.target(name), self.v, self.count
+        last = _is_channels_last(x)
+        if last:
+            xs, kwargs, target = _neurons_last(xs, kwargs, target)
+            v, count = (None if t is None else t.permute(0, 2, 3, 1) for t in (v, count))
         if name is None:
-            s, v = functional.lif(x.unsqueeze(0), v0=self.v, return_v=True, **self.lif_kwargs())
-            s = s[0]
-            self.v = v.detach()
-            self.count = s.detach() if self.count is None else self.count + s.detach()
+            s, v = functional.lif(xs, v0=v, return_v=True, **kwargs)
+            v = v.detach()
+            count = s.detach().sum(0) if count is None else count + s.detach().sum(0)
         else:
             if run.mode != "online":
                 raise RuntimeError("a stepwise LIF learns online only: run it in a TandemRun with mode='online'")
-            s, loss, self.v, self.count = functional.tandem_step(
-                x, run.targets[name], self.v, self.count, self.t, warmup=run.warmup, **self.lif_kwargs())
-            s = run.give(name, loss, s)
-        self.t += 1
-        return s
+            s, loss, v, count = functional.tandem_block(xs, target, v, count, self.t, warmup=run.warmup, **kwargs)
+        if last:
+            s, v, count = s.permute(0, 1, 4, 2, 3), v.permute(0, 3, 1, 2), count.permute(0, 3, 1, 2)
+        self.v, self.count = v, count
+        self.t += n
+        s = s.reshape(x.shape)
+        return s if name is None else run.give(name, loss, s)
 
     def extra_repr(self) -> str:
         def show(n):
@@ -265,45 +286,26 @@ class LIF(nn.Module):
         return s
 
 
+def _is_channels_last(x: Tensor) -> bool:
+    """A 4-d ``[T*B, C, H, W]`` activation laid out channels-last (NHWC in memory), not also plain contiguous."""
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def _neurons_last(xs: Tensor, kwargs: dict, target: Optional[Tensor]) -> Tuple[Tensor, dict, Optional[Tensor]]:
+    """The channels-last view ``[T, B, H, W, C]`` of ``xs`` [T, B, C, H, W], with the per-neuron parameters and the
+    target permuted the same way, so the fused op reads the memory as it lies (the neuron index is free to the op:
+    it is elementwise over neurons). Views only; the target ``[B, C, H, W]`` is small (no T) and may be copied."""
+    def last(p):
+        if not isinstance(p, Tensor) or p.dim() == 0:
+            return p
+        return p.reshape((1,) * (3 - p.dim()) + tuple(p.shape)).permute(1, 2, 0)
+    kwargs = {k: last(v) if k in _TENSOR_PARAMS else v for k, v in kwargs.items()}
+    return xs.permute(0, 1, 3, 4, 2), kwargs, None if target is None else target.permute(0, 2, 3, 1)
+
+
 def lifs(model: nn.Module) -> List[Tuple[str, LIF]]:
     """All ``(name, LIF)`` in ``model``, in module order."""
     return [(n, m) for n, m in model.named_modules() if isinstance(m, LIF)]
-
-
-def encode(x: Tensor, time_steps: int, encoding: str = "direct") -> Tensor:
-    """Encode a batch ``x`` [B, ...] over T steps into ``[T*B, ...]`` (time-major).
-
-    - ``"direct"``: the (normalised) input is the first layer's current at every step: x repeated T times.
-    - ``"poisson"``: rate coding, S[t] ~ Bernoulli(clamp(x, 0, 1)) independently per step (x must be in [0, 1],
-      e.g. pixel intensities, not mean/std-normalised values).
-    - ``"none"``: x already is a sequence ``[T, B, ...]`` (event frames, audio features, pre-encoded spikes),
-      time-major; it is only folded to ``[T*B, ...]``. Its teacher sees the time-average (:func:`time_average`).
-    """
-    if encoding not in ENCODINGS:
-        raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
-    if encoding == "none":
-        if x.dim() < 2 or x.shape[0] != time_steps:
-            raise ValueError(f"encoding='none' takes time-major sequences [T={time_steps}, B, ...], got shape "
-                             f"{tuple(x.shape)}")
-        return x.flatten(0, 1)
-    xs = x.unsqueeze(0).expand(time_steps, *x.shape).reshape(time_steps * x.shape[0], *x.shape[1:])
-    if encoding == "poisson":
-        lo, hi = torch.aminmax(x)          # one sync per batch: firing probabilities must be probabilities
-        if float(lo) < 0 or float(hi) > 1:
-            raise ValueError(f"poisson encoding takes intensities in [0, 1] (firing probabilities), got values in "
-                             f"[{float(lo):.3g}, {float(hi):.3g}]: pass raw images (ltl_ext's loaders do; the zoo's "
-                             f"models normalise inside), not mean/std-normalised ones")
-        xs = (torch.rand_like(xs) < xs).to(x.dtype)
-    return xs
-
-
-def time_average(module: nn.Module, args: tuple) -> tuple:
-    """Forward pre-hook giving a teacher the time-average ``[B, ...]`` of a time-major input ``[T, B, ...]``.
-
-    The ANN teacher of a student fed sequences (``encoding="none"``) has no time axis; it sees the mean over T,
-    the rate that direct encoding would repeat at every step. ``teacher.register_forward_pre_hook(time_average)``.
-    """
-    return (args[0].mean(0),) + tuple(args[1:])
 
 
 class SpikingModel(nn.Module):
@@ -315,9 +317,11 @@ class SpikingModel(nn.Module):
     O[t]`` (with graph: online LTL's readout loss and per-step accuracy use it). Each forward starts every neuron
     from rest, so no state leaks between batches; nothing of the forward is kept on the module.
 
-    ``step(x)``: one time step for constant-memory runs: x ``[B, ...]`` (the raw input; encoded for one step)
-    -> readout current ``[B, classes]`` at this step. The LIFs switch to stepwise mode and keep their state until
-    :meth:`reset_state` (call it before each batch). ``forward`` switches them back.
+    ``step(x, steps=1)``: the next ``steps`` time steps, for runs whose memory must not grow with T: x ``[B, ...]``
+    (the raw input, encoded for these steps; with ``encoding="none"`` the block's own inputs: the frame ``[B, ...]``
+    for one step, ``[steps, B, ...]`` for several)
+    -> readout current ``[steps*B, classes]`` at these steps. The LIFs switch to stepwise mode and keep their
+    state until :meth:`reset_state` (call it before each batch). ``forward`` switches them back.
 
     ``time_steps`` (settable) is propagated to every LIF.
     """
@@ -366,12 +370,21 @@ class SpikingModel(nn.Module):
         steps = out.reshape(T, B, *out.shape[1:])
         return (steps.mean(0), steps) if return_steps else steps.mean(0)
 
-    def step(self, x: Tensor) -> Tensor:
+    def step(self, x: Tensor, steps: int = 1) -> Tensor:
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be a positive int, got {steps!r}")
         if not self._stepwise:
             self._set_stepwise(True)
-        if self.encoding == "poisson":
-            x = (torch.rand_like(x) < x.clamp(0, 1)).to(x.dtype)
-        return self.model(x)
+        for _, m in self.lifs():
+            m.block = steps
+        if self.encoding == "none":          # x holds these steps already: one frame [B, ...], or [steps, B, ...]
+            if steps == 1:
+                return self.model(x)
+            if x.dim() < 2 or x.shape[0] != steps:
+                raise ValueError(f"encoding='none': step(x, steps={steps}) takes the block's inputs [steps, B, ...], "
+                                 f"got shape {tuple(x.shape)}")
+            return self.model(x.flatten(0, 1))
+        return self.model(encode(x, steps, self.encoding))
 
     def extra_repr(self) -> str:
         return f"time_steps={self._time_steps}, encoding={self.encoding!r}"

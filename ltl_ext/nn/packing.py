@@ -42,7 +42,7 @@ class SpikeStore:
     """``saved_tensors_hooks`` that keep marked spike tensors as bits (see the module docstring).
 
     :meth:`mark` registers a spike tensor (weakly: it is forgotten when freed); a saved tensor is packed when it
-    or the tensor it is a view of was marked, and it is contiguous (a strided view is kept as it is). Use it as
+    or the tensor it is a view of was marked, and it is dense (contiguous, or channels-last; a strided view is kept as it is). Use it as
     a context manager around the forward; nesting is allowed (PyTorch stacks the hooks). ``packed`` counts the
     tensors it packed.
     """
@@ -63,14 +63,23 @@ class SpikeStore:
         return self._spikes.get(id(root)) is root
 
     def _pack(self, t: Tensor):
-        if t.requires_grad or not t.is_contiguous() or not self.is_spikes(t):
+        dense = t.is_contiguous() or (t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last))
+        if t.requires_grad or not dense or not self.is_spikes(t):
             return t
         self.packed += 1
-        return pack_spikes(t)
+        return (weakref.ref(t), t._version) + pack_spikes(t)
 
     @staticmethod
     def _unpack(saved):
-        return saved if isinstance(saved, Tensor) else unpack_spikes(*saved)
+        if isinstance(saved, Tensor):
+            return saved
+        original, version, packed, dtype = saved
+        live = original()
+        # The float spikes are often still alive when the backward runs (the layer-wise engine's input to the layer
+        # being trained): hand them back unchanged rather than a second float copy; the bits serve once they died.
+        if live is not None and live._version == version:
+            return live
+        return unpack_spikes(packed, dtype)
 
     def __enter__(self) -> "SpikeStore":
         self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)

@@ -48,7 +48,8 @@ class TandemRun:
         targets: student layer name -> target y_l ``[B, *neuron]`` (normalised teacher activation, detached).
         mode: ``"offline"`` (MSE of the rate over all T steps) or ``"online"`` (per-step loss from ``warmup`` on).
         warmup: online only: steps before it carry no loss.
-        backward: back-propagate each local loss as soon as it exists (see the module docstring).
+        backward: back-propagate each local loss as soon as it exists (see the module docstring); offline, a
+            layer's target is then released once its loss went back (one forward per run).
         pack_spikes: store spikes saved for the backward as bool, 1 byte each (:class:`SpikeStore`).
         loss_scale: with ``backward``, what is back-propagated is ``loss_scale(loss_l)`` (mixed precision: a
             ``torch.amp.GradScaler``'s ``scale``); ``losses`` keep the unscaled values.
@@ -85,12 +86,24 @@ class TandemRun:
         """The layer name of ``module`` in this run, ``None`` if it does not learn in it."""
         return self._names.get(id(module))
 
+    def target(self, name: str) -> Tensor:
+        """The target of layer ``name`` (its LIF calls this once per forward)."""
+        if name not in self.targets:
+            raise RuntimeError(f"LIF {name!r} ran twice in one offline tandem forward; its target was released after "
+                               f"its first call. Each LIF learns once per forward: use one LIF module per activation "
+                               f"(ltl_ext.convert splits reused activations)")
+        return self.targets[name]
+
     def give(self, name: str, loss: Tensor, spikes: Tensor) -> Tensor:
         """Called by a LIF with its local ``loss`` and (detached) ``spikes``: back-propagates the loss at once
-        if ``backward``, records it, marks the spikes for the spike store; returns the spikes."""
+        if ``backward``, records it, marks the spikes for the spike store; returns the spikes. An offline layer
+        that has back-propagated is done with its target, which is released (the targets of the layers still to
+        come are all that stays)."""
         if self.backward and loss.requires_grad:
             (loss if self.loss_scale is None else self.loss_scale(loss)).backward(retain_graph=True)
             loss = loss.detach()
+            if self.mode == "offline":
+                del self.targets[name]
         prev = self.losses.get(name)
         self.losses[name] = loss if prev is None else prev + loss
         return spikes if self.spikes is None else self.spikes.mark(spikes)

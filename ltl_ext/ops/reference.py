@@ -136,6 +136,29 @@ def _online_step(x_t, y, v, count, t, warmup, p):
     return s, v_new, count, loss_t
 
 
+def tandem_block_reference(x: Tensor, target: Tensor, v: Optional[Tensor], count: Optional[Tensor], t0: int, *,
+                           warmup=0, beta, alpha=1.0, threshold=1.0, reset="soft", v_reset=0.0,
+                           surrogate="sigmoid", surrogate_alpha=None, detach_reset=False):
+    """Online LTL over a block of n steps ``t0 .. t0+n-1``: ``x`` [n, *] from the state ``v``, ``count`` after step
+    t0-1 (``None`` at t0 = 0). Returns ``(spikes [n, *], loss, v_new, count_new)``, spikes and state detached;
+    ``loss`` is the sum of the block's ``tandem_step`` losses (the same gradient). Blocks of n = 1 are
+    :func:`tandem_step_reference`; one block of n = T is the online :func:`tandem_loss_reference`. Memory O(n N).
+    """
+    if not isinstance(x, Tensor) or x.dim() < 1:
+        raise ValueError("x must be a tensor [n, *] with the block's time steps first")
+    if isinstance(t0, bool) or not isinstance(t0, int) or t0 < 0:
+        raise ValueError(f"t0 must be the non-negative index of the block's first step, got {t0!r}")
+    spikes, loss = [], None
+    for i in range(x.shape[0]):
+        s, loss_t, v, count = tandem_step_reference(x[i], target, v, count, t0 + i, warmup=warmup, beta=beta,
+                                                    alpha=alpha, threshold=threshold, reset=reset, v_reset=v_reset,
+                                                    surrogate=surrogate, surrogate_alpha=surrogate_alpha,
+                                                    detach_reset=detach_reset)
+        spikes.append(s)
+        loss = loss_t if loss is None else loss + loss_t
+    return torch.stack(spikes), loss, v, count
+
+
 def tandem_step_reference(x_t: Tensor, target: Tensor, v: Optional[Tensor], count: Optional[Tensor], t: int, *,
                           warmup=0, beta, alpha=1.0, threshold=1.0, reset="soft", v_reset=0.0,
                           surrogate="sigmoid", surrogate_alpha=None, detach_reset=False):

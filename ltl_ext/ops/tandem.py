@@ -14,7 +14,8 @@ Same signatures and semantics as ``reference.tandem_loss_reference`` / ``tandem_
 
 The loss is returned in the math type (float32 for half/bf16 x, as autocast does for reductions), so that a loss
 scale such as ``GradScaler``'s 65536 reaches the backward intact (65536 is not a finite float16).
-- stepwise: ``tandem_online`` with T = 1 from a given state: O(N) memory whatever T.
+- blocks (``tandem_block``): ``tandem_online`` over n steps from a given state (t0, v, count): O(n N) memory
+  whatever T; ``tandem_step`` is its n = 1 case.
 
 The teacher target gets a gradient too (it rarely needs one). Tensor beta/alpha/threshold are read in their own
 broadcast shape and get their gradients reduced to it by the op (csrc/op.h); every tensor check is the op's, with
@@ -31,7 +32,7 @@ from .library import HAS_C
 from .lif import check_ready, check_same_device, grad_like, math_dtype, split_param
 from .params import check_warmup
 
-__all__ = ["tandem_loss", "tandem_step"]
+__all__ = ["tandem_loss", "tandem_block", "tandem_step"]
 
 _ops = torch.ops.ltl_ext
 # the overloads themselves: no overload resolution per call
@@ -66,23 +67,39 @@ def tandem_loss(x: Tensor, target: Tensor, *, mode="offline", warmup=0, beta, al
     return out[0], out[1]
 
 
+def tandem_block(x: Tensor, target: Tensor, v: Optional[Tensor], count: Optional[Tensor], t0: int, *, warmup=0,
+                 beta, alpha=1.0, threshold=1.0, reset="soft", v_reset=0.0, surrogate="sigmoid",
+                 surrogate_alpha=None, detach_reset=False):
+    """Online LTL over a block of n steps from a given state, O(n N) memory: ``(spikes [n, *], loss, v_new,
+    count_new)``; see ``tandem_block_reference``. Running T steps in blocks gives the gradient of the online
+    ``tandem_loss`` (no gradient crosses time), in memory that grows with the block, not with T."""
+    check_ready(x, "tandem_block", v=v, count=count)
+    if isinstance(t0, bool) or not isinstance(t0, int) or t0 < 0:
+        raise ValueError(f"t0 must be the non-negative index of the block's first step, got {t0!r}")
+    check_warmup("offline", warmup, t0 + 1)
+    b, bs = split_param("beta", beta)
+    a, as_ = split_param("alpha", alpha)
+    th, ts = split_param("threshold", threshold)
+    g = torch.is_grad_enabled()
+    out = _ONLINE(x, target, b, a, th, v, count, bs, as_, ts, reset, v_reset, surrogate, surrogate_alpha, t0,
+                  warmup, True, g and x.requires_grad, g and _needs(b), g and _needs(a), g and _needs(th),
+                  g and _needs(target))
+    return out[0], out[1], out[2], out[3]
+
+
 def tandem_step(x_t: Tensor, target: Tensor, v: Optional[Tensor], count: Optional[Tensor], t: int, *, warmup=0,
                 beta, alpha=1.0, threshold=1.0, reset="soft", v_reset=0.0, surrogate="sigmoid",
                 surrogate_alpha=None, detach_reset=False):
     """One step of online LTL with O(N) memory: ``(spikes_t, loss_t, v_new, count_new)``; see
     ``tandem_step_reference``. ``loss_t.backward()`` gives this step's local gradient (x_t, tensor params)."""
-    check_ready(x_t, "tandem_step", v=v, count=count)
     if isinstance(t, bool) or not isinstance(t, int) or t < 0:
         raise ValueError(f"t must be the non-negative step index, got {t!r}")
-    check_warmup("offline", warmup, t + 1)
-    b, bs = split_param("beta", beta)
-    a, as_ = split_param("alpha", alpha)
-    th, ts = split_param("threshold", threshold)
-    g = torch.is_grad_enabled()
-    out = _ONLINE(x_t.unsqueeze(0), target, b, a, th, v, count, bs, as_, ts, reset, v_reset, surrogate,
-                  surrogate_alpha, t, warmup, True, g and x_t.requires_grad, g and _needs(b), g and _needs(a),
-                  g and _needs(th), g and _needs(target))
-    return out[0][0], out[1], out[2], out[3]
+    if not isinstance(x_t, Tensor):
+        check_ready(x_t, "tandem_step")
+    s, loss, v, count = tandem_block(x_t.unsqueeze(0), target, v, count, t, warmup=warmup, beta=beta, alpha=alpha,
+                                     threshold=threshold, reset=reset, v_reset=v_reset, surrogate=surrogate,
+                                     surrogate_alpha=surrogate_alpha, detach_reset=detach_reset)
+    return s[0], loss, v, count
 
 
 # ---- fake kernels (shapes and dtypes only: torch.compile, opcheck) ---------------------------------------------

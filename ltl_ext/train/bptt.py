@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..nn import SpikingModel
-from .config import default_device
+from .config import default_device, place_student
 from .evaluation import evaluate_spiking
 from .progress import _len_or_none, _progress
 
@@ -24,7 +24,7 @@ class BPTTTrainer:
         if not isinstance(student, SpikingModel):
             student = SpikingModel(student, time_steps=time_steps)
         student.time_steps = time_steps
-        self.student = student.to(self.device)
+        self.student = place_student(student, self.device, all_steps_at_once=True)
         self.time_steps = time_steps
         self.optimizer = torch.optim.Adam([p for p in self.student.parameters() if p.requires_grad], lr=lr)
         self.history: List[Dict[str, Any]] = []

@@ -1,9 +1,60 @@
-"""What on-chip calibration trains, and an endless pass over a loader."""
+"""On-chip calibration: LTL on a copy of the student (a noisy chip, say) against the trainer's teacher, what it
+trains (the programmed weights; thresholds on request), and an endless pass over a loader."""
 from __future__ import annotations
 
+from dataclasses import asdict
+from typing import Any, Dict, Iterable, Optional
+
+import torch
 from torch import nn
 
-from ..nn import LIF
+from ..ltl import tandem
+from ..nn import LIF, SpikingModel
+from .config import LTLConfig, default_warmup
+from .engine import ltl_step
+from .evaluation import per_layer
+from .progress import _progress
+
+
+def calibrate(teacher: nn.Module, model: SpikingModel, loader: Iterable, base: LTLConfig, *, steps: int = 300,
+              mode: str = "online", lr: Optional[float] = None, train_thresholds: bool = False,
+              memory: str = "batched", warmup: Optional[int] = None, device=None,
+              progress: bool = False) -> Dict[str, Any]:
+    """Train ``model`` with LTL against ``teacher`` for ``steps`` batches (cycling ``loader``) with a fresh Adam;
+    the run's config is ``base`` with ``mode``, ``memory``, the model's T, ``warmup`` (default ``base``'s when it
+    fits T) and ``lr`` (default ``base``'s). ``LocalTandemTrainer.calibrate`` documents the rest; returns
+    ``{"steps", "loss", "ce", "local_loss"}`` averaged over the last 10 % of the steps."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be a non-negative int, got {steps!r}")
+    T = model.time_steps
+    if warmup is None:
+        warmup = base.warmup if base.warmup < T else default_warmup(T)
+    config = LTLConfig(**dict(asdict(base), mode=mode, memory=memory, time_steps=T, warmup=warmup,
+                              lr=float(lr if lr is not None else base.lr))).check()
+    params, toggled = _calibration_params(model, train_thresholds)
+    if not params:
+        raise ValueError("calibrate: the model has no trainable parameter")
+    for p in toggled:
+        p.requires_grad_(not p.requires_grad)
+    opt = torch.optim.Adam(params, lr=config.lr)
+    link = tandem.Tandem(teacher, model, percentile=config.percentile)
+    was_training = model.training
+    model.train()
+    tail, sums = max(1, steps // 10), {}
+    try:
+        it = _cycle(loader)
+        for i in _progress(range(steps), progress, desc="calibrate"):
+            x, y = next(it)
+            stats = ltl_step(model, link, opt, x.to(device), y.to(device), config)
+            if i >= steps - tail:
+                for k, v in stats.items():
+                    sums[k] = sums.get(k, 0.0) + v / tail
+    finally:
+        link.close()
+        for p in toggled:
+            p.requires_grad_(not p.requires_grad)
+        model.train(was_training)
+    return {"steps": steps, "loss": sums.get("loss"), "ce": sums.get("ce"), "local_loss": per_layer(sums, 1)}
 
 
 def _calibration_params(model: nn.Module, train_thresholds: bool):

@@ -11,7 +11,8 @@ One step reads as a straight line (ltl-method.md §3, §4)::
 
 Backward of each ``loss_l`` separately gives the gradient of ``ce_weight * CE + sum_l loss_l`` (gradients add
 linearly; tests/test_engine.py checks it against one backward of the sum). Online LTL with ``memory="constant"``
-runs the student one time step at a time (``SpikingModel.step``): O(1) memory in T, same gradients.
+runs the student one time step at a time, and with ``time_block=n`` n steps at a time (``SpikingModel.step``):
+memory grows with the block, not with T; same gradients (online LTL has no gradient through time).
 """
 from __future__ import annotations
 
@@ -45,8 +46,9 @@ def ltl_step(model: SpikingModel, link: "tandem.Tandem", opt: torch.optim.Optimi
     with amp:
         run = link.batch(x, mode=config.mode, warmup=config.warmup, backward=True, loss_scale=scale)
     with _one_all_reduce(model):
-        if config.memory == "constant":
-            ce = _stepwise(model, run, x, y, config, amp, scale)
+        block = config.block_steps()
+        if block < config.time_steps:
+            ce = _blockwise(model, run, x, y, config, amp, scale, block)
         else:
             with amp, run:                                  # each layer's backward runs inside this forward
                 _, steps = model(x, return_steps=True)
@@ -86,40 +88,54 @@ def ltl_losses(model: SpikingModel, link: "tandem.Tandem", x: Tensor, y: Tensor,
     return _stats(readout_loss(_at_least_float32(steps), y, config), run, config)
 
 
-def readout_loss(step_logits: Tensor, y: Tensor, config: LTLConfig) -> Tensor:
-    """Readout CE from the per-step readout ``step_logits`` [T, B, classes].
+def readout_loss(step_logits: Tensor, y: Tensor, config: LTLConfig, t0: int = 0,
+                 before: Optional[Tensor] = None) -> Tensor:
+    """Readout CE from the per-step readout ``step_logits`` [n, B, classes] of steps t0 .. t0+n-1.
 
-    Offline: CE of the time-averaged readout. Online: sum over t >= warmup of CE(O[t] / (t+1)) with
-    O[t] = O[t-1].detach() + readout current at t, so each step's gradient is local in time (§4)."""
+    Offline: CE of the time-averaged readout (one block of all T steps). Online: sum over t >= warmup of
+    CE(O[t] / (t+1)) with O[t] = O[t-1].detach() + readout current at t, so each step's gradient is local in time
+    (§4); ``before`` is O[t0-1] (the sum of the earlier blocks' readout, detached; None at t0 = 0)."""
     if config.mode == "offline":
         return F.cross_entropy(step_logits.mean(0), y)
-    T = step_logits.shape[0]
-    prev = torch.cumsum(step_logits.detach(), 0) - step_logits.detach()        # O[t-1], detached
-    steps = torch.arange(1, T + 1, device=step_logits.device, dtype=step_logits.dtype).view(T, 1, 1)
+    n = step_logits.shape[0]
+    cur = step_logits.detach()
+    prev = torch.cumsum(cur, 0) - cur                                        # O[t-1] within the block, detached
+    if before is not None:
+        prev = prev + before
+    steps = torch.arange(t0 + 1, t0 + n + 1, device=step_logits.device, dtype=step_logits.dtype).view(n, 1, 1)
     running = (prev + step_logits) / steps                                     # O[t] / (t+1)
-    w = config.warmup
-    return F.cross_entropy(running[w:].flatten(0, 1), y.repeat(T - w), reduction="sum") / y.shape[0]
+    w = max(config.warmup - t0, 0)
+    if w >= n:
+        return step_logits.new_zeros(())
+    return F.cross_entropy(running[w:].flatten(0, 1), y.repeat(n - w), reduction="sum") / y.shape[0]
 
 
-def _stepwise(model: SpikingModel, run: TandemRun, x: Tensor, y: Tensor, config: LTLConfig, amp, scale) -> Tensor:
-    """Online LTL one time step at a time: the LIFs back-propagate their step's loss inside ``model.step``, the
-    readout's CE(O[t] / (t+1)) right after; nothing is kept across steps, so memory does not grow with T.
-    Gradients equal those of the batched online form. Returns the summed readout CE (detached)."""
+def _blockwise(model: SpikingModel, run: TandemRun, x: Tensor, y: Tensor, config: LTLConfig, amp, scale,
+               block: int) -> Tensor:
+    """Online LTL in blocks of ``block`` time steps: the LIFs back-propagate their block's loss inside
+    ``model.step``, the readout's CE of the block right after; only the detached state crosses blocks, so memory
+    grows with the block, not with T. Gradients equal those of one block of all T steps (online LTL has no
+    gradient through time). Returns the summed readout CE (detached)."""
     ce_sum = x.new_zeros((), dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
-    out_sum = None
+    before, T, B = None, config.time_steps, y.shape[0]
     model.reset_state()
     try:
         with run:
-            for t in range(config.time_steps):
-                with torch.set_grad_enabled(t >= config.warmup):     # warm-up steps carry no loss
+            for t0 in range(0, T, block):
+                n = min(block, T - t0)
+                with torch.set_grad_enabled(t0 + n > config.warmup):      # warm-up blocks carry no loss
                     with amp:
-                        current = _at_least_float32(model.step(x))   # readout current at step t
-                    running = current if out_sum is None else out_sum + current
-                    out_sum = running.detach()
-                    if t >= config.warmup:
-                        ce = F.cross_entropy(running / (t + 1), y)
+                        inputs = x[t0:t0 + n] if config.encoding == "none" else x
+                        if config.encoding == "none" and n == 1:
+                            inputs = inputs[0]
+                        current = _at_least_float32(model.step(inputs, steps=n))   # readout current [n*B, classes]
+                    current = current.reshape(n, B, *current.shape[1:])
+                    if t0 + n > config.warmup:
+                        ce = readout_loss(current, y, config, t0, before)
                         _backward(config.ce_weight * ce, scale)
                         ce_sum = ce_sum + ce.detach()
+                    block_sum = current.detach().sum(0)
+                    before = block_sum if before is None else before + block_sum
     finally:
         model.reset_state()
     return ce_sum

@@ -1,13 +1,17 @@
-"""Evaluation of spiking students and ANN teachers: accuracy (final and per time step), firing rates."""
+"""Evaluation of spiking students and ANN teachers: accuracy (final and per time step), firing rates, and the LTL
+losses of a student measured without training."""
 from __future__ import annotations
 
+import itertools
+from dataclasses import asdict
 from typing import Any, Dict, Iterable, Optional
 
 import torch
 from torch import nn
 
 from ..nn import LIF, SpikingModel
-from .config import default_device
+from .config import LTLConfig, default_device
+from .engine import ltl_losses
 from .progress import _len_or_none, _progress
 
 
@@ -96,3 +100,30 @@ def evaluate_ann(model: nn.Module, loader: Iterable, device=None) -> float:
         raise ValueError("the evaluation loader yields no sample")
     return 100.0 * correct / n
 
+
+
+@torch.no_grad()
+def local_losses(student: SpikingModel, link, loader: Iterable, config: LTLConfig, *, device,
+                 max_batches: Optional[int] = None) -> Dict[str, Any]:
+    """The LTL losses of ``student`` against ``link``'s teacher on ``loader``, without training:
+    ``{"loss", "ce", "local_loss": {layer: loss}}``, each averaged over batches (a constant-memory online config is
+    measured in the equal batched online form)."""
+    if config.memory == "constant":
+        config = LTLConfig(**dict(asdict(config), memory="batched"))
+    sums, b = {}, 0
+    was_training = student.training
+    student.eval()
+    try:
+        for x, y in itertools.islice(loader, None if max_batches is None else max(max_batches, 0)):
+            for k, v in ltl_losses(student, link, x.to(device), y.to(device), config).items():
+                sums[k] = sums.get(k, 0.0) + v
+            b += 1
+    finally:
+        student.train(was_training)
+    b = max(b, 1)
+    return {"loss": sums.get("loss", 0.0) / b, "ce": sums.get("ce", 0.0) / b, "local_loss": per_layer(sums, b)}
+
+
+def per_layer(sums: Dict[str, float], n: float) -> Dict[str, float]:
+    """``{layer: sum / n}`` from the engine's ``"local/<layer>"`` entries of summed step statistics."""
+    return {k[len("local/"):]: v / n for k, v in sums.items() if k.startswith("local/")}

@@ -1,14 +1,12 @@
 """``LocalTandemTrainer``: the face of the training floor (fit, evaluate, calibrate, save/load).
 
-The step itself lives in :mod:`.engine`, evaluation in :mod:`.evaluation`, checkpoint I/O in :mod:`.checkpoint`.
-The trainer sees only ``ltl_ext.nn`` / ``ltl_ext.ltl`` (floor 5), never the kernels.
+The trainer builds a run (teacher, student, pairing, optimiser, process group) and holds its state; the work is
+done elsewhere: the step in :mod:`.engine`, the fit loop with its resume bookkeeping in :mod:`.fit`, evaluation in
+:mod:`.evaluation`, on-chip calibration in :mod:`.calibration`, the checkpoint's content in :mod:`.state` (written
+by :mod:`.checkpoint`). The trainer sees only ``ltl_ext.nn`` / ``ltl_ext.ltl`` (floor 5), never the kernels.
 """
 from __future__ import annotations
 
-import copy
-import math
-import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 
@@ -18,21 +16,16 @@ from torch import Tensor, nn
 from ..distributed import Distributed
 from ..ltl import tandem
 from ..nn import SpikingModel
-from ..nn.layers import time_average
-from .calibration import _calibration_params, _cycle
-from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state, write_json
+from ..nn.encoding import time_average
+from . import calibration, evaluation, fit as fit_loop, state
 from .callbacks import Callback, CallbackList
-from .schedules import SchedulerFactory, schedule as schedule_by_name
-from .config import DEFAULT_LR, LTLConfig, autocast, default_device, default_percentile, default_warmup
-from .engine import ltl_losses, ltl_step
-from .evaluation import evaluate_spiking
-from .progress import _len_or_none, _print_epoch, _progress
-from .teacher import _build_from_spec, _load_module
-
-CKPT_KIND = "ltl_trainer"
+from .checkpoint import save_checkpoint
+from .schedules import SchedulerFactory
+from .config import DEFAULT_LR, LTLConfig, autocast, default_device, default_percentile, default_warmup, place_student
+from .engine import ltl_step
+from .state import CKPT_KIND
 
 
-# ============================================================================================= the trainer
 class LocalTandemTrainer:
     """Train a spiking student from a trained ANN teacher with Local Tandem Learning.
 
@@ -44,7 +37,10 @@ class LocalTandemTrainer:
 
     ``student=None`` converts the teacher (``ltl_ext.convert``; ``init="teacher"`` copies its BN-folded weights
     and balances thresholds, ``"random"`` keeps only the structure). ``mode="online"`` with ``memory="constant"``
-    runs the student one time step at a time with a backward per step: memory independent of ``time_steps``.
+    runs the student one time step at a time with a backward per step: memory independent of ``time_steps``;
+    otherwise online LTL runs in blocks of ``time_block`` steps (default 2, :data:`.config.TIME_BLOCK`): memory
+    grows with the block, the gradient is the same (no gradient crosses time in online LTL), and warm-up blocks
+    run without a graph.
 
     Each step is layer-wise (:mod:`.engine`): a layer's local loss is back-propagated as soon as the layer has
     run, inside the student's forward, so only one layer's graph is alive at a time; one optimiser step per batch.
@@ -67,7 +63,8 @@ class LocalTandemTrainer:
                  weight_decay: float = 0.0, encoding: str = "direct", calib_data=None,
                  seed: Optional[int] = None, teacher_spec: Optional[dict] = None, distributed=None,
                  schedule: Union[str, SchedulerFactory, None] = "none", grad_clip: Optional[float] = None,
-                 precision: str = "32", callbacks: Optional[Iterable[Callback]] = None):
+                 precision: str = "32", callbacks: Optional[Iterable[Callback]] = None,
+                 time_block: Optional[int] = None):
         if warmup is None:                # the code's 12 of 16 steps, scaled to T
             warmup = default_warmup(time_steps)
         if isinstance(percentile, str) and percentile == "auto":      # the mode's default (train/config.py)
@@ -77,7 +74,7 @@ class LocalTandemTrainer:
                                 init=init, lr=float(lr), memory=memory, ce_weight=float(ce_weight),
                                 weight_decay=float(weight_decay), encoding=encoding,
                                 schedule="custom" if callable(schedule) else (schedule or "none"),
-                                grad_clip=grad_clip, precision=precision).check()
+                                grad_clip=grad_clip, precision=precision, time_block=time_block).check()
         if not isinstance(teacher, nn.Module):
             raise TypeError(f"teacher must be a torch.nn.Module (a trained ANN), got {type(teacher).__name__}")
         if seed is not None:
@@ -98,7 +95,8 @@ class LocalTandemTrainer:
         if not isinstance(student, SpikingModel):
             student = SpikingModel(student, time_steps=time_steps, encoding=encoding)
         student.time_steps = time_steps          # the SpikingModel passes T on to its LIFs
-        self.student = student.to(self.device)
+        self.student = place_student(student, self.device,
+                                     all_steps_at_once=self.config.block_steps() == self.config.time_steps)
         # several processes: per-batch percentiles of the global batch, so N processes train like one
         self.link = tandem.Tandem(self.teacher, self.student, percentile=percentile,
                                   percentile_fn=self.dist.percentile if self.dist.enabled else None)
@@ -163,91 +161,21 @@ class LocalTandemTrainer:
         ``LocalTandemTrainer.load(path).fit(same loader, epochs)`` then gives the same result as an
         uninterrupted run (bit for bit on CPU). ``best_checkpoint``: written when an epoch beats every earlier one
         on validation student accuracy (``self.best`` says which). ``metrics_path``: the history as JSON.
+        ``max_steps``: at most this many steps per epoch. ``callback``: called with each epoch's entry.
         Returns the history: one dict per epoch (losses, per-layer local losses, validation accuracies, seconds).
 
         Raises ``ValueError`` when the loader yields no batch or a label outside the model's classes, and
         ``FloatingPointError`` naming the layer and the step when a loss is NaN or infinite; the checkpoints
         written before stay as they were.
         """
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-            raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
-        train_loader = self.dist.shard_loader(train_loader, train=True)
-        progress = progress and self.dist.is_main
-        self._start_schedule(epochs)
-        self.callbacks.on_fit_start(self)
-        while self.epoch < epochs:
-            skip = self._begin_epoch(train_loader)
-            t0 = time.perf_counter() - self._epoch_sums.get("seconds", 0.0)
-            self.student.train()
-            bar = _progress(train_loader, progress, desc=f"LTL {self.mode} epoch {self.epoch + 1}/{epochs}",
-                            total=_len_or_none(train_loader))
-            seen = 0
-            for i, (x, y) in enumerate(bar):
-                seen += 1
-                if i < skip:
-                    if i == skip - 1:
-                        set_rng_state(self._resume_rng)
-                    continue
-                stats = self.train_step(x, y)
-                self._check_finite(stats)
-                self._accumulate(stats, len(y))
-                self.step_in_epoch += 1
-                self.global_step += 1
-                self.callbacks.on_step_end(self, self.global_step, stats)
-                if progress:
-                    bar.set_postfix(loss=f"{stats['loss']:.4f}", ce=f"{stats['ce']:.3f}")
-                if checkpoint is not None and checkpoint_every and self.step_in_epoch % checkpoint_every == 0:
-                    self._epoch_sums["seconds"] = time.perf_counter() - t0
-                    self.save(checkpoint)
-                if max_steps is not None and self.step_in_epoch >= max_steps:
-                    break
-            if seen == 0:
-                raise ValueError(f"fit: the training loader yielded no batch in epoch {self.epoch + 1} (an empty "
-                                 f"data set, or a batch size larger than the data with drop_last?)")
-            self._epoch_sums["seconds"] = time.perf_counter() - t0
-            if checkpoint is not None:       # the epoch's training is saved before anything can fail in evaluation
-                self.save(checkpoint)
-            entry = self._end_epoch(time.perf_counter() - t0, val_loader, progress)
-            if progress:
-                _print_epoch(entry)
-            if callback is not None:
-                callback(entry)
-            self.callbacks.on_epoch_end(self, entry)
-            if metrics_path is not None and self.dist.is_main:
-                write_json(metrics_path, {"config": asdict(self.config), "history": self.history})
-            if checkpoint is not None:
-                self.save(checkpoint)
-            if best_checkpoint is not None and self.best is not None and self.best["epoch"] == entry["epoch"]:
-                self.save(best_checkpoint)
-        self.callbacks.on_fit_end(self, self.history)
-        return self.history
-
-    def _start_schedule(self, epochs: int) -> None:
-        """Build the learning-rate scheduler once, for a run of ``epochs`` epochs (a resumed run keeps its own)."""
-        if self.scheduler is not None or self.config.schedule == "none":
-            return
-        if self.config.schedule == "custom":
-            if self._schedule_factory is None:
-                raise ValueError("this run was trained with a custom scheduler factory: pass schedule= (the same "
-                                 "factory) to LocalTandemTrainer.load to resume it")
-            self.scheduler = self._schedule_factory(self.optimizer)
-        else:
-            self.scheduler = schedule_by_name(self.config.schedule, max(epochs, 1))(self.optimizer)
-        self.schedule_epochs = epochs
+        return fit_loop.fit(self, train_loader, epochs, val_loader, checkpoint=checkpoint,
+                            checkpoint_every=checkpoint_every, progress=progress, metrics_path=metrics_path,
+                            callback=callback, max_steps=max_steps, best_checkpoint=best_checkpoint)
 
     def _check_finite(self, stats: Dict[str, float]) -> None:
-        """A NaN or infinite loss stops training, naming the layer(s) and the step (nothing is saved after it)."""
-        bad = {k: v for k, v in stats.items() if not math.isfinite(v)}
-        if not bad:
-            return
-        names = [f"layer {k[len('local/'):]!r} local loss {v}" for k, v in bad.items() if k.startswith("local/")]
-        if "ce" in bad:
-            names.append(f"readout cross-entropy {bad['ce']}")
-        names = names or [f"total loss {bad.get('loss')}"]
-        raise FloatingPointError(
-            f"non-finite loss at epoch {self.epoch + 1}, step {self.step_in_epoch + 1} (global step "
-            f"{self.global_step + 1}): {'; '.join(names)}. The student's weights after this step are not saved; "
-            f"the last checkpoint written stays as it was (lower the learning rate, or check the inputs)")
+        """A NaN or infinite loss stops training, naming the layer(s) and the step (:func:`.fit.check_finite`)."""
+        fit_loop.check_finite(stats, epoch=self.epoch, step_in_epoch=self.step_in_epoch,
+                              global_step=self.global_step)
 
     def _check_labels(self, x: Tensor, y: Tensor) -> None:
         """Labels must index the model's outputs: a ``ValueError`` names those that do not (cross-entropy would
@@ -261,87 +189,13 @@ class LocalTandemTrainer:
             raise ValueError(f"labels {bad[:10]}{' ...' if len(bad) > 10 else ''} lie outside the model's {c} "
                              f"classes [0, {c - 1}]: the data and the model do not match")
 
-    def _begin_epoch(self, loader) -> int:
-        """Fix the loader's order and the RNG state at the start of an epoch; on resume, rewind to them.
-
-        A loader whose sampler has ``set_epoch`` (``ltl_ext.data``'s, ``DistributedSampler``) is told the epoch;
-        otherwise the state of its ``generator`` at the start of the epoch is kept in the checkpoint. Returns
-        how many batches of this epoch were already trained: a mid-epoch resume replays the same order, skips
-        them, then restores the RNG state of the interruption.
-        """
-        sampler = getattr(loader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(self.epoch)
-        gen = getattr(loader, "generator", None)
-        if self._epoch_start is not None and self.step_in_epoch > 0:   # resuming in the middle of an epoch
-            glob, loader_state = self._epoch_start
-            self._resume_rng = rng_state()
-            set_rng_state(glob)
-            if gen is not None and loader_state is not None:
-                gen.set_state(loader_state)
-            return self.step_in_epoch
-        self._epoch_start = (rng_state(), gen.get_state() if gen is not None else None)
-        self._epoch_sums = {}
-        self.step_in_epoch = 0
-        return 0
-
-    def _accumulate(self, stats: Dict[str, float], n: int):
-        s = self._epoch_sums
-        s["n"] = s.get("n", 0) + n
-        s["batches"] = s.get("batches", 0) + 1
-        for k, v in stats.items():
-            s[k] = s.get(k, 0.0) + v
-
-    def _end_epoch(self, seconds: float, val_loader, progress: bool) -> Dict[str, Any]:
-        s = self.dist.all_sum({k: v for k, v in self._epoch_sums.items() if k != "seconds"})  # over the ranks
-        b = max(s.get("batches", 0), 1)
-        entry: Dict[str, Any] = {
-            "epoch": self.epoch + 1, "seconds": seconds, "samples": int(s.get("n", 0)),
-            "images_per_s": s.get("n", 0) / seconds if seconds > 0 else None,
-            "lr": self.optimizer.param_groups[0]["lr"],
-            "loss": s.get("loss", 0.0) / b, "ce": s.get("ce", 0.0) / b,
-            "local_loss": {k[len("local/"):]: v / b for k, v in s.items() if k.startswith("local/")},
-        }
-        if val_loader is not None:
-            report = self.evaluate(val_loader, progress=progress)
-            entry.update(val_student_acc=report["student_acc"], val_teacher_acc=report["teacher_acc"],
-                         val_firing_rate=report["firing_rate"], val_acc_per_step=report["acc_per_step"])
-            if self.best is None or report["student_acc"] > self.best["val_student_acc"]:
-                self.best = {"epoch": entry["epoch"], "val_student_acc": report["student_acc"]}
-        if self.scheduler is not None:   # here, once per epoch: a resume from the pre-evaluation save replays it
-            self.scheduler.step()
-        self.history.append(entry)
-        self.epoch += 1
-        self.step_in_epoch = 0
-        self._epoch_sums = {}
-        self._epoch_start = None
-        return entry
-
-    @torch.no_grad()
+    # ------------------------------------------------------------------------------------------ evaluate
     def local_losses(self, loader: Iterable, max_batches: Optional[int] = None) -> Dict[str, Any]:
         """The LTL losses on ``loader`` without training: ``{"loss", "ce", "local_loss": {layer: loss}}``, each
         averaged over batches (online constant-memory runs are measured in the equal batched online form)."""
-        config = self.config
-        if config.memory == "constant":
-            config = LTLConfig(**dict(asdict(config), memory="batched"))
-        sums, b = {}, 0
-        was_training = self.student.training
-        self.student.eval()
-        try:
-            for i, (x, y) in enumerate(loader):
-                if max_batches is not None and i >= max_batches:
-                    break
-                for k, v in ltl_losses(self.student, self.link, x.to(self.device), y.to(self.device),
-                                       config).items():
-                    sums[k] = sums.get(k, 0.0) + v
-                b += 1
-        finally:
-            self.student.train(was_training)
-        b = max(b, 1)
-        return {"loss": sums.get("loss", 0.0) / b, "ce": sums.get("ce", 0.0) / b,
-                "local_loss": {k[len("local/"):]: v / b for k, v in sums.items() if k.startswith("local/")}}
+        return evaluation.local_losses(self.student, self.link, loader, self.config, device=self.device,
+                                       max_batches=max_batches)
 
-    # ------------------------------------------------------------------------------------------ evaluate
     def _as_spiking(self, model: nn.Module) -> SpikingModel:
         """A model given to ``evaluate``/``calibrate`` (a chip programmed from a bare student, say) runs over this
         trainer's T and encoding; its own parameters are used (and trained) in place."""
@@ -360,9 +214,9 @@ class LocalTandemTrainer:
         """
         model = self.student if model is None else self._as_spiking(model)
         with autocast(self.config.precision, self.device):      # evaluated as it was trained
-            report = evaluate_spiking(model, self._labels_checked(self.dist.shard_loader(loader, train=False)),
-                                      teacher=self.teacher, device=self.device,
-                                      progress=progress and self.dist.is_main, max_batches=max_batches)
+            report = evaluation.evaluate_spiking(
+                model, self._labels_checked(self.dist.shard_loader(loader, train=False)), teacher=self.teacher,
+                device=self.device, progress=progress and self.dist.is_main, max_batches=max_batches)
         return self.dist.weighted_mean(report, weight=report["samples"])   # this rank's share -> all of it
 
     def _labels_checked(self, loader: Iterable) -> Iterable:
@@ -381,60 +235,14 @@ class LocalTandemTrainer:
         Runs ``steps`` batches (cycling ``loader``) with a fresh Adam (``lr`` defaults to the trainer's).
         Returns ``{"steps", "loss", "ce", "local_loss"}`` averaged over the last 10 % of the steps.
         """
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise ValueError(f"steps must be a non-negative int, got {steps!r}")
-        model = self._as_spiking(model)
-        T = model.time_steps
-        if warmup is None:
-            warmup = self.config.warmup if self.config.warmup < T else default_warmup(T)
-        config = LTLConfig(**dict(asdict(self.config), mode=mode, memory=memory, time_steps=T, warmup=warmup,
-                                  lr=float(lr if lr is not None else self.config.lr))).check()
-        params, toggled = _calibration_params(model, train_thresholds)
-        if not params:
-            raise ValueError("calibrate: the model has no trainable parameter")
-        for p in toggled:
-            p.requires_grad_(not p.requires_grad)
-        opt = torch.optim.Adam(params, lr=config.lr)
-        link = tandem.Tandem(self.teacher, model, percentile=config.percentile)
-        was_training = model.training
-        model.train()
-        tail, sums = max(1, steps // 10), {}
-        try:
-            it = _cycle(loader)
-            for i in _progress(range(steps), progress, desc="calibrate"):
-                x, y = next(it)
-                stats = ltl_step(model, link, opt, x.to(self.device), y.to(self.device), config)
-                if i >= steps - tail:
-                    for k, v in stats.items():
-                        sums[k] = sums.get(k, 0.0) + v / tail
-        finally:
-            link.close()
-            for p in toggled:
-                p.requires_grad_(not p.requires_grad)
-            model.train(was_training)
-        return {"steps": steps, "loss": sums.get("loss"), "ce": sums.get("ce"),
-                "local_loss": {k[len("local/"):]: v for k, v in sums.items() if k.startswith("local/")}}
+        return calibration.calibrate(self.teacher, self._as_spiking(model), loader, self.config, steps=steps,
+                                     mode=mode, lr=lr, train_thresholds=train_thresholds, memory=memory,
+                                     warmup=warmup, device=self.device, progress=progress)
 
     # ------------------------------------------------------------------------------------------ checkpoints
     def state_dict(self) -> Dict[str, Any]:
-        gen_state = None
-        if self._epoch_start is not None:
-            gen_state = {"rng": self._epoch_start[0], "loader": self._epoch_start[1]}
-        return {
-            "config": asdict(self.config),
-            "teacher_spec": self.teacher_spec,
-            "student_converted": self.student_converted,
-            "teacher": self.teacher.state_dict(),
-            "student": self.student.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "link": self.link.state_dict(),
-            "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
-            "history": copy.deepcopy(self.history), "epoch_sums": dict(self._epoch_sums),
-            "epoch_start": gen_state, "rng": rng_state(), "best": self.best,
-            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
-            "scaler": None if self.scaler is None else self.scaler.state_dict(),
-            "schedule_epochs": self.schedule_epochs,
-        }
+        """Everything a run needs to continue (:func:`.state.trainer_state`)."""
+        return state.trainer_state(self)
 
     def save(self, path) -> Path:
         """Write a checkpoint atomically: models, optimiser, epoch/step, history, config, RNG states.
@@ -472,47 +280,8 @@ class LocalTandemTrainer:
         schedules are rebuilt; the scheduler's state is restored with the optimiser's). Mismatches raise
         :class:`CheckpointError`.
         """
-        state = load_checkpoint(path, kind=CKPT_KIND)
-        try:
-            config = LTLConfig(**state["config"]).check()
-            if teacher is None:
-                teacher = _build_from_spec(state.get("teacher_spec"), path)
-            if student is None and not state["student_converted"]:
-                raise CheckpointError(f"{path}: the student was user-built; pass student= to load it")
-            trainer = cls(teacher, student, device=device, teacher_spec=state.get("teacher_spec"),
-                          distributed=distributed,
-                          **{k: v for k, v in asdict(config).items()
-                             if k in ("time_steps", "mode", "warmup", "percentile", "lr", "memory",
-                                      "ce_weight", "weight_decay", "encoding", "grad_clip", "precision")},
-                          schedule=schedule if config.schedule == "custom" else config.schedule,
-                          callbacks=callbacks, init="random")
-            trainer.config = config
-            trainer.student_converted = state["student_converted"]
-            _load_module(trainer.teacher, state["teacher"], "teacher", path)
-            _load_module(trainer.student, state["student"], "student", path)
-            trainer.optimizer.load_state_dict(state["optimizer"])
-            trainer.link.load_state_dict(state.get("link") or {})
-            trainer.epoch, trainer.step_in_epoch = int(state["epoch"]), int(state["step_in_epoch"])
-            trainer.global_step = int(state["global_step"])
-            trainer.history = list(state["history"])
-            trainer._epoch_sums = dict(state["epoch_sums"])
-            es = state.get("epoch_start")
-            trainer._epoch_start = None if es is None else (es["rng"], es["loader"])
-            trainer.best = state.get("best")
-            if trainer.scaler is not None and state.get("scaler") is not None:
-                trainer.scaler.load_state_dict(state["scaler"])
-            if state.get("scheduler") is not None:
-                trainer._start_schedule(int(state["schedule_epochs"]))
-                trainer.scheduler.load_state_dict(state["scheduler"])
-        except CheckpointError:
-            raise
-        except (KeyError, TypeError, ValueError, RuntimeError) as e:
-            raise CheckpointError(f"{path}: checkpoint does not match this version of ltl_ext or these "
-                                  f"models ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
-        if restore_rng:
-            set_rng_state(state["rng"])
-        return trainer
-
+        return state.load_trainer(cls, path, teacher, student, device=device, restore_rng=restore_rng,
+                                  distributed=distributed, schedule=schedule, callbacks=callbacks)
 
 
 def _join(distributed, device) -> Distributed:
@@ -524,4 +293,3 @@ def _join(distributed, device) -> Distributed:
     if distributed is None or distributed is True:
         return Distributed.setup(device, required=distributed is True)
     raise ValueError(f"distributed must be None, True, False or a Distributed, got {distributed!r}")
-

@@ -1,0 +1,160 @@
+"""NIR import: a ``nir.NIRGraph`` (or a file ``nir.write`` wrote) as a :class:`~ltl_ext.nn.SpikingModel`
+(:func:`import_nir`; conventions: :mod:`.nir`).
+
+The graph's nodes are visited in topological order and each becomes a module of a ``torch.fx.GraphModule``
+(:func:`_torch_module`), named after the node; a node with several inputs sums them.
+"""
+from __future__ import annotations
+
+import math
+import operator
+from collections import defaultdict
+from pathlib import Path
+from typing import Dict, List, Optional, Union
+
+import numpy as np
+import torch
+import torch.fx as fx
+from torch import nn
+
+from ..nn import LIF, SpikingModel
+from .nir_format import DEFAULT_DT, _nir, _safe, _unique
+
+
+def import_nir(graph_or_path, *, dt: Optional[float] = None, time_steps: Optional[int] = None) -> SpikingModel:
+    """A NIR graph (a ``nir.NIRGraph`` or a file written by ``nir.write``) as a :class:`SpikingModel`.
+
+    ``dt`` (seconds per step) defaults to the graph's ``metadata["dt"]``, else :data:`DEFAULT_DT`; ``time_steps`` to
+    ``metadata["time_steps"]``, else the SpikingModel default (16). The inverse of :func:`export_nir`: NIR LIF/IF
+    become :class:`~ltl_ext.nn.LIF` with a hard reset (``beta = 1 - dt/tau``, ``alpha = dt*r/tau``; IF: ``beta = 1``,
+    ``alpha = dt*r``), Affine/Linear -> ``nn.Linear``, Conv -> ``nn.Conv1d/2d``, AvgPool2d -> ``nn.AvgPool2d``,
+    SumPool2d -> ``nn.AvgPool2d(divisor_override=1)``, Flatten -> ``nn.Flatten``; a node with several inputs sums
+    them. The model is a ``torch.fx.GraphModule`` whose submodules are named after the NIR nodes.
+    """
+    nir = _nir()
+    graph = nir.read(str(graph_or_path)) if isinstance(graph_or_path, (str, Path)) else graph_or_path
+    if not isinstance(graph, nir.NIRGraph):
+        raise TypeError(f"import_nir takes a nir.NIRGraph or a path to a NIR file, got {type(graph).__name__}")
+    meta = graph.metadata if isinstance(graph.metadata, dict) else {}
+    dt = float(dt if dt is not None else meta.get("dt", DEFAULT_DT))
+    if not (math.isfinite(dt) and dt > 0):
+        raise ValueError(f"dt must be a positive number of seconds, got {dt!r}")
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        raise ValueError(f"import_nir needs one Input and one Output node, the graph has {len(graph.inputs)} and "
+                         f"{len(graph.outputs)}")
+    preds: Dict[str, List[str]] = defaultdict(list)
+    for a, b in graph.edges:
+        preds[b].append(a)
+    fx_graph, root, values, out = fx.Graph(), nn.Module(), {}, None
+    for name in _topological(graph):
+        node = graph.nodes[name]
+        if isinstance(node, nir.Input):
+            values[name] = fx_graph.placeholder("x")
+            continue
+        if not preds[name]:
+            raise ValueError(f"NIR node {name!r} ({type(node).__name__}) has no input")
+        x = values[preds[name][0]]
+        for p in preds[name][1:]:       # NIR sums the inputs of a node
+            x = fx_graph.call_function(operator.add, (x, values[p]))
+        if isinstance(node, nir.Output):
+            out = x
+            continue
+        attr = _unique(_safe(name), root._modules)
+        root.add_module(attr, _torch_module(nir, name, node, dt))
+        values[name] = fx_graph.call_module(attr, (x,))
+    fx_graph.output(out)
+    model = fx.GraphModule(root, fx_graph, class_name="NIRModel")
+    T = time_steps if time_steps is not None else meta.get("time_steps")
+    return SpikingModel(model) if T is None else SpikingModel(model, time_steps=int(T))
+
+
+def _topological(graph) -> List[str]:
+    indegree = {n: 0 for n in graph.nodes}
+    succ: Dict[str, List[str]] = defaultdict(list)
+    for a, b in graph.edges:
+        if a not in indegree or b not in indegree:
+            raise ValueError(f"NIR edge {a!r} -> {b!r} names a node the graph does not have")
+        indegree[b] += 1
+        succ[a].append(b)
+    ready = [n for n, d in indegree.items() if d == 0]
+    order = []
+    while ready:
+        n = ready.pop(0)
+        order.append(n)
+        for s in succ[n]:
+            indegree[s] -= 1
+            if indegree[s] == 0:
+                ready.append(s)
+    if len(order) != len(indegree):
+        raise ValueError("the NIR graph is recurrent (has a cycle); ltl_ext imports feed-forward graphs only")
+    return order
+
+
+def _scalar_or_tensor(a, name: str, what: str) -> Union[float, torch.Tensor]:
+    a = np.asarray(a, dtype=np.float64)
+    if not np.isfinite(a).all():
+        raise ValueError(f"NIR node {name!r}: {what} must be finite")
+    u = np.unique(a)
+    return float(u[0]) if u.size == 1 else torch.from_numpy(a.astype(np.float32))
+
+
+def _torch_module(nir, name: str, node, dt: float) -> nn.Module:
+    def t(a):
+        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+
+    meta = node.metadata if isinstance(getattr(node, "metadata", None), dict) else {}
+    if "ltl_ext_normalize_mean" in meta and "ltl_ext_normalize_std" in meta:
+        from ..nn import zoo
+        if hasattr(zoo, "Normalize"):
+            return zoo.Normalize(np.asarray(meta["ltl_ext_normalize_mean"]).tolist(),
+                                 np.asarray(meta["ltl_ext_normalize_std"]).tolist())
+
+    if isinstance(node, (nir.LIF, nir.IF)):
+        v_reset = np.unique(np.asarray(node.v_reset, np.float64))
+        if v_reset.size != 1:
+            raise ValueError(f"NIR node {name!r}: v_reset differs between neurons; ltl_ext's LIF has one v_reset")
+        if isinstance(node, nir.IF):
+            beta, alpha = 1.0, np.asarray(node.r, np.float64) * dt
+        else:
+            if np.any(np.asarray(node.v_leak) != 0):
+                raise ValueError(f"NIR node {name!r}: v_leak != 0; ltl_ext's LIF leaks towards 0")
+            tau = np.asarray(node.tau, np.float64)
+            if not (tau >= dt).all():
+                raise ValueError(f"NIR node {name!r}: tau < dt ({dt:g} s) is unstable in discrete time")
+            beta, alpha = 1.0 - dt / tau, np.asarray(node.r, np.float64) * dt / tau
+        return LIF(beta=_scalar_or_tensor(beta, name, "tau"), alpha=_scalar_or_tensor(alpha, name, "r"),
+                   threshold=_scalar_or_tensor(node.v_threshold, name, "v_threshold"), reset="hard",
+                   v_reset=float(v_reset[0]))
+    if isinstance(node, (nir.Affine, nir.Linear)):
+        w = np.asarray(node.weight)
+        if w.ndim != 2:
+            raise ValueError(f"NIR node {name!r}: only 2-D {type(node).__name__} weights map to nn.Linear")
+        m = nn.Linear(w.shape[1], w.shape[0], bias=isinstance(node, nir.Affine))
+        with torch.no_grad():
+            m.weight.copy_(t(w))
+            if m.bias is not None:
+                m.bias.copy_(t(node.bias))
+        return m
+    if isinstance(node, (nir.Conv1d, nir.Conv2d)):
+        w = np.asarray(node.weight)
+        cls = nn.Conv1d if isinstance(node, nir.Conv1d) else nn.Conv2d
+
+        def plain(v):
+            return v if isinstance(v, str) else tuple(int(i) for i in np.atleast_1d(v))
+        m = cls(w.shape[1] * int(node.groups), w.shape[0], tuple(w.shape[2:]), stride=plain(node.stride),
+                padding=plain(node.padding), dilation=plain(node.dilation), groups=int(node.groups), bias=True)
+        with torch.no_grad():
+            m.weight.copy_(t(w))
+            m.bias.copy_(t(node.bias))
+        return m
+    if isinstance(node, (nir.AvgPool2d, nir.SumPool2d)):
+        def pair(v):
+            return tuple(int(i) for i in np.broadcast_to(np.asarray(v), (2,)))
+        return nn.AvgPool2d(pair(node.kernel_size), pair(node.stride), pair(node.padding),
+                            divisor_override=1 if isinstance(node, nir.SumPool2d) else None)
+    if isinstance(node, nir.Flatten):
+        def torch_dim(d):   # torch counts the batch
+            return int(d) + 1 if d >= 0 else int(d)
+        return nn.Flatten(torch_dim(node.start_dim), torch_dim(node.end_dim))
+    raise ValueError(f"NIR node {name!r} is a {type(node).__name__}, which ltl_ext cannot import (it imports "
+                     f"Affine, Linear, Conv1d, Conv2d, AvgPool2d, SumPool2d, Flatten, LIF, IF)")

@@ -1,0 +1,115 @@
+"""Module swapping on the student's copy: what :func:`ltl_ext.convert` replaces, removes and splits, by module name.
+
+- :func:`copy_without_hooks`: the ANN's copy, without the hooks a trainer (or a user) left on it;
+- :func:`split_reused`: each extra call of a reused activation module gets its own copy (a neuron has state);
+- :func:`drop_dropout`: dropout modules become ``nn.Identity``;
+- :func:`neuron_names` / :func:`to_neurons`: which activations become neurons (those before the readout) and the
+  swap itself, each neuron remembering the teacher module (and call) it stands for.
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import Dict, List, Optional, Tuple
+
+import torch.fx as fx
+from torch import nn
+
+from ..nn import ANN_ACTIVATIONS as ACTIVATIONS
+from ..nn import LIF
+from .activations import WEIGHT_LAYERS
+
+DROPOUT = (nn.modules.dropout._DropoutNd,)
+
+#: the per-module hook dictionaries a trainer (or a user) may have filled; a converted student starts without them
+_HOOK_DICTS = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks",
+               "_forward_pre_hooks_with_kwargs", "_backward_hooks", "_backward_pre_hooks")
+
+
+def set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
+    """Put ``module`` at the dotted ``name`` inside ``root`` (replacing what was there)."""
+    parent, _, field = name.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, field, module)
+
+
+def copy_without_hooks(model: nn.Module) -> nn.Module:
+    """``copy.deepcopy(model)`` whose modules carry none of ``model``'s forward/backward hooks (the teacher may
+    carry a trainer's capture hooks; deep-copying those would copy their closures, the trainer and its teacher)."""
+    memo = {}
+    for m in model.modules():
+        for attr in _HOOK_DICTS:
+            hooks = m.__dict__.get(attr)
+            if isinstance(hooks, dict):
+                memo[id(hooks)] = type(hooks)()
+    return copy.deepcopy(model, memo)
+
+
+def split_reused(model: nn.Module, graph: fx.Graph, reused: str) -> Dict[str, Tuple[str, int]]:
+    """On ``graph`` (edited in place, copies registered on ``model``): each extra call of a reused activation
+    module gets its own copy named ``<name>_<k>``; returns ``{copy name: (module name, call index)}``.
+    ``reused="error"`` raises a ``ValueError`` naming the reused modules instead."""
+    calls: Dict[str, List[fx.Node]] = {}
+    for node in graph.nodes:
+        if node.op == "call_module" and isinstance(model.get_submodule(node.target), ACTIVATIONS):
+            calls.setdefault(node.target, []).append(node)
+    reused_names = {n: nodes for n, nodes in calls.items() if len(nodes) > 1}
+    if reused_names and reused == "error":
+        listing = ", ".join(f"{n!r} ({len(v)} calls)" for n, v in reused_names.items())
+        raise ValueError(f"activation module instances used more than once: {listing}; a spiking neuron has "
+                         f"state, so each use needs its own module (or call convert with reused='split')")
+    split_from: Dict[str, Tuple[str, int]] = {}
+    existing = {n for n, _ in model.named_modules()}
+    for name, nodes in reused_names.items():
+        for k, node in enumerate(nodes[1:], start=1):
+            new = f"{name}_{k}"
+            while new in existing:
+                new += "_"
+            existing.add(new)
+            set_submodule(model, new, copy.deepcopy(model.get_submodule(name)))
+            node.target = new
+            split_from[new] = (name, k)
+    return split_from
+
+
+def drop_dropout(model: nn.Module) -> None:
+    """Every dropout module of ``model`` becomes ``nn.Identity`` (names kept), in place."""
+    for name, m in list(model.named_modules()):
+        if name and isinstance(m, DROPOUT):
+            set_submodule(model, name, nn.Identity())
+
+
+def neuron_names(model: nn.Module, graph: Optional[fx.Graph]) -> List[str]:
+    """The activation modules that become neurons: all those called before the readout (the last weight layer),
+    in call order (module order when there is no graph). Warns (at ``convert``'s caller) where the neuron cannot
+    follow the activation: a LeakyReLU's negative slope, a Hardtanh below 0."""
+    if graph is not None:
+        order = [n.target for n in graph.nodes if n.op == "call_module"]
+    else:
+        order = [n for n, _ in model.named_modules()]
+    weights = [i for i, n in enumerate(order) if isinstance(model.get_submodule(n), WEIGHT_LAYERS)]
+    last = weights[-1] if weights else len(order)
+    names: List[str] = []
+    for n in order[:last]:
+        m = model.get_submodule(n)
+        if isinstance(m, ACTIVATIONS) and n not in names:
+            names.append(n)
+            if isinstance(m, nn.LeakyReLU):
+                warnings.warn(f"convert: {n!r} is a LeakyReLU; a spiking neuron cannot output negative values, so "
+                              f"its negative slope is lost", stacklevel=3)
+            elif isinstance(m, nn.Hardtanh) and m.min_val < 0:
+                warnings.warn(f"convert: {n!r} is a Hardtanh with min_val = {m.min_val} < 0; a spiking neuron "
+                              f"clips at 0", stacklevel=3)
+    return names
+
+
+def to_neurons(model: nn.Module, names: List[str], neuron: nn.Module,
+               split_from: Dict[str, Tuple[str, int]]) -> None:
+    """Each named activation becomes a deep copy of ``neuron`` at the same name, in place; a LIF remembers the
+    teacher module and call it stands for (``teacher_name``, ``teacher_call``) for the pairing."""
+    for n in names:
+        lif = copy.deepcopy(neuron)
+        if isinstance(lif, LIF):
+            lif.teacher_name, lif.teacher_call = split_from.get(n, (n, 0))
+        set_submodule(model, n, lif)
+    if isinstance(model, fx.GraphModule):
+        model.recompile()

@@ -1,0 +1,51 @@
+"""Input encodings: how a batch ``[B, ...]`` becomes the ``[T*B, ...]`` input current of a spiking model.
+
+- ``"direct"``: the (normalised) input is the first layer's current at every step;
+- ``"poisson"``: rate coding, independent Bernoulli spikes per step;
+- ``"none"``: the input already is a time-major sequence ``[T, B, ...]`` (event frames, audio features,
+  pre-encoded spikes); its ANN teacher sees the time-average (:func:`time_average`).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["ENCODINGS", "encode", "time_average"]
+
+ENCODINGS = ("direct", "poisson", "none")
+
+
+def encode(x: Tensor, time_steps: int, encoding: str = "direct") -> Tensor:
+    """Encode a batch ``x`` [B, ...] over T steps into ``[T*B, ...]`` (time-major).
+
+    - ``"direct"``: the (normalised) input is the first layer's current at every step: x repeated T times.
+    - ``"poisson"``: rate coding, S[t] ~ Bernoulli(clamp(x, 0, 1)) independently per step (x must be in [0, 1],
+      e.g. pixel intensities, not mean/std-normalised values).
+    - ``"none"``: x already is a sequence ``[T, B, ...]`` (event frames, audio features, pre-encoded spikes),
+      time-major; it is only folded to ``[T*B, ...]``. Its teacher sees the time-average (:func:`time_average`).
+    """
+    if encoding not in ENCODINGS:
+        raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+    if encoding == "none":
+        if x.dim() < 2 or x.shape[0] != time_steps:
+            raise ValueError(f"encoding='none' takes time-major sequences [T={time_steps}, B, ...], got shape "
+                             f"{tuple(x.shape)}")
+        return x.flatten(0, 1)
+    xs = x.unsqueeze(0).expand(time_steps, *x.shape).reshape(time_steps * x.shape[0], *x.shape[1:])
+    if encoding == "poisson":
+        lo, hi = torch.aminmax(x)          # one sync per batch: firing probabilities must be probabilities
+        if float(lo) < 0 or float(hi) > 1:
+            raise ValueError(f"poisson encoding takes intensities in [0, 1] (firing probabilities), got values in "
+                             f"[{float(lo):.3g}, {float(hi):.3g}]: pass raw images (ltl_ext's loaders do; the zoo's "
+                             f"models normalise inside), not mean/std-normalised ones")
+        xs = (torch.rand_like(xs) < xs).to(x.dtype)
+    return xs
+
+
+def time_average(module: nn.Module, args: tuple) -> tuple:
+    """Forward pre-hook giving a teacher the time-average ``[B, ...]`` of a time-major input ``[T, B, ...]``.
+
+    The ANN teacher of a student fed sequences (``encoding="none"``) has no time axis; it sees the mean over T,
+    the rate that direct encoding would repeat at every step. ``teacher.register_forward_pre_hook(time_average)``.
+    """
+    return (args[0].mean(0),) + tuple(args[1:])

@@ -1,0 +1,177 @@
+"""The fit loop of :class:`~ltl_ext.train.trainer.LocalTandemTrainer`: epochs of steps, and what makes them resumable.
+
+:func:`fit` runs the epochs a trainer has left: per step the engine's ``train_step``, a finite-loss check
+(:func:`check_finite`), the callbacks and the checkpoint cadence; per epoch the history entry (losses averaged over
+the ranks, validation figures, the best epoch so far), the learning-rate schedule's step (:func:`start_schedule`
+builds it once per run), the metrics file and the checkpoints.
+
+Resume bookkeeping: at the start of an epoch the global RNG state and the loader's generator state are kept on the
+trainer (``trainer._epoch_start``, saved in every checkpoint); a trainer loaded from a mid-epoch checkpoint replays
+the same batch order, skips the batches it already trained and restores the RNG state of the interruption, so a
+resumed run equals an uninterrupted one (bit for bit on CPU).
+
+The functions read and update the trainer's counters in place (``epoch``, ``step_in_epoch``, ``global_step``,
+``history``, ``best``, ``scheduler``, ``_epoch_sums``, ``_epoch_start``): the trainer stays the one holder of a run's
+state, which :mod:`.state` saves and restores.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+
+from .checkpoint import rng_state, set_rng_state, write_json
+from .evaluation import per_layer
+from .progress import _len_or_none, _print_epoch, _progress
+from .schedules import schedule as schedule_by_name
+
+
+def fit(trainer, train_loader: Iterable, epochs: int, val_loader: Optional[Iterable] = None, *, checkpoint=None,
+        checkpoint_every: Optional[int] = None, progress: bool = True, metrics_path=None,
+        callback: Optional[Callable[[Dict[str, Any]], None]] = None, max_steps: Optional[int] = None,
+        best_checkpoint=None) -> List[Dict[str, Any]]:
+    """Train ``trainer`` until ``epochs`` epochs are done in total (``LocalTandemTrainer.fit`` documents the
+    arguments); returns its history."""
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
+    dist = trainer.dist
+    train_loader = dist.shard_loader(train_loader, train=True)
+    progress = progress and dist.is_main
+    start_schedule(trainer, epochs)
+    trainer.callbacks.on_fit_start(trainer)
+    while trainer.epoch < epochs:
+        skip, resume_rng = _begin_epoch(trainer, train_loader)
+        t0 = time.perf_counter() - trainer._epoch_sums.get("seconds", 0.0)
+        trainer.student.train()
+        bar = _progress(train_loader, progress, desc=f"LTL {trainer.mode} epoch {trainer.epoch + 1}/{epochs}",
+                        total=_len_or_none(train_loader))
+        seen = 0
+        for i, (x, y) in enumerate(bar):
+            seen += 1
+            if i < skip:
+                if i == skip - 1:
+                    set_rng_state(resume_rng)
+                continue
+            stats = trainer.train_step(x, y)
+            trainer._check_finite(stats)
+            _accumulate(trainer._epoch_sums, stats, len(y))
+            trainer.step_in_epoch += 1
+            trainer.global_step += 1
+            trainer.callbacks.on_step_end(trainer, trainer.global_step, stats)
+            if progress:
+                bar.set_postfix(loss=f"{stats['loss']:.4f}", ce=f"{stats['ce']:.3f}")
+            if checkpoint is not None and checkpoint_every and trainer.step_in_epoch % checkpoint_every == 0:
+                trainer._epoch_sums["seconds"] = time.perf_counter() - t0
+                trainer.save(checkpoint)
+            if max_steps is not None and trainer.step_in_epoch >= max_steps:
+                break
+        if seen == 0:
+            raise ValueError(f"fit: the training loader yielded no batch in epoch {trainer.epoch + 1} (an empty "
+                             f"data set, or a batch size larger than the data with drop_last?)")
+        trainer._epoch_sums["seconds"] = time.perf_counter() - t0
+        if checkpoint is not None:       # the epoch's training is saved before anything can fail in evaluation
+            trainer.save(checkpoint)
+        entry = _end_epoch(trainer, time.perf_counter() - t0, val_loader, progress)
+        if progress:
+            _print_epoch(entry)
+        if callback is not None:
+            callback(entry)
+        trainer.callbacks.on_epoch_end(trainer, entry)
+        if metrics_path is not None and dist.is_main:
+            write_json(metrics_path, {"config": asdict(trainer.config), "history": trainer.history})
+        if checkpoint is not None:
+            trainer.save(checkpoint)
+        if best_checkpoint is not None and trainer.best is not None and trainer.best["epoch"] == entry["epoch"]:
+            trainer.save(best_checkpoint)
+    trainer.callbacks.on_fit_end(trainer, trainer.history)
+    return trainer.history
+
+
+def start_schedule(trainer, epochs: int) -> None:
+    """Build the trainer's learning-rate scheduler once, for a run of ``epochs`` epochs (a resumed run keeps its
+    own)."""
+    if trainer.scheduler is not None or trainer.config.schedule == "none":
+        return
+    if trainer.config.schedule == "custom":
+        if trainer._schedule_factory is None:
+            raise ValueError("this run was trained with a custom scheduler factory: pass schedule= (the same "
+                             "factory) to LocalTandemTrainer.load to resume it")
+        trainer.scheduler = trainer._schedule_factory(trainer.optimizer)
+    else:
+        trainer.scheduler = schedule_by_name(trainer.config.schedule, max(epochs, 1))(trainer.optimizer)
+    trainer.schedule_epochs = epochs
+
+
+def check_finite(stats: Dict[str, float], *, epoch: int, step_in_epoch: int, global_step: int) -> None:
+    """A NaN or infinite loss stops training, naming the layer(s) and the step (nothing is saved after it)."""
+    bad = {k: v for k, v in stats.items() if not math.isfinite(v)}
+    if not bad:
+        return
+    names = [f"layer {k[len('local/'):]!r} local loss {v}" for k, v in bad.items() if k.startswith("local/")]
+    if "ce" in bad:
+        names.append(f"readout cross-entropy {bad['ce']}")
+    names = names or [f"total loss {bad.get('loss')}"]
+    raise FloatingPointError(
+        f"non-finite loss at epoch {epoch + 1}, step {step_in_epoch + 1} (global step {global_step + 1}): "
+        f"{'; '.join(names)}. The student's weights after this step are not saved; the last checkpoint written "
+        f"stays as it was (lower the learning rate, or check the inputs)")
+
+
+def _begin_epoch(trainer, loader) -> Tuple[int, Optional[Dict[str, Any]]]:
+    """Fix the loader's order and the RNG state at the start of an epoch; on resume, rewind to them.
+
+    A loader whose sampler has ``set_epoch`` (``ltl_ext.data``'s, ``DistributedSampler``) is told the epoch;
+    otherwise the state of its ``generator`` at the start of the epoch is kept in the checkpoint. Returns how many
+    batches of this epoch were already trained and the RNG state of the interruption: a mid-epoch resume replays
+    the same order, skips those batches, then restores that state.
+    """
+    sampler = getattr(loader, "sampler", None)
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(trainer.epoch)
+    gen = getattr(loader, "generator", None)
+    if trainer._epoch_start is not None and trainer.step_in_epoch > 0:   # resuming in the middle of an epoch
+        glob, loader_state = trainer._epoch_start
+        resume_rng = rng_state()
+        set_rng_state(glob)
+        if gen is not None and loader_state is not None:
+            gen.set_state(loader_state)
+        return trainer.step_in_epoch, resume_rng
+    trainer._epoch_start = (rng_state(), gen.get_state() if gen is not None else None)
+    trainer._epoch_sums = {}
+    trainer.step_in_epoch = 0
+    return 0, None
+
+
+def _accumulate(sums: Dict[str, float], stats: Dict[str, float], n: int) -> None:
+    sums["n"] = sums.get("n", 0) + n
+    sums["batches"] = sums.get("batches", 0) + 1
+    for k, v in stats.items():
+        sums[k] = sums.get(k, 0.0) + v
+
+
+def _end_epoch(trainer, seconds: float, val_loader, progress: bool) -> Dict[str, Any]:
+    """The epoch's history entry (losses summed over the ranks), its validation, the best epoch, the schedule's
+    step; the trainer's counters move on to the next epoch."""
+    s = trainer.dist.all_sum({k: v for k, v in trainer._epoch_sums.items() if k != "seconds"})
+    b = max(s.get("batches", 0), 1)
+    entry: Dict[str, Any] = {
+        "epoch": trainer.epoch + 1, "seconds": seconds, "samples": int(s.get("n", 0)),
+        "images_per_s": s.get("n", 0) / seconds if seconds > 0 else None,
+        "lr": trainer.optimizer.param_groups[0]["lr"],
+        "loss": s.get("loss", 0.0) / b, "ce": s.get("ce", 0.0) / b, "local_loss": per_layer(s, b),
+    }
+    if val_loader is not None:
+        report = trainer.evaluate(val_loader, progress=progress)
+        entry.update(val_student_acc=report["student_acc"], val_teacher_acc=report["teacher_acc"],
+                     val_firing_rate=report["firing_rate"], val_acc_per_step=report["acc_per_step"])
+        if trainer.best is None or report["student_acc"] > trainer.best["val_student_acc"]:
+            trainer.best = {"epoch": entry["epoch"], "val_student_acc": report["student_acc"]}
+    if trainer.scheduler is not None:   # here, once per epoch: a resume from the pre-evaluation save replays it
+        trainer.scheduler.step()
+    trainer.history.append(entry)
+    trainer.epoch += 1
+    trainer.step_in_epoch = 0
+    trainer._epoch_sums = {}
+    trainer._epoch_start = None
+    return entry
