@@ -15,7 +15,7 @@ the first-use builder).
 Environment:
     LTL_EXT_CUDA=auto|0|1      auto (default): CUDA iff torch.version.cuda is set and nvcc is found;
                                1: require CUDA (error if impossible); 0: CPU only. A visible GPU is never asked.
-    TORCH_CUDA_ARCH_LIST       default "8.0;9.0" (A100, H100/H200) when unset.
+    TORCH_CUDA_ARCH_LIST       default "8.0;9.0+PTX" (A100, H100/H200; PTX for newer GPUs) when unset.
     CUDA_HOME                  default /usr/local/cuda when it has bin/nvcc (torch guesses it from `which nvcc`).
     MAX_JOBS                   parallel compile jobs (ninja).
 Objects are kept in build/<flavour>-py<ver>-torch<ver>/ so a no-change reinstall takes seconds.

@@ -7,6 +7,8 @@
 //   tandem_offline_fwd -> backward: tandem_offline_bwd (dL/dS = 2 err / (N T) for every t)
 //   tandem_online      -> backward: a scale of the local gradients the forward wrote, by dL/dloss
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/grad_mode.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <ATen/ops/mul.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
@@ -122,6 +124,15 @@ Needs load_given(AutogradContext* ctx) {
 }
 bool given(const OptTensor& t) { return t.has_value() && t->defined(); }
 
+// A backward op called from a backward formula: below autograd unless a graph of the backward is being built
+// (create_graph=True), where the op's autograd fallback must see it. Otherwise that fallback only boxes the
+// arguments (19 of them, two strings) and unboxes them again: microseconds per call for nothing.
+template <typename F> auto below_autograd_unless_recording(F&& f) {
+  if (at::GradMode::is_enabled()) return f();
+  at::AutoDispatchBelowADInplaceOrView guard;
+  return f();
+}
+
 // ---- lif_fwd -----------------------------------------------------------------------------------------------------
 // Arguments: 0 x, 1 beta, 2 alpha, 3 threshold, 4 v0, then 8 non-tensors.
 struct LifFunction : public torch::autograd::Function<LifFunction> {
@@ -144,11 +155,12 @@ struct LifFunction : public torch::autograd::Function<LifFunction> {
     const auto saved = ctx->get_saved_variables();
     const Needs need = load_given(ctx);
     const LifScalars s = LifScalars::load(ctx);
-    auto [gx, g_v0, g_beta, g_alpha, g_threshold] =
-        lif_bwd_op()
-            .call(opt(grads[0]), opt(grads[1]), saved[0], opt(saved[1]), opt(saved[2]), opt(saved[3]),
-                  opt(saved[4]), s.beta_s, s.alpha_s, s.threshold_s, s.reset, s.v_reset, s.surrogate,
-                  s.surrogate_alpha, s.detach_reset, need(ctx, 4), need(ctx, 1), need(ctx, 2), need(ctx, 3));
+    auto [gx, g_v0, g_beta, g_alpha, g_threshold] = below_autograd_unless_recording([&] {
+      return lif_bwd_op().call(opt(grads[0]), opt(grads[1]), saved[0], opt(saved[1]), opt(saved[2]), opt(saved[3]),
+                               opt(saved[4]), s.beta_s, s.alpha_s, s.threshold_s, s.reset, s.v_reset, s.surrogate,
+                               s.surrogate_alpha, s.detach_reset, need(ctx, 4), need(ctx, 1), need(ctx, 2),
+                               need(ctx, 3));
+    });
     const Tensor g[] = {gx, g_beta, g_alpha, g_threshold, g_v0};
     for (size_t i = 0; i < 5; ++i)
       if (need(ctx, i)) out[i] = g[i];
@@ -195,11 +207,12 @@ struct OfflineFunction : public torch::autograd::Function<OfflineFunction> {
     const Tensor &x = saved[0], &err = saved[1];
     const Needs need = load_given(ctx);
     const LifScalars s = LifScalars::load(ctx);
-    auto [gx, g_v0, g_beta, g_alpha, g_threshold] =
-        offline_bwd_op()
-            .call(g_loss, x, err, opt(saved[2]), opt(saved[3]), opt(saved[4]), opt(saved[5]), s.beta_s, s.alpha_s,
-                  s.threshold_s, s.reset, s.v_reset, s.surrogate, s.surrogate_alpha, s.detach_reset, need(ctx, 5),
-                  need(ctx, 2), need(ctx, 3), need(ctx, 4));
+    auto [gx, g_v0, g_beta, g_alpha, g_threshold] = below_autograd_unless_recording([&] {
+      return offline_bwd_op().call(g_loss, x, err, opt(saved[2]), opt(saved[3]), opt(saved[4]), opt(saved[5]),
+                                   s.beta_s, s.alpha_s, s.threshold_s, s.reset, s.v_reset, s.surrogate,
+                                   s.surrogate_alpha, s.detach_reset, need(ctx, 5), need(ctx, 2), need(ctx, 3),
+                                   need(ctx, 4));
+    });
     if (need(ctx, 0)) out[0] = gx;
     if (need(ctx, 1))  // dL/dy = -2 (r - y) / N
       out[1] = at::mul(err, at::mul(g_loss.to(err.scalar_type()), -2.0 / std::max<double>(err.numel(), 1.0)))

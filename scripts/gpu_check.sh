@@ -2,9 +2,10 @@
 # One command for the lent GPU machine (H200, sm_90; Python 3.12, torch 2.11 + cu130, nvcc 13.0, no network):
 #   build the CUDA flavour, run every CUDA test (pytest -m cuda: node ids containing "cuda", see tests/conftest.py),
 #   run the CUDA benchmarks (incl. the GPU target: fused LIF fwd+bwd >= 60 % of copy bandwidth, N = 2^24, T = 16),
+#   and one VGG-11 training step per method and precision (bench/bench_train.py: images/s, memory, CIFAR-10 epoch),
 #   and leave logs + JSON under $OUT (default docs/results/gpu/, where the evidence rule puts artefacts; summary.json
 #   records the commit, so a GPU figure is published only with the log made at that commit). Each stage is bounded
-#   with `timeout`; the whole run < 6 minutes.
+#   with `timeout`; the whole run < 9 minutes.
 #
 #   Exit status: 0 only when the build has CUDA kernels, every test ran passes, at least one CUDA test ran (not all
 #   skipped), and the benchmarks pass; otherwise 1, with the reasons in summary.json ("failures") and the log.
@@ -82,6 +83,26 @@ if [ "$status_build" = ok ]; then
   tail -30 "$OUT/bench_others.log" | tee -a "$LOG"
   status_bench="lif:$(verdict $rc1),others:$(verdict $rc2)"
   say "bench: $status_bench"
+
+  # ---- 4. one training step of VGG-11 on the GPU: LTL offline / online / constant (float32, bf16, float16) vs BPTT
+  say "train: pytest bench/bench_train.py -k cuda (T x batch = ${LTL_BENCH_SHAPES:-16x64}; -> train_bench_cuda.json)"
+  LTL_BENCH_SHAPES=${LTL_BENCH_SHAPES:-16x64} LTL_BENCH_WRITE=1 timeout 150 "$PY" -m pytest bench/bench_train.py \
+      -k cuda --benchmark-only -q -p no:cacheprovider --benchmark-columns=min,median,rounds \
+      >"$OUT/bench_train.log" 2>&1
+  rc3=$?
+  cp docs/results/train_bench_cuda.json "$OUT/" 2>/dev/null
+  "$PY" - "$OUT/train_bench_cuda.json" <<'PY' 2>&1 | tee -a "$LOG"
+import json, sys
+try:
+    rows = json.load(open(sys.argv[1]))["rows"]
+except Exception as e:
+    sys.exit(f"no training rows: {e}")
+for r in rows:
+    print(f"{r['method']:>13} {r['precision']:>8} T={r['T']} b={r['batch']}: {r['images_per_s']:8.1f} images/s, "
+          f"{r.get('added_mb', float('nan')):7.1f} MB, CIFAR-10 epoch {r['cifar10_epoch_s']:6.1f} s")
+PY
+  status_bench="$status_bench,train:$(verdict $rc3)"
+  say "train: $(verdict $rc3)"
 fi
 
 # ---- summary and verdict ---------------------------------------------------------------------------------------

@@ -69,3 +69,27 @@ def test_trains_on_event_like_data(tmp_path):
     report = trainer.evaluate(test)
     assert report["teacher_acc"] > 90, report            # the teacher saw the time-average of the same batches
     assert report["student_acc"] > 85 and report["student_acc"] > before, (before, report)
+
+
+@pytest.mark.parametrize("memory,time_block", [("batched", None), ("batched", 3), ("constant", None)],
+                         ids=["blocks-of-2", "blocks-of-3", "one-step"])
+def test_online_blocks_of_a_sequence_give_the_one_block_gradient(memory, time_block):
+    """Online LTL on time-major inputs in blocks (each block reads its own frames) == one block of all T steps."""
+    torch.manual_seed(0)
+    teacher = ltl_ext.models.mlp(num_classes=CLASSES, in_features=SIDE * SIDE, hidden=[16, 12], dropout=0.0)
+    teacher = teacher.double()
+    x = torch.from_numpy(_events(6, 3)[0]).double().transpose(0, 1)       # [T, B, 1, SIDE, SIDE]
+    y = torch.arange(6) % CLASSES
+    grads = []
+    for memory_, block in ((memory, time_block), ("batched", T)):
+        torch.manual_seed(1)
+        trainer = ltl_ext.LocalTandemTrainer(teacher, time_steps=T, mode="online", warmup=3, encoding="none",
+                                             memory=memory_, time_block=block, distributed=False)
+        trainer.student.double()
+        trainer.optimizer = torch.optim.SGD(trainer.student.parameters(), lr=0.0)
+        trainer.train_step(x, y)
+        grads.append({n: p.grad.clone() for n, p in trainer.student.named_parameters()})
+        trainer.close()
+    assert all(bool(g.abs().sum() > 0) for n, g in grads[1].items() if n.endswith("weight")), grads[1].keys()
+    for n, g in grads[1].items():
+        torch.testing.assert_close(grads[0][n], g, rtol=1e-12, atol=1e-14, msg=n)

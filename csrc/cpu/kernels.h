@@ -43,32 +43,36 @@ inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
 #define LTL_MADD(a, b, c) ((a) * (b) + (c))
 #endif
 
-// exp for float with ~1 ulp error (Cephes' expf polynomial), branch-free so that `#pragma omp simd` vectorises it
-// (glibc's expf has no SIMD variant without -ffast-math); inputs are clamped to [-87.3, 88.3] (the surrogates
-// only ever ask for exp of a non-positive number).
-inline float vec_exp(float x) {
-  x = x < -87.3f ? -87.3f : (x > 88.3f ? 88.3f : x);
+// e^z for float, z <= 0 (what the sigmoid surrogate asks for: z = -a |u|), to ~2 ulp, branch-free so that
+// `#pragma omp simd` vectorises it (glibc's expf has no SIMD variant without -ffast-math): 2^t with t = z log2(e)
+// clamped to [-125, 0] (e^z below 2^-125 is 0 to the surrogate), t = n + f with n = round(t) (the 1.5 * 2^23
+// trick, whose low mantissa bits then hold n) and |f| <= 1/2, 2^f by a degree-5 minimax polynomial (relative error
+// 1.8e-7 in float), times 2^n built from n's bits. A NaN stays NaN (the polynomial's NaN times any scale).
+constexpr float kLog2e = 1.44269504088896341f;
+inline float vec_exp2(float t) {  // 2^t, t <= 0: e^z is vec_exp2(z * kLog2e)
+  t = t < -125.0f ? -125.0f : t;
   const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to the nearest integer
-  const float kf = (x * 1.44269504088896341f + magic) - magic;
-  float r = LTL_MADD(kf, -0.693359375f, x);
-  r = LTL_MADD(kf, 2.12194440e-4f, r);
-  float p = 1.9875691500e-4f;
-  p = LTL_MADD(p, r, 1.3981999507e-3f);
-  p = LTL_MADD(p, r, 8.3334519073e-3f);
-  p = LTL_MADD(p, r, 4.1665795894e-2f);
-  p = LTL_MADD(p, r, 1.6666665459e-1f);
-  p = LTL_MADD(p, r, 5.0000001201e-1f);
-  p = LTL_MADD(p * r, r, r) + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(kf) + 127) << 23;
+  const float tm = t + magic;
+  const float f = t - (tm - magic);
+  float p = 1.3282304862514138e-3f;
+  p = LTL_MADD(p, f, 9.675589390099049e-3f);
+  p = LTL_MADD(p, f, 5.550695210695267e-2f);
+  p = LTL_MADD(p, f, 2.4022118747234344e-1f);
+  p = LTL_MADD(p, f, 6.931470036506653e-1f);
+  p = LTL_MADD(p, f, 1.0000001192092896f);
+  uint32_t bits;
+  std::memcpy(&bits, &tm, sizeof(bits));
+  bits = (bits << 23) + (uint32_t(127) << 23);  // (n + 127) << 23: tm's low bits are n (mod 2^9)
   float scale;
   std::memcpy(&scale, &bits, sizeof(scale));
   return p * scale;
 }
-inline double vec_exp(double x) { return std::exp(x); }
 
-// lif_math.h's surrogate_grad with vec_exp for the sigmoid (the other surrogates have no transcendental).
+// lif_math.h's surrogate_grad with vec_exp2 for the float sigmoid (the other surrogates have no transcendental):
+// exp(-a |u|) = 2^((-a log2 e) |u|), the factor loop-invariant (one multiply per neuron-step, not two).
 template <Surrogate K, typename acc_t> inline acc_t surrogate_grad_cpu(acc_t u, acc_t a) {
-  if (K == Surrogate::Sigmoid) return sigmoid_grad_from_exp(vec_exp(-a * ltl_abs(u)), a);
+  if constexpr (K == Surrogate::Sigmoid && std::is_same<acc_t, float>::value)
+    return sigmoid_grad_from_exp(vec_exp2((-a * kLog2e) * ltl_abs(u)), a);
   return surrogate_grad<K>(u, a);
 }
 
@@ -174,8 +178,8 @@ template <typename acc_t> void finish_loss(const Launch& p) {
 }
 
 // ---- forward: LIF (v_final) and offline (err, loss) ------------------------------------------------------------
-// One LIF step over a row of the block: V updated in r.v, the spikes written and counted.
-template <Reset R, typename scalar_t, typename acc_t>
+// One LIF step over a row of the block: V updated in r.v, the spikes written and (COUNT) counted.
+template <Reset R, bool COUNT = true, typename scalar_t, typename acc_t>
 inline void step_row(const scalar_t* x_row, scalar_t* spike_row, Rows<acc_t>& r, acc_t* count, acc_t* xbuf,
                      acc_t* sbuf, acc_t vr, int64_t n) {
   const acc_t* xt = row_in(x_row, xbuf, n);
@@ -185,7 +189,7 @@ inline void step_row(const scalar_t* x_row, scalar_t* spike_row, Rows<acc_t>& r,
     const acc_t h = charge(r.v[j], xt[j], r.beta[j], r.alpha[j]);
     const acc_t s = fires(h, r.threshold[j]);
     r.v[j] = reset_v<R>(h, s, r.threshold[j], vr);
-    count[j] += s;
+    if (COUNT) count[j] += s;
     st[j] = s;
   }
   row_out(spike_row, sbuf, n);
@@ -209,9 +213,14 @@ void forward_impl(const Launch& p, bool offline) {
   const acc_t vr = static_cast<acc_t>(p.v_reset), steps = static_cast<acc_t>(T);
   for_each_block<acc_t, ForwardLocal<acc_t>>(p, [&](int64_t b, int64_t i0, int64_t n, Rows<acc_t>& r,
                                                     ForwardLocal<acc_t>& l) {
-    fill_value(l.count, 0.0, n);
-    for (int64_t t = 0; t < T; ++t)
-      step_row<R>(x + t * N + i0, spikes + t * N + i0, r, l.count, l.xbuf, l.sbuf, vr, n);
+    if (!offline) {  // the LIF needs no count
+      for (int64_t t = 0; t < T; ++t)
+        step_row<R, false>(x + t * N + i0, spikes + t * N + i0, r, l.count, l.xbuf, l.sbuf, vr, n);
+    } else {
+      fill_value(l.count, 0.0, n);
+      for (int64_t t = 0; t < T; ++t)
+        step_row<R>(x + t * N + i0, spikes + t * N + i0, r, l.count, l.xbuf, l.sbuf, vr, n);
+    }
     if (!offline) {
       for (int64_t j = 0; j < n; ++j) v_final[i0 + j] = static_cast<scalar_t>(r.v[j]);
       return;
@@ -288,6 +297,7 @@ void backward_impl(const Launch& p, bool offline) {
   const bool detach = p.detach_reset;
   for_each_block<acc_t, BackwardLocal<acc_t>>(p, [&](int64_t, int64_t i0, int64_t n, Rows<acc_t>& r,
                                                      BackwardLocal<acc_t>& l) {
+    const acc_t a = sa;  // a local: the stores below could alias a captured reference, forcing a reload per step
     if (PARAMS) {
       for (int64_t j = 0; j < n; ++j) l.v0[j] = r.v[j];
     }
@@ -301,7 +311,7 @@ void backward_impl(const Launch& p, bool offline) {
         const acc_t h = charge(r.v[j], xt[j], r.beta[j], r.alpha[j]);
         r.v[j] = reset_v<R>(h, fires(h, r.threshold[j]), r.threshold[j], vr);
         if (KEEP_H) Ht[j] = h;
-        Pt[j] = surrogate_grad_cpu<K>(h - r.threshold[j], sa);
+        Pt[j] = surrogate_grad_cpu<K>(h - r.threshold[j], a);
       }
     }
     // 2. BPTT in reverse
@@ -398,6 +408,10 @@ void online_impl(const Launch& p) {
       const acc_t* xt = row_in(x + t * N + i0, l.xbuf, n);
       acc_t* st = row_dst(spikes + t * N + i0, l.sbuf);
       acc_t* gw = gxt ? gxt : l.gxbuf;
+      const acc_t a = sa;
+      // dL/dS[t] = 2 d / ((t+1) N) as d times this step's factor (online_term's gs to float rounding, without a
+      // division per neuron-step)
+      const acc_t gs_scale = static_cast<acc_t>(2.0 / (static_cast<double>(N) * static_cast<double>(step + 1)));
 #pragma omp simd
       for (int64_t j = 0; j < n; ++j) {
         const acc_t xj = xt[j], vp = r.v[j];
@@ -406,14 +420,14 @@ void online_impl(const Launch& p) {
         r.v[j] = reset_v<R>(h, s, r.threshold[j], vr);
         l.count[j] += s;
         st[j] = s;
-        const OnlineTerm<acc_t> o = online_term(l.count[j], step1, l.y[j], inv_n);
-        l.ls[j] += o.d * o.d;
-        const acc_t gh = o.gs * surrogate_grad_cpu<K>(h - r.threshold[j], sa);
+        const acc_t d = online_term(l.count[j], step1, l.y[j], inv_n).d;
+        l.ls[j] += d * d;
+        const acc_t gh = (d * gs_scale) * surrogate_grad_cpu<K>(h - r.threshold[j], a);
         gw[j] = r.alpha[j] * gh;
         l.gb[j] += gh * vp;
         l.ga[j] += gh * xj;
         l.gt[j] -= gh;
-        l.gy[j] -= acc_t(2) * o.d * inv_n;
+        l.gy[j] -= acc_t(2) * d * inv_n;
       }
       row_out(spikes + t * N + i0, l.sbuf, n);
     }

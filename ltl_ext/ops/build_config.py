@@ -39,8 +39,9 @@ LINK_FLAGS = ["-fopenmp"]
 # --fmad=false: like -ffp-contract=off on the CPU, no fused multiply-add, so the forward and the backward recompute
 # agree bit for bit; torch's own nvcc flags (half/bf16 operators off: the kernels convert to float) come on top.
 NVCC_FLAGS = ["-O3", "-lineinfo", "--fmad=false", "--expt-relaxed-constexpr"]
-#: TORCH_CUDA_ARCH_LIST when it is unset and no GPU can be asked: A100 (8.0) and H100/H200 (9.0)
-CUDA_ARCH_LIST = "8.0;9.0"
+#: TORCH_CUDA_ARCH_LIST when it is unset and no GPU can be asked: A100 (8.0) and H100/H200 (9.0) machine code, and
+#: sm_90 PTX that the driver compiles for newer GPUs at load time (CMake's "90" embeds both)
+CUDA_ARCH_LIST = "8.0;9.0+PTX"
 #: the module's name inside the package: ltl_ext._C
 MODULE_NAME = "_C"
 

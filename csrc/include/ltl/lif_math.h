@@ -51,7 +51,10 @@ LTL_HD double default_surrogate_alpha(Surrogate k) {
 // exp / abs by overload: expf for float, exp for double; both accurate on host and device.
 LTL_HD float ltl_exp(float x) { return expf(x); }
 LTL_HD double ltl_exp(double x) { return exp(x); }
-template <typename real> LTL_HD real ltl_abs(real x) { return x < real(0) ? -x : x; }
+// fabs, not `x < 0 ? -x : x`: one AND on a vector (the compare-and-blend cost three in the CPU's surrogate loops);
+// the two differ only at -0, where every surrogate gives the same value.
+LTL_HD float ltl_abs(float x) { return fabsf(x); }
+LTL_HD double ltl_abs(double x) { return fabs(x); }
 
 // psi of the sigmoid surrogate from e = exp(-a |u|): a s (1 - s) with s = sigmoid(a u) equals a e / (1 + e)^2,
 // which is symmetric, never overflows, and lets a CPU caller vectorise the exp separately.
