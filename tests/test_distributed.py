@@ -59,6 +59,9 @@ def test_one_percentile_for_one_process_and_many():
         x = torch.rand(n, generator=g)
         for p in (99.0, 99.9):
             assert percentile(x, p) == single.percentile(x, p) == percentile_nearest_rank(x, p), (n, p)
+    ties = torch.relu(torch.randn(30001, generator=g)).mul(8).round()   # half zeros, many equal values
+    for p in (0.01, 25.0, 50.0, 75.0, 99.0, 99.9, 100.0):                # both sides of the top-k / select switch
+        assert percentile(ties, p) == percentile_nearest_rank(ties, p), p
 
 
 def make_data():
