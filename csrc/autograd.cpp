@@ -1,7 +1,7 @@
 // Autograd of the ltl_ext ops, in C++ (floor 3), as torchvision registers its ops': a fused call is one dispatch
 // and its backward one more, with no Python on the way; C++ callers get the backward too. Each forward op gets an
-// Autograd kernel (a torch::autograd::Function) that calls the op below autograd and saves what the backward op
-// needs. The fake (meta) kernels that torch.compile and opcheck trace with stay in Python (ltl_ext/ops/).
+// Autograd kernel that calls the op below autograd and, when a gradient is needed, builds a hand-written backward
+// node (as PyTorch's generated kernels do) that saves what the backward op needs. The fake (meta) kernels that torch.compile and opcheck trace with stay in Python (ltl_ext/ops/).
 //
 //   lif_fwd            -> backward: lif_bwd (recomputes H from x; BPTT with the surrogate)
 //   tandem_offline_fwd -> backward: tandem_offline_bwd (dL/dS = 2 err / (N T) for every t)
@@ -11,6 +11,9 @@
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <ATen/ops/mul.h>
 #include <torch/autograd.h>
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/functions/utils.h>
+#include <torch/csrc/autograd/saved_variable.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -23,7 +26,6 @@ namespace ltl {
 namespace {
 
 using at::Tensor;
-using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 using OptTensor = std::optional<Tensor>;
 using Str = c10::string_view;
@@ -73,56 +75,15 @@ c10::TypedOperatorHandle<OnlineSig> online_op() {
 }
 
 OptTensor opt(const Tensor& t) { return t.defined() ? OptTensor(t) : std::nullopt; }
-Tensor or_undefined(const OptTensor& t) { return t.has_value() ? *t : Tensor(); }
 
-// needs_input_grad by argument position. Autograd numbers its edges over the tensors that were given (a None
-// optional has no edge), so `given` lists, per argument position, whether it was a defined tensor.
-struct Needs {
-  std::vector<bool> given;
-  bool operator()(AutogradContext* ctx, size_t arg) const {
-    if (!given[arg]) return false;
-    size_t edge = 0;
-    for (size_t i = 0; i < arg; ++i) edge += given[i];
-    return ctx->needs_input_grad(edge);
-  }
-};
-
-// The LIF arguments every op shares after its tensors: saved as they came, handed back to the backward op.
+// The LIF arguments every op shares after its tensors: kept as they came (plain members of the backward node, no
+// IValues; the names fit std::string's inline buffer), handed back to the backward op.
 struct LifScalars {
   double beta_s, alpha_s, threshold_s, v_reset;
   std::optional<double> surrogate_alpha;
   std::string reset, surrogate;
   bool detach_reset;
-
-  void save(AutogradContext* ctx) const {
-    ctx->saved_data["beta_s"] = beta_s;
-    ctx->saved_data["alpha_s"] = alpha_s;
-    ctx->saved_data["threshold_s"] = threshold_s;
-    ctx->saved_data["v_reset"] = v_reset;
-    ctx->saved_data["surrogate_alpha"] = surrogate_alpha.has_value() ? c10::IValue(*surrogate_alpha) : c10::IValue();
-    ctx->saved_data["reset"] = reset;
-    ctx->saved_data["surrogate"] = surrogate;
-    ctx->saved_data["detach_reset"] = detach_reset;
-  }
-  static LifScalars load(AutogradContext* ctx) {
-    auto& d = ctx->saved_data;
-    return {d["beta_s"].toDouble(), d["alpha_s"].toDouble(), d["threshold_s"].toDouble(), d["v_reset"].toDouble(),
-            d["surrogate_alpha"].toOptional<double>(), d["reset"].toStringRef(), d["surrogate"].toStringRef(),
-            d["detach_reset"].toBool()};
-  }
 };
-
-void save_given(AutogradContext* ctx, const std::vector<bool>& given) {
-  c10::List<bool> l;
-  for (bool g : given) l.push_back(g);
-  ctx->saved_data["given"] = l;
-}
-Needs load_given(AutogradContext* ctx) {
-  Needs n;
-  for (bool g : ctx->saved_data["given"].toBoolList()) n.given.push_back(g);
-  return n;
-}
-bool given(const OptTensor& t) { return t.has_value() && t->defined(); }
 
 // A backward op called from a backward formula: below autograd unless a graph of the backward is being built
 // (create_graph=True), where the op's autograd fallback must see it. Otherwise that fallback only boxes the
@@ -133,37 +94,50 @@ template <typename F> auto below_autograd_unless_recording(F&& f) {
   return f();
 }
 
+// The backward nodes are written by hand, as PyTorch's generated ones (SigmoidBackward0, ...): the saved tensors
+// are SavedVariables (saved-tensor hooks, version checks, "backward through the graph a second time" all as for
+// any node) and everything else plain members. A torch::autograd::Function costs microseconds more per call (its
+// context keeps the scalars as string-keyed IValues, the inputs' metadata, a node per call even without grad).
+// Edges: one per tensor argument, in the op's argument order; an absent optional is an invalid edge (no gradient).
+// Not supported, as before: forward-mode AD; also compiled autograd (these nodes have no compiled_args).
+using torch::autograd::Node;
+using torch::autograd::SavedVariable;
+
 // ---- lif_fwd -----------------------------------------------------------------------------------------------------
-// Arguments: 0 x, 1 beta, 2 alpha, 3 threshold, 4 v0, then 8 non-tensors.
-struct LifFunction : public torch::autograd::Function<LifFunction> {
-  static variable_list forward(AutogradContext* ctx, const Tensor& x, const OptTensor& beta, const OptTensor& alpha,
-                               const OptTensor& threshold, const OptTensor& v0, LifScalars s) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    auto [spikes, v] = lif_fwd_op()
-                           .call(x, beta, alpha, threshold, v0, s.beta_s, s.alpha_s, s.threshold_s, s.reset,
-                                 s.v_reset, s.surrogate, s.surrogate_alpha, s.detach_reset);
-    ctx->save_for_backward({x, or_undefined(beta), or_undefined(alpha), or_undefined(threshold), or_undefined(v0)});
-    save_given(ctx, {true, given(beta), given(alpha), given(threshold), given(v0), false});
-    s.save(ctx);
-    ctx->set_materialize_grads(false);  // an unused output's gradient stays undefined: no [T, N] of zeros
-    return {spikes, v};
+// Edges: 0 x, 1 beta, 2 alpha, 3 threshold, 4 v0. Inputs (the op's outputs): 0 spikes, 1 v_final.
+struct LifBackward : public Node {
+  SavedVariable x_, beta_, alpha_, threshold_, v0_;
+  LifScalars s_;
+
+  std::string name() const override { return "LifBackward"; }
+  void release_variables() override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    x_.reset_data();
+    beta_.reset_data();
+    alpha_.reset_data();
+    threshold_.reset_data();
+    v0_.reset_data();
   }
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    variable_list out(6);
+  variable_list apply(variable_list&& grads) override {
+    variable_list out(5);
     if (!grads[0].defined() && !grads[1].defined()) return out;
-    const auto saved = ctx->get_saved_variables();
-    const Needs need = load_given(ctx);
-    const LifScalars s = LifScalars::load(ctx);
+    bool need[5];
+    bool any = false;
+    for (size_t i = 0; i < 5; ++i) any |= (need[i] = task_should_compute_output(i));
+    if (!any) return out;
+    const Tensor x = x_.unpack(), beta = beta_.unpack(), alpha = alpha_.unpack(), threshold = threshold_.unpack(),
+                 v0 = v0_.unpack();
     auto [gx, g_v0, g_beta, g_alpha, g_threshold] = below_autograd_unless_recording([&] {
-      return lif_bwd_op().call(opt(grads[0]), opt(grads[1]), saved[0], opt(saved[1]), opt(saved[2]), opt(saved[3]),
-                               opt(saved[4]), s.beta_s, s.alpha_s, s.threshold_s, s.reset, s.v_reset, s.surrogate,
-                               s.surrogate_alpha, s.detach_reset, need(ctx, 4), need(ctx, 1), need(ctx, 2),
-                               need(ctx, 3));
+      return lif_bwd_op().call(opt(grads[0]), opt(grads[1]), x, opt(beta), opt(alpha), opt(threshold), opt(v0),
+                               s_.beta_s, s_.alpha_s, s_.threshold_s, s_.reset, s_.v_reset, s_.surrogate,
+                               s_.surrogate_alpha, s_.detach_reset, need[4], need[1], need[2], need[3]);
     });
-    const Tensor g[] = {gx, g_beta, g_alpha, g_threshold, g_v0};
-    for (size_t i = 0; i < 5; ++i)
-      if (need(ctx, i)) out[i] = g[i];
+    if (need[0]) out[0] = std::move(gx);
+    if (need[1]) out[1] = std::move(g_beta);
+    if (need[2]) out[2] = std::move(g_alpha);
+    if (need[3]) out[3] = std::move(g_threshold);
+    if (need[4]) out[4] = std::move(g_v0);
     return out;
   }
 };
@@ -172,55 +146,73 @@ std::tuple<Tensor, Tensor> lif_fwd_autograd(const Tensor& x, const OptTensor& be
                                             const OptTensor& threshold, const OptTensor& v0, double beta_s,
                                             double alpha_s, double threshold_s, Str reset, double v_reset,
                                             Str surrogate, std::optional<double> surrogate_alpha, bool detach_reset) {
-  const LifScalars s{beta_s, alpha_s, threshold_s, v_reset, surrogate_alpha, std::string(reset),
-                     std::string(surrogate), detach_reset};
-  auto out = LifFunction::apply(x, beta, alpha, threshold, v0, s);
-  return {out[0], out[1]};
+  Tensor spikes, v;
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    std::tie(spikes, v) = lif_fwd_op().call(x, beta, alpha, threshold, v0, beta_s, alpha_s, threshold_s, reset,
+                                            v_reset, surrogate, surrogate_alpha, detach_reset);
+  }
+  if (torch::autograd::compute_requires_grad(x, beta, alpha, threshold, v0)) {
+    auto node = c10::make_intrusive<LifBackward>();
+    node->set_next_edges(torch::autograd::collect_next_edges(x, beta, alpha, threshold, v0));
+    node->x_ = SavedVariable(x, false);
+    node->beta_ = SavedVariable(beta, false);
+    node->alpha_ = SavedVariable(alpha, false);
+    node->threshold_ = SavedVariable(threshold, false);
+    node->v0_ = SavedVariable(v0, false);
+    node->s_ = {beta_s, alpha_s, threshold_s, v_reset, surrogate_alpha, std::string(reset), std::string(surrogate),
+                detach_reset};
+    torch::autograd::set_history(spikes, node);  // an unused output's gradient stays undefined (no [T, N] zeros)
+    torch::autograd::set_history(v, node);
+  }
+  return {std::move(spikes), std::move(v)};
 }
 
 // ---- tandem_offline_fwd ----------------------------------------------------------------------------------------
-// Arguments: 0 x, 1 target, 2 beta, 3 alpha, 4 threshold, 5 v0, then 8 non-tensors.
-struct OfflineFunction : public torch::autograd::Function<OfflineFunction> {
-  static variable_list forward(AutogradContext* ctx, const Tensor& x, const Tensor& target, const OptTensor& beta,
-                               const OptTensor& alpha, const OptTensor& threshold, const OptTensor& v0,
-                               LifScalars s) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    auto [spikes, loss, err] = offline_fwd_op()
-                                   .call(x, target, beta, alpha, threshold, v0, s.beta_s, s.alpha_s, s.threshold_s,
-                                         s.reset, s.v_reset, s.surrogate, s.surrogate_alpha, s.detach_reset);
-    ctx->mark_non_differentiable({spikes, err});
-    ctx->save_for_backward({x, err, or_undefined(beta), or_undefined(alpha), or_undefined(threshold),
-                            or_undefined(v0)});
-    save_given(ctx, {true, true, given(beta), given(alpha), given(threshold), given(v0), false});
-    s.save(ctx);
-    ctx->saved_data["target_sizes"] = target.sizes();
-    ctx->saved_data["target_dtype"] = target.scalar_type();
-    ctx->set_materialize_grads(false);  // else autograd allocates a zero [T, N] gradient for the spikes
-    return {spikes, loss, err};
+// Edges: 0 x, 1 target, 2 beta, 3 alpha, 4 threshold, 5 v0. Input: 0 loss (spikes and err are not differentiable).
+struct OfflineBackward : public Node {
+  SavedVariable x_, err_, beta_, alpha_, threshold_, v0_;
+  LifScalars s_;
+  std::vector<int64_t> target_sizes_;
+  at::ScalarType target_dtype_ = at::kFloat;
+
+  std::string name() const override { return "TandemOfflineBackward"; }
+  void release_variables() override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    x_.reset_data();
+    err_.reset_data();
+    beta_.reset_data();
+    alpha_.reset_data();
+    threshold_.reset_data();
+    v0_.reset_data();
   }
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    variable_list out(7);
-    const Tensor& g_loss = grads[1];
+  variable_list apply(variable_list&& grads) override {
+    variable_list out(6);
+    const Tensor& g_loss = grads[0];
     if (!g_loss.defined()) return out;
-    const auto saved = ctx->get_saved_variables();
-    const Tensor &x = saved[0], &err = saved[1];
-    const Needs need = load_given(ctx);
-    const LifScalars s = LifScalars::load(ctx);
-    auto [gx, g_v0, g_beta, g_alpha, g_threshold] = below_autograd_unless_recording([&] {
-      return offline_bwd_op().call(g_loss, x, err, opt(saved[2]), opt(saved[3]), opt(saved[4]), opt(saved[5]),
-                                   s.beta_s, s.alpha_s, s.threshold_s, s.reset, s.v_reset, s.surrogate,
-                                   s.surrogate_alpha, s.detach_reset, need(ctx, 5), need(ctx, 2), need(ctx, 3),
-                                   need(ctx, 4));
-    });
-    if (need(ctx, 0)) out[0] = gx;
-    if (need(ctx, 1))  // dL/dy = -2 (r - y) / N
+    bool need[6];
+    bool any = false;
+    for (size_t i = 0; i < 6; ++i) any |= (need[i] = task_should_compute_output(i));
+    if (!any) return out;
+    const Tensor x = x_.unpack(), err = err_.unpack(), beta = beta_.unpack(), alpha = alpha_.unpack(),
+                 threshold = threshold_.unpack(), v0 = v0_.unpack();
+    if (need[0] || need[2] || need[3] || need[4] || need[5]) {
+      auto [gx, g_v0, g_beta, g_alpha, g_threshold] = below_autograd_unless_recording([&] {
+        return offline_bwd_op().call(g_loss, x, err, opt(beta), opt(alpha), opt(threshold), opt(v0), s_.beta_s,
+                                     s_.alpha_s, s_.threshold_s, s_.reset, s_.v_reset, s_.surrogate,
+                                     s_.surrogate_alpha, s_.detach_reset, need[5], need[2], need[3], need[4]);
+      });
+      if (need[0]) out[0] = std::move(gx);
+      if (need[2]) out[2] = std::move(g_beta);
+      if (need[3]) out[3] = std::move(g_alpha);
+      if (need[4]) out[4] = std::move(g_threshold);
+      if (need[5]) out[5] = std::move(g_v0);
+    }
+    if (need[1])  // dL/dy = -2 (r - y) / N
       out[1] = at::mul(err, at::mul(g_loss.to(err.scalar_type()), -2.0 / std::max<double>(err.numel(), 1.0)))
-                   .view(ctx->saved_data["target_sizes"].toIntVector())
-                   .to(ctx->saved_data["target_dtype"].toScalarType());
-    const Tensor g[] = {g_beta, g_alpha, g_threshold, g_v0};
-    for (size_t i = 0; i < 4; ++i)
-      if (need(ctx, 2 + i)) out[2 + i] = g[i];
+                   .view(target_sizes_)
+                   .to(target_dtype_);
     return out;
   }
 };
@@ -230,20 +222,32 @@ std::tuple<Tensor, Tensor, Tensor> offline_fwd_autograd(const Tensor& x, const T
                                                         const OptTensor& v0, double beta_s, double alpha_s,
                                                         double threshold_s, Str reset, double v_reset, Str surrogate,
                                                         std::optional<double> surrogate_alpha, bool detach_reset) {
-  const LifScalars s{beta_s, alpha_s, threshold_s, v_reset, surrogate_alpha, std::string(reset),
-                     std::string(surrogate), detach_reset};
-  auto out = OfflineFunction::apply(x, target, beta, alpha, threshold, v0, s);
-  return {out[0], out[1], out[2]};
+  Tensor spikes, loss, err;
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    std::tie(spikes, loss, err) = offline_fwd_op().call(x, target, beta, alpha, threshold, v0, beta_s, alpha_s,
+                                                        threshold_s, reset, v_reset, surrogate, surrogate_alpha,
+                                                        detach_reset);
+  }
+  if (torch::autograd::compute_requires_grad(x, target, beta, alpha, threshold, v0)) {
+    auto node = c10::make_intrusive<OfflineBackward>();
+    node->set_next_edges(torch::autograd::collect_next_edges(x, target, beta, alpha, threshold, v0));
+    node->x_ = SavedVariable(x, false);
+    node->err_ = SavedVariable(err, false);  // a non-differentiable output: no grad_fn, saved as a plain tensor
+    node->beta_ = SavedVariable(beta, false);
+    node->alpha_ = SavedVariable(alpha, false);
+    node->threshold_ = SavedVariable(threshold, false);
+    node->v0_ = SavedVariable(v0, false);
+    node->s_ = {beta_s, alpha_s, threshold_s, v_reset, surrogate_alpha, std::string(reset), std::string(surrogate),
+                detach_reset};
+    node->target_sizes_ = target.sizes().vec();
+    node->target_dtype_ = target.scalar_type();
+    torch::autograd::set_history(loss, node);
+  }
+  return {std::move(spikes), std::move(loss), std::move(err)};
 }
 
 // ---- tandem_online -----------------------------------------------------------------------------------------------
-// Arguments: 0 x, 1 target, 2 beta, 3 alpha, 4 threshold, 5 v0, 6 count0, then the non-tensors (one struct).
-struct OnlineArgs {
-  LifScalars s;
-  int64_t t0, warmup;
-  bool need_state, need_grad_x, need_beta, need_alpha, need_threshold, need_target;
-};
-
 // True when dL/dloss is exactly 1 and reading it costs nothing: a plain CPU scalar (not a fake or functional
 // tensor while tracing, not on a GPU where reading it would be a sync). Then the saved gradients are the answer.
 bool is_plain_one(const Tensor& g) {
@@ -253,38 +257,31 @@ bool is_plain_one(const Tensor& g) {
   return g.item<double>() == 1.0;
 }
 
-struct OnlineFunction : public torch::autograd::Function<OnlineFunction> {
-  static variable_list forward(AutogradContext* ctx, const Tensor& x, const Tensor& target, const OptTensor& beta,
-                               const OptTensor& alpha, const OptTensor& threshold, const OptTensor& v0,
-                               const OptTensor& count0, OnlineArgs a) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    const LifScalars& s = a.s;
-    auto [spikes, loss, v_out, count_out, gx, g_beta, g_alpha, g_threshold, g_target] =
-        online_op()
-            .call(x, target, beta, alpha, threshold, v0, count0, s.beta_s, s.alpha_s, s.threshold_s, s.reset,
-                  s.v_reset, s.surrogate, s.surrogate_alpha, a.t0, a.warmup, a.need_state, a.need_grad_x,
-                  a.need_beta, a.need_alpha, a.need_threshold, a.need_target);
-    ctx->mark_non_differentiable({spikes, v_out, count_out, gx, g_beta, g_alpha, g_threshold, g_target});
-    ctx->save_for_backward({gx, g_target, g_beta, g_alpha, g_threshold});
-    save_given(ctx, {true, true, given(beta), given(alpha), given(threshold), given(v0), given(count0), false});
-    ctx->saved_data["x_dtype"] = x.scalar_type();
-    ctx->set_materialize_grads(false);
-    return {spikes, loss, v_out, count_out, gx, g_beta, g_alpha, g_threshold, g_target};
+// Edges: 0 x, 1 target, 2 beta, 3 alpha, 4 threshold, 5 v0, 6 count0 (state: no gradient crosses time). Input:
+// 0 loss. Saved: the local gradients the forward wrote for dL/dloss = 1 (x, target, beta, alpha, threshold), in
+// the math type.
+struct OnlineBackward : public Node {
+  SavedVariable saved_[5];
+  at::ScalarType x_dtype_ = at::kFloat;
+
+  std::string name() const override { return "TandemOnlineBackward"; }
+  void release_variables() override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto& s : saved_) s.reset_data();
   }
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    variable_list out(8);
-    const Tensor& g_loss = grads[1];
+  variable_list apply(variable_list&& grads) override {
+    variable_list out(7);
+    const Tensor& g_loss = grads[0];
     if (!g_loss.defined()) return out;
-    const auto saved = ctx->get_saved_variables();  // the local gradients for dL/dloss = 1, in the math type
-    const Needs need = load_given(ctx);
-    const at::ScalarType x_dtype = ctx->saved_data["x_dtype"].toScalarType();
-    const bool one = is_plain_one(g_loss);
+    bool one = false, checked = false;
     for (size_t i = 0; i < 5; ++i) {  // x, target, beta, alpha, threshold: the forward computed what is needed
-      if (!need(ctx, i)) continue;
+      if (!task_should_compute_output(i)) continue;
+      if (!checked) one = is_plain_one(g_loss), checked = true;
+      const Tensor s = saved_[i].unpack();
       // scaled in the math type, then rounded once: a loss scale is applied before float16 can flush anything
-      const Tensor g = one ? saved[i] : at::mul(saved[i], g_loss.to(saved[i].scalar_type()));
-      out[i] = i == 0 ? g.to(x_dtype) : g;
+      const Tensor g = one ? s : at::mul(s, g_loss.to(s.scalar_type()));
+      out[i] = i == 0 ? g.to(x_dtype_) : g;
     }
     return out;
   }
@@ -295,11 +292,26 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tenso
     const OptTensor& v0, const OptTensor& count0, double beta_s, double alpha_s, double threshold_s, Str reset,
     double v_reset, Str surrogate, std::optional<double> surrogate_alpha, int64_t t0, int64_t warmup, bool need_state,
     bool need_grad_x, bool need_beta, bool need_alpha, bool need_threshold, bool need_target) {
-  const OnlineArgs a{{beta_s, alpha_s, threshold_s, v_reset, surrogate_alpha, std::string(reset),
-                      std::string(surrogate), false},
-                     t0, warmup, need_state, need_grad_x, need_beta, need_alpha, need_threshold, need_target};
-  auto o = OnlineFunction::apply(x, target, beta, alpha, threshold, v0, count0, a);
-  return {o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7], o[8]};
+  std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> o;
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    o = online_op().call(x, target, beta, alpha, threshold, v0, count0, beta_s, alpha_s, threshold_s, reset, v_reset,
+                         surrogate, surrogate_alpha, t0, warmup, need_state, need_grad_x, need_beta, need_alpha,
+                         need_threshold, need_target);
+  }
+  if (torch::autograd::compute_requires_grad(x, target, beta, alpha, threshold, v0, count0)) {
+    auto node = c10::make_intrusive<OnlineBackward>();
+    node->set_next_edges(torch::autograd::collect_next_edges(x, target, beta, alpha, threshold, v0, count0));
+    // the returned gradients are not differentiable outputs (no grad_fn): saved as plain tensors
+    node->saved_[0] = SavedVariable(std::get<4>(o), false);
+    node->saved_[1] = SavedVariable(std::get<8>(o), false);
+    node->saved_[2] = SavedVariable(std::get<5>(o), false);
+    node->saved_[3] = SavedVariable(std::get<6>(o), false);
+    node->saved_[4] = SavedVariable(std::get<7>(o), false);
+    node->x_dtype_ = x.scalar_type();
+    torch::autograd::set_history(std::get<1>(o), node);
+  }
+  return o;
 }
 
 }  // namespace

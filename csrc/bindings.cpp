@@ -1,12 +1,20 @@
-// ltl_ext._C: the import handle (loading it registers every TORCH_LIBRARY op) and build information.
+// ltl_ext._C: the import handle (loading it registers every TORCH_LIBRARY op), build information, and the fused
+// ops' fast entries from Python (lif_fwd, tandem_offline_fwd, tandem_online: see ltl_fast below).
 #include <ATen/Parallel.h>
+#include <ATen/PythonTorchFunctionTLS.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <pybind11/pybind11.h>
+#include <torch/csrc/Exceptions.h>
+#include <torch/csrc/autograd/python_variable.h>
+#include <torch/csrc/utils/pybind.h>
 
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
+#include <optional>
 #include <string>
+#include <tuple>
 
 namespace ltl {
 bool cpu_has_avx2();
@@ -20,6 +28,158 @@ bool cpu_has_avx2();
 #endif
 
 namespace py = pybind11;
+
+// ---- the fused ops' fast entry from Python ---------------------------------------------------------------------
+// torch.ops.ltl_ext.<op>.default(...) boxes its arguments (13 to 22 here, two strings) into IValues and unboxes them
+// again: ~5 us per call with autograd, more than the forward kernel at small N. These entries read the arguments
+// straight from the Python objects and call the same op through the dispatcher (autograd, fake/functional tensors
+// and dispatch modes all as for torch.ops). Anything they do not handle plainly (a tensor subclass, a
+// __torch_function__ mode, an argument of an unexpected type) returns NotImplemented, and the wrapper
+// (ltl_ext/ops/lif.py, tandem.py) takes torch.ops, which raises the usual errors. Not used while torch.compile
+// traces (the wrappers check).
+namespace ltl_fast {
+using at::Tensor;
+using OptT = std::optional<Tensor>;
+using Str = c10::string_view;
+
+struct Args {
+  bool ok = true;
+  Tensor tensor(PyObject* o) {
+    // a plain Tensor or Parameter (no __torch_function__ of its own); subclasses take torch.ops
+    if (!ok || !THPVariable_CheckExact(o)) return ok = false, Tensor();
+    return THPVariable_Unpack(o);
+  }
+  OptT opt_tensor(PyObject* o) {
+    if (o == Py_None) return std::nullopt;
+    return tensor(o);
+  }
+  double real(PyObject* o) {
+    if (PyFloat_CheckExact(o)) return PyFloat_AS_DOUBLE(o);
+    if (PyLong_CheckExact(o)) {  // exact: not a bool
+      const double v = PyLong_AsDouble(o);
+      if (v != -1.0 || !PyErr_Occurred()) return v;
+      PyErr_Clear();  // too large for a double: torch.ops says so
+    }
+    return ok = false, 0.0;
+  }
+  std::optional<double> opt_real(PyObject* o) {
+    if (o == Py_None) return std::nullopt;
+    return real(o);
+  }
+  int64_t integer(PyObject* o) {
+    if (PyLong_CheckExact(o)) {
+      int overflow = 0;
+      const long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+      if (!overflow) return v;
+    }
+    return ok = false, 0;
+  }
+  bool boolean(PyObject* o) {
+    if (o == Py_True) return true;
+    if (o != Py_False) ok = false;
+    return false;
+  }
+  Str str(PyObject* o) {
+    Py_ssize_t n = 0;
+    const char* d = PyUnicode_Check(o) ? PyUnicode_AsUTF8AndSize(o, &n) : nullptr;
+    if (!d) return PyErr_Clear(), ok = false, Str();
+    return Str(d, static_cast<size_t>(n));
+  }
+};
+
+template <typename Sig>
+c10::TypedOperatorHandle<Sig> find_op(const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Sig>();
+}
+
+template <typename... Ts>
+py::object wrap(std::tuple<Ts...>&& t) {
+  py::tuple out(sizeof...(Ts));
+  size_t k = 0;
+  std::apply([&](auto&... v) { ((out[k++] = py::reinterpret_steal<py::object>(THPVariable_Wrap(std::move(v)))), ...); },
+             t);
+  return std::move(out);
+}
+
+using LifFwdSig = std::tuple<Tensor, Tensor>(const Tensor&, const OptT&, const OptT&, const OptT&, const OptT&, double,
+                                             double, double, Str, double, Str, std::optional<double>, bool);
+using OfflineFwdSig = std::tuple<Tensor, Tensor, Tensor>(const Tensor&, const Tensor&, const OptT&, const OptT&,
+                                                         const OptT&, const OptT&, double, double, double, Str, double,
+                                                         Str, std::optional<double>, bool);
+using OnlineSig = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>(
+    const Tensor&, const Tensor&, const OptT&, const OptT&, const OptT&, const OptT&, const OptT&, double, double,
+    double, Str, double, Str, std::optional<double>, int64_t, int64_t, bool, bool, bool, bool, bool, bool);
+
+// lif_fwd(x, beta, alpha, threshold, v0, beta_s, alpha_s, threshold_s, reset, v_reset, surrogate, surrogate_alpha,
+// detach_reset), positional, as the schema.
+py::object lif_fwd(const py::args& a) {
+  if (a.size() != 13) return py::reinterpret_borrow<py::object>(Py_NotImplemented);
+  Args c;
+  c.ok = !at::impl::torch_function_mode_enabled();  // a TorchFunctionMode sees torch.ops calls only
+  auto o = [&](size_t i) { return a[i].ptr(); };
+  const Tensor x = c.tensor(o(0));
+  const OptT beta = c.opt_tensor(o(1)), alpha = c.opt_tensor(o(2)), threshold = c.opt_tensor(o(3)),
+             v0 = c.opt_tensor(o(4));
+  const double bs = c.real(o(5)), as = c.real(o(6)), ts = c.real(o(7));
+  const Str reset = c.str(o(8));
+  const double vr = c.real(o(9));
+  const Str surrogate = c.str(o(10));
+  const std::optional<double> sa = c.opt_real(o(11));
+  const bool detach = c.boolean(o(12));
+  if (!c.ok) return py::reinterpret_borrow<py::object>(Py_NotImplemented);
+  static const auto op = find_op<LifFwdSig>("ltl_ext::lif_fwd");
+  return wrap(op.call(x, beta, alpha, threshold, v0, bs, as, ts, reset, vr, surrogate, sa, detach));
+}
+
+py::object tandem_offline_fwd(const py::args& a) {
+  if (a.size() != 14) return py::reinterpret_borrow<py::object>(Py_NotImplemented);
+  Args c;
+  c.ok = !at::impl::torch_function_mode_enabled();  // a TorchFunctionMode sees torch.ops calls only
+  auto o = [&](size_t i) { return a[i].ptr(); };
+  const Tensor x = c.tensor(o(0)), target = c.tensor(o(1));
+  const OptT beta = c.opt_tensor(o(2)), alpha = c.opt_tensor(o(3)), threshold = c.opt_tensor(o(4)),
+             v0 = c.opt_tensor(o(5));
+  const double bs = c.real(o(6)), as = c.real(o(7)), ts = c.real(o(8));
+  const Str reset = c.str(o(9));
+  const double vr = c.real(o(10));
+  const Str surrogate = c.str(o(11));
+  const std::optional<double> sa = c.opt_real(o(12));
+  const bool detach = c.boolean(o(13));
+  if (!c.ok) return py::reinterpret_borrow<py::object>(Py_NotImplemented);
+  static const auto op = find_op<OfflineFwdSig>("ltl_ext::tandem_offline_fwd");
+  return wrap(op.call(x, target, beta, alpha, threshold, v0, bs, as, ts, reset, vr, surrogate, sa, detach));
+}
+
+py::object tandem_online(const py::args& a) {
+  if (a.size() != 22) return py::reinterpret_borrow<py::object>(Py_NotImplemented);
+  Args c;
+  c.ok = !at::impl::torch_function_mode_enabled();  // a TorchFunctionMode sees torch.ops calls only
+  auto o = [&](size_t i) { return a[i].ptr(); };
+  const Tensor x = c.tensor(o(0)), target = c.tensor(o(1));
+  const OptT beta = c.opt_tensor(o(2)), alpha = c.opt_tensor(o(3)), threshold = c.opt_tensor(o(4)),
+             v0 = c.opt_tensor(o(5)), count0 = c.opt_tensor(o(6));
+  const double bs = c.real(o(7)), as = c.real(o(8)), ts = c.real(o(9));
+  const Str reset = c.str(o(10));
+  const double vr = c.real(o(11));
+  const Str surrogate = c.str(o(12));
+  const std::optional<double> sa = c.opt_real(o(13));
+  const int64_t t0 = c.integer(o(14)), warmup = c.integer(o(15));
+  bool need[6];
+  for (size_t i = 0; i < 6; ++i) need[i] = c.boolean(o(16 + i));
+  if (!c.ok) return py::reinterpret_borrow<py::object>(Py_NotImplemented);
+  static const auto op = find_op<OnlineSig>("ltl_ext::tandem_online");
+  return wrap(op.call(x, target, beta, alpha, threshold, v0, count0, bs, as, ts, reset, vr, surrogate, sa, t0, warmup,
+                      need[0], need[1], need[2], need[3], need[4], need[5]));
+}
+
+// The C++ errors as torch.ops gives them (ValueError / TypeError / RuntimeError with the op's message).
+template <py::object (*F)(const py::args&)>
+py::object checked(const py::args& a) {
+  HANDLE_TH_ERRORS
+  return F(a);
+  END_HANDLE_TH_ERRORS_PYBIND
+}
+}  // namespace ltl_fast
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "ltl_ext compiled kernels (ops under torch.ops.ltl_ext)";
@@ -53,6 +213,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 #endif
     return d;
   });
+  m.def("lif_fwd", &ltl_fast::checked<&ltl_fast::lif_fwd>, "torch.ops.ltl_ext.lif_fwd, or NotImplemented");
+  m.def("tandem_offline_fwd", &ltl_fast::checked<&ltl_fast::tandem_offline_fwd>,
+        "torch.ops.ltl_ext.tandem_offline_fwd, or NotImplemented");
+  m.def("tandem_online", &ltl_fast::checked<&ltl_fast::tandem_online>,
+        "torch.ops.ltl_ext.tandem_online, or NotImplemented");
   // How many distinct threads at::parallel_for really uses for n items (the OpenMP link test).
   m.def("parallel_threads_used", [](int64_t n) {
     std::vector<int> used(256, 0);

@@ -36,21 +36,25 @@ struct ParamTensor {
 // Everything one call keeps alive while its kernel runs, and the Launch that points into it.
 struct Call {
   const char* op = "";               // the prefix of every message: "ltl_ext.lif" or "ltl_ext.tandem"
-  at::Tensor x;                      // [T, N], contiguous
+  at::Tensor x;                      // x as given, made contiguous (read as [T, N]; not reshaped: a view costs)
   std::vector<int64_t> neuron_shape;  // x.shape[1:]
   ParamTensor beta, alpha, threshold, v0, count0;
   at::Tensor target, err, grad_loss, grad_spikes, grad_v, partials, scratch;
   Launch p;
+  double partials_inline[64];  // the loss's per-block partial sums on the CPU when they fit (no allocation)
 
   at::TensorOptions math_options() const { return x.options().dtype(math_dtype(x.scalar_type())); }
-  std::vector<int64_t> x_shape() const {  // [T, *neuron_shape]
-    std::vector<int64_t> s{p.T};
-    s.insert(s.end(), neuron_shape.begin(), neuron_shape.end());
-    return s;
-  }
+  at::ScalarType math_type() const { return math_dtype(x.scalar_type()); }
 };
 
 inline const void* ptr_or_null(const at::Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
+
+// t in dtype s, contiguous (its shape kept: the kernels read it flat). The common case, already so, costs no
+// dispatcher call (Tensor::to goes through one even when it returns t itself).
+inline at::Tensor as_contiguous(const at::Tensor& t, at::ScalarType s) {
+  if (t.scalar_type() == s) return t.is_contiguous() ? t : t.contiguous();
+  return t.to(s).contiguous();
+}
 
 // ---- values: where a tensor's values are read, on the CPU only ---------------------------------------------------
 // How many of v[0 .. n) lie outside [low, high] ((low, high] if low_open); NaN is outside. One branch-free counting
@@ -135,7 +139,7 @@ inline ParamTensor bind_param(const OptTensor& t, const char* name, Call& c, Par
                     ", which does not broadcast to the neuron shape x.shape[1:] = ", at::IntArrayRef(c.neuron_shape),
                     "; per-neuron parameters must match the trailing dims of x");
   out.given = g;
-  out.data = g.to(math_dtype(c.x.scalar_type())).contiguous();
+  out.data = as_contiguous(g, c.math_type());
   const size_t off = c.neuron_shape.size() - g.dim();
   int64_t first = -1, last = -1;
   for (int64_t k = 0; k < g.dim(); ++k)
@@ -166,12 +170,12 @@ inline at::Tensor reduce_grad(const ParamTensor& q, const Param& layout, const a
   if (q.expanded) {
     r = g.view(c.neuron_shape).sum_to_size(q.given.sizes());
   } else if (layout.period == c.p.N) {
-    r = g.view(q.given.sizes());
+    r = g.sizes() == q.given.sizes() ? g : g.view(q.given.sizes());  // per neuron: g is the gradient
   } else {
     const int64_t outer = c.p.N / (layout.period * layout.inner);
     r = g.view({outer, layout.period, layout.inner}).sum(at::IntArrayRef{0, 2}).view(q.given.sizes());
   }
-  return r.to(q.given.scalar_type());
+  return r.scalar_type() == q.given.scalar_type() ? r : r.to(q.given.scalar_type());
 }
 
 // ---- one call ----------------------------------------------------------------------------------------------------
@@ -208,7 +212,7 @@ inline Call make_call(const char* op, const at::Tensor& x, const OptTensor& beta
   c.neuron_shape.assign(x.sizes().begin() + 1, x.sizes().end());
   c.p.T = x.size(0);
   c.p.N = x.numel() / c.p.T;
-  c.x = x.reshape({c.p.T, c.p.N}).contiguous();
+  c.x = x.is_contiguous() ? x : x.contiguous();
   c.p.x = c.x.data_ptr();
   parse_names(reset, surrogate, c.p, op);
   const double sa = surrogate_alpha.has_value() ? *surrogate_alpha : default_surrogate_alpha(c.p.surrogate);
@@ -244,7 +248,7 @@ inline void bind_target(Call& c, const at::Tensor& target) {
                     "; the target is the teacher's activation of this layer, one value per neuron");
   TORCH_CHECK_VALUE(target.device() == c.x.device(), c.op, ": target is on ", target.device(), " but x is on ",
                     c.x.device(), "; move both to the same device");
-  c.target = target.to(math_dtype(c.x.scalar_type())).reshape({c.p.N}).contiguous();
+  c.target = as_contiguous(target, c.math_type());  // read flat as [N]
   if (c.target.device().is_cpu() && c.p.N > 0) {
     double min = 0, max = 0;
     TORCH_CHECK_VALUE(!outside_cpu(c.target, -kInf, kInf, false, &min, &max), c.op,
@@ -260,10 +264,11 @@ inline at::Tensor neuron_output(const Call& c, bool need, void** ptr) {
   return t;
 }
 
-// The gradient of a parameter from the kernel's per-neuron gradient g (neuron_output), or an empty [0] tensor.
+// The gradient of a parameter from the kernel's per-neuron gradient g (neuron_output), or g itself when it is not
+// needed (then g is an empty [0] tensor).
 inline at::Tensor param_grad(const Call& c, const ParamTensor& q, const Param& layout, const at::Tensor& g,
                              bool need) {
-  if (!need || !q.given.defined()) return at::empty({0}, c.math_options());
+  if (!need || !q.given.defined()) return g.numel() == 0 ? g : at::empty({0}, c.math_options());
   return reduce_grad(q, layout, g, c);
 }
 

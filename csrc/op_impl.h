@@ -20,9 +20,9 @@ using BackwardOut = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>;  // grad
 constexpr const char* kLifOp = "ltl_ext.lif";
 constexpr const char* kTandemOp = "ltl_ext.tandem";
 
-// [T, N] in x's dtype, shaped back to x's shape by the caller.
+// [T, N] in x's dtype, allocated in x's shape (x.shape == [T, *neuron_shape]).
 inline Tensor tn_output(const Call& c, void** ptr) {
-  Tensor t = at::empty({c.p.T, c.p.N}, c.x.options());
+  Tensor t = at::empty(c.x.sizes(), c.x.options());
   *ptr = t.data_ptr();
   return t;
 }
@@ -30,9 +30,14 @@ inline Tensor tn_output(const Call& c, void** ptr) {
 // The tandem loss: a math-type scalar, and the per-block partial sums it is reduced from.
 inline Tensor loss_output(Call& c) {
   Tensor loss = at::empty({}, c.math_options());
-  c.partials = at::empty({loss_blocks(c.p.N) > 0 ? loss_blocks(c.p.N) : 1}, c.x.options().dtype(at::kDouble));
+  const int64_t blocks = loss_blocks(c.p.N) > 0 ? loss_blocks(c.p.N) : 1;
+  if (c.x.device().is_cpu() && blocks <= static_cast<int64_t>(sizeof(c.partials_inline) / sizeof(double))) {
+    c.p.partials = c.partials_inline;  // the CPU kernels write and sum them in this call
+  } else {
+    c.partials = at::empty({blocks}, c.x.options().dtype(at::kDouble));
+    c.p.partials = c.partials.data_ptr();
+  }
   c.p.loss = loss.data_ptr();
-  c.p.partials = c.partials.data_ptr();
   return loss;
 }
 
@@ -49,7 +54,7 @@ BackwardOut run_backward(Kernel k, Call& c, bool need_v0, bool need_beta, bool n
   Tensor g_alpha = neuron_output(c, need_alpha, &c.p.grad_alpha);
   Tensor g_threshold = neuron_output(c, need_threshold, &c.p.grad_threshold);
   Device::run(k, c);
-  return {gx.view(c.x_shape()), param_grad(c, c.v0, c.p.v0, g_v0, need_v0),
+  return {gx, param_grad(c, c.v0, c.p.v0, g_v0, need_v0),
           param_grad(c, c.beta, c.p.beta, g_beta, need_beta), param_grad(c, c.alpha, c.p.alpha, g_alpha, need_alpha),
           param_grad(c, c.threshold, c.p.threshold, g_threshold, need_threshold)};
 }
@@ -64,10 +69,10 @@ std::tuple<Tensor, Tensor> lif_fwd(const Tensor& x, const OptTensor& beta, const
                      surrogate_alpha, detach_reset);
   check_param_values(c);
   Tensor spikes = tn_output(c, &c.p.spikes);
-  Tensor v_final = at::empty({c.p.N}, c.x.options());
+  Tensor v_final = at::empty(c.neuron_shape, c.x.options());
   c.p.v_final = v_final.data_ptr();
   Device::run(Kernel::LifForward, c);
-  return {spikes.view(c.x_shape()), v_final.view(c.neuron_shape)};
+  return {spikes, v_final};
 }
 
 template <typename Device>
@@ -81,12 +86,12 @@ BackwardOut lif_bwd(const OptTensor& grad_spikes, const OptTensor& grad_v, const
                      surrogate_alpha, detach_reset);
   if (given(grad_spikes)) {
     TORCH_CHECK_VALUE(grad_spikes->numel() == c.x.numel(), c.op, " backward: grad_spikes must have x's shape");
-    c.grad_spikes = grad_spikes->to(c.x.scalar_type()).reshape({c.p.T, c.p.N}).contiguous();
+    c.grad_spikes = as_contiguous(*grad_spikes, c.x.scalar_type());  // read flat as [T, N]
     c.p.grad_spikes = c.grad_spikes.data_ptr();
   }
   if (given(grad_v)) {
     TORCH_CHECK_VALUE(grad_v->numel() == c.p.N, c.op, " backward: grad_v must have N elements");
-    c.grad_v = grad_v->to(c.x.scalar_type()).reshape({c.p.N}).contiguous();
+    c.grad_v = as_contiguous(*grad_v, c.x.scalar_type());  // read flat as [N]
     c.p.grad_v = c.grad_v.data_ptr();
   }
   return run_backward<Device>(Kernel::LifBackward, c, need_v0, need_beta, need_alpha, need_threshold);
@@ -107,7 +112,7 @@ std::tuple<Tensor, Tensor, Tensor> tandem_offline_fwd(const Tensor& x, const Ten
   Tensor spikes = tn_output(c, &c.p.spikes);
   Tensor err = neuron_output(c, true, &c.p.err);
   Device::run(Kernel::OfflineForward, c);
-  return {spikes.view(c.x_shape()), loss, err};
+  return {spikes, loss, err};
 }
 
 template <typename Device>
@@ -124,8 +129,8 @@ BackwardOut tandem_offline_bwd(const Tensor& grad_loss, const Tensor& x, const T
                     " but x is on ", c.x.device());
   TORCH_CHECK_VALUE(err.numel() == c.p.N && err.device() == c.x.device(), c.op,
                     " backward: err must be the forward's [N] error on x's device");
-  c.grad_loss = grad_loss.reshape({}).to(math_dtype(c.x.scalar_type())).contiguous();
-  c.err = err.to(math_dtype(c.x.scalar_type())).reshape({c.p.N}).contiguous();
+  c.grad_loss = as_contiguous(grad_loss, c.math_type());  // one value
+  c.err = as_contiguous(err, c.math_type());             // read flat as [N]
   c.p.grad_loss = c.grad_loss.data_ptr();
   c.p.err = c.err.data_ptr();
   return run_backward<Device>(Kernel::OfflineBackward, c, need_v0, need_beta, need_alpha, need_threshold);
@@ -153,23 +158,25 @@ OnlineOut tandem_online(const Tensor& x, const Tensor& target, const OptTensor& 
   need_threshold = need_threshold && c.threshold.given.defined();
   Tensor loss = loss_output(c);
   Tensor spikes = tn_output(c, &c.p.spikes);
-  Tensor state_v = neuron_output(c, need_state, &c.p.state_v);
-  Tensor state_count = neuron_output(c, need_state, &c.p.state_count);
-  Tensor gx = at::empty({need_grad_x ? c.p.T : 0, need_grad_x ? c.p.N : 0}, c.math_options());  // Launch::grad_x
-  c.p.grad_x = need_grad_x ? gx.data_ptr() : nullptr;
+  // the outputs in their final shapes (in the neuron shape, x's shape; no views afterwards)
+  static constexpr int64_t kEmpty[1] = {0};
+  const at::IntArrayRef none(kEmpty, 1);  // [0]
+  Tensor state_v = at::empty(need_state ? at::IntArrayRef(c.neuron_shape) : none, c.math_options());
+  Tensor state_count = at::empty(need_state ? at::IntArrayRef(c.neuron_shape) : none, c.math_options());
+  c.p.state_v = need_state ? state_v.data_ptr() : nullptr;
+  c.p.state_count = need_state ? state_count.data_ptr() : nullptr;
+  Tensor gx = need_grad_x ? at::empty(c.x.sizes(), c.math_options()) : at::empty({0, 0}, c.math_options());
+  c.p.grad_x = need_grad_x ? gx.data_ptr() : nullptr;  // Launch::grad_x, in the math type
   Tensor g_beta = neuron_output(c, need_beta, &c.p.grad_beta);
   Tensor g_alpha = neuron_output(c, need_alpha, &c.p.grad_alpha);
   Tensor g_threshold = neuron_output(c, need_threshold, &c.p.grad_threshold);
-  Tensor g_target = neuron_output(c, need_target, &c.p.grad_target);
+  Tensor g_target = at::empty(need_target ? target.sizes() : none, c.math_options());
+  c.p.grad_target = need_target ? g_target.data_ptr() : nullptr;
   Device::run(Kernel::Online, c);
-  if (need_state) {
-    state_v = state_v.view(c.neuron_shape);
-    state_count = state_count.view(c.neuron_shape);
-  }
-  return {spikes.view(c.x_shape()), loss, state_v, state_count, need_grad_x ? gx.view(c.x_shape()) : gx,
+  return {spikes, loss, state_v, state_count, gx,
           param_grad(c, c.beta, c.p.beta, g_beta, need_beta), param_grad(c, c.alpha, c.p.alpha, g_alpha, need_alpha),
           param_grad(c, c.threshold, c.p.threshold, g_threshold, need_threshold),
-          need_target ? g_target.view(target.sizes()).to(target.scalar_type()) : g_target};
+          need_target && g_target.scalar_type() != target.scalar_type() ? g_target.to(target.scalar_type()) : g_target};
 }
 
 template <typename Device>

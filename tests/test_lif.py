@@ -85,6 +85,19 @@ def test_grid_dtypes(device, dtype, reset, surrogate):
         _compare(x, kw, dtype)
 
 
+@pytest.mark.parametrize("reset", RESETS)
+@pytest.mark.parametrize("params", ["scalar", "tensor"])
+def test_large_float32_cpu(reset, params):
+    """Past the CPU kernels' size threshold (T N 4 bytes >= 16 MiB): inputs prefetched, grad_spikes read in the
+    recompute pass, outputs through non-temporal stores; an odd N, so rows start unaligned (the stores' head and
+    tail paths)."""
+    shape = (16, 262147)
+    x = make_input(shape, torch.float32, "cpu", seed=17)
+    kw = dict(reset=reset, surrogate="sigmoid", v_reset=-0.1 if reset == "hard" else 0.0,
+              **_params(params, shape[1:], torch.float32, "cpu", seed=18))
+    _compare(x, kw, torch.float32)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("shape", [(1, 1), (1, 300), (5, 1), (4, 7, 3, 5), (3, 2, 1, 4), (16, 1031)],
                          ids=lambda s: "x".join(map(str, s)))

@@ -12,10 +12,13 @@
 // neurons (for_each_block), the time loop inside, every inner loop a contiguous branch-free row over the block
 // (`#pragma omp simd`; -fno-trapping-math lets GCC if-convert the spike compare).
 //   forward_impl   LIF and offline forward: spikes, then v_final (LIF) or err and a loss partial sum (offline).
-//   backward_impl  LIF and offline backward: recompute H and psi for one block into a [T, block] scratch (cache
-//                  resident), then BPTT in reverse with dL/dS[t] from grad_spikes (LIF) or 2 err / (N T) (offline).
-//                  Reads x (twice only when a parameter gradient is wanted) and grad_spikes, writes grad_x.
+//   backward_impl  LIF and offline backward: recompute H and psi for one block, reading x and dL/dS[t] (grad_spikes
+//                  (LIF) or 2 err / (N T) (offline)) in forward time order, into a [T, block] scratch (cache
+//                  resident: gS psi and dV/dH, or with parameter gradients H, psi and gS), then BPTT in reverse from
+//                  the scratch alone, writing grad_x. x is read twice only when g_alpha is wanted.
 //   online_impl    one pass: spikes, the loss, the local gradients.
+// Large float outputs (spikes, grad_x: kStreamBytes and up) go out through non-temporal stores, and the input rows
+// are prefetched ahead (prefetch_piece).
 // Loss partial sums are per fixed block and summed in block order: the loss is bit-identical for any thread count
 // and on both ISAs (sums in double; H never through an FMA: the build passes -ffp-contract=off).
 #ifndef LTL_CPU_ISA
@@ -33,6 +36,19 @@ template <> struct Math<double> { using type = double; };
 
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
+
+// Software prefetch of the row pieces that the kernels read kPrefetchRows pieces later (in the order of (block, row):
+// past a block's last row come the next block's first rows): the [T, N] inputs are walked in 1 KB pieces 4 MB
+// apart (N = 2^20), too short for the hardware prefetchers, whose streams then stall every load. Into L2 (locality
+// 2, prefetcht1): at N = 2^k the T pieces of one column map to the same L1 set and evict each other from L1 before
+// use. Measured at N = 2^20, T = 16, 2 threads: distance 8 into L2 took the rect backward from 12 to 8.5 ms; into
+// L1 (prefetcht0) or at distance 2 it gained far less. One hint per 64-byte line.
+constexpr int64_t kPrefetchRows = 8;
+template <int RW = 0, int LOC = 2, typename T> inline void prefetch_piece(const T* p, int64_t n) {
+  const char* c = reinterpret_cast<const char*>(p);
+  const int64_t bytes = n * static_cast<int64_t>(sizeof(T));
+  for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(c + o, RW, LOC);
+}
 
 // Multiply-add: one fused instruction where the ISA has it (kernels_avx2.cpp defines LTL_CPU_FMA). Used only
 // for the surrogate's exp below, never for H (the build's -ffp-contract=off keeps H = beta V + alpha X rounded as
@@ -122,6 +138,35 @@ inline void row_out(scalar_t* dst, const acc_t* buf, int64_t n) {
   }
 }
 
+// Non-temporal stores for [T, N] outputs bigger than the caches (kStreamBytes and up): a row piece is computed into
+// an L1 buffer and streamed out, so the output lines are never read from memory first (write-allocate) and do not
+// evict the inputs. Float only (the AVX2 / SSE stream instructions); the last store of a thread's chunk is
+// followed by an sfence (stream_fence), so the results are visible when at::parallel_for returns.
+constexpr int64_t kStreamBytes = int64_t(16) << 20;
+// Also the size from which the inputs are prefetched (prefetch_piece): below it they are mostly cache resident and
+// the hints cost more than they save (N = 4096, T = 16: the backward 13 % slower with them).
+template <typename scalar_t> inline bool is_big(const Launch& p) {
+  return p.T * p.N * int64_t(sizeof(scalar_t)) >= kStreamBytes;
+}
+template <typename scalar_t> inline bool use_stream(const Launch& p) {
+  return std::is_same<scalar_t, float>::value && is_big<scalar_t>(p);
+}
+inline void stream_row(float* dst, const float* src, int64_t n) {
+  int64_t j = 0;
+  for (; j < n && (reinterpret_cast<uintptr_t>(dst + j) & 31); ++j) dst[j] = src[j];
+#ifdef LTL_CPU_FMA
+  for (; j + 8 <= n; j += 8) _mm256_stream_ps(dst + j, _mm256_loadu_ps(src + j));
+#else
+  for (; j + 4 <= n; j += 4) _mm_stream_ps(dst + j, _mm_loadu_ps(src + j));
+#endif
+  for (; j < n; ++j) dst[j] = src[j];
+}
+template <typename scalar_t, typename acc_t> inline void stream_row(scalar_t* dst, const acc_t* src, int64_t n) {
+  if constexpr (std::is_same<scalar_t, float>::value && std::is_same<acc_t, float>::value) stream_row(static_cast<float*>(dst), static_cast<const float*>(src), n);
+  else row_out(dst, src, n);
+}
+inline void stream_fence() { _mm_sfence(); }
+
 // Neurons i0 .. i0+n of a broadcast parameter into dst (a value: filled once, in fill_values).
 template <typename acc_t> inline void load_param(acc_t* dst, const Param& q, int64_t i0, int64_t n) {
   const acc_t* src = static_cast<const acc_t*>(q.data);
@@ -166,6 +211,7 @@ void for_each_block(const Launch& p, Body&& body) {
       r.load(p, i0, n);
       body(b, i0, n, r, local);
     }
+    stream_fence();  // the non-temporal stores (if any) visible before the chunk ends
   });
 }
 
@@ -179,11 +225,11 @@ template <typename acc_t> void finish_loss(const Launch& p) {
 
 // ---- forward: LIF (v_final) and offline (err, loss) ------------------------------------------------------------
 // One LIF step over a row of the block: V updated in r.v, the spikes written and (COUNT) counted.
-template <Reset R, bool COUNT = true, typename scalar_t, typename acc_t>
+template <Reset R, bool COUNT = true, bool STREAM = false, typename scalar_t, typename acc_t>
 inline void step_row(const scalar_t* x_row, scalar_t* spike_row, Rows<acc_t>& r, acc_t* count, acc_t* xbuf,
                      acc_t* sbuf, acc_t vr, int64_t n) {
   const acc_t* xt = row_in(x_row, xbuf, n);
-  acc_t* st = row_dst(spike_row, sbuf);
+  acc_t* st = STREAM ? sbuf : row_dst(spike_row, sbuf);
 #pragma omp simd
   for (int64_t j = 0; j < n; ++j) {
     const acc_t h = charge(r.v[j], xt[j], r.beta[j], r.alpha[j]);
@@ -192,7 +238,8 @@ inline void step_row(const scalar_t* x_row, scalar_t* spike_row, Rows<acc_t>& r,
     if (COUNT) count[j] += s;
     st[j] = s;
   }
-  row_out(spike_row, sbuf, n);
+  if (STREAM) stream_row(spike_row, sbuf, n);
+  else row_out(spike_row, sbuf, n);
 }
 
 template <typename acc_t> struct ForwardLocal {
@@ -211,15 +258,32 @@ void forward_impl(const Launch& p, bool offline) {
   acc_t* err = static_cast<acc_t*>(p.err);
   double* partials = static_cast<double*>(p.partials);
   const acc_t vr = static_cast<acc_t>(p.v_reset), steps = static_cast<acc_t>(T);
+  const bool stream = use_stream<scalar_t>(p), big = is_big<scalar_t>(p);
   for_each_block<acc_t, ForwardLocal<acc_t>>(p, [&](int64_t b, int64_t i0, int64_t n, Rows<acc_t>& r,
                                                     ForwardLocal<acc_t>& l) {
-    if (!offline) {  // the LIF needs no count
-      for (int64_t t = 0; t < T; ++t)
-        step_row<R, false>(x + t * N + i0, spikes + t * N + i0, r, l.count, l.xbuf, l.sbuf, vr, n);
-    } else {
-      fill_value(l.count, 0.0, n);
-      for (int64_t t = 0; t < T; ++t)
-        step_row<R>(x + t * N + i0, spikes + t * N + i0, r, l.count, l.xbuf, l.sbuf, vr, n);
+    const int64_t nn = imin(kB, N - i0 - kB);  // the next block's neurons (<= 0: none)
+    auto pf = [&](int64_t t) {
+      int64_t u = t + kPrefetchRows, j0 = i0, m = n;
+      if (u >= T) u -= T, j0 += kB, m = nn;
+      if (big && u < T && m > 0) {
+        prefetch_piece(x + u * N + j0, m);
+        if (!stream) prefetch_piece<1>(spikes + u * N + j0, m);
+      }
+    };
+    auto run = [&](auto count_tag, auto stream_tag) {
+      constexpr bool COUNT = decltype(count_tag)::value, STREAM = decltype(stream_tag)::value;
+      for (int64_t t = 0; t < T; ++t) {
+        pf(t);
+        step_row<R, COUNT, STREAM>(x + t * N + i0, spikes + t * N + i0, r, l.count, l.xbuf, l.sbuf, vr, n);
+      }
+    };
+    if (offline) fill_value(l.count, 0.0, n);
+    if (offline) {
+      if (stream) run(std::true_type(), std::true_type());
+      else run(std::true_type(), std::false_type());
+    } else {  // the LIF needs no count
+      if (stream) run(std::false_type(), std::true_type());
+      else run(std::false_type(), std::false_type());
     }
     if (!offline) {
       for (int64_t j = 0; j < n; ++j) v_final[i0 + j] = static_cast<scalar_t>(r.v[j]);
@@ -237,49 +301,39 @@ void forward_impl(const Launch& p, bool offline) {
 }
 
 // ---- backward: LIF and offline ---------------------------------------------------------------------------------
-// H is kept only where the reverse step reads it: a hard reset's dV/dH, or a parameter gradient (S and V[t-1]).
-template <Reset R, bool PARAMS> constexpr bool keeps_h() { return R == Reset::Hard || PARAMS; }
-
+// Scratch of a block, [T, kB] each. At big sizes (AB in backward_impl), without parameter gradients: A = dL/dS[t]
+// psi[t] and B = dV[t]/dH[t] (phase 1 reads x and dL/dS in forward time order, so the reverse pass reads no [T, N]
+// input: gH = A + gV B, rounded as gS psi + gV dV/dH); with them: H, psi and dL/dS (copied, for the same reason).
+// Below that: psi and (hard reset or parameter gradients) H, the reverse pass reading grad_spikes itself.
 template <typename acc_t> struct BackwardLocal {
-  Scratch<acc_t> buf;  // H and psi, [T, kB] each
-  acc_t *H, *PSI;
+  Scratch<acc_t> buf;
+  acc_t *H, *PSI, *GS;  // A = H, B = PSI without parameter gradients
   acc_t v0[kB], zeros[kB], gs[kB], gv[kB], gh[kB], gb[kB], ga[kB], gt[kB], xbuf[kB], gsbuf[kB], gxbuf[kB];
-  explicit BackwardLocal(const Launch& p) : buf(2 * p.T * kB), H(buf.data), PSI(buf.data + p.T * kB) {
+  explicit BackwardLocal(const Launch& p)
+      : buf(3 * p.T * kB), H(buf.data), PSI(buf.data + p.T * kB), GS(buf.data + 2 * p.T * kB) {
     fill_value(zeros, 0.0, kB);
   }
 };
 
-// One reverse step over a row of the block: gH from dL/dS[t] = gs and dL/dV[t] = gv, then grad_x and gV[t-1]; with
-// PARAMS also g_threshold, and gH kept in gh for g_alpha and g_beta (their own loops, only when wanted: x is read
-// a second time only for g_alpha).
-template <Reset R, bool DETACH, bool PARAMS, typename acc_t>
-inline void reverse_row(const acc_t* Ht, const acc_t* Pt, const acc_t* gs, acc_t* gv, acc_t* gh, acc_t* gt,
-                        acc_t* gxt, const Rows<acc_t>& r, acc_t vr, int64_t n) {
-  if (PARAMS) {
+// One reverse step over a row of the block with parameter gradients: gH from dL/dS[t] = gs and dL/dV[t] = gv, then
+// grad_x, gV[t-1] and g_threshold, and gH kept in gh for g_alpha and g_beta (their own loops, only when wanted:
+// x is read a second time only for g_alpha).
+template <Reset R, bool DETACH, typename acc_t>
+inline void reverse_row_params(const acc_t* Ht, const acc_t* Pt, const acc_t* gs, acc_t* gv, acc_t* gh, acc_t* gt,
+                               acc_t* gxt, const Rows<acc_t>& r, acc_t vr, int64_t n) {
 #pragma omp simd
-    for (int64_t j = 0; j < n; ++j) {
-      const LifGradStep<acc_t> g = lif_backward_step<R>(Ht[j], Pt[j], gs[j], gv[j], r.threshold[j], vr, DETACH);
-      gh[j] = g.gh;
-      gxt[j] = r.alpha[j] * g.gh;
-      gt[j] += g.g_threshold;
-      gv[j] = r.beta[j] * g.gh;
-    }
-  } else {
-#pragma omp simd
-    for (int64_t j = 0; j < n; ++j) {
-      const acc_t h = keeps_h<R, PARAMS>() ? Ht[j] : acc_t(0), psi = Pt[j];  // soft: dV/dH needs no H
-      const acc_t ghj =
-          gs[j] * psi + gv[j] * dv_dh<R>(h, fires(h, r.threshold[j]), psi, r.threshold[j], vr, DETACH);
-      gxt[j] = r.alpha[j] * ghj;
-      gv[j] = r.beta[j] * ghj;
-    }
+  for (int64_t j = 0; j < n; ++j) {
+    const LifGradStep<acc_t> g = lif_backward_step<R>(Ht[j], Pt[j], gs[j], gv[j], r.threshold[j], vr, DETACH);
+    gh[j] = g.gh;
+    gxt[j] = r.alpha[j] * g.gh;
+    gt[j] += g.g_threshold;
+    gv[j] = r.beta[j] * g.gh;
   }
 }
 
 template <typename scalar_t, Reset R, Surrogate K, bool PARAMS>
 void backward_impl(const Launch& p, bool offline) {
   using acc_t = typename Math<scalar_t>::type;
-  constexpr bool KEEP_H = keeps_h<R, PARAMS>();
   const int64_t T = p.T, N = p.N;
   const scalar_t* x = static_cast<const scalar_t*>(p.x);
   const scalar_t* grad_spikes = static_cast<const scalar_t*>(p.grad_spikes);
@@ -295,26 +349,16 @@ void backward_impl(const Launch& p, bool offline) {
   const double grad_loss = offline ? static_cast<double>(*static_cast<const acc_t*>(p.grad_loss)) : 0.0;
   const acc_t scale = static_cast<acc_t>(2.0 * grad_loss / (static_cast<double>(N) * static_cast<double>(T)));
   const bool detach = p.detach_reset;
-  for_each_block<acc_t, BackwardLocal<acc_t>>(p, [&](int64_t, int64_t i0, int64_t n, Rows<acc_t>& r,
-                                                     BackwardLocal<acc_t>& l) {
+  const bool stream = use_stream<scalar_t>(p), big = is_big<scalar_t>(p);
+  const bool gs_rows = grad_spikes && !offline;  // dL/dS[t] read from grad_spikes (else constant in t)
+  // AB (big sizes): phase 1 also reads dL/dS[t] and leaves the reverse pass no [T, N] input; below kStreamBytes the
+  // reverse pass reads grad_spikes itself (fewer scratch stores: at N = 4096 the AB scheme was ~8 % slower).
+  auto body = [&](auto detach_tag, auto ab_tag, int64_t i0, int64_t n, Rows<acc_t>& r, BackwardLocal<acc_t>& l) {
+    constexpr bool DETACH = decltype(detach_tag)::value, AB = decltype(ab_tag)::value;
     const acc_t a = sa;  // a local: the stores below could alias a captured reference, forcing a reload per step
     if (PARAMS) {
       for (int64_t j = 0; j < n; ++j) l.v0[j] = r.v[j];
     }
-    // 1. recompute H[t] and psi[t] for this block (the forward's arithmetic: identical spikes)
-    for (int64_t t = 0; t < T; ++t) {
-      const acc_t* xt = row_in(x + t * N + i0, l.xbuf, n);
-      acc_t* Ht = l.H + t * kB;
-      acc_t* Pt = l.PSI + t * kB;
-#pragma omp simd
-      for (int64_t j = 0; j < n; ++j) {
-        const acc_t h = charge(r.v[j], xt[j], r.beta[j], r.alpha[j]);
-        r.v[j] = reset_v<R>(h, fires(h, r.threshold[j]), r.threshold[j], vr);
-        if (KEEP_H) Ht[j] = h;
-        Pt[j] = surrogate_grad_cpu<K>(h - r.threshold[j], a);
-      }
-    }
-    // 2. BPTT in reverse
     for (int64_t j = 0; j < n; ++j) {
       l.gv[j] = grad_v ? static_cast<acc_t>(grad_v[i0 + j]) : acc_t(0);
       l.gb[j] = l.ga[j] = l.gt[j] = acc_t(0);
@@ -322,14 +366,79 @@ void backward_impl(const Launch& p, bool offline) {
     if (offline) {
       for (int64_t j = 0; j < n; ++j) l.gs[j] = offline_gs(err[i0 + j], scale);
     }
+    // 1. recompute H[t] and psi[t] for this block (the forward's arithmetic: identical spikes), reading x and
+    // dL/dS[t] in forward order; the rows kPrefetchRows ahead (then the next block's first rows) are prefetched
+    const int64_t nn = imin(kB, N - i0 - kB);  // the next block's neurons (<= 0: none)
+    for (int64_t t = 0; t < T; ++t) {
+      int64_t u = t + kPrefetchRows, j0 = i0, m = n;
+      if (u >= T) u -= T, j0 += kB, m = nn;
+      if (big && u < T && m > 0) {
+        prefetch_piece(x + u * N + j0, m);
+        if (gs_rows) prefetch_piece(grad_spikes + u * N + j0, m);
+      }
+      const acc_t* xt = row_in(x + t * N + i0, l.xbuf, n);
+      const acc_t* gst =
+          offline ? l.gs : (AB && gs_rows) ? row_in(grad_spikes + t * N + i0, l.gsbuf, n) : l.zeros;
+      acc_t* Ht = l.H + t * kB;
+      acc_t* Pt = l.PSI + t * kB;
+      if (PARAMS) {
+        acc_t* Gt = l.GS + t * kB;
+#pragma omp simd
+        for (int64_t j = 0; j < n; ++j) {
+          const acc_t h = charge(r.v[j], xt[j], r.beta[j], r.alpha[j]);
+          r.v[j] = reset_v<R>(h, fires(h, r.threshold[j]), r.threshold[j], vr);
+          Ht[j] = h;
+          Pt[j] = surrogate_grad_cpu<K>(h - r.threshold[j], a);
+          if (AB) Gt[j] = gst[j];
+        }
+      } else if (!AB) {  // psi, and H for a hard reset's dV/dH
+#pragma omp simd
+        for (int64_t j = 0; j < n; ++j) {
+          const acc_t h = charge(r.v[j], xt[j], r.beta[j], r.alpha[j]);
+          r.v[j] = reset_v<R>(h, fires(h, r.threshold[j]), r.threshold[j], vr);
+          if (R == Reset::Hard) Ht[j] = h;
+          Pt[j] = surrogate_grad_cpu<K>(h - r.threshold[j], a);
+        }
+      } else {  // A = gs psi and B = dV/dH: the reverse step's gH = gs psi + gV dV/dH, rounded the same
+#pragma omp simd
+        for (int64_t j = 0; j < n; ++j) {
+          const acc_t h = charge(r.v[j], xt[j], r.beta[j], r.alpha[j]);
+          const acc_t s = fires(h, r.threshold[j]);
+          r.v[j] = reset_v<R>(h, s, r.threshold[j], vr);
+          const acc_t psi = surrogate_grad_cpu<K>(h - r.threshold[j], a);
+          Ht[j] = gst[j] * psi;
+          Pt[j] = dv_dh<R>(h, s, psi, r.threshold[j], vr, DETACH);
+        }
+      }
+    }
+    // 2. BPTT in reverse, from the scratch only
     for (int64_t t = T - 1; t >= 0; --t) {
-      const acc_t* gst = offline ? l.gs : grad_spikes ? row_in(grad_spikes + t * N + i0, l.gsbuf, n) : l.zeros;
-      acc_t* gxt = row_dst(gx + t * N + i0, l.gxbuf);
+      acc_t* gxt = stream ? l.gxbuf : row_dst(gx + t * N + i0, l.gxbuf);
       const acc_t* Ht = l.H + t * kB;
       const acc_t* Pt = l.PSI + t * kB;
-      if (detach) reverse_row<R, true, PARAMS>(Ht, Pt, gst, l.gv, l.gh, l.gt, gxt, r, vr, n);
-      else reverse_row<R, false, PARAMS>(Ht, Pt, gst, l.gv, l.gh, l.gt, gxt, r, vr, n);
-      row_out(gx + t * N + i0, l.gxbuf, n);
+      // !AB: dL/dS[t] from grad_spikes now (its rows read in reverse)
+      const acc_t* gst = AB ? l.GS + t * kB
+                            : offline ? l.gs : gs_rows ? row_in(grad_spikes + t * N + i0, l.gsbuf, n) : l.zeros;
+      if (PARAMS) {
+        reverse_row_params<R, DETACH>(Ht, Pt, gst, l.gv, l.gh, l.gt, gxt, r, vr, n);
+      } else if (!AB) {
+#pragma omp simd
+        for (int64_t j = 0; j < n; ++j) {
+          const acc_t h = R == Reset::Hard ? Ht[j] : acc_t(0), psi = Pt[j];  // soft: dV/dH needs no H
+          const acc_t ghj = gst[j] * psi + l.gv[j] * dv_dh<R>(h, fires(h, r.threshold[j]), psi, r.threshold[j], vr, DETACH);
+          gxt[j] = r.alpha[j] * ghj;
+          l.gv[j] = r.beta[j] * ghj;
+        }
+      } else {
+#pragma omp simd
+        for (int64_t j = 0; j < n; ++j) {
+          const acc_t ghj = Ht[j] + l.gv[j] * Pt[j];
+          gxt[j] = r.alpha[j] * ghj;
+          l.gv[j] = r.beta[j] * ghj;
+        }
+      }
+      if (stream) stream_row(gx + t * N + i0, l.gxbuf, n);
+      else row_out(gx + t * N + i0, l.gxbuf, n);
       if (PARAMS && g_alpha) {  // g_alpha += gH[t] X[t]
         const acc_t* xt = row_in(x + t * N + i0, l.xbuf, n);
 #pragma omp simd
@@ -352,6 +461,16 @@ void backward_impl(const Launch& p, bool offline) {
       if (g_beta) g_beta[i0 + j] = l.gb[j];
       if (g_alpha) g_alpha[i0 + j] = l.ga[j];
       if (g_threshold) g_threshold[i0 + j] = l.gt[j];
+    }
+  };
+  for_each_block<acc_t, BackwardLocal<acc_t>>(p, [&](int64_t, int64_t i0, int64_t n, Rows<acc_t>& r,
+                                                     BackwardLocal<acc_t>& l) {
+    if (big) {
+      if (detach) body(std::true_type(), std::true_type(), i0, n, r, l);
+      else body(std::false_type(), std::true_type(), i0, n, r, l);
+    } else {
+      if (detach) body(std::true_type(), std::false_type(), i0, n, r, l);
+      else body(std::false_type(), std::false_type(), i0, n, r, l);
     }
   });
 }

@@ -16,6 +16,8 @@
 #include <new>
 #include <type_traits>
 
+#include <immintrin.h>
+
 #include "ltl/kernels.h"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)

@@ -18,6 +18,8 @@
 #include <new>
 #include <type_traits>
 
+#include <immintrin.h>
+
 #include "ltl/kernels.h"
 
 #define LTL_CPU_ISA base
