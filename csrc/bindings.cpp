@@ -92,6 +92,14 @@ c10::TypedOperatorHandle<Sig> find_op(const char* name) {
   return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Sig>();
 }
 
+// The kernels run without the GIL, as torch.ops runs them: other Python threads (a loader, a logger) go on meanwhile.
+// Python hooks the op reaches (saved-tensor hooks, dispatch modes) take the GIL themselves.
+template <typename F>
+auto unlocked(F&& call) {
+  py::gil_scoped_release no_gil;
+  return call();
+}
+
 template <typename... Ts>
 py::object wrap(std::tuple<Ts...>&& t) {
   py::tuple out(sizeof...(Ts));
@@ -128,7 +136,8 @@ py::object lif_fwd(const py::args& a) {
   const bool detach = c.boolean(o(12));
   if (!c.ok) return py::reinterpret_borrow<py::object>(Py_NotImplemented);
   static const auto op = find_op<LifFwdSig>("ltl_ext::lif_fwd");
-  return wrap(op.call(x, beta, alpha, threshold, v0, bs, as, ts, reset, vr, surrogate, sa, detach));
+  return wrap(unlocked(
+      [&] { return op.call(x, beta, alpha, threshold, v0, bs, as, ts, reset, vr, surrogate, sa, detach); }));
 }
 
 py::object tandem_offline_fwd(const py::args& a) {
@@ -147,7 +156,8 @@ py::object tandem_offline_fwd(const py::args& a) {
   const bool detach = c.boolean(o(13));
   if (!c.ok) return py::reinterpret_borrow<py::object>(Py_NotImplemented);
   static const auto op = find_op<OfflineFwdSig>("ltl_ext::tandem_offline_fwd");
-  return wrap(op.call(x, target, beta, alpha, threshold, v0, bs, as, ts, reset, vr, surrogate, sa, detach));
+  return wrap(unlocked(
+      [&] { return op.call(x, target, beta, alpha, threshold, v0, bs, as, ts, reset, vr, surrogate, sa, detach); }));
 }
 
 py::object tandem_online(const py::args& a) {
@@ -168,8 +178,10 @@ py::object tandem_online(const py::args& a) {
   for (size_t i = 0; i < 6; ++i) need[i] = c.boolean(o(16 + i));
   if (!c.ok) return py::reinterpret_borrow<py::object>(Py_NotImplemented);
   static const auto op = find_op<OnlineSig>("ltl_ext::tandem_online");
-  return wrap(op.call(x, target, beta, alpha, threshold, v0, count0, bs, as, ts, reset, vr, surrogate, sa, t0, warmup,
-                      need[0], need[1], need[2], need[3], need[4], need[5]));
+  return wrap(unlocked([&] {
+    return op.call(x, target, beta, alpha, threshold, v0, count0, bs, as, ts, reset, vr, surrogate, sa, t0, warmup,
+                   need[0], need[1], need[2], need[3], need[4], need[5]);
+  }));
 }
 
 // The C++ errors as torch.ops gives them (ValueError / TypeError / RuntimeError with the op's message).

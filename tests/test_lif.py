@@ -348,3 +348,33 @@ def test_cuda_matches_cpu_kernel_large_cuda():
     torch.testing.assert_close(outs[0][2], outs[1][2], rtol=1e-5, atol=1e-5)
 
 
+
+
+def test_the_fused_op_runs_without_the_gil():
+    """The op's kernel runs with the GIL released (as torch.ops runs it): another Python thread goes on meanwhile.
+    With a long switch interval the other thread gets the GIL only when a thread gives it up, so it counts only
+    while the kernel runs unlocked."""
+    import sys
+    import threading
+    import time
+    x = torch.rand(16, 1 << 18)
+    lif(x, beta=0.9)
+    count, stop = [0], [False]
+
+    def spin():
+        while not stop[0]:
+            count[0] += 1
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(0.5)
+    thread = threading.Thread(target=spin)
+    try:
+        thread.start()
+        time.sleep(0.01)
+        before = count[0]
+        lif(x, beta=0.9)
+        during = count[0] - before
+    finally:
+        stop[0] = True
+        thread.join()
+        sys.setswitchinterval(interval)
+    assert during > 1000, during
