@@ -76,6 +76,9 @@ c10::TypedOperatorHandle<OnlineSig> online_op() {
 
 OptTensor opt(const Tensor& t) { return t.defined() ? OptTensor(t) : std::nullopt; }
 
+using torch::autograd::Node;
+using torch::autograd::SavedVariable;
+
 // The LIF arguments every op shares after its tensors: kept as they came (plain members of the backward node, no
 // IValues; the names fit std::string's inline buffer), handed back to the backward op.
 struct LifScalars {
@@ -84,6 +87,36 @@ struct LifScalars {
   std::string reset, surrogate;
   bool detach_reset;
 };
+
+// What the LIF recursion's backward needs (LifBackward, OfflineBackward): the input current, the tensor parameters,
+// v0, the scalars; saved and released in one place.
+struct SavedLif {
+  SavedVariable x, beta, alpha, threshold, v0;
+  LifScalars s;
+
+  void save(const Tensor& x_, const OptTensor& beta_, const OptTensor& alpha_, const OptTensor& threshold_,
+            const OptTensor& v0_, LifScalars scalars) {
+    x = SavedVariable(x_, false);
+    beta = SavedVariable(beta_, false);
+    alpha = SavedVariable(alpha_, false);
+    threshold = SavedVariable(threshold_, false);
+    v0 = SavedVariable(v0_, false);
+    s = std::move(scalars);
+  }
+  void release() {
+    for (SavedVariable* v : {&x, &beta, &alpha, &threshold, &v0}) v->reset_data();
+  }
+};
+
+// The gradients of x, beta, alpha, threshold, v0 into the edges that want them. Edge order: x first, then `skip`
+// edges the LIF backward does not produce (the offline op's target), then beta, alpha, threshold, v0.
+void take_lif_grads(variable_list& out, const bool* need, size_t skip, Tensor& gx, Tensor& g_beta, Tensor& g_alpha,
+                    Tensor& g_threshold, Tensor& g_v0) {
+  Tensor* g[] = {&g_beta, &g_alpha, &g_threshold, &g_v0};
+  if (need[0]) out[0] = std::move(gx);
+  for (size_t k = 0; k < 4; ++k)
+    if (need[1 + skip + k]) out[1 + skip + k] = std::move(*g[k]);
+}
 
 // A backward op called from a backward formula: below autograd unless a graph of the backward is being built
 // (create_graph=True), where the op's autograd fallback must see it. Otherwise that fallback only boxes the
@@ -100,23 +133,16 @@ template <typename F> auto below_autograd_unless_recording(F&& f) {
 // context keeps the scalars as string-keyed IValues, the inputs' metadata, a node per call even without grad).
 // Edges: one per tensor argument, in the op's argument order; an absent optional is an invalid edge (no gradient).
 // Not supported, as before: forward-mode AD; also compiled autograd (these nodes have no compiled_args).
-using torch::autograd::Node;
-using torch::autograd::SavedVariable;
 
 // ---- lif_fwd -----------------------------------------------------------------------------------------------------
 // Edges: 0 x, 1 beta, 2 alpha, 3 threshold, 4 v0. Inputs (the op's outputs): 0 spikes, 1 v_final.
 struct LifBackward : public Node {
-  SavedVariable x_, beta_, alpha_, threshold_, v0_;
-  LifScalars s_;
+  SavedLif saved_;
 
   std::string name() const override { return "LifBackward"; }
   void release_variables() override {
     std::lock_guard<std::mutex> lock(mutex_);
-    x_.reset_data();
-    beta_.reset_data();
-    alpha_.reset_data();
-    threshold_.reset_data();
-    v0_.reset_data();
+    saved_.release();
   }
 
   variable_list apply(variable_list&& grads) override {
@@ -126,18 +152,14 @@ struct LifBackward : public Node {
     bool any = false;
     for (size_t i = 0; i < 5; ++i) any |= (need[i] = task_should_compute_output(i));
     if (!any) return out;
-    const Tensor x = x_.unpack(), beta = beta_.unpack(), alpha = alpha_.unpack(), threshold = threshold_.unpack(),
-                 v0 = v0_.unpack();
+    const LifScalars& s = saved_.s;
     auto [gx, g_v0, g_beta, g_alpha, g_threshold] = below_autograd_unless_recording([&] {
-      return lif_bwd_op().call(opt(grads[0]), opt(grads[1]), x, opt(beta), opt(alpha), opt(threshold), opt(v0),
-                               s_.beta_s, s_.alpha_s, s_.threshold_s, s_.reset, s_.v_reset, s_.surrogate,
-                               s_.surrogate_alpha, s_.detach_reset, need[4], need[1], need[2], need[3]);
+      return lif_bwd_op().call(opt(grads[0]), opt(grads[1]), saved_.x.unpack(), opt(saved_.beta.unpack()),
+                               opt(saved_.alpha.unpack()), opt(saved_.threshold.unpack()), opt(saved_.v0.unpack()),
+                               s.beta_s, s.alpha_s, s.threshold_s, s.reset, s.v_reset, s.surrogate,
+                               s.surrogate_alpha, s.detach_reset, need[4], need[1], need[2], need[3]);
     });
-    if (need[0]) out[0] = std::move(gx);
-    if (need[1]) out[1] = std::move(g_beta);
-    if (need[2]) out[2] = std::move(g_alpha);
-    if (need[3]) out[3] = std::move(g_threshold);
-    if (need[4]) out[4] = std::move(g_v0);
+    take_lif_grads(out, need, 0, gx, g_beta, g_alpha, g_threshold, g_v0);
     return out;
   }
 };
@@ -155,13 +177,9 @@ std::tuple<Tensor, Tensor> lif_fwd_autograd(const Tensor& x, const OptTensor& be
   if (torch::autograd::compute_requires_grad(x, beta, alpha, threshold, v0)) {
     auto node = c10::make_intrusive<LifBackward>();
     node->set_next_edges(torch::autograd::collect_next_edges(x, beta, alpha, threshold, v0));
-    node->x_ = SavedVariable(x, false);
-    node->beta_ = SavedVariable(beta, false);
-    node->alpha_ = SavedVariable(alpha, false);
-    node->threshold_ = SavedVariable(threshold, false);
-    node->v0_ = SavedVariable(v0, false);
-    node->s_ = {beta_s, alpha_s, threshold_s, v_reset, surrogate_alpha, std::string(reset), std::string(surrogate),
-                detach_reset};
+    node->saved_.save(x, beta, alpha, threshold, v0,
+                      {beta_s, alpha_s, threshold_s, v_reset, surrogate_alpha, std::string(reset),
+                       std::string(surrogate), detach_reset});
     torch::autograd::set_history(spikes, node);  // an unused output's gradient stays undefined (no [T, N] zeros)
     torch::autograd::set_history(v, node);
   }
@@ -171,20 +189,16 @@ std::tuple<Tensor, Tensor> lif_fwd_autograd(const Tensor& x, const OptTensor& be
 // ---- tandem_offline_fwd ----------------------------------------------------------------------------------------
 // Edges: 0 x, 1 target, 2 beta, 3 alpha, 4 threshold, 5 v0. Input: 0 loss (spikes and err are not differentiable).
 struct OfflineBackward : public Node {
-  SavedVariable x_, err_, beta_, alpha_, threshold_, v0_;
-  LifScalars s_;
+  SavedLif saved_;
+  SavedVariable err_;
   std::vector<int64_t> target_sizes_;
   at::ScalarType target_dtype_ = at::kFloat;
 
   std::string name() const override { return "TandemOfflineBackward"; }
   void release_variables() override {
     std::lock_guard<std::mutex> lock(mutex_);
-    x_.reset_data();
+    saved_.release();
     err_.reset_data();
-    beta_.reset_data();
-    alpha_.reset_data();
-    threshold_.reset_data();
-    v0_.reset_data();
   }
 
   variable_list apply(variable_list&& grads) override {
@@ -195,19 +209,17 @@ struct OfflineBackward : public Node {
     bool any = false;
     for (size_t i = 0; i < 6; ++i) any |= (need[i] = task_should_compute_output(i));
     if (!any) return out;
-    const Tensor x = x_.unpack(), err = err_.unpack(), beta = beta_.unpack(), alpha = alpha_.unpack(),
-                 threshold = threshold_.unpack(), v0 = v0_.unpack();
+    const Tensor err = err_.unpack();
     if (need[0] || need[2] || need[3] || need[4] || need[5]) {
+      const LifScalars& s = saved_.s;
       auto [gx, g_v0, g_beta, g_alpha, g_threshold] = below_autograd_unless_recording([&] {
-        return offline_bwd_op().call(g_loss, x, err, opt(beta), opt(alpha), opt(threshold), opt(v0), s_.beta_s,
-                                     s_.alpha_s, s_.threshold_s, s_.reset, s_.v_reset, s_.surrogate,
-                                     s_.surrogate_alpha, s_.detach_reset, need[5], need[2], need[3], need[4]);
+        return offline_bwd_op().call(g_loss, saved_.x.unpack(), err, opt(saved_.beta.unpack()),
+                                     opt(saved_.alpha.unpack()), opt(saved_.threshold.unpack()),
+                                     opt(saved_.v0.unpack()), s.beta_s, s.alpha_s, s.threshold_s, s.reset, s.v_reset,
+                                     s.surrogate, s.surrogate_alpha, s.detach_reset, need[5], need[2], need[3],
+                                     need[4]);
       });
-      if (need[0]) out[0] = std::move(gx);
-      if (need[2]) out[2] = std::move(g_beta);
-      if (need[3]) out[3] = std::move(g_alpha);
-      if (need[4]) out[4] = std::move(g_threshold);
-      if (need[5]) out[5] = std::move(g_v0);
+      take_lif_grads(out, need, 1, gx, g_beta, g_alpha, g_threshold, g_v0);
     }
     if (need[1])  // dL/dy = -2 (r - y) / N
       out[1] = at::mul(err, at::mul(g_loss.to(err.scalar_type()), -2.0 / std::max<double>(err.numel(), 1.0)))
@@ -232,14 +244,10 @@ std::tuple<Tensor, Tensor, Tensor> offline_fwd_autograd(const Tensor& x, const T
   if (torch::autograd::compute_requires_grad(x, target, beta, alpha, threshold, v0)) {
     auto node = c10::make_intrusive<OfflineBackward>();
     node->set_next_edges(torch::autograd::collect_next_edges(x, target, beta, alpha, threshold, v0));
-    node->x_ = SavedVariable(x, false);
+    node->saved_.save(x, beta, alpha, threshold, v0,
+                      {beta_s, alpha_s, threshold_s, v_reset, surrogate_alpha, std::string(reset),
+                       std::string(surrogate), detach_reset});
     node->err_ = SavedVariable(err, false);  // a non-differentiable output: no grad_fn, saved as a plain tensor
-    node->beta_ = SavedVariable(beta, false);
-    node->alpha_ = SavedVariable(alpha, false);
-    node->threshold_ = SavedVariable(threshold, false);
-    node->v0_ = SavedVariable(v0, false);
-    node->s_ = {beta_s, alpha_s, threshold_s, v_reset, surrogate_alpha, std::string(reset), std::string(surrogate),
-                detach_reset};
     node->target_sizes_ = target.sizes().vec();
     node->target_dtype_ = target.scalar_type();
     torch::autograd::set_history(loss, node);

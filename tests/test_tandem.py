@@ -129,45 +129,28 @@ def test_target_out_of_range_and_its_gradient(device):
         _check_against_reference(x, y, kw, torch.float64, mode=mode)
 
 
-# ---- stepwise (constant memory) == batched online ------------------------------------------------------------
+# ---- stepwise and blocks (memory that does not grow with T) == batched online ---------------------------------
+
+def _step_as_block(x, y, v, c, t0, **kw):
+    """tandem_step (and its reference) seen as a block of one step: the block test runs both forms."""
+    s, loss, v, c = tandem_step(x[0], y, v, c, t0, **kw)
+    return s.unsqueeze(0), loss, v, c
+
+
+def _step_reference_as_block(x, y, v, c, t0, **kw):
+    s, loss, v, c = tandem_step_reference(x[0], y, v, c, t0, **kw)
+    return s.unsqueeze(0), loss, v, c
+
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("block", [1, 2, 3], ids=["step", "block2", "block3"])
 @pytest.mark.parametrize("per_neuron", [False, True], ids=["scalar", "per_neuron"])
 @pytest.mark.parametrize("reset,surrogate", [("hard", "rect"), ("soft", "sigmoid")])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
-def test_stepwise_sums_to_batched_online(dtype, reset, surrogate, per_neuron, device):
-    T, warmup = 7, 2
-    x, y, kw = _inputs(T, (3, 5), dtype, device, per_neuron)
-    kw.update(reset=reset, surrogate=surrogate)
-    tensors = [x] + [v for v in kw.values() if isinstance(v, torch.Tensor)]
-    s_b, loss_b = tandem_loss(x, y, mode="online", warmup=warmup, **kw)
-    g_b = _grads(loss_b, tensors)
-
-    v = c = v_r = c_r = None
-    total, spikes = 0, []
-    for t in range(T):
-        s_t, l_t, v, c = tandem_step(x[t], y, v, c, t, warmup=warmup, **kw)
-        s_r, l_r, v_r, c_r = tandem_step_reference(x[t], y, v_r, c_r, t, warmup=warmup, **kw)
-        assert torch.equal(s_t, s_r) and s_t.dtype == s_r.dtype and not s_t.requires_grad
-        assert v.dtype == v_r.dtype and c.dtype == c_r.dtype and not v.requires_grad and not c.requires_grad
-        _close(v, v_r, dtype, f"v at t={t}")
-        _close(c, c_r, dtype, f"count at t={t}")
-        _close(l_t, l_r, dtype, f"loss at t={t}")
-        spikes.append(s_t)
-        total = total + l_t
-    assert torch.equal(torch.stack(spikes), s_b)
-    _close(total, loss_b, dtype, "summed step losses")
-    for g, gb in zip(_grads(total, tensors), g_b):
-        _close(g, gb, dtype, "stepwise grads")
-
-
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("block", [2, 3])
-@pytest.mark.parametrize("per_neuron", [False, True], ids=["scalar", "per_neuron"])
-@pytest.mark.parametrize("reset,surrogate", [("hard", "rect"), ("soft", "sigmoid")])
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 def test_blocks_match_reference_and_sum_to_batched_online(dtype, reset, surrogate, per_neuron, block, device):
-    """tandem_block over blocks of n steps (the last one shorter) == its reference, and summed == batched online."""
+    """Online LTL one step at a time (tandem_step) or in blocks of n (tandem_block; the last block shorter) ==
+    its reference at every block, and summed over the blocks == batched online (spikes, loss, gradients)."""
+    op, ref = (_step_as_block, _step_reference_as_block) if block == 1 else (tandem_block, tandem_block_reference)
     T, warmup = 7, 2
     x, y, kw = _inputs(T, (3, 5), dtype, device, per_neuron)
     kw.update(reset=reset, surrogate=surrogate)
@@ -177,12 +160,13 @@ def test_blocks_match_reference_and_sum_to_batched_online(dtype, reset, surrogat
     v = c = v_r = c_r = None
     total, total_r, spikes = 0, 0, []
     for t0 in range(0, T, block):
-        s, l, v, c = tandem_block(x[t0:t0 + block], y, v, c, t0, warmup=warmup, **kw)
-        s_r, l_r, v_r, c_r = tandem_block_reference(x[t0:t0 + block], y, v_r, c_r, t0, warmup=warmup, **kw)
-        assert torch.equal(s, s_r) and not s.requires_grad and not v.requires_grad and not c.requires_grad
-        _close(v, v_r, dtype, f"v after block {t0}")
-        _close(c, c_r, dtype, f"count after block {t0}")
-        _close(l, l_r, dtype, f"loss of block {t0}")
+        s, l, v, c = op(x[t0:t0 + block], y, v, c, t0, warmup=warmup, **kw)
+        s_r, l_r, v_r, c_r = ref(x[t0:t0 + block], y, v_r, c_r, t0, warmup=warmup, **kw)
+        assert torch.equal(s, s_r) and s.dtype == s_r.dtype and not s.requires_grad
+        assert v.dtype == v_r.dtype and c.dtype == c_r.dtype and not v.requires_grad and not c.requires_grad
+        _close(v, v_r, dtype, f"v after the block at {t0}")
+        _close(c, c_r, dtype, f"count after the block at {t0}")
+        _close(l, l_r, dtype, f"loss of the block at {t0}")
         spikes.append(s)
         total, total_r = total + l, total_r + l_r
     assert torch.equal(torch.cat(spikes), s_b)

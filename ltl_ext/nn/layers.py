@@ -226,34 +226,25 @@ class LIF(nn.Module):
         if x.shape[0] % T != 0:
             raise ValueError(f"LIF got a leading dim of {x.shape[0]}, not a multiple of time_steps = {T}; inside "
                              f"a spiking model tensors are [T*B, ...] (wrap the model in SpikingModel)")
-        xs = x.reshape(T, x.shape[0] // T, *x.shape[1:])
-        kwargs, target = self.lif_kwargs(), None if name is None else run.target(name)
-        if _is_channels_last(x):      # run on the [T, B, H, W, C] view: the op sees contiguous memory, no copy
-            xs, kwargs, target = _neurons_last(xs, kwargs, target)
+        xs, kwargs, target, _, back = _time_major(x, T, self.lif_kwargs(), None if name is None else run.target(name))
         if name is None:
-            s = functional.lif(xs, **kwargs)
-        else:
-            s, loss = functional.tandem_loss(xs, target, mode=run.mode, warmup=run.warmup, **kwargs)
-        if _is_channels_last(x):
-            s = s.permute(0, 1, 4, 2, 3)
-        s = s.reshape(x.shape)
-        return s if name is None else run.give(name, loss, s)
+            return back(functional.lif(xs, **kwargs)).reshape(x.shape)
+        s, loss = functional.tandem_loss(xs, target, mode=run.mode, warmup=run.warmup, **kwargs)
+        return run.give(name, loss, back(s).reshape(x.shape))
 
     def _forward_step(self, x: Tensor, run: Optional[TandemRun], name: Optional[str]) -> Tensor:
         n = self.block
         if x.shape[0] % n != 0:
             raise ValueError(f"stepwise LIF got a leading dim of {x.shape[0]}, not a multiple of its block of {n} "
                              f"steps ([n*B, ...]: SpikingModel.step(x, steps=n) sets it)")
-        xs = x.reshape(n, x.shape[0] // n, *x.shape[1:])
-        if self.v is not None and self.v.shape != xs.shape[1:]:
+        step_shape = (x.shape[0] // n, *x.shape[1:])
+        if self.v is not None and self.v.shape != step_shape:
             raise RuntimeError(f"stepwise LIF state has shape {tuple(self.v.shape)} but the input is "
-                               f"{tuple(xs.shape[1:])} per step; call reset_state() (SpikingModel.reset_state()) "
+                               f"{step_shape} per step; call reset_state() (SpikingModel.reset_state()) "
                                f"between batches")
-        kwargs, target, v, count = self.lif_kwargs(), None if name is None else run.target(name), self.v, self.count
-        last = _is_channels_last(x)
-        if last:
-            xs, kwargs, target = _neurons_last(xs, kwargs, target)
-            v, count = (None if t is None else t.permute(0, 2, 3, 1) for t in (v, count))
+        xs, kwargs, target, (v, count), back = _time_major(x, n, self.lif_kwargs(),
+                                                           None if name is None else run.target(name),
+                                                           (self.v, self.count))
         if name is None:
             s, v = functional.lif(xs, v0=v, return_v=True, **kwargs)
             v = v.detach()
@@ -262,11 +253,9 @@ class LIF(nn.Module):
             if run.mode != "online":
                 raise RuntimeError("a stepwise LIF learns online only: run it in a TandemRun with mode='online'")
             s, loss, v, count = functional.tandem_block(xs, target, v, count, self.t, warmup=run.warmup, **kwargs)
-        if last:
-            s, v, count = s.permute(0, 1, 4, 2, 3), v.permute(0, 3, 1, 2), count.permute(0, 3, 1, 2)
-        self.v, self.count = v, count
+        self.v, self.count = back(v), back(count)
         self.t += n
-        s = s.reshape(x.shape)
+        s = back(s).reshape(x.shape)
         return s if name is None else run.give(name, loss, s)
 
     def extra_repr(self) -> str:
@@ -286,21 +275,29 @@ class LIF(nn.Module):
         return s
 
 
-def _is_channels_last(x: Tensor) -> bool:
-    """A 4-d ``[T*B, C, H, W]`` activation laid out channels-last (NHWC in memory), not also plain contiguous."""
-    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+def _time_major(x: Tensor, n: int, kwargs: dict, target: Optional[Tensor], states: tuple = ()):
+    """``x`` [n*B, *neuron] as the op's ``[n, B, *neuron]``, laid out as its memory lies, so the op never copies it.
 
+    A channels-last ``[n*B, C, H, W]`` becomes the view ``[n, B, H, W, C]`` (the op is elementwise over neurons,
+    so their order is free), with the per-neuron parameters, the target ``[B, C, H, W]`` and the ``states``
+    ``[B, C, H, W]`` permuted alike (views; a parameter or the target, which have no T, may be copied by the op).
+    Returns ``(xs, kwargs, target, states, back)``; ``back`` puts an op output (spikes ``[n, B, ...]`` or a state
+    ``[B, ...]``) back in x's layout."""
+    xs = x.reshape(n, x.shape[0] // n, *x.shape[1:])
+    if not (x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)):
+        return xs, kwargs, target, states, lambda t: t
 
-def _neurons_last(xs: Tensor, kwargs: dict, target: Optional[Tensor]) -> Tuple[Tensor, dict, Optional[Tensor]]:
-    """The channels-last view ``[T, B, H, W, C]`` of ``xs`` [T, B, C, H, W], with the per-neuron parameters and the
-    target permuted the same way, so the fused op reads the memory as it lies (the neuron index is free to the op:
-    it is elementwise over neurons). Views only; the target ``[B, C, H, W]`` is small (no T) and may be copied."""
-    def last(p):
+    def last(p):                                   # a parameter broadcast to [C, H, W] -> [H, W, C]
         if not isinstance(p, Tensor) or p.dim() == 0:
             return p
         return p.reshape((1,) * (3 - p.dim()) + tuple(p.shape)).permute(1, 2, 0)
+
+    def back(t):
+        return t.permute(0, 1, 4, 2, 3) if t.dim() == 5 else t.permute(0, 3, 1, 2)
     kwargs = {k: last(v) if k in _TENSOR_PARAMS else v for k, v in kwargs.items()}
-    return xs.permute(0, 1, 3, 4, 2), kwargs, None if target is None else target.permute(0, 2, 3, 1)
+    states = tuple(None if t is None else t.permute(0, 2, 3, 1) for t in states)
+    return (xs.permute(0, 1, 3, 4, 2), kwargs, None if target is None else target.permute(0, 2, 3, 1), states,
+            back)
 
 
 def lifs(model: nn.Module) -> List[Tuple[str, LIF]]:

@@ -67,11 +67,6 @@ def default_warmup(time_steps: int) -> int:
     return max(0, min(time_steps * 3 // 4, time_steps - 1)) if isinstance(time_steps, int) else 0
 
 
-def default_time_block(time_steps: int) -> int:
-    """Online LTL's block of time steps when ``memory="batched"``: ``TIME_BLOCK``, at most T."""
-    return min(TIME_BLOCK, time_steps)
-
-
 #: Online LTL runs its T steps in blocks of this many (memory grows with the block; no gradient crosses time).
 TIME_BLOCK = 2
 
@@ -98,12 +93,12 @@ class LTLConfig:
 
     def block_steps(self) -> int:
         """The time steps one student call runs: T offline; online 1 with ``memory="constant"``, else
-        ``time_block`` (default :func:`default_time_block`)."""
+        ``time_block`` (default :data:`TIME_BLOCK`), at most T."""
         if self.mode == "offline":
             return self.time_steps
         if self.memory == "constant":
             return 1
-        return min(self.time_block or default_time_block(self.time_steps), self.time_steps)
+        return min(self.time_block or TIME_BLOCK, self.time_steps)
 
     def check(self) -> "LTLConfig":
         if isinstance(self.time_steps, bool) or not isinstance(self.time_steps, int) or self.time_steps < 1:
