@@ -20,6 +20,8 @@
 #include <optional>
 #include <string>
 #include <tuple>
+#include <type_traits>
+#include <memory>
 #include <vector>
 
 namespace ltl {
@@ -78,6 +80,18 @@ OptTensor opt(const Tensor& t) { return t.defined() ? OptTensor(t) : std::nullop
 
 using torch::autograd::Node;
 using torch::autograd::SavedVariable;
+
+// A new backward node, held as autograd holds nodes: std::shared_ptr up to torch 2.11, c10::intrusive_ptr after
+// (read off Edge::function, so no version number is needed).
+template <typename N>
+auto make_node() {
+  using Held = decltype(torch::autograd::Edge::function);
+  if constexpr (std::is_same_v<Held, std::shared_ptr<Node>>) {
+    return std::make_shared<N>();
+  } else {
+    return c10::make_intrusive<N>();
+  }
+}
 
 // The LIF arguments every op shares after its tensors: kept as they came (plain members of the backward node, no
 // IValues; the names fit std::string's inline buffer), handed back to the backward op.
@@ -175,7 +189,7 @@ std::tuple<Tensor, Tensor> lif_fwd_autograd(const Tensor& x, const OptTensor& be
                                             v_reset, surrogate, surrogate_alpha, detach_reset);
   }
   if (torch::autograd::compute_requires_grad(x, beta, alpha, threshold, v0)) {
-    auto node = c10::make_intrusive<LifBackward>();
+    auto node = make_node<LifBackward>();
     node->set_next_edges(torch::autograd::collect_next_edges(x, beta, alpha, threshold, v0));
     node->saved_.save(x, beta, alpha, threshold, v0,
                       {beta_s, alpha_s, threshold_s, v_reset, surrogate_alpha, std::string(reset),
@@ -242,7 +256,7 @@ std::tuple<Tensor, Tensor, Tensor> offline_fwd_autograd(const Tensor& x, const T
                                                         detach_reset);
   }
   if (torch::autograd::compute_requires_grad(x, target, beta, alpha, threshold, v0)) {
-    auto node = c10::make_intrusive<OfflineBackward>();
+    auto node = make_node<OfflineBackward>();
     node->set_next_edges(torch::autograd::collect_next_edges(x, target, beta, alpha, threshold, v0));
     node->saved_.save(x, beta, alpha, threshold, v0,
                       {beta_s, alpha_s, threshold_s, v_reset, surrogate_alpha, std::string(reset),
@@ -308,7 +322,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tenso
                          need_threshold, need_target);
   }
   if (torch::autograd::compute_requires_grad(x, target, beta, alpha, threshold, v0, count0)) {
-    auto node = c10::make_intrusive<OnlineBackward>();
+    auto node = make_node<OnlineBackward>();
     node->set_next_edges(torch::autograd::collect_next_edges(x, target, beta, alpha, threshold, v0, count0));
     // the returned gradients are not differentiable outputs (no grad_fn): saved as plain tensors
     node->saved_[0] = SavedVariable(std::get<4>(o), false);
