@@ -93,7 +93,7 @@ def _skip_slow(impl, T, N, device):
 # first in the file: gpu_check.sh runs this file under a time limit, and this is the GPU target
 @pytest.mark.skipif(not cuda_ok(), reason="GPU target: needs a GPU and the CUDA kernels")
 def test_gpu_bandwidth_cuda(benchmark):
-    """GPU target: fused fwd+bwd at >= 60 % of the measured copy bandwidth, N = 2^24, T = 16 (float32).
+    """GPU target: fused fwd+bwd at >= 85 % (issue 13) of the measured copy bandwidth, N = 2^24, T = 16 (float32).
 
     Effective bandwidth of the fused pair = the [T, N] streams it must move (forward: read x, write spikes;
     backward: read x and grad_s, write grad_x = 5 x T x N x 4 bytes) / time. Copy bandwidth = 2 x bytes / time of
@@ -122,7 +122,7 @@ def test_gpu_bandwidth_cuda(benchmark):
     fused_bw = 5 * nbytes / best
     row = {"target": "gpu_fwd_bwd_vs_copy", "T": T, "N": N, "copy_GBps": round(copy_bw / 1e9, 1),
            "fused_effective_GBps": round(fused_bw / 1e9, 1), "fraction_of_copy": round(fused_bw / copy_bw, 3),
-           "fused_fwd_bwd_ms": round(best * 1e3, 3), "goal": 0.6}
+           "fused_fwd_bwd_ms": round(best * 1e3, 3), "goal": 0.85}
     EXTRA.append(row)
     benchmark.extra_info.update(row)
 

@@ -104,7 +104,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
                       + " | ".join(cells) + f" | {ratio(f, r.get('floor'))} | {ratio(r.get('reference'), f)} | "
                       f"{ratio(r.get('spikingjelly'), f)} |")
         rows.append({"device": key[0], "op": key[1], "mode": key[2], "T": key[3], "N": key[4],
-                     **{f"{i}_ms": r[i] * 1e3 for i in r}})
+                     **{f"{i}_ms": r[i] * 1e3 for i in r},
+                     "fused_vs_floor": f / r["floor"] if f and r.get("floor") else None})
     for e in EXTRA:
         tr.write_line(" ".join(f"{k}={v}" for k, v in e.items()))
     if rows:

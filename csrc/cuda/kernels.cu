@@ -3,8 +3,9 @@
 // file compiles with nvcc alone). Math: ltl/lif_math.h + ltl/tandem_math.h, in float for half/bf16.
 //
 //   forward_kernel   LIF (spikes, v_final) and offline (spikes, err, one loss partial per block).
-//   backward_kernel  LIF and offline BPTT, dL/dS[t] from grad_spikes or 2 err / (N T). Long T without a
-//                    shared-memory cap by segment checkpointing: H lives in shared memory ([t][thread],
+//   backward_kernel  LIF and offline BPTT, dL/dS[t] from grad_spikes or 2 err / (N T), the loads of kChunk
+//                    steps issued ahead of their arithmetic and stores. Long T without a shared-memory cap by
+//                    segment checkpointing: H lives in shared memory ([t][thread],
 //                    conflict-free) one segment of kSegment(dtype) steps at a time; when T has more than one
 //                    segment, a first pass stores V at each segment start in a [segments, N] global scratch, and the
 //                    segments are recomputed and reversed from the last to the first.
@@ -23,6 +24,7 @@ namespace {
 
 constexpr int kThreads = static_cast<int>(kLossBlock);  // forward / online: one loss partial per block
 constexpr int kBwdThreads = 128;
+constexpr int kChunk = 8;  // backward: time steps whose loads are issued together (memory-level parallelism)
 constexpr int64_t kSmemBytes = 48 * 1024;  // no opt-in needed
 constexpr int kFinishThreads = 256;
 
@@ -134,30 +136,50 @@ __global__ void __launch_bounds__(kBwdThreads)
     const int64_t t0 = s * L, t1 = min(T, t0 + L);
     const acc_t v_start = segments > 1 ? a.checkpoints[s * N + i] : v0;
     acc_t v = v_start;
-#pragma unroll 4
-    for (int64_t t = t0; t < t1; ++t) {  // recompute H over the segment (the forward's arithmetic)
-      acc_t h;
-      lif_step<R>(v, to_acc(x[t * N + i]), beta, alpha, threshold, vr, &h);
-      H[(t - t0) * hs] = h;
-    }
-#pragma unroll 4
-    for (int64_t t = t1 - 1; t >= t0; --t) {
-      const acc_t h = H[(t - t0) * hs];
-      const acc_t psi = surrogate_grad<K>(h - threshold, p.sa);
-      const acc_t g_s = a.err ? gs_offline : a.grad_spikes ? to_acc(a.grad_spikes[t * N + i]) : acc_t(0);
-      const LifGradStep<acc_t> g = lif_backward_step<R>(h, psi, g_s, gv, threshold, vr, a.detach);
-      a.grad_x[t * N + i] = from_acc<S>(alpha * g.gh);
-      if (PARAMS) {
-        gt += g.g_threshold;
-        acc_t v_prev = v_start;
-        if (t > t0) {
-          const acc_t hp = H[(t - 1 - t0) * hs];
-          v_prev = reset_v<R>(hp, fires(hp, threshold), threshold, vr);
+    for (int64_t c = t0; c < t1; c += kChunk) {  // recompute H over the segment (the forward's arithmetic)
+      acc_t xs[kChunk];
+#pragma unroll
+      for (int k = 0; k < kChunk; ++k) xs[k] = c + k < t1 ? to_acc(x[(c + k) * N + i]) : acc_t(0);
+#pragma unroll
+      for (int k = 0; k < kChunk; ++k) {
+        if (c + k < t1) {
+          acc_t h;
+          lif_step<R>(v, xs[k], beta, alpha, threshold, vr, &h);
+          H[(c + k - t0) * hs] = h;
         }
-        gb += g.gh * v_prev;
-        ga += g.gh * to_acc(x[t * N + i]);
       }
-      gv = beta * g.gh;
+    }
+    for (int64_t c = t1 - 1; c >= t0; c -= kChunk) {  // steps c, c - 1, ... (at most kChunk, not below t0)
+      // every load of the chunk before any store: grad_x may alias grad_spikes for all the compiler knows, so a
+      // load after a store could not be hoisted and each step would wait a full memory latency
+      acc_t gss[kChunk], xs[kChunk];
+#pragma unroll
+      for (int k = 0; k < kChunk; ++k) {
+        const int64_t t = c - k;
+        gss[k] = t < t0 ? acc_t(0) : a.err ? gs_offline : a.grad_spikes ? to_acc(a.grad_spikes[t * N + i]) : acc_t(0);
+        if (PARAMS) xs[k] = t < t0 ? acc_t(0) : to_acc(x[t * N + i]);
+      }
+#pragma unroll
+      for (int k = 0; k < kChunk; ++k) {
+        const int64_t t = c - k;
+        if (t >= t0) {  // (a guard, not a break: the loop must unroll fully to keep gss/xs in registers)
+          const acc_t h = H[(t - t0) * hs];
+          const acc_t psi = surrogate_grad<K>(h - threshold, p.sa);
+          const LifGradStep<acc_t> g = lif_backward_step<R>(h, psi, gss[k], gv, threshold, vr, a.detach);
+          a.grad_x[t * N + i] = from_acc<S>(alpha * g.gh);
+          if (PARAMS) {
+            gt += g.g_threshold;
+            acc_t v_prev = v_start;
+            if (t > t0) {
+              const acc_t hp = H[(t - 1 - t0) * hs];
+              v_prev = reset_v<R>(hp, fires(hp, threshold), threshold, vr);
+            }
+            gb += g.gh * v_prev;
+            ga += g.gh * xs[k];
+          }
+          gv = beta * g.gh;
+        }
+      }
     }
   }
   if (a.g_v0) a.g_v0[i] = gv;
