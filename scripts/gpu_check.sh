@@ -2,7 +2,8 @@
 # One command for the lent GPU machine (H200, sm_90; Python 3.12, torch 2.11 + cu130, nvcc 13.0, no network):
 #   build the CUDA flavour, run every CUDA test (pytest -m cuda: node ids containing "cuda", see tests/conftest.py),
 #   run the CUDA benchmarks (incl. the GPU target: fused LIF fwd+bwd >= 85 % of copy bandwidth, N = 2^24, T = 16),
-#   and one VGG-11 training step per method and precision (bench/bench_train.py: images/s, memory, CIFAR-10 epoch),
+#   and one VGG-11 training step per method and precision (bench/bench_train.py: images/s, memory, CIFAR-10 epoch;
+#   SKIP_TRAIN=1 leaves it out), where a step's time goes (scripts/step_profile.py --device cuda),
 #   and leave logs + JSON under $OUT (default docs/results/gpu/, where the evidence rule puts artefacts; summary.json
 #   records the commit, so a GPU figure is published only with the log made at that commit). Each stage is bounded
 #   with `timeout`; the whole run < 9 minutes.
@@ -69,24 +70,22 @@ if [ "$status_build" = ok ]; then
   grep -E "passed|failed|error|^FAILED|^ERROR" "$OUT/tests_cuda.log" | tail -30 | tee -a "$LOG"
   say "tests: $status_tests"
 
-  # ---- 3. CUDA benchmarks: the LIF's (with the GPU target) first, then the others ----------------------------------
-  say "bench: pytest bench/bench_lif.py -k cuda --benchmark-only"
-  LTL_BENCH_TABLE="$OUT/bench_cuda.json" timeout 45 "$PY" -m pytest bench/bench_lif.py -k cuda --benchmark-only -q \
-      -p no:cacheprovider --benchmark-json="$OUT/bench_raw.json" --benchmark-columns=min,median,rounds \
-      >"$OUT/bench.log" 2>&1
+  # ---- 3. CUDA kernel benchmarks: every file but the training one, in one run (one table and artefact) ----------
+  say "bench: pytest bench -k cuda --benchmark-only --ignore=bench/bench_train.py (LIF first: the GPU target)"
+  LTL_BENCH_TABLE="$OUT/bench_cuda.json" timeout 75 "$PY" -m pytest bench -k cuda --benchmark-only -q -s \
+      -p no:cacheprovider --ignore=bench/bench_train.py --benchmark-json="$OUT/bench_raw.json" \
+      --benchmark-columns=min,median,rounds >"$OUT/bench.log" 2>&1
   rc1=$?
+  cp docs/results/bench_cuda_default_allocator.json "$OUT/" 2>/dev/null
   sed -n '/ltl_ext: best times/,/^$/p' "$OUT/bench.log" | head -50 | tee -a "$LOG"
-  grep -E "^(FAILED|ERROR)|target=" "$OUT/bench.log" | head -10 | tee -a "$LOG"
-  say "bench: other CUDA benchmarks (pytest bench -k cuda; bench_lif and bench_train run in their own stages)"
-  timeout 45 "$PY" -m pytest bench -k cuda --benchmark-only -q -p no:cacheprovider --ignore=bench/bench_lif.py \
-      --ignore=bench/bench_train.py -s \
-      --benchmark-columns=min,median,rounds >"$OUT/bench_others.log" 2>&1
-  rc2=$?
-  tail -30 "$OUT/bench_others.log" | tee -a "$LOG"
-  status_bench="lif:$(verdict $rc1),others:$(verdict $rc2)"
+  grep -E "^(FAILED|ERROR)|target=|/ floor" "$OUT/bench.log" | head -20 | tee -a "$LOG"
+  status_bench="kernels:$(verdict $rc1)"
   say "bench: $status_bench"
 
   # ---- 4. one training step of VGG-11 on the GPU: LTL offline / online / constant (float32, bf16, float16) vs BPTT
+  if [ "${SKIP_TRAIN:-0}" = 1 ]; then
+    say "train: skipped (SKIP_TRAIN=1)"
+  else
   say "train: pytest bench/bench_train.py -k cuda (T x batch = ${LTL_BENCH_SHAPES:-16x64}; -> train_bench_cuda.json)"
   LTL_BENCH_SHAPES=${LTL_BENCH_SHAPES:-16x64} LTL_BENCH_WRITE=1 timeout 150 "$PY" -m pytest bench/bench_train.py \
       -k cuda --benchmark-only -q -p no:cacheprovider --benchmark-columns=min,median,rounds \
@@ -105,6 +104,16 @@ for r in rows:
 PY
   status_bench="$status_bench,train:$(verdict $rc3)"
   say "train: $(verdict $rc3)"
+  fi
+
+  # ---- 5. where a GPU training step's time goes: kernel time by kind against the step's wall time -------------
+  say "profile: python scripts/step_profile.py --device cuda --T 16 --batch 64 --write (-> step_profile_cuda.json)"
+  timeout 90 "$PY" scripts/step_profile.py --device cuda --T 16 --batch 64 --write >"$OUT/step_profile.log" 2>&1
+  rc4=$?
+  cp docs/results/step_profile_cuda.json "$OUT/" 2>/dev/null
+  grep -E "^\{'method'" "$OUT/step_profile.log" | tee -a "$LOG"
+  status_bench="$status_bench,profile:$(verdict $rc4)"
+  say "profile: $(verdict $rc4)"
 fi
 
 # ---- summary and verdict ---------------------------------------------------------------------------------------

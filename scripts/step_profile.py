@@ -7,12 +7,20 @@ detached spikes), the fused LIF / tandem ops, and the rest. From the convolution
 offline LTL's step time relative to BPTT's, ``(conv fwd + conv bwd of LTL) / (conv fwd + conv bwd of BPTT)``,
 with the teacher's own forward convolutions excluded from LTL's figure (counted apart).
 
-    python scripts/step_profile.py --write          # -> docs/results/step_profile.json
+    python scripts/step_profile.py --write                  # -> docs/results/step_profile.json
+    python scripts/step_profile.py --device cuda --write    # GPU: self device time by kind, and the step's wall
+                                                            # time -> docs/results/step_profile_cuda.json
+
+On a GPU the kinds sum kernel time (``self_device_time_total``); ``wall_s`` is the median of 5 unprofiled steps
+(CUDA-synchronised), so ``wall_s`` well above ``total`` means the step waits on the host (launches, Python), not
+on the GPU.
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -25,21 +33,36 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import train_memory  # noqa: E402
 
 KINDS = {"aten::mkldnn_convolution": "conv_forward", "aten::convolution_backward": "conv_backward",
-         "aten::_convolution": "conv_forward", "ltl_ext::lif_fwd": "lif_ops", "ltl_ext::lif_bwd": "lif_ops",
+         "aten::_convolution": "conv_forward", "aten::cudnn_convolution": "conv_forward",
+         "aten::cudnn_convolution_backward": "conv_backward", "ltl_ext::lif_fwd": "lif_ops", "ltl_ext::lif_bwd": "lif_ops",
          "ltl_ext::tandem_offline_fwd": "lif_ops", "ltl_ext::tandem_offline_bwd": "lif_ops",
          "ltl_ext::tandem_online": "lif_ops"}
 
 
-def profile_step(method: str, T: int, batch: int) -> dict:
-    """Self CPU seconds by kind of op for one step of ``method`` (after a warm-up step)."""
-    step = train_memory.build_step(method, T, batch, "cpu")
+def profile_step(method: str, T: int, batch: int, device: str = "cpu") -> dict:
+    """Seconds by kind of op for one step of ``method`` (after a warm-up step): self CPU time on the CPU, self
+    kernel time on a GPU (plus ``wall_s``, the median unprofiled step)."""
+    step = train_memory.build_step(method, T, batch, device)
+    cuda = device == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     step()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    sync()
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
         step()
+        sync()
     seconds = defaultdict(float)
+    attr = "self_device_time_total" if cuda else "self_cpu_time_total"
     for e in prof.key_averages():
-        seconds[KINDS.get(e.key, "other")] += e.self_cpu_time_total / 1e6
+        seconds[KINDS.get(e.key, "other")] += getattr(e, attr) / 1e6
     seconds["total"] = sum(seconds.values())
+    if cuda:
+        walls = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            step()
+            sync()
+            walls.append(time.perf_counter() - t0)
+        seconds["wall_s"] = statistics.median(walls)
     return dict(seconds)
 
 
@@ -59,27 +82,33 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--T", type=int, default=8)
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--write", action="store_true", help="write docs/results/step_profile.json")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--write", action="store_true", help="write docs/results/step_profile[_cuda].json")
     args = ap.parse_args(argv)
-    torch.set_num_threads(1)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: no GPU here")
+    if args.device == "cpu":
+        torch.set_num_threads(1)
     rows = []
     for method in ("bptt", "ltl_offline"):
-        s = profile_step(method, args.T, args.batch)
+        s = profile_step(method, args.T, args.batch, args.device)
         rows.append({"method": method, "T": args.T, "batch": args.batch, **{k: round(v, 4) for k, v in s.items()}})
         print(rows[-1], flush=True)
     bptt, ltl = rows
-    teacher = teacher_conv_seconds(args.T, args.batch)
-    student_fwd = ltl["conv_forward"] - teacher
-    floor = (student_fwd + ltl["conv_backward"]) / (bptt["conv_forward"] + bptt["conv_backward"])
     for r in rows:
         r["total_vs_bptt"] = round(r["total"] / bptt["total"], 3)
-    ltl["teacher_conv_forward"] = round(teacher, 4)
-    ltl["conv_floor_vs_bptt"] = round(floor, 3)
+    if args.device == "cpu":    # the convolutions' floor for offline LTL (the teacher's counted apart)
+        teacher = teacher_conv_seconds(args.T, args.batch)
+        student_fwd = ltl["conv_forward"] - teacher
+        floor = (student_fwd + ltl["conv_backward"]) / (bptt["conv_forward"] + bptt["conv_backward"])
+        ltl["teacher_conv_forward"] = round(teacher, 4)
+        ltl["conv_floor_vs_bptt"] = round(floor, 3)
     print(rows)
     if args.write:
         from evidence import write_artefact
-        path = write_artefact("step_profile", {"network": "vgg11 (zoo), CIFAR-shaped synthetic batch, 1 thread",
-                                               "rows": rows},
+        name = "step_profile" if args.device == "cpu" else "step_profile_cuda"
+        what = "1 thread" if args.device == "cpu" else "one GPU, kernel time"
+        path = write_artefact(name, {"network": f"vgg11 (zoo), CIFAR-shaped synthetic batch, {what}", "rows": rows},
                               command="python scripts/step_profile.py " + " ".join(argv or sys.argv[1:]))
         print(f"wrote {path}")
     return 0
