@@ -31,6 +31,17 @@ def _git(*args: str) -> str:
         return ""
 
 
+def tree_commit() -> Dict[str, Any]:
+    """The commit the tree is at and whether it is dirty. ``LTL_TREE_COMMIT`` names it for a copied tree whose git
+    metadata is older or absent (the lent GPU machine receives the working tree, not the history): then ``dirty``
+    is unknown (None) and ``commit_source`` says where the name came from."""
+    named = os.environ.get("LTL_TREE_COMMIT", "").strip()
+    if named:
+        return {"commit": named, "dirty": None, "commit_source": "LTL_TREE_COMMIT"}
+    return {"commit": _git("rev-parse", "HEAD") or None,
+            "dirty": bool(_git("status", "--porcelain", "--untracked-files=no"))}
+
+
 def provenance(command: Optional[str] = None) -> Dict[str, Any]:
     """Where a figure comes from: command, commit, machine, load."""
     try:
@@ -48,8 +59,7 @@ def provenance(command: Optional[str] = None) -> Dict[str, Any]:
         pass
     return {
         "command": command or " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
-        "commit": _git("rev-parse", "HEAD") or None,
-        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        **tree_commit(),
         "machine": machine,
         "load_average": load,
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -12,6 +12,7 @@
 #   skipped), and the benchmarks pass; otherwise 1, with the reasons in summary.json ("failures") and the log.
 #
 #   bash scripts/gpu_check.sh                       # on the GPU machine, from the repository root
+#   LTL_TREE_COMMIT=<sha> bash scripts/gpu_check.sh # a copied tree whose git metadata is older: name its commit
 #   OUT=/tmp/o SKIP_BUILD=1 PY=.venv/bin/python bash scripts/gpu_check.sh    # dry run on a CPU box: exits 1
 set -uo pipefail
 export LTL_GPU_CHECK_RUNNING=1    # its pytest runs must not start gpu_check.sh again (tests/test_docs.py)
@@ -118,12 +119,12 @@ fi
 
 # ---- summary and verdict ---------------------------------------------------------------------------------------
 "$PY" - "$OUT" "$status_build" "$status_tests" "$status_bench" "$((SECONDS - t0))" <<'PY' 2>&1 | tee -a "$LOG"
-import json, os, subprocess, sys
+import json, os, sys
 import xml.etree.ElementTree as ET
 out, b, t, be, secs = sys.argv[1:6]
-git = lambda *a: subprocess.run(["git", *a], capture_output=True, text=True).stdout.strip()
-s = {"build": b, "tests_cuda": t, "bench_cuda": be, "seconds": int(secs), "commit": git("rev-parse", "HEAD") or None,
-     "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+sys.path.insert(0, "scripts")
+from evidence import tree_commit     # the commit, or LTL_TREE_COMMIT for a copied tree (see scripts/evidence.py)
+s = {"build": b, "tests_cuda": t, "bench_cuda": be, "seconds": int(secs), **tree_commit()}
 try:
     from ltl_ext.ops import build_info
     s["cuda_kernels"] = bool(build_info().get("cuda_kernels"))

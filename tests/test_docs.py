@@ -88,3 +88,15 @@ def test_gpu_check_fails_on_a_cpu_only_build(tmp_path):
     assert not summary["ok"] and summary["commit"]
     assert "the build has no CUDA kernels" in summary["failures"]
     assert any(f.startswith("no CUDA test ran") for f in summary["failures"])
+
+
+def test_provenance_names_the_commit_of_a_copied_tree(monkeypatch):
+    """The GPU machine gets the working tree with older git metadata: LTL_TREE_COMMIT names the commit instead,
+    and whether the tree is dirty is then unknown (None), never a wrong False/True read off the old metadata."""
+    import evidence
+    monkeypatch.delenv("LTL_TREE_COMMIT", raising=False)
+    own = evidence.provenance("x")
+    assert own["dirty"] in (True, False) and "commit_source" not in own
+    monkeypatch.setenv("LTL_TREE_COMMIT", "0123abc")
+    named = evidence.provenance("x")
+    assert (named["commit"], named["dirty"], named["commit_source"]) == ("0123abc", None, "LTL_TREE_COMMIT")
