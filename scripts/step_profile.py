@@ -25,6 +25,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
+from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,6 +54,8 @@ def profile_step(method: str, T: int, batch: int, device: str = "cpu") -> dict:
     seconds = defaultdict(float)
     attr = "self_device_time_total" if cuda else "self_cpu_time_total"
     for e in prof.key_averages():
+        if cuda and e.device_type != DeviceType.CPU:   # a kernel's own row: its time is already its op's
+            continue
         seconds[KINDS.get(e.key, "other")] += getattr(e, attr) / 1e6
     seconds["total"] = sum(seconds.values())
     if cuda:
