@@ -196,3 +196,23 @@ def test_the_trainer_leaves_no_hook_on_the_teacher_and_closes():
         assert not any(p.requires_grad for p in teacher.parameters())
         copy.deepcopy(trainer.student)
     assert hooks() == 0
+
+
+def test_peak_tensors_follows_what_ops_create():
+    """scripts/peak_tensors.py (issue 12's floor analysis): a storage an op creates counts until it is freed; an
+    in-place update or a view of an existing tensor is not new; the peak keeps the live set of its moment."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    from peak_tensors import MIB, LiveTensors
+    base = torch.zeros(1 << 18)                       # 1 MiB that exists before: its updates and views are not new
+    with LiveTensors() as mode:
+        a = torch.ones(1 << 18)                       # + 1 MiB
+        b = a * 2                                     # + 1 MiB: the peak (2 MiB)
+        base.add_(1)
+        _ = base.view(2, -1)
+        del a, b                                      # both freed
+        c = torch.ones(1 << 17)                       # + 0.5 MiB
+    assert mode.peak == 2 * MIB and mode.bytes == MIB // 2
+    assert sorted(op for _, _, op in mode.at_peak.values()) == ["mul.Tensor", "ones.default"]
+    del c
