@@ -153,3 +153,30 @@ def test_the_link_leaves_no_hook_on_the_teacher():
     assert hooks() == 0 and set(targets) == {p.name for p in link.pairs}
     with pytest.raises(RuntimeError, match="no teacher activation"):
         link.pairs.activations()                   # forgotten after the forward: no batch kept alive
+
+
+def test_targets_run_the_teacher_in_eval_and_leave_its_mode():
+    """The teacher's targets come from its eval-mode forward (BN running statistics, no dropout), whatever mode it
+    is in; a teacher in training mode gets it back, one in eval stays there."""
+    teacher, student = teacher_student(T=3)
+    link = tandem.Tandem(teacher, student)
+    x = torch.randn(4, 1, 8, 8)
+    teacher.eval()
+    want = {k: v.clone() for k, v in link.targets(x).items()}
+    assert not any(m.training for m in teacher.modules())
+    teacher.train()
+    got = link.targets(x)
+    assert all(m.training for m in teacher.modules())
+    assert all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_step_finds_lifs_added_before_a_batch():
+    """SpikingModel.step reads its LIFs once per batch (reset_state), not at every step: a LIF added to the model
+    between batches is stepped after the next reset_state."""
+    model = SpikingModel(nn.Sequential(nn.Linear(3, 4), LIF()), time_steps=2)
+    model.reset_state()
+    model.step(torch.rand(2, 3), steps=2)
+    model.model.append(LIF())
+    model.reset_state()
+    model.step(torch.rand(2, 3), steps=2)
+    assert [m.t for _, m in model.lifs()] == [2, 2]

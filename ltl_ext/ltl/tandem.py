@@ -27,6 +27,7 @@ The lower-level functions keep the hooks until ``remove()``::
 """
 from __future__ import annotations
 
+import functools
 import math
 from contextlib import contextmanager
 from fractions import Fraction
@@ -60,6 +61,7 @@ def percentile(a: Tensor, p: float) -> Tensor:
     return flat.kthvalue(k).values
 
 
+@functools.lru_cache(maxsize=256)
 def nearest_rank(n: int, p: float) -> int:
     """The rank k (1-based) of the p-th percentile of n values: k = ceil(p/100 n), computed exactly (99.9 % of 1000
     is 999, which float arithmetic gets wrong). The one definition: single-process, distributed and running
@@ -334,14 +336,16 @@ class Tandem:
         """Run the teacher (eval mode, no grad) on ``x`` [B, ...]; return student name -> y_l [B, *] in [0, 1].
         The teacher's logits of that forward are kept in ``teacher_logits``."""
         was_training = self.teacher.training
-        self.teacher.eval()
+        if was_training:       # (a walk over every module: only when needed, the trainer's teacher is in eval)
+            self.teacher.eval()
         try:
             with self.pairs.capturing():
                 self.teacher_logits = self.teacher(x)
             return {name: self.normaliser(name, a, update=update) for name, a in self.pairs.activations().items()}
         finally:
             self.pairs.forget()
-            self.teacher.train(was_training)
+            if was_training:
+                self.teacher.train()
 
     def batch(self, x: Tensor, *, mode: str = "offline", warmup: int = 0, backward: bool = False,
               pack_spikes: bool = True, update: bool = True, loss_scale=None) -> TandemRun:

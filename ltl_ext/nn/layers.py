@@ -34,6 +34,7 @@ __all__ = ["LIF", "ClampReLU", "SpikingModel", "encode", "time_average", "lifs",
 
 _LEARNABLE = {False: (), None: (), "threshold": ("threshold",), "beta": ("beta",), "both": ("threshold", "beta")}
 _TENSOR_PARAMS = ("beta", "threshold", "alpha")
+_STEP_STATE = frozenset(("v", "count", "t", "block"))   # a stepwise LIF's state: never a buffer or parameter
 
 
 class ClampReLU(nn.Module):
@@ -139,6 +140,9 @@ class LIF(nn.Module):
 
     # ---------------------------------------------------------------- parameters
     def __setattr__(self, name, value):
+        if name in _STEP_STATE:   # plain attributes, set every step: Module.__setattr__'s checks cost ~4 us each
+            self.__dict__[name] = value
+            return
         # plain buffer/parameter: (re)register; parametrized (torch.nn.utils.parametrize): its property setter
         if name in _TENSOR_PARAMS and self.__dict__.get("_ready", False) and (
                 name in self._buffers or name in self._parameters):
@@ -331,6 +335,7 @@ class SpikingModel(nn.Module):
         self.encoding = encoding
         self.time_steps = time_steps
         self._stepwise = False
+        self._step_lifs: List[LIF] = []   # the LIFs, as of the last reset_state / switch to stepwise
 
     @property
     def time_steps(self) -> int:
@@ -349,14 +354,14 @@ class SpikingModel(nn.Module):
         return lifs(self.model)
 
     def _set_stepwise(self, on: bool) -> None:
-        for _, m in self.lifs():
-            m.stepwise = on
-            m.reset_state()
         self._stepwise = on
+        self.reset_state()
 
     def reset_state(self) -> None:
         """Clear every LIF's stepwise state; call before each batch of ``step`` calls."""
-        for _, m in self.lifs():
+        self._step_lifs = [m for _, m in self.lifs()]   # (re)read once per batch, not at every step
+        for m in self._step_lifs:
+            m.stepwise = self._stepwise
             m.reset_state()
 
     def forward(self, x: Tensor, return_steps: bool = False) -> Union[Tensor, Tuple[Tensor, Tensor]]:
@@ -372,7 +377,7 @@ class SpikingModel(nn.Module):
             raise ValueError(f"steps must be a positive int, got {steps!r}")
         if not self._stepwise:
             self._set_stepwise(True)
-        for _, m in self.lifs():
+        for m in self._step_lifs:
             m.block = steps
         if self.encoding == "none":          # x holds these steps already: one frame [B, ...], or [steps, B, ...]
             if steps == 1:
