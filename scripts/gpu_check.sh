@@ -26,6 +26,18 @@ LOG="$OUT/gpu_check.log"
 t0=$SECONDS
 say() { echo "[gpu_check $((SECONDS - t0))s] $*" | tee -a "$LOG"; }
 status_build=skip status_tests=skip status_bench=skip
+print_train_rows() {  # the rows of a bench_train artefact, one line each
+  "$PY" - "$1" <<'PY'
+import json, sys
+try:
+    rows = json.load(open(sys.argv[1]))["rows"]
+except Exception as e:
+    sys.exit(f"no training rows: {e}")
+for r in rows:
+    print(f"{r['method']:>13} {r['precision']:>8} T={r['T']} b={r['batch']}: {r['images_per_s']:8.1f} images/s, "
+          f"{r.get('added_mb', float('nan')):7.1f} MB, CIFAR-10 epoch {r['cifar10_epoch_s']:6.1f} s")
+PY
+}
 
 say "host: $(hostname); $(nvidia-smi -L 2>/dev/null | head -1 || echo 'no nvidia-smi')"
 "$PY" -c "import sys, torch; print('python', sys.version.split()[0], '| torch', torch.__version__, '| cuda', torch.version.cuda, '| gpu', torch.cuda.is_available() and torch.cuda.get_device_name())" 2>&1 | tee -a "$LOG"
@@ -87,24 +99,15 @@ if [ "$status_build" = ok ]; then
   if [ "${SKIP_TRAIN:-0}" = 1 ]; then
     say "train: skipped (SKIP_TRAIN=1)"
   else
-  say "train: pytest bench/bench_train.py -k cuda (T x batch = ${LTL_BENCH_SHAPES:-16x64}; -> train_bench_cuda.json)"
-  LTL_BENCH_SHAPES=${LTL_BENCH_SHAPES:-16x64} LTL_BENCH_WRITE=1 timeout 150 "$PY" -m pytest bench/bench_train.py \
-      -k cuda --benchmark-only -q -p no:cacheprovider --benchmark-columns=min,median,rounds \
-      >"$OUT/bench_train.log" 2>&1
-  rc3=$?
-  cp docs/results/train_bench_cuda.json "$OUT/" 2>/dev/null
-  "$PY" - "$OUT/train_bench_cuda.json" <<'PY' 2>&1 | tee -a "$LOG"
-import json, sys
-try:
-    rows = json.load(open(sys.argv[1]))["rows"]
-except Exception as e:
-    sys.exit(f"no training rows: {e}")
-for r in rows:
-    print(f"{r['method']:>13} {r['precision']:>8} T={r['T']} b={r['batch']}: {r['images_per_s']:8.1f} images/s, "
-          f"{r.get('added_mb', float('nan')):7.1f} MB, CIFAR-10 epoch {r['cifar10_epoch_s']:6.1f} s")
-PY
-  status_bench="$status_bench,train:$(verdict $rc3)"
-  say "train: $(verdict $rc3)"
+    say "train: pytest bench/bench_train.py -k cuda (T x batch = ${LTL_BENCH_SHAPES:-16x64}; -> train_bench_cuda.json)"
+    LTL_BENCH_SHAPES=${LTL_BENCH_SHAPES:-16x64} LTL_BENCH_WRITE=1 timeout 150 "$PY" -m pytest bench/bench_train.py \
+        -k cuda --benchmark-only -q -p no:cacheprovider --benchmark-columns=min,median,rounds \
+        >"$OUT/bench_train.log" 2>&1
+    rc3=$?
+    cp docs/results/train_bench_cuda.json "$OUT/" 2>/dev/null
+    print_train_rows "$OUT/train_bench_cuda.json" 2>&1 | tee -a "$LOG"
+    status_bench="$status_bench,train:$(verdict $rc3)"
+    say "train: $(verdict $rc3)"
   fi
 
   # ---- 5. where a GPU training step's time goes: kernel time by kind against the step's wall time -------------
