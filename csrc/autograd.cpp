@@ -6,7 +6,6 @@
 //   lif_fwd            -> backward: lif_bwd (recomputes H from x; BPTT with the surrogate)
 //   tandem_offline_fwd -> backward: tandem_offline_bwd (dL/dS = 2 err / (N T) for every t)
 //   tandem_online      -> backward: a scale of the local gradients the forward wrote, by dL/dloss
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/grad_mode.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <ATen/ops/mul.h>
@@ -17,12 +16,14 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <memory>
 #include <optional>
 #include <string>
 #include <tuple>
 #include <type_traits>
-#include <memory>
 #include <vector>
+
+#include "op_handles.h"
 
 namespace ltl {
 namespace {
@@ -31,50 +32,6 @@ using at::Tensor;
 using torch::autograd::variable_list;
 using OptTensor = std::optional<Tensor>;
 using Str = c10::string_view;
-
-// The typed handle of an ltl_ext op, looked up once per op (a string-keyed lookup per call costs microseconds).
-template <typename Sig>
-c10::TypedOperatorHandle<Sig> find_op(const char* name) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Sig>();
-}
-
-using LifFwdSig = std::tuple<Tensor, Tensor>(const Tensor&, const OptTensor&, const OptTensor&, const OptTensor&,
-                                             const OptTensor&, double, double, double, Str, double, Str, std::optional<double>,
-                                             bool);
-using LifBwdSig = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>(
-    const OptTensor&, const OptTensor&, const Tensor&, const OptTensor&, const OptTensor&, const OptTensor&,
-    const OptTensor&, double, double, double, Str, double, Str, std::optional<double>, bool, bool, bool, bool, bool);
-using OfflineFwdSig = std::tuple<Tensor, Tensor, Tensor>(const Tensor&, const Tensor&, const OptTensor&,
-                                                         const OptTensor&, const OptTensor&, const OptTensor&, double,
-                                                         double, double, Str, double, Str, std::optional<double>, bool);
-using OfflineBwdSig = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>(
-    const Tensor&, const Tensor&, const Tensor&, const OptTensor&, const OptTensor&, const OptTensor&,
-    const OptTensor&, double, double, double, Str, double, Str, std::optional<double>, bool, bool, bool, bool, bool);
-using OnlineSig = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>(
-    const Tensor&, const Tensor&, const OptTensor&, const OptTensor&, const OptTensor&, const OptTensor&,
-    const OptTensor&, double, double, double, Str, double, Str, std::optional<double>, int64_t, int64_t, bool, bool, bool, bool,
-    bool, bool);
-
-c10::TypedOperatorHandle<LifFwdSig> lif_fwd_op() {
-  static const auto h = find_op<LifFwdSig>("ltl_ext::lif_fwd");
-  return h;
-}
-c10::TypedOperatorHandle<LifBwdSig> lif_bwd_op() {
-  static const auto h = find_op<LifBwdSig>("ltl_ext::lif_bwd");
-  return h;
-}
-c10::TypedOperatorHandle<OfflineFwdSig> offline_fwd_op() {
-  static const auto h = find_op<OfflineFwdSig>("ltl_ext::tandem_offline_fwd");
-  return h;
-}
-c10::TypedOperatorHandle<OfflineBwdSig> offline_bwd_op() {
-  static const auto h = find_op<OfflineBwdSig>("ltl_ext::tandem_offline_bwd");
-  return h;
-}
-c10::TypedOperatorHandle<OnlineSig> online_op() {
-  static const auto h = find_op<OnlineSig>("ltl_ext::tandem_online");
-  return h;
-}
 
 OptTensor opt(const Tensor& t) { return t.defined() ? OptTensor(t) : std::nullopt; }
 

@@ -2,7 +2,6 @@
 // ops' fast entries from Python (lif_fwd, tandem_offline_fwd, tandem_online: see ltl_fast below).
 #include <ATen/Parallel.h>
 #include <ATen/PythonTorchFunctionTLS.h>
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <pybind11/pybind11.h>
 #include <torch/csrc/Exceptions.h>
 #include <torch/csrc/autograd/python_variable.h>
@@ -15,6 +14,8 @@
 #include <optional>
 #include <string>
 #include <tuple>
+
+#include "op_handles.h"
 
 namespace ltl {
 bool cpu_has_avx2();
@@ -38,22 +39,32 @@ namespace py = pybind11;
 // (ltl_ext/ops/lif.py, tandem.py) takes torch.ops, which raises the usual errors. Not used while torch.compile
 // traces (the wrappers check).
 namespace ltl_fast {
+namespace {  // this file's own
 using at::Tensor;
 using OptT = std::optional<Tensor>;
 using Str = c10::string_view;
 
+// The positional arguments of one call, read as the op's schema types. `ok` turns false at the first argument that
+// is not plainly of its type (or when the count is wrong, or a TorchFunctionMode is on: it sees torch.ops calls
+// only); from then on every read returns a default and the entry answers NotImplemented.
 struct Args {
-  bool ok = true;
-  Tensor tensor(PyObject* o) {
+  const py::args& a;
+  bool ok;
+  Args(const py::args& args, size_t n) : a(args), ok(args.size() == n && !at::impl::torch_function_mode_enabled()) {}
+
+  PyObject* at(size_t i) const { return ok ? a[i].ptr() : Py_None; }
+  Tensor tensor(size_t i) {
     // a plain Tensor or Parameter (no __torch_function__ of its own); subclasses take torch.ops
+    PyObject* o = at(i);
     if (!ok || !THPVariable_CheckExact(o)) return ok = false, Tensor();
     return THPVariable_Unpack(o);
   }
-  OptT opt_tensor(PyObject* o) {
-    if (o == Py_None) return std::nullopt;
-    return tensor(o);
+  OptT opt_tensor(size_t i) {
+    if (at(i) == Py_None) return std::nullopt;
+    return tensor(i);
   }
-  double real(PyObject* o) {
+  double real(size_t i) {
+    PyObject* o = at(i);
     if (PyFloat_CheckExact(o)) return PyFloat_AS_DOUBLE(o);
     if (PyLong_CheckExact(o)) {  // exact: not a bool
       const double v = PyLong_AsDouble(o);
@@ -62,11 +73,12 @@ struct Args {
     }
     return ok = false, 0.0;
   }
-  std::optional<double> opt_real(PyObject* o) {
-    if (o == Py_None) return std::nullopt;
-    return real(o);
+  std::optional<double> opt_real(size_t i) {
+    if (at(i) == Py_None) return std::nullopt;
+    return real(i);
   }
-  int64_t integer(PyObject* o) {
+  int64_t integer(size_t i) {
+    PyObject* o = at(i);
     if (PyLong_CheckExact(o)) {
       int overflow = 0;
       const long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
@@ -74,12 +86,14 @@ struct Args {
     }
     return ok = false, 0;
   }
-  bool boolean(PyObject* o) {
+  bool boolean(size_t i) {
+    PyObject* o = at(i);
     if (o == Py_True) return true;
     if (o != Py_False) ok = false;
     return false;
   }
-  Str str(PyObject* o) {
+  Str str(size_t i) {
+    PyObject* o = at(i);
     Py_ssize_t n = 0;
     const char* d = PyUnicode_Check(o) ? PyUnicode_AsUTF8AndSize(o, &n) : nullptr;
     if (!d) return PyErr_Clear(), ok = false, Str();
@@ -87,10 +101,21 @@ struct Args {
   }
 };
 
-template <typename Sig>
-c10::TypedOperatorHandle<Sig> find_op(const char* name) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Sig>();
-}
+// The LIF arguments every op's schema has: beta, alpha, threshold, v0 (tensors or None) from position p, and
+// beta_s, alpha_s, threshold_s, reset, v_reset, surrogate, surrogate_alpha from position q.
+struct Lif {
+  OptT beta, alpha, threshold, v0;
+  double bs, as, ts;
+  Str reset;
+  double vr;
+  Str surrogate;
+  std::optional<double> sa;
+
+  Lif(Args& c, size_t p, size_t q)
+      : beta(c.opt_tensor(p)), alpha(c.opt_tensor(p + 1)), threshold(c.opt_tensor(p + 2)), v0(c.opt_tensor(p + 3)),
+        bs(c.real(q)), as(c.real(q + 1)), ts(c.real(q + 2)), reset(c.str(q + 3)), vr(c.real(q + 4)),
+        surrogate(c.str(q + 5)), sa(c.opt_real(q + 6)) {}
+};
 
 // The kernels run without the GIL, as torch.ops runs them: other Python threads (a loader, a logger) go on meanwhile.
 // Python hooks the op reaches (saved-tensor hooks, dispatch modes) take the GIL themselves.
@@ -109,78 +134,47 @@ py::object wrap(std::tuple<Ts...>&& t) {
   return std::move(out);
 }
 
-using LifFwdSig = std::tuple<Tensor, Tensor>(const Tensor&, const OptT&, const OptT&, const OptT&, const OptT&, double,
-                                             double, double, Str, double, Str, std::optional<double>, bool);
-using OfflineFwdSig = std::tuple<Tensor, Tensor, Tensor>(const Tensor&, const Tensor&, const OptT&, const OptT&,
-                                                         const OptT&, const OptT&, double, double, double, Str, double,
-                                                         Str, std::optional<double>, bool);
-using OnlineSig = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>(
-    const Tensor&, const Tensor&, const OptT&, const OptT&, const OptT&, const OptT&, const OptT&, double, double,
-    double, Str, double, Str, std::optional<double>, int64_t, int64_t, bool, bool, bool, bool, bool, bool);
+py::object not_implemented() { return py::reinterpret_borrow<py::object>(Py_NotImplemented); }
 
 // lif_fwd(x, beta, alpha, threshold, v0, beta_s, alpha_s, threshold_s, reset, v_reset, surrogate, surrogate_alpha,
-// detach_reset), positional, as the schema.
+// detach_reset), positional, as the schema (and likewise below).
 py::object lif_fwd(const py::args& a) {
-  if (a.size() != 13) return py::reinterpret_borrow<py::object>(Py_NotImplemented);
-  Args c;
-  c.ok = !at::impl::torch_function_mode_enabled();  // a TorchFunctionMode sees torch.ops calls only
-  auto o = [&](size_t i) { return a[i].ptr(); };
-  const Tensor x = c.tensor(o(0));
-  const OptT beta = c.opt_tensor(o(1)), alpha = c.opt_tensor(o(2)), threshold = c.opt_tensor(o(3)),
-             v0 = c.opt_tensor(o(4));
-  const double bs = c.real(o(5)), as = c.real(o(6)), ts = c.real(o(7));
-  const Str reset = c.str(o(8));
-  const double vr = c.real(o(9));
-  const Str surrogate = c.str(o(10));
-  const std::optional<double> sa = c.opt_real(o(11));
-  const bool detach = c.boolean(o(12));
-  if (!c.ok) return py::reinterpret_borrow<py::object>(Py_NotImplemented);
-  static const auto op = find_op<LifFwdSig>("ltl_ext::lif_fwd");
-  return wrap(unlocked(
-      [&] { return op.call(x, beta, alpha, threshold, v0, bs, as, ts, reset, vr, surrogate, sa, detach); }));
+  Args c(a, 13);
+  const Tensor x = c.tensor(0);
+  const Lif l(c, 1, 5);
+  const bool detach = c.boolean(12);
+  if (!c.ok) return not_implemented();
+  return wrap(unlocked([&] {
+    return ltl::lif_fwd_op().call(x, l.beta, l.alpha, l.threshold, l.v0, l.bs, l.as, l.ts, l.reset, l.vr,
+                                  l.surrogate, l.sa, detach);
+  }));
 }
 
 py::object tandem_offline_fwd(const py::args& a) {
-  if (a.size() != 14) return py::reinterpret_borrow<py::object>(Py_NotImplemented);
-  Args c;
-  c.ok = !at::impl::torch_function_mode_enabled();  // a TorchFunctionMode sees torch.ops calls only
-  auto o = [&](size_t i) { return a[i].ptr(); };
-  const Tensor x = c.tensor(o(0)), target = c.tensor(o(1));
-  const OptT beta = c.opt_tensor(o(2)), alpha = c.opt_tensor(o(3)), threshold = c.opt_tensor(o(4)),
-             v0 = c.opt_tensor(o(5));
-  const double bs = c.real(o(6)), as = c.real(o(7)), ts = c.real(o(8));
-  const Str reset = c.str(o(9));
-  const double vr = c.real(o(10));
-  const Str surrogate = c.str(o(11));
-  const std::optional<double> sa = c.opt_real(o(12));
-  const bool detach = c.boolean(o(13));
-  if (!c.ok) return py::reinterpret_borrow<py::object>(Py_NotImplemented);
-  static const auto op = find_op<OfflineFwdSig>("ltl_ext::tandem_offline_fwd");
-  return wrap(unlocked(
-      [&] { return op.call(x, target, beta, alpha, threshold, v0, bs, as, ts, reset, vr, surrogate, sa, detach); }));
+  Args c(a, 14);
+  const Tensor x = c.tensor(0), target = c.tensor(1);
+  const Lif l(c, 2, 6);
+  const bool detach = c.boolean(13);
+  if (!c.ok) return not_implemented();
+  return wrap(unlocked([&] {
+    return ltl::offline_fwd_op().call(x, target, l.beta, l.alpha, l.threshold, l.v0, l.bs, l.as, l.ts, l.reset,
+                                      l.vr, l.surrogate, l.sa, detach);
+  }));
 }
 
 py::object tandem_online(const py::args& a) {
-  if (a.size() != 22) return py::reinterpret_borrow<py::object>(Py_NotImplemented);
-  Args c;
-  c.ok = !at::impl::torch_function_mode_enabled();  // a TorchFunctionMode sees torch.ops calls only
-  auto o = [&](size_t i) { return a[i].ptr(); };
-  const Tensor x = c.tensor(o(0)), target = c.tensor(o(1));
-  const OptT beta = c.opt_tensor(o(2)), alpha = c.opt_tensor(o(3)), threshold = c.opt_tensor(o(4)),
-             v0 = c.opt_tensor(o(5)), count0 = c.opt_tensor(o(6));
-  const double bs = c.real(o(7)), as = c.real(o(8)), ts = c.real(o(9));
-  const Str reset = c.str(o(10));
-  const double vr = c.real(o(11));
-  const Str surrogate = c.str(o(12));
-  const std::optional<double> sa = c.opt_real(o(13));
-  const int64_t t0 = c.integer(o(14)), warmup = c.integer(o(15));
+  Args c(a, 22);
+  const Tensor x = c.tensor(0), target = c.tensor(1);
+  const Lif l(c, 2, 7);
+  const OptT count0 = c.opt_tensor(6);
+  const int64_t t0 = c.integer(14), warmup = c.integer(15);
   bool need[6];
-  for (size_t i = 0; i < 6; ++i) need[i] = c.boolean(o(16 + i));
-  if (!c.ok) return py::reinterpret_borrow<py::object>(Py_NotImplemented);
-  static const auto op = find_op<OnlineSig>("ltl_ext::tandem_online");
+  for (size_t i = 0; i < 6; ++i) need[i] = c.boolean(16 + i);
+  if (!c.ok) return not_implemented();
   return wrap(unlocked([&] {
-    return op.call(x, target, beta, alpha, threshold, v0, count0, bs, as, ts, reset, vr, surrogate, sa, t0, warmup,
-                   need[0], need[1], need[2], need[3], need[4], need[5]);
+    return ltl::online_op().call(x, target, l.beta, l.alpha, l.threshold, l.v0, count0, l.bs, l.as, l.ts, l.reset,
+                                 l.vr, l.surrogate, l.sa, t0, warmup, need[0], need[1], need[2], need[3], need[4],
+                                 need[5]);
   }));
 }
 
@@ -191,6 +185,7 @@ py::object checked(const py::args& a) {
   return F(a);
   END_HANDLE_TH_ERRORS_PYBIND
 }
+}  // namespace
 }  // namespace ltl_fast
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

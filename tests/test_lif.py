@@ -385,3 +385,27 @@ def test_the_fused_op_runs_without_the_gil():
         sys.setswitchinterval(interval)
         torch.set_num_threads(threads)
     assert seen[-1] > 1000, seen
+
+
+def test_fast_entries_take_plain_calls_and_decline_the_rest():
+    """The unboxed entries (ltl_ext._C.lif_fwd, tandem_offline_fwd, tandem_online) give what torch.ops gives for
+    plain arguments and answer NotImplemented (so the wrapper takes torch.ops) for anything else: a wrong count, a
+    tensor subclass, a bool where the schema wants a float, an active TorchFunctionMode."""
+    from torch.overrides import TorchFunctionMode
+    from ltl_ext.ops.library import _C
+    ops = torch.ops.ltl_ext
+    x, y = make_input((4, 3, 5), torch.float32, "cpu", seed=3), torch.rand(3, 5)
+    lif_args = (x, None, None, None, None, 0.9, 1.0, 1.0, "soft", 0.0, "sigmoid", None, False)
+    offline_args = (x, y, None, None, None, None, 0.9, 1.0, 1.0, "hard", 0.0, "rect", None, False)
+    online_args = (x, y, None, None, None, None, None, 0.9, 1.0, 1.0, "soft", 0.0, "atan", 2.0, 0, 1,
+                   True, True, True, True, True, True)
+    for name, args in (("lif_fwd", lif_args), ("tandem_offline_fwd", offline_args), ("tandem_online", online_args)):
+        fast, boxed = getattr(_C, name)(*args), getattr(ops, name)(*args)
+        assert len(fast) == len(boxed) and all(torch.equal(a, b) for a, b in zip(fast, boxed)), name
+        assert getattr(_C, name)(*args[:-1]) is NotImplemented, name
+    class Sub(torch.Tensor):
+        pass
+    assert _C.lif_fwd(x.as_subclass(Sub), *lif_args[1:]) is NotImplemented
+    assert _C.lif_fwd(*lif_args[:5], True, *lif_args[6:]) is NotImplemented          # a bool for beta_s
+    with TorchFunctionMode():
+        assert _C.lif_fwd(*lif_args) is NotImplemented

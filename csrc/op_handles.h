@@ -1,0 +1,64 @@
+// The typed dispatcher handles of the ltl_ext ops, for the C++ code that calls them through the dispatcher
+// (csrc/autograd.cpp: the Autograd kernels and backward nodes; csrc/bindings.cpp: the fast Python entries). Each
+// is looked up once (a string-keyed lookup per call costs microseconds); typed<Sig>() checks its signature against
+// the schema in csrc/ops.cpp at first use, so a signature here cannot drift from the op unnoticed.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <c10/util/string_view.h>
+
+#include <optional>
+#include <tuple>
+
+namespace ltl {
+namespace handles {
+
+using at::Tensor;
+using OptT = std::optional<Tensor>;
+using Str = c10::string_view;
+
+using LifFwdSig = std::tuple<Tensor, Tensor>(const Tensor&, const OptT&, const OptT&, const OptT&, const OptT&, double,
+                                             double, double, Str, double, Str, std::optional<double>, bool);
+using LifBwdSig = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>(
+    const OptT&, const OptT&, const Tensor&, const OptT&, const OptT&, const OptT&, const OptT&, double, double,
+    double, Str, double, Str, std::optional<double>, bool, bool, bool, bool, bool);
+using OfflineFwdSig = std::tuple<Tensor, Tensor, Tensor>(const Tensor&, const Tensor&, const OptT&, const OptT&,
+                                                         const OptT&, const OptT&, double, double, double, Str, double,
+                                                         Str, std::optional<double>, bool);
+using OfflineBwdSig = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>(
+    const Tensor&, const Tensor&, const Tensor&, const OptT&, const OptT&, const OptT&, const OptT&, double, double,
+    double, Str, double, Str, std::optional<double>, bool, bool, bool, bool, bool);
+using OnlineSig = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>(
+    const Tensor&, const Tensor&, const OptT&, const OptT&, const OptT&, const OptT&, const OptT&, double, double,
+    double, Str, double, Str, std::optional<double>, int64_t, int64_t, bool, bool, bool, bool, bool, bool);
+
+template <typename Sig>
+c10::TypedOperatorHandle<Sig> find(const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Sig>();
+}
+
+}  // namespace handles
+
+inline c10::TypedOperatorHandle<handles::LifFwdSig> lif_fwd_op() {
+  static const auto h = handles::find<handles::LifFwdSig>("ltl_ext::lif_fwd");
+  return h;
+}
+inline c10::TypedOperatorHandle<handles::LifBwdSig> lif_bwd_op() {
+  static const auto h = handles::find<handles::LifBwdSig>("ltl_ext::lif_bwd");
+  return h;
+}
+inline c10::TypedOperatorHandle<handles::OfflineFwdSig> offline_fwd_op() {
+  static const auto h = handles::find<handles::OfflineFwdSig>("ltl_ext::tandem_offline_fwd");
+  return h;
+}
+inline c10::TypedOperatorHandle<handles::OfflineBwdSig> offline_bwd_op() {
+  static const auto h = handles::find<handles::OfflineBwdSig>("ltl_ext::tandem_offline_bwd");
+  return h;
+}
+inline c10::TypedOperatorHandle<handles::OnlineSig> online_op() {
+  static const auto h = handles::find<handles::OnlineSig>("ltl_ext::tandem_online");
+  return h;
+}
+
+}  // namespace ltl
