@@ -257,19 +257,22 @@ inline void bind_target(Call& c, const at::Tensor& target) {
   c.p.target = c.target.data_ptr();
 }
 
-// An [N] math-type output when `need`, else an empty [0] tensor; *ptr points at it (null when not needed).
-inline at::Tensor neuron_output(const Call& c, bool need, void** ptr) {
-  at::Tensor t = at::empty({need ? c.p.N : 0}, c.math_options());
+// A math-type output of `shape` when `need`, else an empty one of `empty_shape`; *ptr points at it (null when not
+// needed). Outputs are allocated in their final shapes: no view of them afterwards.
+inline at::Tensor output_if(const Call& c, bool need, void** ptr, at::IntArrayRef shape,
+                            at::IntArrayRef empty_shape = {0}) {
+  at::Tensor t = at::empty(need ? shape : empty_shape, c.math_options());
   *ptr = need ? t.data_ptr() : nullptr;
   return t;
 }
+// An [N] math-type output when `need`, else an empty [0] tensor (output_if).
+inline at::Tensor neuron_output(const Call& c, bool need, void** ptr) { return output_if(c, need, ptr, {c.p.N}); }
 
 // The gradient of a parameter from the kernel's per-neuron gradient g (neuron_output), or g itself when it is not
-// needed (then g is an empty [0] tensor).
+// needed: the callers ask for it only for a given parameter (need &&= given), so g is then the empty [0] output.
 inline at::Tensor param_grad(const Call& c, const ParamTensor& q, const Param& layout, const at::Tensor& g,
                              bool need) {
-  if (!need || !q.given.defined()) return g.numel() == 0 ? g : at::empty({0}, c.math_options());
-  return reduce_grad(q, layout, g, c);
+  return need ? reduce_grad(q, layout, g, c) : g;
 }
 
 }  // namespace ltl

@@ -158,20 +158,13 @@ OnlineOut tandem_online(const Tensor& x, const Tensor& target, const OptTensor& 
   need_threshold = need_threshold && c.threshold.given.defined();
   Tensor loss = loss_output(c);
   Tensor spikes = tn_output(c, &c.p.spikes);
-  // the outputs in their final shapes (in the neuron shape, x's shape; no views afterwards)
-  static constexpr int64_t kEmpty[1] = {0};
-  const at::IntArrayRef none(kEmpty, 1);  // [0]
-  Tensor state_v = at::empty(need_state ? at::IntArrayRef(c.neuron_shape) : none, c.math_options());
-  Tensor state_count = at::empty(need_state ? at::IntArrayRef(c.neuron_shape) : none, c.math_options());
-  c.p.state_v = need_state ? state_v.data_ptr() : nullptr;
-  c.p.state_count = need_state ? state_count.data_ptr() : nullptr;
-  Tensor gx = need_grad_x ? at::empty(c.x.sizes(), c.math_options()) : at::empty({0, 0}, c.math_options());
-  c.p.grad_x = need_grad_x ? gx.data_ptr() : nullptr;  // Launch::grad_x, in the math type
+  Tensor state_v = output_if(c, need_state, &c.p.state_v, c.neuron_shape);
+  Tensor state_count = output_if(c, need_state, &c.p.state_count, c.neuron_shape);
+  Tensor gx = output_if(c, need_grad_x, &c.p.grad_x, c.x.sizes(), {0, 0});  // Launch::grad_x, in the math type
   Tensor g_beta = neuron_output(c, need_beta, &c.p.grad_beta);
   Tensor g_alpha = neuron_output(c, need_alpha, &c.p.grad_alpha);
   Tensor g_threshold = neuron_output(c, need_threshold, &c.p.grad_threshold);
-  Tensor g_target = at::empty(need_target ? target.sizes() : none, c.math_options());
-  c.p.grad_target = need_target ? g_target.data_ptr() : nullptr;
+  Tensor g_target = output_if(c, need_target, &c.p.grad_target, target.sizes());
   Device::run(Kernel::Online, c);
   return {spikes, loss, state_v, state_count, gx,
           param_grad(c, c.beta, c.p.beta, g_beta, need_beta), param_grad(c, c.alpha, c.p.alpha, g_alpha, need_alpha),
