@@ -30,6 +30,17 @@ template <int RW = 0, int LOC = 2, typename T> inline void prefetch_piece(const 
   const int64_t bytes = n * static_cast<int64_t>(sizeof(T));
   for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(c + o, RW, LOC);
 }
+// Which piece of a [T, N] array to prefetch while row t of the block at neuron i0 (n neurons) is processed: row
+// t + kPrefetchRows of the block, past the last row the next block's first rows. `offset` into the array, `n`
+// neurons (0: nothing to prefetch).
+struct Ahead {
+  int64_t offset, n;
+};
+inline Ahead ahead(int64_t t, int64_t T, int64_t N, int64_t i0, int64_t n) {
+  int64_t u = t + kPrefetchRows, j0 = i0, m = n;
+  if (u >= T) u -= T, j0 += kB, m = imin(kB, N - j0);
+  return {u * N + j0, u < T && m > 0 ? m : 0};
+}
 
 // Multiply-add: one fused instruction where the ISA has it (kernels_avx2.cpp defines LTL_CPU_FMA). Used only
 // for the surrogate's exp below, never for H (the build's -ffp-contract=off keeps H = beta V + alpha X rounded as

@@ -69,24 +69,19 @@ void forward_impl(const Launch& p, bool offline) {
   const bool stream = use_stream<scalar_t>(p), big = is_big<scalar_t>(p);
   for_each_block<acc_t, ForwardLocal<acc_t>>(p, [&](int64_t b, int64_t i0, int64_t n, Rows<acc_t>& r,
                                                     ForwardLocal<acc_t>& l) {
-    const int64_t nn = imin(kB, N - i0 - kB);  // the next block's neurons (<= 0: none)
-    auto pf = [&](int64_t t) {
-      int64_t u = t + kPrefetchRows, j0 = i0, m = n;
-      if (u >= T) u -= T, j0 += kB, m = nn;
-      if (big && u < T && m > 0) {
-        prefetch_piece(x + u * N + j0, m);
-        if (!stream) prefetch_piece<1>(spikes + u * N + j0, m);
-      }
-    };
     auto run = [&](auto count_tag, auto stream_tag) {
       constexpr bool COUNT = decltype(count_tag)::value, STREAM = decltype(stream_tag)::value;
       for (int64_t t = 0; t < T; ++t) {
-        pf(t);
+        const Ahead next = big ? ahead(t, T, N, i0, n) : Ahead{0, 0};
+        if (next.n > 0) {
+          prefetch_piece(x + next.offset, next.n);
+          if (!STREAM) prefetch_piece<1>(spikes + next.offset, next.n);
+        }
         step_row<R, COUNT, STREAM>(x + t * N + i0, spikes + t * N + i0, r, l.count, l.xbuf, l.sbuf, vr, n);
       }
     };
-    if (offline) fill_value(l.count, 0.0, n);
     if (offline) {
+      fill_value(l.count, 0.0, n);
       if (stream) run(std::true_type(), std::true_type());
       else run(std::true_type(), std::false_type());
     } else {  // the LIF needs no count
@@ -176,13 +171,11 @@ void backward_impl(const Launch& p, bool offline) {
     }
     // 1. recompute H[t] and psi[t] for this block (the forward's arithmetic: identical spikes), reading x and
     // dL/dS[t] in forward order; the rows kPrefetchRows ahead (then the next block's first rows) are prefetched
-    const int64_t nn = imin(kB, N - i0 - kB);  // the next block's neurons (<= 0: none)
     for (int64_t t = 0; t < T; ++t) {
-      int64_t u = t + kPrefetchRows, j0 = i0, m = n;
-      if (u >= T) u -= T, j0 += kB, m = nn;
-      if (big && u < T && m > 0) {
-        prefetch_piece(x + u * N + j0, m);
-        if (gs_rows) prefetch_piece(grad_spikes + u * N + j0, m);
+      const Ahead next = big ? ahead(t, T, N, i0, n) : Ahead{0, 0};
+      if (next.n > 0) {
+        prefetch_piece(x + next.offset, next.n);
+        if (gs_rows) prefetch_piece(grad_spikes + next.offset, next.n);
       }
       const acc_t* xt = row_in(x + t * N + i0, l.xbuf, n);
       const acc_t* gst =
@@ -318,14 +311,14 @@ void online_impl(const Launch& p) {
     }
     for (int64_t t = 0; t < T; ++t) {
       const int64_t step = p.t0 + t;
-      const acc_t step1 = static_cast<acc_t>(step + 1);
+      const acc_t step1 = static_cast<acc_t>(step + 1), gs_scale = online_gs_scale<acc_t>(step + 1, N);
       acc_t* gxt = gx ? gx + t * N + i0 : nullptr;
       if (step < p.warmup || !GRAD) {  // the LIF step (and the loss after the warm-up), no gradient
         step_row<R>(x + t * N + i0, spikes + t * N + i0, r, l.count, l.xbuf, l.sbuf, vr, n);
         if (step >= p.warmup) {
 #pragma omp simd
           for (int64_t j = 0; j < n; ++j) {
-            const acc_t d = online_term(l.count[j], step1, l.y[j], inv_n).d;
+            const acc_t d = online_term(l.count[j], step1, l.y[j], gs_scale).d;
             l.ls[j] += d * d;
           }
         }
@@ -336,9 +329,6 @@ void online_impl(const Launch& p) {
       acc_t* st = row_dst(spikes + t * N + i0, l.sbuf);
       acc_t* gw = gxt ? gxt : l.gxbuf;
       const acc_t a = sa;
-      // dL/dS[t] = 2 d / ((t+1) N) as d times this step's factor (online_term's gs to float rounding, without a
-      // division per neuron-step)
-      const acc_t gs_scale = static_cast<acc_t>(2.0 / (static_cast<double>(N) * static_cast<double>(step + 1)));
 #pragma omp simd
       for (int64_t j = 0; j < n; ++j) {
         const acc_t xj = xt[j], vp = r.v[j];
@@ -347,9 +337,10 @@ void online_impl(const Launch& p) {
         r.v[j] = reset_v<R>(h, s, r.threshold[j], vr);
         l.count[j] += s;
         st[j] = s;
-        const acc_t d = online_term(l.count[j], step1, l.y[j], inv_n).d;
+        const OnlineTerm<acc_t> o = online_term(l.count[j], step1, l.y[j], gs_scale);
+        const acc_t d = o.d;
         l.ls[j] += d * d;
-        const acc_t gh = (d * gs_scale) * surrogate_grad_cpu<K>(h - r.threshold[j], a);
+        const acc_t gh = o.gs * surrogate_grad_cpu<K>(h - r.threshold[j], a);
         gw[j] = r.alpha[j] * gh;
         l.gb[j] += gh * vp;
         l.ga[j] += gh * xj;

@@ -221,7 +221,8 @@ __global__ void __launch_bounds__(kThreads)
       spikes[t * N + i] = from_acc<S>(s);
       acc_t gh = acc_t(0);
       if (step >= warmup) {
-        const OnlineTerm<acc_t> term = online_term(count, static_cast<acc_t>(step + 1), y, inv_n);
+        const OnlineTerm<acc_t> term = online_term(count, static_cast<acc_t>(step + 1), y,
+                                                   online_gs_scale<acc_t>(step + 1, N));
         ls += term.d * term.d;
         if (GRAD) {
           gh = term.gs * surrogate_grad<K>(h - threshold, p.sa);

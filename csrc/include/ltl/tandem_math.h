@@ -11,6 +11,8 @@
 //           gX[t] = alpha gH,  g_beta += gH V[t-1],  g_alpha += gH X[t],  g_threshold -= gH,  g_y -= 2 d_t / N.
 #pragma once
 
+#include <stdint.h>
+
 #include "ltl/lif_math.h"
 
 namespace ltl {
@@ -26,11 +28,16 @@ template <typename real> struct OnlineTerm {
   real d;   // C[t] / (t+1) - y
   real gs;  // dL/dS[t] = 2 d / ((t+1) N)
 };
-// step1 = t + 1 (the number of steps seen), inv_n = 1 / N.
-template <typename real> LTL_HD OnlineTerm<real> online_term(real count, real step1, real y, real inv_n) {
+// dL/dS[t] per unit of d at step t: 2 / ((t+1) N), one factor for every neuron of the step, computed in double and
+// rounded once (no division per neuron-step). step1 = t + 1 (the number of steps seen).
+template <typename real> LTL_HD real online_gs_scale(int64_t step1, int64_t n) {
+  return static_cast<real>(2.0 / (static_cast<double>(n) * static_cast<double>(step1)));
+}
+// gs_scale = online_gs_scale(step1, N).
+template <typename real> LTL_HD OnlineTerm<real> online_term(real count, real step1, real y, real gs_scale) {
   OnlineTerm<real> o;
   o.d = count / step1 - y;
-  o.gs = real(2) * o.d * inv_n / step1;
+  o.gs = o.d * gs_scale;
   return o;
 }
 
