@@ -1,7 +1,8 @@
 // Autograd of the ltl_ext ops, in C++ (floor 3), as torchvision registers its ops': a fused call is one dispatch
 // and its backward one more, with no Python on the way; C++ callers get the backward too. Each forward op gets an
 // Autograd kernel that calls the op below autograd and, when a gradient is needed, builds a hand-written backward
-// node (as PyTorch's generated kernels do) that saves what the backward op needs. The fake (meta) kernels that torch.compile and opcheck trace with stay in Python (ltl_ext/ops/).
+// node (as PyTorch's generated kernels do) that saves what the backward op needs. The fake (meta) kernels that
+// torch.compile and opcheck trace with stay in Python (ltl_ext/ops/). The ops' typed handles: op_handles.h.
 //
 //   lif_fwd            -> backward: lif_bwd (recomputes H from x; BPTT with the surrogate)
 //   tandem_offline_fwd -> backward: tandem_offline_bwd (dL/dS = 2 err / (N T) for every t)

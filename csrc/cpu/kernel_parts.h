@@ -90,7 +90,8 @@ inline int64_t grain_blocks(int64_t T) { return imax(1, (int64_t(1) << 16) / (kB
 // A thread's malloc'd buffer of n math-type values.
 template <typename acc_t> struct Scratch {
   acc_t* data;
-  explicit Scratch(int64_t n) : data(static_cast<acc_t*>(std::malloc(sizeof(acc_t) * static_cast<size_t>(n > 0 ? n : 1)))) {
+  explicit Scratch(int64_t n)
+      : data(static_cast<acc_t*>(std::malloc(sizeof(acc_t) * static_cast<size_t>(n > 0 ? n : 1)))) {
     if (!data) throw std::bad_alloc();
   }
   ~Scratch() { std::free(data); }
@@ -154,8 +155,10 @@ inline void stream_row(float* dst, const float* src, int64_t n) {
   for (; j < n; ++j) dst[j] = src[j];
 }
 template <typename scalar_t, typename acc_t> inline void stream_row(scalar_t* dst, const acc_t* src, int64_t n) {
-  if constexpr (std::is_same<scalar_t, float>::value && std::is_same<acc_t, float>::value) stream_row(static_cast<float*>(dst), static_cast<const float*>(src), n);
-  else row_out(dst, src, n);
+  if constexpr (std::is_same<scalar_t, float>::value && std::is_same<acc_t, float>::value)
+    stream_row(static_cast<float*>(dst), static_cast<const float*>(src), n);
+  else
+    row_out(dst, src, n);
 }
 inline void stream_fence() { _mm_sfence(); }
 

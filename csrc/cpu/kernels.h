@@ -226,7 +226,8 @@ void backward_impl(const Launch& p, bool offline) {
 #pragma omp simd
         for (int64_t j = 0; j < n; ++j) {
           const acc_t h = R == Reset::Hard ? Ht[j] : acc_t(0), psi = Pt[j];  // soft: dV/dH needs no H
-          const acc_t ghj = gst[j] * psi + l.gv[j] * dv_dh<R>(h, fires(h, r.threshold[j]), psi, r.threshold[j], vr, DETACH);
+          const acc_t ghj =
+              gst[j] * psi + l.gv[j] * dv_dh<R>(h, fires(h, r.threshold[j]), psi, r.threshold[j], vr, DETACH);
           gxt[j] = r.alpha[j] * ghj;
           l.gv[j] = r.beta[j] * ghj;
         }

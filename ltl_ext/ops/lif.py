@@ -17,19 +17,18 @@ import torch
 from torch import Tensor
 
 from .library import _C, HAS_C, HAS_CUDA_KERNELS, check_device
+from .params import is_compiling
 
 __all__ = ["lif"]
 
 _LIF_FWD = torch.ops.ltl_ext.lif_fwd.default if HAS_C else None  # the overload itself: no resolution per call
-# The same op called from C++ without boxing its arguments (csrc/bindings.cpp): ~5 us less per call. It returns
-# NotImplemented for what it does not handle plainly (a __torch_function__ subclass or mode, an unusual argument
-# type); torch.compile traces the torch.ops call instead (dynamo cannot see into it).
-_LIF_FWD_FAST = getattr(_C, "lif_fwd", None) if HAS_C else None
-_is_compiling = torch.compiler.is_compiling
+_LIF_FWD_FAST = getattr(_C, "lif_fwd", None) if HAS_C else None  # the same op unboxed (call_op)
 
 
 def split_param(name: str, p):
     """``(p, 0.0)`` for a tensor, ``(None, float(p))`` for a number: the op's ``Tensor? name, float name_s``."""
+    if type(p) is float:   # the common case first: this is part of every call's fixed cost
+        return None, p
     if isinstance(p, Tensor):
         return p, 0.0
     if isinstance(p, (int, float)) and not isinstance(p, bool):
@@ -48,27 +47,24 @@ def check_ready(x, op: str, **state) -> None:
             raise TypeError(f"{name} must be None or a floating tensor of shape x.shape[1:], got {type(t).__name__}")
 
 
-# True when check_ready has nothing to say about a tensor x (the library is there and has kernels for every device
-# x can be on): then the wrappers below only check the types of the state arguments themselves.
-_READY = HAS_C and HAS_CUDA_KERNELS
+def call_op(fast, boxed, *args):
+    """An ltl_ext op through its unboxed entry (``fast``, csrc/bindings.cpp: ~5 us less per call) when that takes
+    the call, else through ``torch.ops`` (``boxed``): the entry answers NotImplemented for what it does not handle
+    plainly (a __torch_function__ subclass or mode, an unusual argument type), and torch.compile traces the
+    torch.ops call (dynamo cannot see into the entry)."""
+    out = fast(*args) if fast is not None and not is_compiling() else NotImplemented
+    return boxed(*args) if out is NotImplemented else out
 
 
 def lif(x: Tensor, *, beta, alpha=1.0, threshold=1.0, reset="soft", v_reset=0.0, v0=None, surrogate="sigmoid",
         surrogate_alpha=None, detach_reset=False, return_v=False):
     """Multi-step LIF over ``x`` [T, *] with the fused kernel of x's device; see ``lif_reference``."""
-    # check_ready and split_param, inlined for the common cases: this wrapper is part of every call's fixed cost
-    if not isinstance(x, Tensor) or not (_READY or (HAS_C and not x.is_cuda)) \
-            or (v0 is not None and not isinstance(v0, Tensor)):
-        check_ready(x, "lif", v0=v0)
-    b, bs = (beta, 0.0) if isinstance(beta, Tensor) else (None, beta) if type(beta) is float \
-        else split_param("beta", beta)
-    a, as_ = (None, alpha) if type(alpha) is float else split_param("alpha", alpha)
-    th, ths = (None, threshold) if type(threshold) is float else split_param("threshold", threshold)
-    out = NotImplemented
-    if _LIF_FWD_FAST is not None and not _is_compiling():
-        out = _LIF_FWD_FAST(x, b, a, th, v0, bs, as_, ths, reset, v_reset, surrogate, surrogate_alpha, detach_reset)
-    if out is NotImplemented:
-        out = _LIF_FWD(x, b, a, th, v0, bs, as_, ths, reset, v_reset, surrogate, surrogate_alpha, detach_reset)
+    check_ready(x, "lif", v0=v0)
+    b, bs = split_param("beta", beta)
+    a, as_ = split_param("alpha", alpha)
+    th, ths = split_param("threshold", threshold)
+    out = call_op(_LIF_FWD_FAST, _LIF_FWD, x, b, a, th, v0, bs, as_, ths, reset, v_reset, surrogate, surrogate_alpha,
+                  detach_reset)
     return out if return_v else out[0]
 
 

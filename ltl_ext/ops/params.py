@@ -48,7 +48,8 @@ class LIFParams:
     detach_reset: bool
 
 
-def _is_compiling() -> bool:
+def is_compiling() -> bool:
+    """True while torch.compile traces (value checks and unboxed entries step aside then)."""
     try:
         return torch.compiler.is_compiling()
     except AttributeError:  # pragma: no cover - old torch
@@ -71,7 +72,7 @@ def _outside(name: str, lo: float, hi: float) -> bool:
 
 def _check_tensor_values(name: str, p: Tensor) -> None:
     """Raise if a tensor's values leave ``RANGES[name]`` (reads min/max back: a host sync on a GPU)."""
-    if _is_compiling() or p.numel() == 0:
+    if is_compiling() or p.numel() == 0:
         return
     lo, hi = (float(v) for v in p.detach().aminmax())
     if _outside(name, lo, hi):
@@ -190,7 +191,7 @@ def check_target(target, x: Tensor, *, time_dim: bool = True, check_values: bool
                          f"the target is the teacher's activation of this layer, one value per neuron")
     if target.device != x.device:
         raise ValueError(f"target is on {target.device} but x is on {x.device}; move both to the same device")
-    if check_values and not _is_compiling() and bool(torch.isnan(target).any()):
+    if check_values and not is_compiling() and bool(torch.isnan(target).any()):
         raise ValueError("target contains NaN; check the teacher's activations and their normalisation")
     return target
 

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from .library import _C, HAS_C
-from .lif import _READY, check_ready, check_same_device, grad_like, math_dtype, split_param
+from .lif import call_op, check_ready, check_same_device, grad_like, math_dtype, split_param
 from .params import check_warmup
 
 __all__ = ["tandem_loss", "tandem_block", "tandem_step"]
@@ -38,15 +38,9 @@ _ops = torch.ops.ltl_ext
 # the overloads themselves: no overload resolution per call
 _OFFLINE_FWD = _ops.tandem_offline_fwd.default if HAS_C else None
 _ONLINE = _ops.tandem_online.default if HAS_C else None
-# the same ops without boxing their arguments, or NotImplemented (see lif.py; csrc/bindings.cpp)
+# the same ops unboxed (lif.call_op; csrc/bindings.cpp)
 _OFFLINE_FWD_FAST = getattr(_C, "tandem_offline_fwd", None) if HAS_C else None
 _ONLINE_FAST = getattr(_C, "tandem_online", None) if HAS_C else None
-_is_compiling = torch.compiler.is_compiling
-
-
-def _online(*args):
-    out = _ONLINE_FAST(*args) if _ONLINE_FAST is not None and not _is_compiling() else NotImplemented
-    return _ONLINE(*args) if out is NotImplemented else out
 
 
 def _needs(t: Optional[Tensor]) -> bool:
@@ -60,29 +54,20 @@ def tandem_loss(x: Tensor, target: Tensor, *, mode="offline", warmup=0, beta, al
                 detach_reset=False):
     """The local tandem loss of one layer, fused: LIF over ``x`` [T, *] and the MSE of its firing rate to
     ``target`` [*]. Returns ``(spikes [T, *] detached, loss)``; see ``tandem_loss_reference``."""
-    # check_ready, check_warmup and split_param, inlined for the common cases (part of every call's fixed cost)
-    if not isinstance(x, Tensor) or not (_READY or (HAS_C and not x.is_cuda)) \
-            or (v0 is not None and not isinstance(v0, Tensor)):
-        check_ready(x, "tandem_loss", v0=v0)
-    if mode != "offline" or type(warmup) is not int or warmup != 0:
+    check_ready(x, "tandem_loss", v0=v0)
+    if mode != "offline" or type(warmup) is not int or warmup != 0:   # (the common case needs no check)
         check_warmup(mode, warmup, x.shape[0] if x.dim() else 0)
-    b, bs = (beta, 0.0) if isinstance(beta, Tensor) else (None, beta) if type(beta) is float \
-        else split_param("beta", beta)
-    a, as_ = (None, alpha) if type(alpha) is float else split_param("alpha", alpha)
-    th, ts = (None, threshold) if type(threshold) is float else split_param("threshold", threshold)
+    b, bs = split_param("beta", beta)
+    a, as_ = split_param("alpha", alpha)
+    th, ts = split_param("threshold", threshold)
     if mode == "offline":
-        out = NotImplemented
-        if _OFFLINE_FWD_FAST is not None and not _is_compiling():
-            out = _OFFLINE_FWD_FAST(x, target, b, a, th, v0, bs, as_, ts, reset, v_reset, surrogate,
-                                    surrogate_alpha, detach_reset)
-        if out is NotImplemented:
-            out = _OFFLINE_FWD(x, target, b, a, th, v0, bs, as_, ts, reset, v_reset, surrogate, surrogate_alpha,
-                               detach_reset)
+        out = call_op(_OFFLINE_FWD_FAST, _OFFLINE_FWD, x, target, b, a, th, v0, bs, as_, ts, reset, v_reset,
+                      surrogate, surrogate_alpha, detach_reset)
         return out[0], out[1]
     g = torch.is_grad_enabled()
-    out = _online(x, target, b, a, th, v0, None, bs, as_, ts, reset, v_reset, surrogate, surrogate_alpha, 0,
-                  warmup, False, g and x.requires_grad, g and _needs(b), g and _needs(a), g and _needs(th),
-                  g and _needs(target))
+    out = call_op(_ONLINE_FAST, _ONLINE, x, target, b, a, th, v0, None, bs, as_, ts, reset, v_reset, surrogate,
+                  surrogate_alpha, 0, warmup, False, g and x.requires_grad, g and _needs(b), g and _needs(a),
+                  g and _needs(th), g and _needs(target))
     return out[0], out[1]
 
 
@@ -100,9 +85,9 @@ def tandem_block(x: Tensor, target: Tensor, v: Optional[Tensor], count: Optional
     a, as_ = split_param("alpha", alpha)
     th, ts = split_param("threshold", threshold)
     g = torch.is_grad_enabled()
-    out = _online(x, target, b, a, th, v, count, bs, as_, ts, reset, v_reset, surrogate, surrogate_alpha, t0,
-                  warmup, True, g and x.requires_grad, g and _needs(b), g and _needs(a), g and _needs(th),
-                  g and _needs(target))
+    out = call_op(_ONLINE_FAST, _ONLINE, x, target, b, a, th, v, count, bs, as_, ts, reset, v_reset, surrogate,
+                  surrogate_alpha, t0, warmup, True, g and x.requires_grad, g and _needs(b), g and _needs(a),
+                  g and _needs(th), g and _needs(target))
     return out[0], out[1], out[2], out[3]
 
 
