@@ -22,36 +22,20 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
+import train_memory  # noqa: E402
 
-METHODS = {"bptt": None, "ltl_offline": dict(mode="offline"), "ltl_online": dict(mode="online"),
-           "ltl_constant": dict(mode="online", memory="constant")}
+METHODS = ("bptt", "ltl_offline", "ltl_online", "ltl_constant")
 
 
 def narrow_vgg11():
+    """The zoo's VGG-11 layers with 4 channels per convolution and hidden layers of 8."""
     from ltl_ext.nn.zoo import VGG, VGG11_CONVS
-    torch.manual_seed(0)
     return VGG([(4, stride) for _, stride in VGG11_CONVS], 10, 3, 32, None, hidden=(8, 8))
-
-
-def build_steps(T: int, batch: int) -> dict:
-    from ltl_ext import BPTTTrainer, LocalTandemTrainer, convert
-    x, y = torch.rand(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
-    steps = {}
-    for method, kw in METHODS.items():
-        if kw is None:
-            student = convert(narrow_vgg11().eval())
-            for p in student.parameters():
-                p.requires_grad_(True)
-            trainer = BPTTTrainer(student, time_steps=T)
-        else:
-            trainer = LocalTandemTrainer(narrow_vgg11(), time_steps=T, **kw)
-        steps[method] = (lambda tr: lambda: tr.train_step(x, y))(trainer)
-    return steps
 
 
 def measure(T: int, batch: int, reps: int) -> list:
     torch.set_num_threads(1)
-    steps = build_steps(T, batch)
+    steps = {m: train_memory.build_step(m, T, batch, "cpu", network=narrow_vgg11) for m in METHODS}
     for step in steps.values():
         for _ in range(3):
             step()

@@ -77,11 +77,12 @@ class _Block(torch.nn.Sequential):
     """One conv or fc block (conv/linear, BN, LIF): SpikingJelly memopt's checkpoint unit."""
 
 
-def build_step(method: str, T: int, batch: int, device: str, precision: str = "32"):
-    """``step()`` running one training step of ``method`` on a fixed synthetic batch."""
+def build_step(method: str, T: int, batch: int, device: str, precision: str = "32", network=None):
+    """``step()`` running one training step of ``method`` on a fixed synthetic batch, for the zoo's VGG-11 or
+    ``network()`` (a factory of CIFAR-shaped models)."""
     from ltl_ext import BPTTTrainer, LocalTandemTrainer, convert, models
     torch.manual_seed(0)
-    teacher = models.vgg11()
+    teacher = (network or models.vgg11)()
     x = torch.rand(batch, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (batch,), device=device)
     if method in LTL:

@@ -348,8 +348,6 @@ def test_cuda_matches_cpu_kernel_large_cuda():
     torch.testing.assert_close(outs[0][2], outs[1][2], rtol=1e-5, atol=1e-5)
 
 
-
-
 def test_the_fused_op_runs_without_the_gil():
     """The op's kernel runs with the GIL released (as torch.ops runs it): another Python thread goes on meanwhile.
     With a long switch interval the other thread gets the GIL only when a thread gives it up, so it counts only

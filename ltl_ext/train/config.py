@@ -30,7 +30,6 @@ def default_device(device=None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-
 def place_student(student: torch.nn.Module, device: torch.device, all_steps_at_once: bool) -> torch.nn.Module:
     """Move ``student`` to ``device``; on a CPU, channels-last when its convolutions run over all T steps at once
     (offline LTL, BPTT) and it has 2-d convolutions.

@@ -3,7 +3,6 @@ losses of a student measured without training."""
 from __future__ import annotations
 
 import itertools
-from dataclasses import asdict
 from typing import Any, Dict, Iterable, Optional
 
 import torch
@@ -21,7 +20,6 @@ def _lifs(model: nn.Module) -> Dict[str, LIF]:
     if isinstance(model, SpikingModel):
         return dict(model.lifs())
     return {name: m for name, m in model.named_modules() if isinstance(m, LIF)}
-
 
 
 # ============================================================================================= evaluation
@@ -101,15 +99,12 @@ def evaluate_ann(model: nn.Module, loader: Iterable, device=None) -> float:
     return 100.0 * correct / n
 
 
-
 @torch.no_grad()
 def local_losses(student: SpikingModel, link, loader: Iterable, config: LTLConfig, *, device,
                  max_batches: Optional[int] = None) -> Dict[str, Any]:
     """The LTL losses of ``student`` against ``link``'s teacher on ``loader``, without training:
     ``{"loss", "ce", "local_loss": {layer: loss}}``, each averaged over batches (a constant-memory online config is
     measured in the equal batched online form)."""
-    if config.memory == "constant":
-        config = LTLConfig(**dict(asdict(config), memory="batched"))
     sums, b = {}, 0
     was_training = student.training
     student.eval()

@@ -11,7 +11,6 @@ def _progress(iterable, enabled: bool, **kw):
     return tqdm(iterable, leave=False, dynamic_ncols=True, disable=None, **kw)   # None: no bar off a terminal
 
 
-
 def _len_or_none(loader) -> Optional[int]:
     try:
         return len(loader)

@@ -101,7 +101,6 @@ def load_teacher(path, model: Optional[nn.Module] = None):
     return model.eval(), state.get("spec"), state.get("meta", {})
 
 
-
 # ============================================================================================= helpers
 def _build_from_spec(spec, path):
     if not spec:
