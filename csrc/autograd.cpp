@@ -7,6 +7,7 @@
 //   lif_fwd            -> backward: lif_bwd (recomputes H from x; BPTT with the surrogate)
 //   tandem_offline_fwd -> backward: tandem_offline_bwd (dL/dS = 2 err / (N T) for every t)
 //   tandem_online      -> backward: a scale of the local gradients the forward wrote, by dL/dloss
+//   tandem_online_     -> the same (its state updated in place)
 #include <ATen/core/grad_mode.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <ATen/ops/mul.h>
@@ -237,9 +238,9 @@ bool is_plain_one(const Tensor& g) {
   return g.item<double>() == 1.0;
 }
 
-// Edges: 0 x, 1 target, 2 beta, 3 alpha, 4 threshold, 5 v0, 6 count0 (state: no gradient crosses time). Input:
-// 0 loss. Saved: the local gradients the forward wrote for dL/dloss = 1 (x, target, beta, alpha, threshold), in
-// the math type.
+// Edges: 0 x, 1 target, 2 beta, 3 alpha, 4 threshold, and for tandem_online 5 v0, 6 count0 (state: no gradient
+// crosses time). Input: 0 loss. Saved: the local gradients the forward wrote for dL/dloss = 1 (x, target, beta,
+// alpha, threshold), in the math type.
 struct OnlineBackward : public Node {
   SavedVariable saved_[5];
   at::ScalarType x_dtype_ = at::kFloat;
@@ -251,7 +252,7 @@ struct OnlineBackward : public Node {
   }
 
   variable_list apply(variable_list&& grads) override {
-    variable_list out(7);
+    variable_list out(num_outputs());
     const Tensor& g_loss = grads[0];
     if (!g_loss.defined()) return out;
     bool one = false, checked = false;
@@ -267,6 +268,24 @@ struct OnlineBackward : public Node {
   }
 };
 
+// The backward node of either online op, when one of `inputs` needs a gradient: it saves the local gradients the
+// forward wrote and scales them by dL/dloss.
+template <typename... Inputs>
+void online_history(const Tensor& x, const Tensor& loss, const Tensor& gx, const Tensor& g_target,
+                    const Tensor& g_beta, const Tensor& g_alpha, const Tensor& g_threshold, const Inputs&... inputs) {
+  if (!torch::autograd::compute_requires_grad(inputs...)) return;
+  auto node = make_node<OnlineBackward>();
+  node->set_next_edges(torch::autograd::collect_next_edges(inputs...));
+  // the returned gradients are not differentiable outputs (no grad_fn): saved as plain tensors
+  node->saved_[0] = SavedVariable(gx, false);
+  node->saved_[1] = SavedVariable(g_target, false);
+  node->saved_[2] = SavedVariable(g_beta, false);
+  node->saved_[3] = SavedVariable(g_alpha, false);
+  node->saved_[4] = SavedVariable(g_threshold, false);
+  node->x_dtype_ = x.scalar_type();
+  torch::autograd::set_history(loss, node);
+}
+
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> online_autograd(
     const Tensor& x, const Tensor& target, const OptTensor& beta, const OptTensor& alpha, const OptTensor& threshold,
     const OptTensor& v0, const OptTensor& count0, double beta_s, double alpha_s, double threshold_s, Str reset,
@@ -279,18 +298,31 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tenso
                          surrogate, surrogate_alpha, t0, warmup, need_state, need_grad_x, need_beta, need_alpha,
                          need_threshold, need_target);
   }
-  if (torch::autograd::compute_requires_grad(x, target, beta, alpha, threshold, v0, count0)) {
-    auto node = make_node<OnlineBackward>();
-    node->set_next_edges(torch::autograd::collect_next_edges(x, target, beta, alpha, threshold, v0, count0));
-    // the returned gradients are not differentiable outputs (no grad_fn): saved as plain tensors
-    node->saved_[0] = SavedVariable(std::get<4>(o), false);
-    node->saved_[1] = SavedVariable(std::get<8>(o), false);
-    node->saved_[2] = SavedVariable(std::get<5>(o), false);
-    node->saved_[3] = SavedVariable(std::get<6>(o), false);
-    node->saved_[4] = SavedVariable(std::get<7>(o), false);
-    node->x_dtype_ = x.scalar_type();
-    torch::autograd::set_history(std::get<1>(o), node);
+  online_history(x, std::get<1>(o), std::get<4>(o), std::get<8>(o), std::get<5>(o), std::get<6>(o), std::get<7>(o),
+                 x, target, beta, alpha, threshold, v0, count0);
+  return o;
+}
+
+// The in-place form: v and count are state, never differentiated, so they may not require a gradient; autograd
+// learns of their update through their version counters (a graph that saved them then refuses to use them).
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> online_inplace_autograd(
+    const Tensor& x, const Tensor& target, const OptTensor& beta, const OptTensor& alpha, const OptTensor& threshold,
+    const Tensor& v, const Tensor& count, double beta_s, double alpha_s, double threshold_s, Str reset,
+    double v_reset, Str surrogate, std::optional<double> surrogate_alpha, int64_t t0, int64_t warmup,
+    bool need_grad_x, bool need_beta, bool need_alpha, bool need_threshold, bool need_target) {
+  TORCH_CHECK_VALUE(!v.requires_grad() && !count.requires_grad(), "ltl_ext.tandem: the state v and count are "
+                    "updated in place and carry no gradient (none crosses time); pass them detached");
+  std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> o;
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    o = online_inplace_op().call(x, target, beta, alpha, threshold, v, count, beta_s, alpha_s, threshold_s, reset,
+                                 v_reset, surrogate, surrogate_alpha, t0, warmup, need_grad_x, need_beta, need_alpha,
+                                 need_threshold, need_target);
   }
+  torch::autograd::impl::bump_version(v);
+  torch::autograd::impl::bump_version(count);
+  online_history(x, std::get<1>(o), std::get<2>(o), std::get<6>(o), std::get<3>(o), std::get<4>(o), std::get<5>(o),
+                 x, target, beta, alpha, threshold);
   return o;
 }
 
@@ -301,4 +333,5 @@ TORCH_LIBRARY_IMPL(ltl_ext, Autograd, m) {
   m.impl("lif_fwd", &ltl::lif_fwd_autograd);
   m.impl("tandem_offline_fwd", &ltl::offline_fwd_autograd);
   m.impl("tandem_online", &ltl::online_autograd);
+  m.impl("tandem_online_", &ltl::online_inplace_autograd);
 }

@@ -178,6 +178,26 @@ py::object tandem_online(const py::args& a) {
   }));
 }
 
+py::object tandem_online_(const py::args& a) {
+  Args c(a, 21);
+  const Tensor x = c.tensor(0), target = c.tensor(1);
+  const OptT beta = c.opt_tensor(2), alpha = c.opt_tensor(3), threshold = c.opt_tensor(4);
+  const Tensor v = c.tensor(5), count = c.tensor(6);
+  const double bs = c.real(7), as = c.real(8), ts = c.real(9);
+  const Str reset = c.str(10);
+  const double vr = c.real(11);
+  const Str surrogate = c.str(12);
+  const std::optional<double> sa = c.opt_real(13);
+  const int64_t t0 = c.integer(14), warmup = c.integer(15);
+  bool need[5];
+  for (size_t i = 0; i < 5; ++i) need[i] = c.boolean(16 + i);
+  if (!c.ok) return not_implemented();
+  return wrap(unlocked([&] {
+    return ltl::online_inplace_op().call(x, target, beta, alpha, threshold, v, count, bs, as, ts, reset, vr,
+                                         surrogate, sa, t0, warmup, need[0], need[1], need[2], need[3], need[4]);
+  }));
+}
+
 // The C++ errors as torch.ops gives them (ValueError / TypeError / RuntimeError with the op's message).
 template <py::object (*F)(const py::args&)>
 py::object checked(const py::args& a) {
@@ -225,6 +245,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "torch.ops.ltl_ext.tandem_offline_fwd, or NotImplemented");
   m.def("tandem_online", &ltl_fast::checked<&ltl_fast::tandem_online>,
         "torch.ops.ltl_ext.tandem_online, or NotImplemented");
+  m.def("tandem_online_", &ltl_fast::checked<&ltl_fast::tandem_online_>,
+        "torch.ops.ltl_ext.tandem_online_, or NotImplemented");
   // How many distinct threads at::parallel_for really uses for n items (the OpenMP link test).
   m.def("parallel_threads_used", [](int64_t n) {
     std::vector<int> used(256, 0);

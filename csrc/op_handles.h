@@ -32,6 +32,9 @@ using OfflineBwdSig = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>(
 using OnlineSig = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>(
     const Tensor&, const Tensor&, const OptT&, const OptT&, const OptT&, const OptT&, const OptT&, double, double,
     double, Str, double, Str, std::optional<double>, int64_t, int64_t, bool, bool, bool, bool, bool, bool);
+using OnlineInPlaceSig = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>(
+    const Tensor&, const Tensor&, const OptT&, const OptT&, const OptT&, const Tensor&, const Tensor&, double, double,
+    double, Str, double, Str, std::optional<double>, int64_t, int64_t, bool, bool, bool, bool, bool);
 
 template <typename Sig>
 c10::TypedOperatorHandle<Sig> find(const char* name) {
@@ -58,6 +61,10 @@ inline c10::TypedOperatorHandle<handles::OfflineBwdSig> offline_bwd_op() {
 }
 inline c10::TypedOperatorHandle<handles::OnlineSig> online_op() {
   static const auto h = handles::find<handles::OnlineSig>("ltl_ext::tandem_online");
+  return h;
+}
+inline c10::TypedOperatorHandle<handles::OnlineInPlaceSig> online_inplace_op() {
+  static const auto h = handles::find<handles::OnlineInPlaceSig>("ltl_ext::tandem_online_");
   return h;
 }
 

@@ -136,6 +136,46 @@ BackwardOut tandem_offline_bwd(const Tensor& grad_loss, const Tensor& x, const T
   return run_backward<Device>(Kernel::OfflineBackward, c, need_v0, need_beta, need_alpha, need_threshold);
 }
 
+// The online call's arguments every form shares, checked and bound (the state is bound by the caller).
+inline Call online_call(const Tensor& x, const Tensor& target, const OptTensor& beta, const OptTensor& alpha,
+                        const OptTensor& threshold, const OptTensor& v0, double beta_s, double alpha_s,
+                        double threshold_s, Str reset, double v_reset, Str surrogate,
+                        std::optional<double> surrogate_alpha, int64_t t0, int64_t warmup) {
+  Call c = make_call(kTandemOp, x, beta, alpha, threshold, v0, beta_s, alpha_s, threshold_s, reset, v_reset,
+                     surrogate, surrogate_alpha, false);
+  TORCH_CHECK_VALUE(t0 >= 0 && warmup >= 0, c.op, ": t0 and warmup must be >= 0, got ", t0, ", ", warmup);
+  bind_target(c, target);
+  check_param_values(c);
+  c.p.t0 = t0;
+  c.p.warmup = warmup;
+  return c;
+}
+
+// spikes, loss, grad_x, grad_beta, grad_alpha, grad_threshold, grad_target: what both online ops return besides
+// the state.
+using OnlineGrads = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
+
+// Runs the online kernel on a bound call (state outputs, if any, already bound) and returns OnlineGrads.
+template <typename Device>
+OnlineGrads run_online(Call& c, const Tensor& target, bool need_grad_x, bool need_beta, bool need_alpha,
+                       bool need_threshold, bool need_target) {
+  need_beta = need_beta && c.beta.given.defined();
+  need_alpha = need_alpha && c.alpha.given.defined();
+  need_threshold = need_threshold && c.threshold.given.defined();
+  Tensor loss = loss_output(c);
+  Tensor spikes = tn_output(c, &c.p.spikes);
+  Tensor gx = output_if(c, need_grad_x, &c.p.grad_x, c.x.sizes(), {0, 0});  // Launch::grad_x, in the math type
+  Tensor g_beta = neuron_output(c, need_beta, &c.p.grad_beta);
+  Tensor g_alpha = neuron_output(c, need_alpha, &c.p.grad_alpha);
+  Tensor g_threshold = neuron_output(c, need_threshold, &c.p.grad_threshold);
+  Tensor g_target = output_if(c, need_target, &c.p.grad_target, target.sizes());
+  Device::run(Kernel::Online, c);
+  return {spikes, loss, gx, param_grad(c, c.beta, c.p.beta, g_beta, need_beta),
+          param_grad(c, c.alpha, c.p.alpha, g_alpha, need_alpha),
+          param_grad(c, c.threshold, c.p.threshold, g_threshold, need_threshold),
+          need_target && g_target.scalar_type() != target.scalar_type() ? g_target.to(target.scalar_type()) : g_target};
+}
+
 using OnlineOut = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
 
 template <typename Device>
@@ -145,31 +185,51 @@ OnlineOut tandem_online(const Tensor& x, const Tensor& target, const OptTensor& 
                         std::optional<double> surrogate_alpha, int64_t t0, int64_t warmup, bool need_state,
                         bool need_grad_x, bool need_beta, bool need_alpha, bool need_threshold, bool need_target) {
   const typename Device::Guard guard(x);
-  Call c = make_call(kTandemOp, x, beta, alpha, threshold, v0, beta_s, alpha_s, threshold_s, reset, v_reset,
-                     surrogate, surrogate_alpha, false);
-  TORCH_CHECK_VALUE(t0 >= 0 && warmup >= 0, c.op, ": t0 and warmup must be >= 0, got ", t0, ", ", warmup);
-  bind_target(c, target);
-  check_param_values(c);
+  Call c = online_call(x, target, beta, alpha, threshold, v0, beta_s, alpha_s, threshold_s, reset, v_reset,
+                       surrogate, surrogate_alpha, t0, warmup);
   c.count0 = bind_param(count0, "count", c, &c.p.count0);
-  c.p.t0 = t0;
-  c.p.warmup = warmup;
-  need_beta = need_beta && c.beta.given.defined();
-  need_alpha = need_alpha && c.alpha.given.defined();
-  need_threshold = need_threshold && c.threshold.given.defined();
-  Tensor loss = loss_output(c);
-  Tensor spikes = tn_output(c, &c.p.spikes);
   Tensor state_v = output_if(c, need_state, &c.p.state_v, c.neuron_shape);
   Tensor state_count = output_if(c, need_state, &c.p.state_count, c.neuron_shape);
-  Tensor gx = output_if(c, need_grad_x, &c.p.grad_x, c.x.sizes(), {0, 0});  // Launch::grad_x, in the math type
-  Tensor g_beta = neuron_output(c, need_beta, &c.p.grad_beta);
-  Tensor g_alpha = neuron_output(c, need_alpha, &c.p.grad_alpha);
-  Tensor g_threshold = neuron_output(c, need_threshold, &c.p.grad_threshold);
-  Tensor g_target = output_if(c, need_target, &c.p.grad_target, target.sizes());
-  Device::run(Kernel::Online, c);
-  return {spikes, loss, state_v, state_count, gx,
-          param_grad(c, c.beta, c.p.beta, g_beta, need_beta), param_grad(c, c.alpha, c.p.alpha, g_alpha, need_alpha),
-          param_grad(c, c.threshold, c.p.threshold, g_threshold, need_threshold),
-          need_target && g_target.scalar_type() != target.scalar_type() ? g_target.to(target.scalar_type()) : g_target};
+  auto [spikes, loss, gx, g_beta, g_alpha, g_threshold, g_target] =
+      run_online<Device>(c, target, need_grad_x, need_beta, need_alpha, need_threshold, need_target);
+  return {spikes, loss, state_v, state_count, gx, g_beta, g_alpha, g_threshold, g_target};
+}
+
+// A state tensor updated in place: exactly the neuron shape, contiguous, on x's device, in the math type (or, for
+// the count, uint8); *data points at it, read and written by the kernel.
+inline void bind_state(const Call& c, const Tensor& t, const char* name, bool count, Param* q, void** out) {
+  const bool u8 = count && t.scalar_type() == at::kByte;
+  TORCH_CHECK_TYPE(t.scalar_type() == c.math_type() || u8, c.op, ": the in-place state ", name, " must be ",
+                   c.math_type(), count ? " (or uint8, a count below 256)" : "", " for x of dtype ",
+                   c.x.scalar_type(), ", got ", t.scalar_type());
+  TORCH_CHECK_VALUE(t.sizes() == at::IntArrayRef(c.neuron_shape) && t.is_contiguous(), c.op, ": the in-place state ",
+                    name, " must be a contiguous tensor of the neuron shape x.shape[1:] = ",
+                    at::IntArrayRef(c.neuron_shape), ", got shape ", t.sizes());
+  TORCH_CHECK_VALUE(t.device() == c.x.device(), c.op, ": ", name, " is on ", t.device(), " but x is on ",
+                    c.x.device(), "; move both to the same device");
+  q->data = t.data_ptr();
+  q->inner = 1;
+  q->period = c.p.N;
+  *out = t.data_ptr();
+}
+
+// tandem_online with the state (v, count) updated in place: the new state is written over the old, so a layer
+// that learns step by step never holds two copies of it.
+template <typename Device>
+OnlineGrads tandem_online_(const Tensor& x, const Tensor& target, const OptTensor& beta, const OptTensor& alpha,
+                           const OptTensor& threshold, const Tensor& v, const Tensor& count, double beta_s,
+                           double alpha_s, double threshold_s, Str reset, double v_reset, Str surrogate,
+                           std::optional<double> surrogate_alpha, int64_t t0, int64_t warmup, bool need_grad_x,
+                           bool need_beta, bool need_alpha, bool need_threshold, bool need_target) {
+  const typename Device::Guard guard(x);
+  Call c = online_call(x, target, beta, alpha, threshold, std::nullopt, beta_s, alpha_s, threshold_s, reset, v_reset,
+                       surrogate, surrogate_alpha, t0, warmup);
+  bind_state(c, v, "v", false, &c.p.v0, &c.p.state_v);
+  bind_state(c, count, "count", true, &c.p.count0, &c.p.state_count);
+  c.p.count_u8 = count.scalar_type() == at::kByte;
+  TORCH_CHECK_VALUE(!c.p.count_u8 || t0 + c.p.T <= 255, c.op, ": a uint8 count holds at most 255 steps, but this ",
+                    "call ends at step ", t0 + c.p.T, "; convert the count to ", c.math_type(), " first");
+  return run_online<Device>(c, target, need_grad_x, need_beta, need_alpha, need_threshold, need_target);
 }
 
 template <typename Device>
@@ -179,6 +239,7 @@ void register_ops(torch::Library& m) {
   m.impl("tandem_offline_fwd", &tandem_offline_fwd<Device>);
   m.impl("tandem_offline_bwd", &tandem_offline_bwd<Device>);
   m.impl("tandem_online", &tandem_online<Device>);
+  m.impl("tandem_online_", &tandem_online_<Device>);
 }
 
 }  // namespace ltl

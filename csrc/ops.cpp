@@ -50,4 +50,13 @@ TORCH_LIBRARY(ltl_ext, m) {
       "float? surrogate_alpha, int t0, int warmup, bool need_state, bool need_grad_x, bool need_beta, "
       "bool need_alpha, bool need_threshold, bool need_target) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // tandem_online with the state updated in place: v (math type) and count (math type, or uint8 while
+  // t0 + T <= 255), both contiguous [*shape], hold the state before step t0 and receive the state after the last
+  // step. Returns tandem_online's outputs without the state: (spikes, loss, grad_x, grad_beta, grad_alpha,
+  // grad_threshold, grad_target). The constant-memory form: one copy of the state per layer, a byte per count.
+  m.def(
+      "tandem_online_(Tensor x, Tensor target, Tensor? beta, Tensor? alpha, Tensor? threshold, Tensor(a!) v, "
+      "Tensor(b!) count, float beta_s, float alpha_s, float threshold_s, str reset, float v_reset, str surrogate, "
+      "float? surrogate_alpha, int t0, int warmup, bool need_grad_x, bool need_beta, bool need_alpha, "
+      "bool need_threshold, bool need_target) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }

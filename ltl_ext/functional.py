@@ -5,12 +5,15 @@
 - ``tandem_loss(x, target, *, mode="offline"|"online", warmup=0, **lif_kwargs)`` -> (spikes [T, *] detached, loss)
 - ``tandem_block(x, target, v, count, t0, *, warmup=0, **lif_kwargs)`` -> (spikes [n, *], loss, v_new, count_new):
   online LTL over the n steps t0 .. t0+n-1 of x [n, *] from a state (None at t0 = 0)
+- ``tandem_block_(x, target, v, count, t0, *, warmup=0, **lif_kwargs)`` -> (spikes [n, *], loss): the same with the
+  state updated in place (``online_state(x_t, steps)`` makes it: v in the math type, the count in uint8 below 256)
 - ``tandem_step(x_t, target, v, count, t, *, warmup=0, **lif_kwargs)`` -> (spikes_t, loss_t, v_new, count_new)
 """
 from .ops.lif import lif
-from .ops.tandem import tandem_block, tandem_loss, tandem_step
-from .ops.reference import (lif_reference, surrogate_grad, tandem_block_reference, tandem_loss_reference,
-                            tandem_step_reference)
+from .ops.tandem import online_state, tandem_block, tandem_block_, tandem_loss, tandem_step
+from .ops.reference import (lif_reference, surrogate_grad, tandem_block_reference, tandem_block_reference_,
+                            tandem_loss_reference, tandem_step_reference)
 
-__all__ = ["lif", "tandem_loss", "tandem_block", "tandem_step", "lif_reference", "tandem_loss_reference",
-           "tandem_block_reference", "tandem_step_reference", "surrogate_grad"]
+__all__ = ["lif", "tandem_loss", "tandem_block", "tandem_block_", "online_state", "tandem_step", "lif_reference",
+           "tandem_loss_reference", "tandem_block_reference", "tandem_block_reference_", "tandem_step_reference",
+           "surrogate_grad"]

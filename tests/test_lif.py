@@ -401,6 +401,16 @@ def test_fast_entries_take_plain_calls_and_decline_the_rest():
         fast, boxed = getattr(_C, name)(*args), getattr(ops, name)(*args)
         assert len(fast) == len(boxed) and all(torch.equal(a, b) for a, b in zip(fast, boxed)), name
         assert getattr(_C, name)(*args[:-1]) is NotImplemented, name
+    # the in-place online op: the same outputs and the same state written, each on its own copy of the state
+    states = [(torch.rand(3, 5), torch.randint(0, 4, (3, 5), dtype=torch.uint8)) for _ in range(2)]
+    states[1] = tuple(t.clone() for t in states[0])
+    inplace = [lambda v, c: (x, y, None, None, None, v, c, 0.9, 1.0, 1.0, "soft", 0.0, "atan", 2.0, 4, 1,
+                             True, True, True, True, True)][0]
+    fast, boxed = _C.tandem_online_(*inplace(*states[0])), ops.tandem_online_(*inplace(*states[1]))
+    assert len(fast) == len(boxed) == 7 and all(torch.equal(a, b) for a, b in zip(fast, boxed))
+    assert all(torch.equal(a, b) for a, b in zip(states[0], states[1]))
+    assert _C.tandem_online_(*inplace(*states[0])[:-1]) is NotImplemented
+
     class Sub(torch.Tensor):
         pass
     assert _C.lif_fwd(x.as_subclass(Sub), *lif_args[1:]) is NotImplemented

@@ -194,6 +194,29 @@ def test_stepwise_online_tandem_matches_batched():
         step(x[:B])
 
 
+def test_learning_stepwise_state_is_updated_in_place_and_widens_past_255_steps():
+    """A learning stepwise LIF keeps one copy of its state, updated in place, with its spike count in a byte per
+    neuron; past 255 steps the count widens to float32, and the spikes and counts stay those of the batched LIF."""
+    torch.manual_seed(0)
+    T, B = 300, 2
+    kw = dict(beta=0.9, threshold=0.3, reset="soft")
+    x = torch.rand(T * B, 5)
+    y = torch.rand(B, 5)
+    step = LIF(**kw, stepwise=True)
+    spikes = []
+    with TandemRun({"l": step}, {"l": y}, mode="online", backward=True):
+        for t in range(T):
+            spikes.append(step(x[t * B:(t + 1) * B]))
+            if t == 0:
+                state = step.v, step.count
+            if t == 254:
+                assert step.count.dtype == torch.uint8 and step.v is state[0] and step.count is state[1]
+    assert step.count.dtype == torch.float32 and step.v is state[0]
+    batched = LIF(**kw, time_steps=T)(x).view(T, B, 5)
+    assert torch.equal(torch.stack(spikes), batched)
+    assert torch.equal(step.count, batched.sum(0))
+
+
 def test_blocks_of_steps_match_the_batched_forward():
     torch.manual_seed(0)
     m = small_snn(T=5)

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from conftest import DEVICES, DTYPES, TOL
-from ltl_ext.functional import (tandem_block, tandem_block_reference, tandem_loss, tandem_loss_reference, tandem_step,
+from ltl_ext.functional import (online_state, tandem_block, tandem_block_, tandem_block_reference,
+                                tandem_block_reference_, tandem_loss, tandem_loss_reference, tandem_step,
                                 tandem_step_reference)
 from ltl_ext.ops.params import SURROGATES
 
@@ -176,6 +177,92 @@ def test_blocks_match_reference_and_sum_to_batched_online(dtype, reset, surrogat
         _close(g, g_r, dtype, "block grads vs reference")
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("count_dtype", ["uint8", "math"])
+@pytest.mark.parametrize("block", [1, 3], ids=["step", "block3"])
+@pytest.mark.parametrize("per_neuron", [False, True], ids=["scalar", "per_neuron"])
+@pytest.mark.parametrize("reset,surrogate", [("hard", "rect"), ("soft", "sigmoid")])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
+def test_inplace_blocks_match_reference_and_copying_blocks(dtype, reset, surrogate, per_neuron, block, count_dtype,
+                                                           device):
+    """tandem_block_ (the state updated in place, the count in uint8 or the math type) == its reference and ==
+    tandem_block at every block: spikes, loss, state, gradients; the tensors handed in are the ones updated."""
+    T, warmup = 7, 2
+    x, y, kw = _inputs(T, (3, 5), dtype, device, per_neuron)
+    kw.update(reset=reset, surrogate=surrogate)
+    tensors = [x] + [v for v in kw.values() if isinstance(v, torch.Tensor)]
+    v, c = online_state(x[0], T if count_dtype == "uint8" else 1000)
+    assert v.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+    assert c.dtype == (torch.uint8 if count_dtype == "uint8" else v.dtype)
+    v_r, c_r = v.clone(), c.clone()
+    v_c = c_c = None
+    ptr = v.data_ptr(), c.data_ptr()
+    total, total_r, total_c = 0, 0, 0
+    for t0 in range(0, T, block):
+        s, l = tandem_block_(x[t0:t0 + block], y, v, c, t0, warmup=warmup, **kw)
+        s_r, l_r = tandem_block_reference_(x[t0:t0 + block], y, v_r, c_r, t0, warmup=warmup, **kw)
+        s_c, l_c, v_c, c_c = tandem_block(x[t0:t0 + block], y, v_c, c_c, t0, warmup=warmup, **kw)
+        assert torch.equal(s, s_r) and torch.equal(s, s_c) and not s.requires_grad
+        assert (v.data_ptr(), c.data_ptr()) == ptr and c.dtype == c_r.dtype
+        assert torch.equal(c, c_r) and torch.equal(c.to(c_c.dtype), c_c), f"count after the block at {t0}"
+        _close(v, v_r, dtype, f"v after the block at {t0}")
+        assert torch.equal(v, v_c), f"v after the block at {t0} vs tandem_block"
+        assert torch.equal(l, l_c)
+        _close(l, l_r, dtype, f"loss of the block at {t0}")
+        total, total_r, total_c = total + l, total_r + l_r, total_c + l_c
+    for g, g_r, g_c in zip(_grads(total, tensors), _grads(total_r, tensors), _grads(total_c, tensors)):
+        _close(g, g_r, dtype, "in-place grads vs reference")
+        assert torch.equal(g, g_c), "in-place grads vs tandem_block"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_inplace_state_at_a_million_neurons(device):
+    """N = 2^20 (several CPU threads' blocks, many CUDA blocks): the uint8 count and the in-place V equal the copying
+    op's, bit for bit, after 3 blocks; a count of 255 steps is exact."""
+    N, T = 2 ** 20, 3
+    g = torch.Generator().manual_seed(1)
+    x = (torch.randn(T, N, generator=g) * 0.6 + 0.45).to(device)
+    y = torch.rand(N, generator=g).to(device)
+    v, c = online_state(x[0], T)
+    v_c = c_c = None
+    for t in range(T):
+        s, l = tandem_block_(x[t:t + 1], y, v, c, t, beta=0.9, threshold=0.7)
+        s_c, l_c, v_c, c_c = tandem_block(x[t:t + 1], y, v_c, c_c, t, beta=0.9, threshold=0.7)
+        assert torch.equal(s, s_c) and torch.equal(l, l_c)
+    assert torch.equal(v, v_c) and torch.equal(c.float(), c_c)
+    v, c = online_state(x[0, :4096], 255)
+    tandem_block_(torch.full((255, 4096), 5.0, device=device), y[:4096], v, c, 0, beta=0.9, threshold=0.7)
+    assert int(c.min()) == int(c.max()) == 255
+
+
+def test_inplace_bad_input_and_version():
+    x, y = torch.randn(2, 3), torch.rand(3)
+    v, c = online_state(x[0], 2)
+    for op in (tandem_block_, tandem_block_reference_):
+        with pytest.raises(ValueError, match="at most 255 steps"):
+            op(x, y, v, c, 254, beta=0.9)
+        with pytest.raises(ValueError, match="in place"):
+            op(x, y, None, c, 0, beta=0.9)
+    with pytest.raises(TypeError, match="state v must be Float"):
+        tandem_block_(x, y, v.double(), c, 0, beta=0.9)
+    with pytest.raises(TypeError, match="count must be Float .or uint8"):
+        tandem_block_(x, y, v, c.int(), 0, beta=0.9)
+    with pytest.raises(ValueError, match="neuron shape"):
+        tandem_block_(x, y, v[:2], c, 0, beta=0.9)
+    with pytest.raises(ValueError, match="neuron shape"):
+        tandem_block_(x, y, torch.zeros(6)[::2], c, 0, beta=0.9)
+    with pytest.raises(ValueError, match="carry no gradient"):
+        tandem_block_(x, y, v.clone().requires_grad_(), c, 0, beta=0.9)
+    with pytest.raises(TypeError, match="x_t must be a tensor"):
+        online_state([0.0], 3)
+    # autograd learns of the update: a graph that saved the state refuses to use it afterwards
+    w = torch.tensor(2.0, requires_grad=True)
+    saved = w * v
+    tandem_block_(x, y, v, c, 0, beta=0.9)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        saved.sum().backward()
+
+
 def test_block_bad_input():
     x, y = torch.randn(4, 3), torch.rand(3)
     with pytest.raises(ValueError, match="t0 must be"):
@@ -279,6 +366,8 @@ def test_opcheck(dtype, per_neuron, device):
     v = torch.rand(33, dtype=y.dtype, device=device)
     c = torch.randint(0, 3, (33,), device=device).to(y.dtype)
     opcheck(_OPS.tandem_online, (x[:1], y, b, a, th, v, c, *lif_on, 3, 1, True, *need))
+    for count in (c, c.to(torch.uint8)):
+        opcheck(_OPS.tandem_online_, (x[:2], y, b, a, th, v.clone(), count.clone(), *lif_on, 3, 1, *need))
 
 
 @pytest.mark.parametrize("mode", ["offline", "online"])

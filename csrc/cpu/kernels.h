@@ -294,7 +294,9 @@ void online_impl(const Launch& p) {
   const acc_t* target = static_cast<const acc_t*>(p.target);
   acc_t* gx = static_cast<acc_t*>(p.grad_x);  // the local gradient, in the math type (Launch::grad_x)
   acc_t* state_v = static_cast<acc_t*>(p.state_v);
-  acc_t* state_count = static_cast<acc_t*>(p.state_count);
+  acc_t* state_count = p.count_u8 ? nullptr : static_cast<acc_t*>(p.state_count);
+  uint8_t* state_count_u8 = p.count_u8 ? static_cast<uint8_t*>(p.state_count) : nullptr;
+  const uint8_t* count0_u8 = p.count_u8 ? static_cast<const uint8_t*>(p.count0.data) : nullptr;
   acc_t* g_beta = static_cast<acc_t*>(p.grad_beta);
   acc_t* g_alpha = static_cast<acc_t*>(p.grad_alpha);
   acc_t* g_threshold = static_cast<acc_t*>(p.grad_threshold);
@@ -304,8 +306,13 @@ void online_impl(const Launch& p) {
   const acc_t inv_n = static_cast<acc_t>(1.0 / static_cast<double>(N));
   for_each_block<acc_t, OnlineLocal<acc_t>>(p, [&](int64_t b, int64_t i0, int64_t n, Rows<acc_t>& r,
                                                    OnlineLocal<acc_t>& l) {
-    if (p.count0.data) load_param(l.count, p.count0, i0, n);
-    else fill_value(l.count, p.count0.value, n);
+    if (count0_u8) {
+      for (int64_t j = 0; j < n; ++j) l.count[j] = static_cast<acc_t>(count0_u8[i0 + j]);
+    } else if (p.count0.data) {
+      load_param(l.count, p.count0, i0, n);
+    } else {
+      fill_value(l.count, p.count0.value, n);
+    }
     for (int64_t j = 0; j < n; ++j) {
       l.y[j] = target[i0 + j];
       l.ls[j] = l.gb[j] = l.ga[j] = l.gt[j] = l.gy[j] = acc_t(0);
@@ -356,6 +363,7 @@ void online_impl(const Launch& p) {
     for (int64_t j = 0; j < n; ++j) {
       if (state_v) state_v[i0 + j] = r.v[j];
       if (state_count) state_count[i0 + j] = l.count[j];
+      if (state_count_u8) state_count_u8[i0 + j] = static_cast<uint8_t>(l.count[j]);  // an exact integer < 256
       if (g_beta) g_beta[i0 + j] = l.gb[j];
       if (g_alpha) g_alpha[i0 + j] = l.ga[j];
       if (g_threshold) g_threshold[i0 + j] = l.gt[j];

@@ -195,6 +195,9 @@ template <typename acc_t> struct OnlineOut {
   const acc_t *target;
   DeviceParam<acc_t> count0;
   double* partials;
+  // Launch::count_u8: the count read from and written to these instead (count0 and state_count then unused)
+  const uint8_t* count0_u8;
+  uint8_t* state_count_u8;
 };
 
 template <typename S, Reset R, Surrogate K, bool GRAD>
@@ -208,7 +211,7 @@ __global__ void __launch_bounds__(kThreads)
   if (i < N) {
     const acc_t beta = p.beta.at(i), alpha = p.alpha.at(i), threshold = p.threshold.at(i), y = o.target[i];
     const acc_t inv_n = static_cast<acc_t>(1.0 / static_cast<double>(N));
-    acc_t v = p.v0.at(i), count = o.count0.at(i);
+    acc_t v = p.v0.at(i), count = o.count0_u8 ? static_cast<acc_t>(o.count0_u8[i]) : o.count0.at(i);
     acc_t ls = acc_t(0), gb = acc_t(0), ga = acc_t(0), gt = acc_t(0), gy = acc_t(0);
 #pragma unroll 4
     for (int64_t t = 0; t < T; ++t) {
@@ -237,6 +240,7 @@ __global__ void __launch_bounds__(kThreads)
     part = static_cast<double>(ls);
     if (o.state_v) o.state_v[i] = v;
     if (o.state_count) o.state_count[i] = count;
+    if (o.state_count_u8) o.state_count_u8[i] = static_cast<uint8_t>(count);  // an exact integer < 256
     if (o.g_beta) o.g_beta[i] = gb;
     if (o.g_alpha) o.g_alpha[i] = ga;
     if (o.g_threshold) o.g_threshold[i] = gt;
@@ -298,11 +302,19 @@ template <typename S> void run_backward(const Launch& p, bool offline, cudaStrea
 
 template <typename S> void run_online(const Launch& p, cudaStream_t st) {
   using acc_t = typename Acc<S>::type;
-  const OnlineOut<acc_t> o{static_cast<acc_t*>(p.grad_x),         static_cast<acc_t*>(p.state_v),
-                           static_cast<acc_t*>(p.state_count),    static_cast<acc_t*>(p.grad_beta),
-                           static_cast<acc_t*>(p.grad_alpha),     static_cast<acc_t*>(p.grad_threshold),
-                           static_cast<acc_t*>(p.grad_target),    static_cast<const acc_t*>(p.target),
-                           device_param<acc_t>(p.count0),         static_cast<double*>(p.partials)};
+  const bool u8 = p.count_u8;
+  const OnlineOut<acc_t> o{static_cast<acc_t*>(p.grad_x),
+                           static_cast<acc_t*>(p.state_v),
+                           u8 ? nullptr : static_cast<acc_t*>(p.state_count),
+                           static_cast<acc_t*>(p.grad_beta),
+                           static_cast<acc_t*>(p.grad_alpha),
+                           static_cast<acc_t*>(p.grad_threshold),
+                           static_cast<acc_t*>(p.grad_target),
+                           static_cast<const acc_t*>(p.target),
+                           device_param<acc_t>(u8 ? Param{} : p.count0),
+                           static_cast<double*>(p.partials),
+                           u8 ? static_cast<const uint8_t*>(p.count0.data) : nullptr,
+                           u8 ? static_cast<uint8_t*>(p.state_count) : nullptr};
   const bool grad = p.grad_x || p.wants_param_grads() || p.grad_target;
   LTL_RESET_SWITCH(p.reset, R, [&] {
     LTL_SURROGATE_SWITCH(p.surrogate, K, [&] {

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import functional
+from ..ops.lif import math_dtype
 from ..ops.params import RESETS, SURROGATES, check_lif_values
 from .encoding import ENCODINGS, encode, time_average  # noqa: F401 (re-exported: ltl_ext.nn.layers.encode)
 from .tandem_run import TandemRun
@@ -256,7 +257,8 @@ class LIF(nn.Module):
         else:
             if run.mode != "online":
                 raise RuntimeError("a stepwise LIF learns online only: run it in a TandemRun with mode='online'")
-            s, loss, v, count = functional.tandem_block(xs, target, v, count, self.t, warmup=run.warmup, **kwargs)
+            v, count = _learning_state(v, count, xs, self.t)
+            s, loss = functional.tandem_block_(xs, target, v, count, self.t, warmup=run.warmup, **kwargs)
         self.v, self.count = back(v), back(count)
         self.t += n
         s = back(s).reshape(x.shape)
@@ -277,6 +279,21 @@ class LIF(nn.Module):
         if self.stepwise:
             s += ", stepwise=True"
         return s
+
+
+def _learning_state(v: Optional[Tensor], count: Optional[Tensor], xs: Tensor, t: int):
+    """The state ``(v, count)`` a learning stepwise LIF hands ``tandem_block_`` to update in place, for the block
+    ``xs`` [n, *] from step ``t``: one copy of the state per layer, the count in one byte per neuron below 256 steps
+    (the constant-memory mode keeps every layer's state for the whole sequence). Made once per sequence, so the
+    copies below happen only when a sequence changes form (a count passing 255 steps, a state the inference path
+    left in x's dtype)."""
+    if v is None:
+        return functional.online_state(xs[0], t + xs.shape[0])
+    md = math_dtype(xs.dtype)
+    if count.dtype == torch.uint8 and t + xs.shape[0] > 255:
+        count = count.to(md)
+    v, count = v.to(md).contiguous(), count.contiguous()
+    return v, (count if count.dtype in (torch.uint8, md) else count.to(md))
 
 
 def _time_major(x: Tensor, n: int, kwargs: dict, target: Optional[Tensor], states: tuple = ()):

@@ -159,6 +159,26 @@ def tandem_block_reference(x: Tensor, target: Tensor, v: Optional[Tensor], count
     return torch.stack(spikes), loss, v, count
 
 
+def tandem_block_reference_(x: Tensor, target: Tensor, v: Tensor, count: Tensor, t0: int, *, warmup=0, beta,
+                            alpha=1.0, threshold=1.0, reset="soft", v_reset=0.0, surrogate="sigmoid",
+                            surrogate_alpha=None, detach_reset=False):
+    """:func:`tandem_block_reference` with the state ``v``, ``count`` [*] updated in place (the count in its own
+    dtype: uint8 holds the counts of up to 255 steps). Returns ``(spikes [n, *], loss)``."""
+    if not (isinstance(v, Tensor) and isinstance(count, Tensor)):
+        raise ValueError("tandem_block_ updates the state in place: pass v and count tensors")
+    if count.dtype not in (torch.uint8, v.dtype):
+        raise TypeError(f"the in-place count must be in v's dtype {v.dtype} or uint8, got {count.dtype}")
+    if count.dtype == torch.uint8 and t0 + x.shape[0] > 255:
+        raise ValueError(f"a uint8 count holds at most 255 steps, but this call ends at step {t0 + x.shape[0]}")
+    # the graph saves the state it read (for beta's gradient): a copy, so the update below cannot invalidate it
+    s, loss, v_new, count_new = tandem_block_reference(
+        x, target, v.clone(), count.to(v.dtype), t0, warmup=warmup, beta=beta, alpha=alpha, threshold=threshold, reset=reset,
+        v_reset=v_reset, surrogate=surrogate, surrogate_alpha=surrogate_alpha, detach_reset=detach_reset)
+    v.copy_(v_new)
+    count.copy_(count_new)
+    return s, loss
+
+
 def tandem_step_reference(x_t: Tensor, target: Tensor, v: Optional[Tensor], count: Optional[Tensor], t: int, *,
                           warmup=0, beta, alpha=1.0, threshold=1.0, reset="soft", v_reset=0.0,
                           surrogate="sigmoid", surrogate_alpha=None, detach_reset=False):

@@ -15,7 +15,8 @@ Same signatures and semantics as ``reference.tandem_loss_reference`` / ``tandem_
 The loss is returned in the math type (float32 for half/bf16 x, as autocast does for reductions), so that a loss
 scale such as ``GradScaler``'s 65536 reaches the backward intact (65536 is not a finite float16).
 - blocks (``tandem_block``): ``tandem_online`` over n steps from a given state (t0, v, count): O(n N) memory
-  whatever T; ``tandem_step`` is its n = 1 case.
+  whatever T; ``tandem_step`` is its n = 1 case. ``tandem_block_`` (op ``tandem_online_``) updates the state in
+  place, with the count in a byte while it is below 256: the state of the constant-memory mode.
 
 The teacher target gets a gradient too (it rarely needs one). Tensor beta/alpha/threshold are read in their own
 broadcast shape and get their gradients reduced to it by the op (csrc/op.h); every tensor check is the op's, with
@@ -32,7 +33,7 @@ from .library import _C, HAS_C
 from .lif import call_op, check_ready, check_same_device, grad_like, math_dtype, split_param
 from .params import check_warmup
 
-__all__ = ["tandem_loss", "tandem_block", "tandem_step"]
+__all__ = ["tandem_loss", "tandem_block", "tandem_block_", "online_state", "tandem_step"]
 
 _ops = torch.ops.ltl_ext
 # the overloads themselves: no overload resolution per call
@@ -41,6 +42,8 @@ _ONLINE = _ops.tandem_online.default if HAS_C else None
 # the same ops unboxed (lif.call_op; csrc/bindings.cpp)
 _OFFLINE_FWD_FAST = getattr(_C, "tandem_offline_fwd", None) if HAS_C else None
 _ONLINE_FAST = getattr(_C, "tandem_online", None) if HAS_C else None
+_ONLINE_INPLACE = _ops.tandem_online_.default if HAS_C else None
+_ONLINE_INPLACE_FAST = getattr(_C, "tandem_online_", None) if HAS_C else None
 
 
 def _needs(t: Optional[Tensor]) -> bool:
@@ -91,6 +94,40 @@ def tandem_block(x: Tensor, target: Tensor, v: Optional[Tensor], count: Optional
     return out[0], out[1], out[2], out[3]
 
 
+def tandem_block_(x: Tensor, target: Tensor, v: Tensor, count: Tensor, t0: int, *, warmup=0, beta, alpha=1.0,
+                  threshold=1.0, reset="soft", v_reset=0.0, surrogate="sigmoid", surrogate_alpha=None,
+                  detach_reset=False):
+    """:func:`tandem_block` with the state updated in place: ``v`` and ``count`` [*] hold the state after step
+    t0-1 (zeros at t0 = 0) and receive the state after the block; returns ``(spikes [n, *], loss)``. ``v`` is in
+    the math type (float32, float64 for float64 x); ``count`` too, or uint8 while ``t0 + n <= 255`` (a byte per
+    neuron: :func:`online_state` makes both). One copy of the state per layer, and a count in a quarter of the bytes:
+    the constant-memory training mode's state. Neither may require a gradient (none crosses time)."""
+    check_ready(x, "tandem_block_", v=v, count=count)
+    if v is None or count is None:
+        raise ValueError("tandem_block_ updates the state in place: pass v and count tensors "
+                         "(ltl_ext.functional.online_state makes the zero state)")
+    if isinstance(t0, bool) or not isinstance(t0, int) or t0 < 0:
+        raise ValueError(f"t0 must be the non-negative index of the block's first step, got {t0!r}")
+    check_warmup("offline", warmup, t0 + 1)
+    b, bs = split_param("beta", beta)
+    a, as_ = split_param("alpha", alpha)
+    th, ts = split_param("threshold", threshold)
+    g = torch.is_grad_enabled()
+    out = call_op(_ONLINE_INPLACE_FAST, _ONLINE_INPLACE, x, target, b, a, th, v, count, bs, as_, ts, reset, v_reset,
+                  surrogate, surrogate_alpha, t0, warmup, g and x.requires_grad, g and _needs(b), g and _needs(a),
+                  g and _needs(th), g and _needs(target))
+    return out[0], out[1]
+
+
+def online_state(x_t: Tensor, steps: int):
+    """The zero state ``(v, count)`` of :func:`tandem_block_` for inputs like ``x_t`` [*] (one time step), for a run
+    of ``steps`` steps: v in the math type; the count in uint8 when ``steps <= 255``, else in the math type."""
+    if not isinstance(x_t, Tensor):
+        raise TypeError(f"x_t must be a tensor of one time step's shape, got {type(x_t).__name__}")
+    v = torch.zeros(x_t.shape, dtype=math_dtype(x_t.dtype), device=x_t.device)
+    return v, torch.zeros(x_t.shape, dtype=torch.uint8 if steps <= 255 else v.dtype, device=x_t.device)
+
+
 def tandem_step(x_t: Tensor, target: Tensor, v: Optional[Tensor], count: Optional[Tensor], t: int, *, warmup=0,
                 beta, alpha=1.0, threshold=1.0, reset="soft", v_reset=0.0, surrogate="sigmoid",
                 surrogate_alpha=None, detach_reset=False):
@@ -134,7 +171,18 @@ def _online_fake(x, target, beta, alpha, threshold, v0, count0, beta_s, alpha_s,
             grad_like(alpha, need_alpha, x), grad_like(threshold, need_threshold, x), grad_like(target, need_target, x))
 
 
+def _online_inplace_fake(x, target, beta, alpha, threshold, v, count, beta_s, alpha_s, threshold_s, reset, v_reset,
+                         surrogate, surrogate_alpha, t0, warmup, need_grad_x, need_beta, need_alpha, need_threshold,
+                         need_target):
+    out = _online_fake(x, target, beta, alpha, threshold, None, None, beta_s, alpha_s, threshold_s, reset, v_reset,
+                       surrogate, surrogate_alpha, t0, warmup, False, need_grad_x, need_beta, need_alpha,
+                       need_threshold, need_target)
+    check_same_device(x, v=v, count=count)
+    return out[:2] + out[4:]
+
+
 if HAS_C:  # without the library the wrappers raise check_device's message; nothing to register on
     torch.library.register_fake("ltl_ext::tandem_offline_fwd")(_offline_fwd_fake)
     torch.library.register_fake("ltl_ext::tandem_offline_bwd")(_offline_bwd_fake)
     torch.library.register_fake("ltl_ext::tandem_online")(_online_fake)
+    torch.library.register_fake("ltl_ext::tandem_online_")(_online_inplace_fake)

@@ -76,6 +76,11 @@ struct Launch {
   int64_t t0 = 0, warmup = 0;
   void* state_v = nullptr;           // online: V and the count after the last step, [N] math type (null: not wanted)
   void* state_count = nullptr;
+  // online: count0.data (per neuron) and state_count hold uint8 counts instead of the math type: a count below
+  // 256 in a quarter of the bytes (constant-memory training keeps one per neuron of every layer). The state may be
+  // updated in place (state_v == v0.data, state_count == count0.data): each neuron's state is read before the
+  // time loop and written after it, by the thread that owns the neuron.
+  bool count_u8 = false;
 
   // gradients, null -> not wanted. grad_x [T, N]: storage dtype, except Online's local gradient (for dL/dloss = 1)
   // which stays in the math type (autograd scales it by dL/dloss later; in float16 it would underflow first: at
