@@ -10,12 +10,20 @@ rather than add it, and train_memory.py's figure nets them out the same way.
 
     python scripts/peak_tensors.py --method ltl_constant           # the live set at the peak, by producing op
     python scripts/peak_tensors.py --method ltl_constant --trace   # and the live MiB at every LIF / tandem call
+    python scripts/peak_tensors.py --method ltl_constant --rss     # and where train_memory.py's RSS peak is
     python scripts/peak_tensors.py --method ltl_constant --write   # -> docs/results/peak_tensors_ltl_constant.json
+
+``--rss`` also follows resident memory op by op, under train_memory.py's malloc settings (the script re-runs
+itself with them): Linux's peak mark is reset before every op (``/proc/self/clear_refs`` <- 5) and read after it,
+so the RSS peak of the step (train_memory.py's figure) is found at its op, with the part of it that the op used
+and freed before returning (a kernel's workspace, such as oneDNN's reorders of a convolution's operands: memory
+that no tensor holds, so the live-tensor count cannot see it).
 """
 from __future__ import annotations
 
 import argparse
 import collections
+import os
 import sys
 import weakref
 from pathlib import Path
@@ -32,15 +40,18 @@ import train_memory  # noqa: E402
 
 MIB = 2 ** 20
 SMALLEST = 64 * 1024          # bytes: smaller storages are not followed
-LIF_OPS = ("lif_fwd", "lif_bwd", "tandem_online", "tandem_offline_fwd", "tandem_offline_bwd")
+LIF_OPS = ("lif_fwd", "lif_bwd", "tandem_online", "tandem_online_", "tandem_offline_fwd", "tandem_offline_bwd")
 
 
 class LiveTensors(TorchDispatchMode):
     """Follows the storages that ops create (each under its own serial number: a freed address is soon reused);
     keeps the live set at the peak and, with ``trace``, the live set at every LIF / tandem op call."""
 
-    def __init__(self, trace: bool = False):
+    def __init__(self, trace: bool = False, rss: bool = False):
         super().__init__()
+        self.rss = rss
+        self.rss_start = 0.0                          # VmRSS (MiB) when the step starts (set by measure)
+        self.rss_peak = (0.0, "", (), 0.0)            # (VmHWM - rss_start, op, input shape, MiB used inside the op)
         self.live: Dict[int, Tuple[int, int, Tuple[int, ...], str]] = {}  # address -> (serial, bytes, shape, op)
         self.serial = 0
         self.bytes = 0
@@ -60,7 +71,14 @@ class LiveTensors(TorchDispatchMode):
             self.bytes -= entry[1]
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if self.rss:
+            Path("/proc/self/clear_refs").write_text("5")             # VmHWM <- current RSS
         out = func(*args, **(kwargs or {}))
+        if self.rss:
+            hwm, after = train_memory._proc_status("VmHWM"), train_memory._proc_status("VmRSS")
+            if hwm - self.rss_start > self.rss_peak[0]:
+                shape = tuple(args[0].shape) if args and isinstance(args[0], torch.Tensor) else ()
+                self.rss_peak = (hwm - self.rss_start, func.__name__, shape, hwm - after)
         inputs = {a.untyped_storage().data_ptr() for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)}
         for t in tree_flatten(out)[0]:
             if not isinstance(t, torch.Tensor) or t.device.type != "cpu":
@@ -81,13 +99,17 @@ class LiveTensors(TorchDispatchMode):
         return out
 
 
-def measure(method: str, T: int, batch: int, trace: bool = False) -> dict:
+def measure(method: str, T: int, batch: int, trace: bool = False, rss: bool = False) -> dict:
     """The live set at the peak of one step of ``method`` (after a warm-up step), the new weight gradients apart;
-    with ``trace``, the live MiB (gradients apart) at every LIF / tandem op call."""
+    with ``trace``, the live MiB (gradients apart) at every LIF / tandem op call; with ``rss``, the step's RSS peak
+    at its op."""
+    import gc
     torch.set_num_threads(1)
     step = train_memory.build_step(method, T, batch, "cpu")
     step()
-    mode = LiveTensors(trace)
+    gc.collect()
+    mode = LiveTensors(trace, rss)
+    mode.rss_start = train_memory._proc_status("VmRSS")
     with mode:
         step()
     kept = {serial for serial, _, _, _ in mode.live.values()}      # alive after the step: the new weight gradients
@@ -100,6 +122,10 @@ def measure(method: str, T: int, batch: int, trace: bool = False) -> dict:
             for (op, shape), b in sorted(groups.items(), key=lambda kv: (-sum(kv[1]), kv[0]))]
     out = {"method": method, "T": T, "batch": batch, "peak_at_op": mode.peak_op, "peak_mib": mode.peak / MIB,
            "new_gradients_mib": grads / MIB, "live_without_gradients_mib": (mode.peak - grads) / MIB, "rows": rows}
+    if rss:
+        added, op, shape, inside = mode.rss_peak
+        out["rss"] = {"added_mib": added, "at_op": op, "op_input_shape": list(shape), "inside_op_mib": inside,
+                      "malloc": {k: os.environ.get(k) for k in train_memory.MALLOC_ENV}}
     if trace:
         out["calls"] = [{"op": op, "input_shape": list(shape), "grad_enabled": g,
                          "live_without_gradients_mib": sum(b for s, b in live.items() if s not in kept) / MIB}
@@ -114,13 +140,22 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--trace", action="store_true", help="also the live MiB at every LIF / tandem op call")
     ap.add_argument("--write", action="store_true", help="write docs/results/peak_tensors_<method>.json")
+    ap.add_argument("--rss", action="store_true", help="also the step's RSS peak (train_memory.py's figure) at its op")
     args = ap.parse_args(argv)
-    r = measure(args.method, args.T, args.batch, args.trace)
+    if args.rss and any(os.environ.get(k) != v for k, v in train_memory.MALLOC_ENV.items()):
+        os.execve(sys.executable, [sys.executable, __file__, *(argv or sys.argv[1:])],
+                  {**os.environ, **train_memory.MALLOC_ENV})          # RSS follows live bytes only under these
+    r = measure(args.method, args.T, args.batch, args.trace, args.rss)
     print(f"{r['method']}, T = {r['T']}, batch {r['batch']}: peak {r['peak_mib']:.1f} MiB at {r['peak_at_op']}, of "
           f"which the step's new weight gradients {r['new_gradients_mib']:.1f} MiB; the rest, "
           f"{r['live_without_gradients_mib']:.1f} MiB, by producing op:")
     for row in r["rows"]:
         print(f"  {row['mib']:7.2f} MiB  {row['tensors']:2d} x  {row['op']:32s} {row['shape']}")
+    if "rss" in r:
+        q = r["rss"]
+        print(f"RSS peak of the step: +{q['added_mib']:.1f} MiB (train_memory.py's figure) at {q['at_op']} "
+              f"(input {'x'.join(map(str, q['op_input_shape']))}), of which {q['inside_op_mib']:.1f} MiB the op used "
+              f"and freed before returning (no tensor holds it)")
     for c in r.get("calls", []):
         print(f"  call {c['op']:28s} {'x'.join(map(str, c['input_shape'])):22s} grad={c['grad_enabled']!s:5s} "
               f"live {c['live_without_gradients_mib']:6.1f} MiB")
