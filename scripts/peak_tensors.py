@@ -47,11 +47,8 @@ class LiveTensors(TorchDispatchMode):
     """Follows the storages that ops create (each under its own serial number: a freed address is soon reused);
     keeps the live set at the peak and, with ``trace``, the live set at every LIF / tandem op call."""
 
-    def __init__(self, trace: bool = False, rss: bool = False):
+    def __init__(self, trace: bool = False):
         super().__init__()
-        self.rss = rss
-        self.rss_start = 0.0                          # VmRSS (MiB) when the step starts (set by measure)
-        self.rss_peak = (0.0, "", (), 0.0)            # (VmHWM - rss_start, op, input shape, MiB used inside the op)
         self.live: Dict[int, Tuple[int, int, Tuple[int, ...], str]] = {}  # address -> (serial, bytes, shape, op)
         self.serial = 0
         self.bytes = 0
@@ -71,14 +68,7 @@ class LiveTensors(TorchDispatchMode):
             self.bytes -= entry[1]
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if self.rss:
-            Path("/proc/self/clear_refs").write_text("5")             # VmHWM <- current RSS
         out = func(*args, **(kwargs or {}))
-        if self.rss:
-            hwm, after = train_memory._proc_status("VmHWM"), train_memory._proc_status("VmRSS")
-            if hwm - self.rss_start > self.rss_peak[0]:
-                shape = tuple(args[0].shape) if args and isinstance(args[0], torch.Tensor) else ()
-                self.rss_peak = (hwm - self.rss_start, func.__name__, shape, hwm - after)
         inputs = {a.untyped_storage().data_ptr() for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)}
         for t in tree_flatten(out)[0]:
             if not isinstance(t, torch.Tensor) or t.device.type != "cpu":
@@ -99,6 +89,26 @@ class LiveTensors(TorchDispatchMode):
         return out
 
 
+class RssPeak(TorchDispatchMode):
+    """Resident memory op by op (a step of its own: following tensors costs Python memory that would show here):
+    the peak mark is reset before every op and read after it. ``peak``: (VmHWM - ``start``, op, its first input's
+    shape, the MiB the op used and freed before returning)."""
+
+    def __init__(self):
+        super().__init__()
+        self.start = train_memory._proc_status("VmRSS")
+        self.peak = (0.0, "", (), 0.0)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        Path("/proc/self/clear_refs").write_text("5")                 # VmHWM <- current RSS
+        out = func(*args, **(kwargs or {}))
+        hwm = train_memory._proc_status("VmHWM")
+        if hwm - self.start > self.peak[0]:
+            shape = tuple(args[0].shape) if args and isinstance(args[0], torch.Tensor) else ()
+            self.peak = (hwm - self.start, func.__name__, shape, hwm - train_memory._proc_status("VmRSS"))
+        return out
+
+
 def measure(method: str, T: int, batch: int, trace: bool = False, rss: bool = False) -> dict:
     """The live set at the peak of one step of ``method`` (after a warm-up step), the new weight gradients apart;
     with ``trace``, the live MiB (gradients apart) at every LIF / tandem op call; with ``rss``, the step's RSS peak
@@ -108,8 +118,7 @@ def measure(method: str, T: int, batch: int, trace: bool = False, rss: bool = Fa
     step = train_memory.build_step(method, T, batch, "cpu")
     step()
     gc.collect()
-    mode = LiveTensors(trace, rss)
-    mode.rss_start = train_memory._proc_status("VmRSS")
+    mode = LiveTensors(trace)
     with mode:
         step()
     kept = {serial for serial, _, _, _ in mode.live.values()}      # alive after the step: the new weight gradients
@@ -122,14 +131,28 @@ def measure(method: str, T: int, batch: int, trace: bool = False, rss: bool = Fa
             for (op, shape), b in sorted(groups.items(), key=lambda kv: (-sum(kv[1]), kv[0]))]
     out = {"method": method, "T": T, "batch": batch, "peak_at_op": mode.peak_op, "peak_mib": mode.peak / MIB,
            "new_gradients_mib": grads / MIB, "live_without_gradients_mib": (mode.peak - grads) / MIB, "rows": rows}
-    if rss:
-        added, op, shape, inside = mode.rss_peak
-        out["rss"] = {"added_mib": added, "at_op": op, "op_input_shape": list(shape), "inside_op_mib": inside,
-                      "malloc": {k: os.environ.get(k) for k in train_memory.MALLOC_ENV}}
+    # the summary: one row per figure, each at its op (docs/results.md renders it)
+    summary = [{"measure": "live tensors at their peak (the new weight gradients apart)",
+                "mib": out["live_without_gradients_mib"], "at_op": mode.peak_op}]
     if trace:
         out["calls"] = [{"op": op, "input_shape": list(shape), "grad_enabled": g,
                          "live_without_gradients_mib": sum(b for s, b in live.items() if s not in kept) / MIB}
                         for op, shape, g, live in mode.calls]
+        if out["calls"]:
+            last = out["calls"][-1]
+            summary.append({"measure": "live tensors at the last LIF call (what stays across time steps)",
+                            "mib": last["live_without_gradients_mib"], "at_op": last["op"]})
+    if rss:
+        gc.collect()
+        resident = RssPeak()
+        with resident:
+            step()
+        added, op, shape, inside = resident.peak
+        out["rss"] = {"added_mib": added, "at_op": op, "op_input_shape": list(shape), "inside_op_mib": inside,
+                      "malloc": {k: os.environ.get(k) for k in train_memory.MALLOC_ENV}}
+        summary.append({"measure": "resident memory at its peak (train_memory.py's figure)", "mib": added,
+                        "at_op": f"{op} ({'x'.join(map(str, shape))})", "of_which_inside_the_op_mib": inside})
+    out["summary"] = summary
     return out
 
 

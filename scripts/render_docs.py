@@ -27,9 +27,11 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "docs" / "results"
 DOCS = ("README.md", "docs/results.md", "bench/README.md")
 
-#: ``<!-- table:NAME -->`` or ``<!-- table:NAME columns=a,b,c -->`` (a choice of the artefact's row keys, in order)
-BLOCK = re.compile(r"(<!-- table:(?P<name>[\w./-]+)(?: columns=(?P<columns>[\w,]+))? -->\n)(?P<body>.*?)"
-                   r"(<!-- /table -->)", re.S)
+#: ``<!-- table:NAME -->`` or ``<!-- table:NAME columns=a,b,c -->`` (a choice of the artefact's row keys, in order);
+#: ``NAME:KEY`` renders the artefact's list ``KEY`` instead of its ``rows``
+BLOCK = re.compile(r"(<!-- table:(?P<name>[\w./-]+)(?::(?P<key>\w+))?(?: columns=(?P<columns>[\w,]+))? -->\n)"
+                   r"(?P<body>.*?)"
+                   r"(?P<end><!-- /table -->)", re.S)
 
 
 class RenderError(ValueError):
@@ -50,11 +52,12 @@ def _fmt(v: Any) -> str:
     return str(v).replace("|", "\\|")
 
 
-def table(artefact: Dict[str, Any], name: str = "?", columns: Optional[List[str]] = None) -> str:
-    """The markdown table (and provenance line) of one artefact (``columns``: which row keys, default all)."""
-    rows = artefact.get("rows")
+def table(artefact: Dict[str, Any], name: str = "?", columns: Optional[List[str]] = None, key: str = "rows") -> str:
+    """The markdown table (and provenance line) of one artefact's list ``key`` (``columns``: which row keys,
+    default all)."""
+    rows = artefact.get(key)
     if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
-        raise RenderError(f"artefact {name!r} has no 'rows' (a non-empty list of dicts) to render")
+        raise RenderError(f"artefact {name!r} has no {key!r} (a non-empty list of dicts) to render")
     columns = list(columns or artefact.get("columns") or [])
     if not columns:
         for r in rows:
@@ -83,12 +86,12 @@ def load(name: str, results_dir: Path = RESULTS_DIR) -> Dict[str, Any]:
 
 def render(text: str, results_dir: Path = RESULTS_DIR) -> str:
     """``text`` with every marked block rewritten from its artefact."""
-    return BLOCK.sub(lambda m: m.group(1) + _table_of(m, results_dir) + m.group(5), text)
+    return BLOCK.sub(lambda m: m.group(1) + _table_of(m, results_dir) + m.group("end"), text)
 
 
 def _table_of(m: "re.Match", results_dir: Path) -> str:
     columns = m.group("columns").split(",") if m.group("columns") else None
-    return table(load(m.group("name"), results_dir), m.group("name"), columns)
+    return table(load(m.group("name"), results_dir), m.group("name"), columns, m.group("key") or "rows")
 
 
 def stale_blocks(text: str, results_dir: Path = RESULTS_DIR) -> List[str]:

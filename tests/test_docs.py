@@ -67,6 +67,12 @@ def test_checker_catches_a_doctored_table_and_a_missing_artefact(tmp_path):
     assert render_docs.stale_blocks(rendered.replace("86.40", "88.00"), tmp_path) == ["t"]
     with pytest.raises(render_docs.RenderError, match="no artefact"):
         render_docs.render("<!-- table:missing -->\n<!-- /table -->", tmp_path)
+    # NAME:KEY renders another list of the same artefact
+    (tmp_path / "s.json").write_text(json.dumps({"rows": [{"a": 1}], "summary": [{"measure": "peak", "mib": 47.5}]}))
+    summary = render_docs.render("<!-- table:s:summary -->\n<!-- /table -->", tmp_path)
+    assert "| measure | mib |" in summary and "| peak | 47.50 |" in summary and "`docs/results/s.json`" in summary
+    with pytest.raises(render_docs.RenderError, match="no 'other'"):
+        render_docs.render("<!-- table:s:other -->\n<!-- /table -->", tmp_path)
     assert FIGURE.search("the student reached 86.4 % after 161 s") and not FIGURE.search("T = 16, 3 epochs")
     assert not FIGURE.search("goals: <= 1.5x the floor, a fresh 64 MB output") and FIGURE.search("it took 1.49x")
     assert STATUS.search("(running at 16:14, see the log)") and STATUS.search("Not yet timed on a quiet machine")
