@@ -81,16 +81,8 @@ def tandem_block(x: Tensor, target: Tensor, v: Optional[Tensor], count: Optional
     count_new)``; see ``tandem_block_reference``. Running T steps in blocks gives the gradient of the online
     ``tandem_loss`` (no gradient crosses time), in memory that grows with the block, not with T."""
     check_ready(x, "tandem_block", v=v, count=count)
-    if isinstance(t0, bool) or not isinstance(t0, int) or t0 < 0:
-        raise ValueError(f"t0 must be the non-negative index of the block's first step, got {t0!r}")
-    check_warmup("offline", warmup, t0 + 1)
-    b, bs = split_param("beta", beta)
-    a, as_ = split_param("alpha", alpha)
-    th, ts = split_param("threshold", threshold)
-    g = torch.is_grad_enabled()
-    out = call_op(_ONLINE_FAST, _ONLINE, x, target, b, a, th, v, count, bs, as_, ts, reset, v_reset, surrogate,
-                  surrogate_alpha, t0, warmup, True, g and x.requires_grad, g and _needs(b), g and _needs(a),
-                  g and _needs(th), g and _needs(target))
+    out = _online_block(False, x, target, v, count, t0, warmup, beta, alpha, threshold, reset, v_reset, surrogate,
+                        surrogate_alpha)
     return out[0], out[1], out[2], out[3]
 
 
@@ -106,6 +98,15 @@ def tandem_block_(x: Tensor, target: Tensor, v: Tensor, count: Tensor, t0: int, 
     if v is None or count is None:
         raise ValueError("tandem_block_ updates the state in place: pass v and count tensors "
                          "(ltl_ext.functional.online_state makes the zero state)")
+    out = _online_block(True, x, target, v, count, t0, warmup, beta, alpha, threshold, reset, v_reset, surrogate,
+                        surrogate_alpha)
+    return out[0], out[1]
+
+
+def _online_block(in_place: bool, x, target, v, count, t0, warmup, beta, alpha, threshold, reset, v_reset, surrogate,
+                  surrogate_alpha):
+    """The online op over a block from the state (v, count): ``tandem_online_`` (the state updated in place) or
+    ``tandem_online`` (a new state returned), after the checks both share."""
     if isinstance(t0, bool) or not isinstance(t0, int) or t0 < 0:
         raise ValueError(f"t0 must be the non-negative index of the block's first step, got {t0!r}")
     check_warmup("offline", warmup, t0 + 1)
@@ -113,10 +114,11 @@ def tandem_block_(x: Tensor, target: Tensor, v: Tensor, count: Tensor, t0: int, 
     a, as_ = split_param("alpha", alpha)
     th, ts = split_param("threshold", threshold)
     g = torch.is_grad_enabled()
-    out = call_op(_ONLINE_INPLACE_FAST, _ONLINE_INPLACE, x, target, b, a, th, v, count, bs, as_, ts, reset, v_reset,
-                  surrogate, surrogate_alpha, t0, warmup, g and x.requires_grad, g and _needs(b), g and _needs(a),
-                  g and _needs(th), g and _needs(target))
-    return out[0], out[1]
+    needs = (g and x.requires_grad, g and _needs(b), g and _needs(a), g and _needs(th), g and _needs(target))
+    lif = (reset, v_reset, surrogate, surrogate_alpha, t0, warmup)
+    if in_place:
+        return call_op(_ONLINE_INPLACE_FAST, _ONLINE_INPLACE, x, target, b, a, th, v, count, bs, as_, ts, *lif, *needs)
+    return call_op(_ONLINE_FAST, _ONLINE, x, target, b, a, th, v, count, bs, as_, ts, *lif, True, *needs)
 
 
 def online_state(x_t: Tensor, steps: int):
