@@ -32,14 +32,16 @@ def _git(*args: str) -> str:
 
 
 def tree_commit() -> Dict[str, Any]:
-    """The commit the tree is at and whether it is dirty. ``LTL_TREE_COMMIT`` names it for a copied tree whose git
-    metadata is older or absent (the lent GPU machine receives the working tree, not the history): then ``dirty``
-    is unknown (None) and ``commit_source`` says where the name came from."""
+    """The commit the tree is at and whether it is dirty (outside docs/results/). ``LTL_TREE_COMMIT`` names it
+    for a copied tree whose git metadata is older or absent (the lent GPU machine receives the working tree, not
+    the history): then ``dirty`` is unknown (None) and ``commit_source`` says where the name came from."""
     named = os.environ.get("LTL_TREE_COMMIT", "").strip()
     if named:
         return {"commit": named, "dirty": None, "commit_source": "LTL_TREE_COMMIT"}
+    # the artefacts themselves do not count: a run that writes several leaves the later ones "dirty" otherwise
     return {"commit": _git("rev-parse", "HEAD") or None,
-            "dirty": bool(_git("status", "--porcelain", "--untracked-files=no"))}
+            "dirty": bool(_git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                               ":(exclude)docs/results"))}
 
 
 def provenance(command: Optional[str] = None) -> Dict[str, Any]:

@@ -106,3 +106,23 @@ def test_provenance_names_the_commit_of_a_copied_tree(monkeypatch):
     monkeypatch.setenv("LTL_TREE_COMMIT", "0123abc")
     named = evidence.provenance("x")
     assert (named["commit"], named["dirty"], named["commit_source"]) == ("0123abc", None, "LTL_TREE_COMMIT")
+
+
+def test_artefacts_written_by_a_run_do_not_make_the_tree_dirty(tmp_path, monkeypatch):
+    """A run that writes several artefacts would otherwise mark every one after the first as from a dirty tree:
+    ``dirty`` counts changes outside docs/results/ only."""
+    import subprocess
+    import evidence
+    git = lambda *a: subprocess.run(["git", "-C", str(tmp_path), *a], check=True, capture_output=True)
+    git("init", "-q")
+    (tmp_path / "docs" / "results").mkdir(parents=True)
+    (tmp_path / "docs" / "results" / "a.json").write_text("{}")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    monkeypatch.delenv("LTL_TREE_COMMIT", raising=False)
+    monkeypatch.setattr(evidence, "ROOT", tmp_path)
+    (tmp_path / "docs" / "results" / "a.json").write_text('{"rows": []}')
+    assert evidence.tree_commit()["dirty"] is False
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert evidence.tree_commit()["dirty"] is True
