@@ -141,17 +141,20 @@ def test_lif(benchmark, impl, mode, T, N, device):
     _bench_impl(benchmark, impl, fn, mode, T, N, device)
 
 
-def _median_us(fn, calls: int = 400) -> float:
-    """Median wall time of one call in microseconds (after a warm-up): per-call costs are what is measured."""
-    for _ in range(20):
-        fn()
-    ts = []
+def _interleaved_median_us(cases: dict, calls: int = 400) -> dict:
+    """Median wall time of one call of each case in microseconds, the cases called in turn (round-robin) after a
+    warm-up: on a shared machine a slow spell then hits every case alike, so their ratios hold (timed one case
+    after another, a ratio moved by as much as the load did)."""
+    for fn in cases.values():
+        for _ in range(20):
+            fn()
+    ts = {name: [] for name in cases}
     for _ in range(calls):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    ts.sort()
-    return ts[len(ts) // 2] * 1e6
+        for name, fn in cases.items():
+            t0 = time.perf_counter()
+            fn()
+            ts[name].append(time.perf_counter() - t0)
+    return {name: sorted(t)[len(t) // 2] * 1e6 for name, t in ts.items()}
 
 
 def test_cpu_per_call_overhead(benchmark):
@@ -180,7 +183,7 @@ def test_cpu_per_call_overhead(benchmark):
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        us = {name: _median_us(fn) for name, fn in cases.items()}
+        us = _interleaved_median_us(cases)
         benchmark.pedantic(cases["lif_scalar"], rounds=20, iterations=1, warmup_rounds=1)
     finally:
         torch.set_num_threads(old)
@@ -188,7 +191,8 @@ def test_cpu_per_call_overhead(benchmark):
     rows = [{"case": name, "median_us": round(us[name], 1), "ratio_to_sigmoid": round(us[name] / us["sigmoid"], 2),
              "goal_ratio": goals[name], "meets_goal": us[name] / us["sigmoid"] <= goals[name]} for name in goals]
     write_bench_artefact("cpu_per_call_overhead", {
-        "what": "fused fwd+bwd vs torch.sigmoid fwd+bwd on the same tensor, median of 400 calls, 1 thread",
+        "what": "fused fwd+bwd vs torch.sigmoid fwd+bwd on the same tensor, median of 400 calls each, the cases "
+                "interleaved, 1 thread",
         "T": T, "N": N, "sigmoid_median_us": round(us["sigmoid"], 1), "rows": rows})
     EXTRA.extend(rows)
 
@@ -207,21 +211,26 @@ def test_cpu_where_the_time_goes(benchmark):
         old = torch.get_num_threads()
         torch.set_num_threads(threads)
         calls = 400 if N <= 4096 else 20
+        threshold = torch.full((N,), 1.0)
+
+        def bwd(surrogate, need_threshold=False):
+            return lambda: ops.lif_bwd.default(
+                gs, None, x, None, None, threshold if need_threshold else None, None, 0.9, 1.0, 1.0, "soft", 0.0,
+                surrogate, None, False, False, False, False, need_threshold)
+        cases = {"floor_fwd_us": lambda: x.clone(), "floor_bwd_us": lambda: torch.add(gs, x),
+                 "fwd_op_us": lambda: ops.lif_fwd.default(
+                     x, None, None, None, None, 0.9, 1.0, 1.0, "soft", 0.0, "sigmoid", None, False)}
+        cases.update({f"bwd_op_{sur}_us": bwd(sur) for sur in ("rect", "sigmoid", "atan", "fast_sigmoid")})
+        cases["bwd_op_sigmoid_threshold_grad_us"] = bwd("sigmoid", need_threshold=True)
         try:
-            row = {"T": T, "N": N, "threads": threads,
-                   "floor_fwd_us": round(_median_us(lambda: x.clone(), calls), 1),
-                   "floor_bwd_us": round(_median_us(lambda: torch.add(gs, x), calls), 1),
-                   "fwd_op_us": round(_median_us(lambda: ops.lif_fwd.default(
-                       x, None, None, None, None, 0.9, 1.0, 1.0, "soft", 0.0, "sigmoid", None, False), calls), 1)}
-            for sur in ("rect", "sigmoid", "atan", "fast_sigmoid"):
-                row[f"bwd_op_{sur}_us"] = round(_median_us(lambda: ops.lif_bwd.default(
-                    gs, None, x, None, None, None, None, 0.9, 1.0, 1.0, "soft", 0.0, sur, None, False, False, False,
-                    False, False), calls), 1)
+            us = _interleaved_median_us(cases, calls)
+            row = {"T": T, "N": N, "threads": threads, **{name: round(v, 1) for name, v in us.items()}}
         finally:
             torch.set_num_threads(old)
         rows.append(row)
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)
     write_bench_artefact("cpu_where_the_time_goes", {
-        "what": "median wall time of the LIF forward op and backward op alone (no autograd), soft reset, float32",
+        "what": "median wall time of the LIF forward op and backward op alone (no autograd), soft reset, float32, "
+                "the cases interleaved; bwd_op_sigmoid_threshold_grad: with a per-neuron threshold's gradient",
         "rows": rows})
     EXTRA.extend(rows)

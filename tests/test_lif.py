@@ -85,6 +85,25 @@ def test_grid_dtypes(device, dtype, reset, surrogate):
         _compare(x, kw, dtype)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("wanted", [("beta",), ("alpha",), ("threshold",), ("v0",), ("beta", "threshold"),
+                                    ("alpha", "threshold"), ("beta", "alpha")], ids="+".join)
+@pytest.mark.parametrize("detach_reset", [False, True])
+@pytest.mark.parametrize("reset", RESETS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_which_parameters_want_a_gradient(device, dtype, reset, detach_reset, wanted):
+    """The backward computes only the parameter gradients asked for (a specialised loop for each case: only a
+    threshold's, no threshold's, both): every subset against the reference, past one CPU block of neurons."""
+    shape = (2, 300)
+    x = make_input((7,) + shape, dtype, device, seed=5)
+    kw = _params("tensor", shape, dtype, device)
+    kw["threshold"] = kw["threshold"].detach().expand(shape).clone()      # per neuron: a row of its own per neuron
+    for name in ("beta", "alpha", "threshold", "v0"):
+        kw[name].requires_grad_(name in wanted)
+    kw.update(reset=reset, detach_reset=detach_reset, v_reset=-0.1 if reset == "hard" else 0.0)
+    _compare(x, kw, dtype)
+
+
 @pytest.mark.parametrize("reset", RESETS)
 @pytest.mark.parametrize("params", ["scalar", "tensor"])
 def test_large_float32_cpu(reset, params):

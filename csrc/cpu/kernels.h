@@ -119,17 +119,18 @@ template <typename acc_t> struct BackwardLocal {
 };
 
 // One reverse step over a row of the block with parameter gradients: gH from dL/dS[t] = gs and dL/dV[t] = gv, then
-// grad_x, gV[t-1] and g_threshold, and gH kept in gh for g_alpha and g_beta (their own loops, only when wanted:
-// x is read a second time only for g_alpha).
-template <Reset R, bool DETACH, typename acc_t>
+// grad_x, gV[t-1] and (GT) g_threshold, and (GH) gH kept in gh for g_alpha and g_beta (their own loops, only when
+// wanted: x is read a second time only for g_alpha). What is not wanted is neither computed nor stored: with only
+// a threshold gradient (a learnable threshold's usual case) no gh row, without one no g_threshold.
+template <Reset R, bool DETACH, bool GH, bool GT, typename acc_t>
 inline void reverse_row_params(const acc_t* Ht, const acc_t* Pt, const acc_t* gs, acc_t* gv, acc_t* gh, acc_t* gt,
                                acc_t* gxt, const Rows<acc_t>& r, acc_t vr, int64_t n) {
 #pragma omp simd
   for (int64_t j = 0; j < n; ++j) {
     const LifGradStep<acc_t> g = lif_backward_step<R>(Ht[j], Pt[j], gs[j], gv[j], r.threshold[j], vr, DETACH);
-    gh[j] = g.gh;
+    if (GH) gh[j] = g.gh;
     gxt[j] = r.alpha[j] * g.gh;
-    gt[j] += g.g_threshold;
+    if (GT) gt[j] += g.g_threshold;
     gv[j] = r.beta[j] * g.gh;
   }
 }
@@ -221,7 +222,13 @@ void backward_impl(const Launch& p, bool offline) {
       const acc_t* gst = AB ? l.GS + t * kB
                             : offline ? l.gs : gs_rows ? row_in(grad_spikes + t * N + i0, l.gsbuf, n) : l.zeros;
       if (PARAMS) {
-        reverse_row_params<R, DETACH>(Ht, Pt, gst, l.gv, l.gh, l.gt, gxt, r, vr, n);
+        auto reverse = [&](auto gh_tag, auto gt_tag) {
+          reverse_row_params<R, DETACH, decltype(gh_tag)::value, decltype(gt_tag)::value>(Ht, Pt, gst, l.gv, l.gh,
+                                                                                          l.gt, gxt, r, vr, n);
+        };
+        if (!(g_alpha || g_beta)) reverse(std::false_type(), std::true_type());  // PARAMS: then g_threshold
+        else if (g_threshold) reverse(std::true_type(), std::true_type());
+        else reverse(std::true_type(), std::false_type());
       } else if (!AB) {
 #pragma omp simd
         for (int64_t j = 0; j < n; ++j) {
