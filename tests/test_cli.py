@@ -59,6 +59,7 @@ def test_train_resume_and_reuse_teacher(run, npz, tmp_path, capsys):
     assert rc == 0
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["mode"] == "online" and m["memory"] == "constant" and m["config"]["warmup"] == 3
+    assert m["config"]["compact_targets"] is True                  # the default; --exact-targets turns it off
     assert m["config"]["schedule"] == "step:1:0.5" and m["config"]["grad_clip"] == 5.0
     import csv
     rows = list(csv.DictReader(open(tmp_path / "history.csv")))    # the CSV log: always on
@@ -189,6 +190,12 @@ def test_corrupt_checkpoint_is_one_line(tmp_path, capsys):
     assert main(["eval", str(bad), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "corrupt" in err
+
+
+def test_exact_targets_needs_the_constant_memory_mode(tmp_path, capsys):
+    assert main(["train", "--data", "embedded", "--mode", "online", "--exact-targets", "--out", str(tmp_path),
+                 "--quiet"]) == 2
+    assert "--memory constant" in capsys.readouterr().err
 
 
 def test_bad_flag_is_argparse_usage(capsys):

@@ -194,6 +194,38 @@ def test_stepwise_online_tandem_matches_batched():
         step(x[:B])
 
 
+def test_compact_targets_are_held_in_float16_and_handed_back_in_float32():
+    """``compact_targets``: float32 targets live as float16 in the run; a LIF learns from their float32 value,
+    exactly what the stepwise LIF would learn from the rounded target itself. Other dtypes stay; a target float16
+    cannot hold is refused."""
+    torch.manual_seed(0)
+    T, B = 5, 3
+    kw = dict(beta=0.9, threshold=0.4, surrogate="sigmoid")
+    x = torch.rand(T * B, 6)
+    y = torch.rand(B, 6)
+    y64 = torch.rand(B, 6, dtype=torch.float64)
+    other = LIF(**kw, stepwise=True)
+    run = TandemRun({"l": LIF(**kw, stepwise=True), "d": other}, {"l": y, "d": y64}, mode="online",
+                    compact_targets=True)
+    assert run.targets["l"].dtype == torch.float16 and run.targets["d"] is y64
+    assert run.target("l").dtype == torch.float32 and torch.equal(run.target("l"), y.half().float())
+    assert run.target("d") is y64
+
+    def learn(target, compact):
+        lif = LIF(**kw, stepwise=True)
+        xx = x.clone().requires_grad_()
+        with TandemRun({"l": lif}, {"l": target}, mode="online", backward=True, compact_targets=compact) as r:
+            spikes = torch.cat([lif(xx[t * B:(t + 1) * B]) for t in range(T)])
+        return spikes, r.losses["l"], xx.grad
+
+    compact, rounded = learn(y, True), learn(y.half().float(), False)
+    for a, b in zip(compact, rounded):
+        assert torch.equal(a, b)
+    assert not torch.equal(learn(y, False)[1], compact[1])        # the rounding is there: the loss sees it
+    with pytest.raises(ValueError, match="float16"):
+        TandemRun({"l": LIF(**kw, stepwise=True)}, {"l": y * 1e6}, mode="online", compact_targets=True)
+
+
 def test_learning_stepwise_state_is_updated_in_place_and_widens_past_255_steps():
     """A learning stepwise LIF keeps one copy of its state, updated in place, with its spike count in a byte per
     neuron; past 255 steps the count widens to float32, and the spikes and counts stay those of the batched LIF."""

@@ -34,6 +34,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=("offline", "online"), default="offline")
     p.add_argument("--memory", choices=("batched", "constant"), default="batched",
                    help="online mode: in blocks of --time-block steps (default) or one step at a time")
+    p.add_argument("--exact-targets", action="store_true",
+                   help="--memory constant: keep the targets in float32 (default: float16, half the bytes)")
     p.add_argument("--time-block", type=int, default=None, metavar="N",
                    help="online mode: time steps per block (memory grows with it, not with T; default 2)")
     p.add_argument("--epochs", type=int, default=5, help="LTL epochs (default: %(default)s)")
@@ -130,6 +132,8 @@ def _train(args, dist) -> int:
     _positive("--time-steps", args.time_steps)
     _positive("--batch-size", args.batch_size)
     percentile = _percentile(args.percentile, args.mode)
+    if args.exact_targets and args.memory != "constant":
+        raise UserError("--exact-targets applies to --memory constant (the only mode that compacts its targets)")
     out = Path(args.out)
     device = dist.device
     progress = not args.quiet and dist.is_main
@@ -165,7 +169,7 @@ def _train(args, dist) -> int:
                 percentile=percentile, init=args.init, lr=args.lr, device=device, teacher_spec=spec,
                 calib_data=_first_images(train_loader) if args.init == "teacher" else None, distributed=dist,
                 schedule=args.schedule, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
-                precision=args.precision, time_block=args.time_block)
+                precision=args.precision, time_block=args.time_block, compact_targets=not args.exact_targets)
         except ValueError as e:      # a flag combination the trainer refuses (e.g. --warmup >= -T online)
             raise UserError(str(e).splitlines()[0]) from None
     if dist.is_main:                 # loggers on rank 0 only (its history holds the figures of all ranks)

@@ -232,10 +232,10 @@ class Pairs(list):
         return {name: normaliser(name, a) for name, a in self.activations().items()}
 
     def run(self, targets: Dict[str, Tensor], *, mode: str = "offline", warmup: int = 0, backward: bool = False,
-            pack_spikes: bool = True, loss_scale=None) -> TandemRun:
+            pack_spikes: bool = True, loss_scale=None, compact_targets: bool = False) -> TandemRun:
         """A :class:`TandemRun` of these pairs' student LIFs with ``targets`` (every pair needs one)."""
         return TandemRun({p.name: p.student for p in self}, targets, mode=mode, warmup=warmup, backward=backward,
-                         pack_spikes=pack_spikes, loss_scale=loss_scale)
+                         pack_spikes=pack_spikes, loss_scale=loss_scale, compact_targets=compact_targets)
 
     def __enter__(self) -> "Pairs":
         return self
@@ -348,12 +348,17 @@ class Tandem:
                 self.teacher.train()
 
     def batch(self, x: Tensor, *, mode: str = "offline", warmup: int = 0, backward: bool = False,
-              pack_spikes: bool = True, update: bool = True, loss_scale=None) -> TandemRun:
+              pack_spikes: bool = True, update: bool = True, loss_scale=None,
+              compact_targets: bool = False) -> TandemRun:
         """Teacher forward on ``x`` and the :class:`TandemRun` of the student for this batch (enter it around the
         student's forward, or its ``step`` calls). ``backward=True``: each local loss is back-propagated as soon
-        as its layer has run."""
+        as its layer has run. ``compact_targets``: see :class:`TandemRun`; refused without normalisation (raw
+        activations are not in [0, 1])."""
+        if compact_targets and self.normaliser.mode == "none":
+            raise ValueError("compact_targets holds normalised targets in [0, 1] as float16; this Tandem does not "
+                             "normalise (percentile=None): run without compact_targets")
         return self.pairs.run(self.targets(x, update=update), mode=mode, warmup=warmup, backward=backward,
-                              pack_spikes=pack_spikes, loss_scale=loss_scale)
+                              pack_spikes=pack_spikes, loss_scale=loss_scale, compact_targets=compact_targets)
 
     def close(self) -> None:
         """Remove any hook left on the teacher (none, unless ``pairs.attach()`` was called)."""

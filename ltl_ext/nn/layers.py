@@ -235,6 +235,7 @@ class LIF(nn.Module):
         if name is None:
             return back(functional.lif(xs, **kwargs)).reshape(x.shape)
         s, loss = functional.tandem_loss(xs, target, mode=run.mode, warmup=run.warmup, **kwargs)
+        del target         # (a compacted target's float32 copy) freed before the backward that give runs
         return run.give(name, loss, back(s).reshape(x.shape))
 
     def _forward_step(self, x: Tensor, run: Optional[TandemRun], name: Optional[str]) -> Tensor:
@@ -259,6 +260,7 @@ class LIF(nn.Module):
                 raise RuntimeError("a stepwise LIF learns online only: run it in a TandemRun with mode='online'")
             v, count = _learning_state(v, count, xs, self.t)
             s, loss = functional.tandem_block_(xs, target, v, count, self.t, warmup=run.warmup, **kwargs)
+        del target         # (a compacted target's float32 copy) freed before the backward that give runs
         self.v, self.count = back(v), back(count)
         self.t += n
         s = back(s).reshape(x.shape)

@@ -53,6 +53,12 @@ class TandemRun:
         pack_spikes: store spikes saved for the backward as bool, 1 byte each (:class:`SpikeStore`).
         loss_scale: with ``backward``, what is back-propagated is ``loss_scale(loss_l)`` (mixed precision: a
             ``torch.amp.GradScaler``'s ``scale``); ``losses`` keep the unscaled values.
+        compact_targets: hold float32 targets as float16 while the run lasts, and hand each LIF its target back in
+            float32 (a copy made for the call). For a run that keeps every layer's target over many steps (the
+            constant-memory mode: with V and the spike count, all it keeps): half their bytes. Meant for
+            normalised targets in [0, 1], which float16 rounds by at most 2^-12 (1/512 of a firing-rate step at
+            T = 8); a target float16 cannot hold (beyond +-65504) is refused with a ``ValueError``. Targets in
+            other dtypes are kept as given.
 
     Attributes: ``losses`` (name -> loss, summed over the calls of a layer in this run: the T steps of a
     stepwise run, say), ``mode``, ``warmup``.
@@ -60,7 +66,7 @@ class TandemRun:
 
     def __init__(self, layers: Mapping[str, nn.Module], targets: Mapping[str, Tensor], *, mode: str = "offline",
                  warmup: int = 0, backward: bool = False, pack_spikes: bool = True,
-                 loss_scale: Optional[Callable[[Tensor], Tensor]] = None):
+                 loss_scale: Optional[Callable[[Tensor], Tensor]] = None, compact_targets: bool = False):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
@@ -71,6 +77,9 @@ class TandemRun:
         self.mode, self.warmup, self.backward = mode, warmup, bool(backward)
         self.loss_scale = loss_scale
         self.targets = {n: targets[n] for n in layers}
+        self._widen: Dict[str, torch.dtype] = {}      # name -> the dtype its compacted target is handed back in
+        if compact_targets:
+            self._compact()
         self._names = {id(m): n for n, m in layers.items()}
         self._modules = dict(layers)          # keeps the ids above valid for the run's lifetime
         self.losses: Dict[str, Tensor] = {}
@@ -86,13 +95,30 @@ class TandemRun:
         """The layer name of ``module`` in this run, ``None`` if it does not learn in it."""
         return self._names.get(id(module))
 
+    def _compact(self) -> None:
+        """float32 targets -> float16 (``compact_targets``), refusing any that float16 cannot hold (one check for
+        all layers: a single device sync per run)."""
+        names = [n for n, t in self.targets.items() if t.dtype == torch.float32]
+        if not names:
+            return
+        halves = {n: self.targets[n].to(torch.float16) for n in names}
+        finite = torch.stack([h.isfinite().all() for h in halves.values()])
+        if not bool(finite.all()):
+            bad = [n for n, ok in zip(names, finite.tolist()) if not ok]
+            raise ValueError(f"compact_targets: the targets of {bad} do not fit in float16 (|y| > 65504); it is "
+                             f"meant for normalised targets in [0, 1]: normalise them, or run without it")
+        self.targets.update(halves)
+        self._widen = {n: torch.float32 for n in names}
+
     def target(self, name: str) -> Tensor:
-        """The target of layer ``name`` (its LIF calls this once per forward)."""
+        """The target of layer ``name`` (its LIF calls this once per forward, or once per call when stepwise), in
+        the dtype it was given (a float32 copy of a compacted one)."""
         if name not in self.targets:
             raise RuntimeError(f"LIF {name!r} ran twice in one offline tandem forward; its target was released after "
                                f"its first call. Each LIF learns once per forward: use one LIF module per activation "
                                f"(ltl_ext.convert splits reused activations)")
-        return self.targets[name]
+        t = self.targets[name]
+        return t.to(self._widen[name]) if name in self._widen else t
 
     def give(self, name: str, loss: Tensor, spikes: Tensor) -> Tensor:
         """Called by a LIF with its local ``loss`` and (detached) ``spikes``: back-propagates the loss at once

@@ -89,6 +89,7 @@ class LTLConfig:
     grad_clip: Any = None           # max global L2 norm of the student's gradient per step, or None
     precision: str = "32"           # "32", "bf16" (autocast) or "16-mixed" (autocast float16 + GradScaler)
     time_block: Any = None          # online: run the T steps in blocks of this many (None: memory's default)
+    compact_targets: bool = True    # constant memory: hold the normalised targets in float16 (TandemRun)
 
     def block_steps(self) -> int:
         """The time steps one student call runs: T offline; online 1 with ``memory="constant"``, else
@@ -98,6 +99,13 @@ class LTLConfig:
         if self.memory == "constant":
             return 1
         return min(self.time_block or TIME_BLOCK, self.time_steps)
+
+    def holds_compact_targets(self, normalised: bool) -> bool:
+        """Whether a step holds its float32 targets in float16 (``TandemRun(compact_targets=True)``): in the
+        constant-memory mode, which keeps every layer's target for all T steps (with V and the spike count, all
+        it keeps: half their bytes is a tenth of its peak), when the targets are normalised into [0, 1] (float16
+        rounds them by at most 2^-12) and ``compact_targets`` is on."""
+        return self.compact_targets and self.memory == "constant" and normalised
 
     def check(self) -> "LTLConfig":
         if isinstance(self.time_steps, bool) or not isinstance(self.time_steps, int) or self.time_steps < 1:
@@ -130,6 +138,8 @@ class LTLConfig:
             schedule(self.schedule, 1)          # a bad name fails here, not after the first epoch
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if not isinstance(self.compact_targets, bool):
+            raise TypeError(f"compact_targets must be a bool, got {self.compact_targets!r}")
         b = self.time_block
         if b is not None and (isinstance(b, bool) or not isinstance(b, int) or b < 1):
             raise ValueError(f"time_block must be a positive int (time steps per block) or None, got {b!r}")

@@ -44,7 +44,8 @@ def ltl_step(model: SpikingModel, link: "tandem.Tandem", opt: torch.optim.Optimi
     scale = scaler.scale if scaler is not None else None
     amp = autocast(config.precision, x.device)
     with amp:
-        run = link.batch(x, mode=config.mode, warmup=config.warmup, backward=True, loss_scale=scale)
+        run = link.batch(x, mode=config.mode, warmup=config.warmup, backward=True, loss_scale=scale,
+                         compact_targets=config.holds_compact_targets(link.normaliser.mode != "none"))
     with _one_all_reduce(model):
         block = config.block_steps()
         if block < config.time_steps:

@@ -27,7 +27,7 @@ CKPT_KIND = "ltl_trainer"
 
 #: the constructor arguments a checkpoint's config gives back to the trainer
 _CONFIG_KWARGS = ("time_steps", "mode", "warmup", "percentile", "lr", "memory", "ce_weight", "weight_decay",
-                  "encoding", "grad_clip", "precision", "time_block")
+                  "encoding", "grad_clip", "precision", "time_block", "compact_targets")
 
 
 def trainer_state(trainer) -> Dict[str, Any]:

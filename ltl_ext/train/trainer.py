@@ -40,7 +40,8 @@ class LocalTandemTrainer:
     runs the student one time step at a time with a backward per step: memory independent of ``time_steps``;
     otherwise online LTL runs in blocks of ``time_block`` steps (default 2, :data:`.config.TIME_BLOCK`): memory
     grows with the block, the gradient is the same (no gradient crosses time in online LTL), and warm-up blocks
-    run without a graph.
+    run without a graph. The constant-memory mode holds its normalised targets in float16 (rounded by at most
+    2^-12; ``compact_targets=False`` keeps them in float32).
 
     Each step is layer-wise (:mod:`.engine`): a layer's local loss is back-propagated as soon as the layer has
     run, inside the student's forward, so only one layer's graph is alive at a time; one optimiser step per batch.
@@ -64,7 +65,7 @@ class LocalTandemTrainer:
                  seed: Optional[int] = None, teacher_spec: Optional[dict] = None, distributed=None,
                  schedule: Union[str, SchedulerFactory, None] = "none", grad_clip: Optional[float] = None,
                  precision: str = "32", callbacks: Optional[Iterable[Callback]] = None,
-                 time_block: Optional[int] = None):
+                 time_block: Optional[int] = None, compact_targets: bool = True):
         if warmup is None:                # the code's 12 of 16 steps, scaled to T
             warmup = default_warmup(time_steps)
         if isinstance(percentile, str) and percentile == "auto":      # the mode's default (train/config.py)
@@ -74,7 +75,8 @@ class LocalTandemTrainer:
                                 init=init, lr=float(lr), memory=memory, ce_weight=float(ce_weight),
                                 weight_decay=float(weight_decay), encoding=encoding,
                                 schedule="custom" if callable(schedule) else (schedule or "none"),
-                                grad_clip=grad_clip, precision=precision, time_block=time_block).check()
+                                grad_clip=grad_clip, precision=precision, time_block=time_block,
+                                compact_targets=compact_targets).check()
         if not isinstance(teacher, nn.Module):
             raise TypeError(f"teacher must be a torch.nn.Module (a trained ANN), got {type(teacher).__name__}")
         if seed is not None:
