@@ -9,7 +9,8 @@ Each (method, what) runs in a fresh process, so no method inherits another's all
   (``/proc/self/clear_refs`` <- 5); the figure is VmHWM after one more step minus VmRSS before it: the live
   memory the step adds on top of what the process holds.
 - memory (CUDA): ``torch.cuda.max_memory_allocated`` over the step minus ``memory_allocated`` before it.
-- time: the default allocator, the median of ``--steps`` steps after a warm-up (CUDA events on the GPU).
+- time: the default allocator, the median of ``--steps`` steps after a warm-up (CUDA events on the GPU), in
+  ``--rounds`` rounds that time every method in turn; a method's figure is its median over the rounds.
 
     python scripts/train_memory.py                      # VGG-11, T = 8, batch 16, 1 thread -> the table
     python scripts/train_memory.py --write              # ... and docs/results/train_memory.json
@@ -187,6 +188,10 @@ def main(argv=None) -> int:
                     help="LTL methods: LocalTandemTrainer(precision=...) (BPTT rows stay float32)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--steps", type=int, default=3, help="timed steps (after one warm-up)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="timing rounds: each round times every method once, in turn, each in a fresh process; a "
+                         "method's step_s is the median over the rounds (a slow spell of a shared machine then "
+                         "hits every method alike instead of the one that ran through it)")
     ap.add_argument("--no-time", action="store_true", help="memory only")
     ap.add_argument("--write", action="store_true", help="write docs/results/train_memory[_cuda].json")
     args = ap.parse_args(argv)
@@ -194,8 +199,10 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
         print(json.dumps(measure(args.one, args.what, args.T, args.batch, args.device, args.steps, args.precision)))
         return 0
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
     rows = []
-    for method in args.methods:
+    for method in args.methods:                                     # memory: one fresh process each (exact)
         if method.startswith("sj_") and not sj_available():
             rows.append({"method": method, "skipped": "spikingjelly 2.0 not installed (pip install --no-deps "
                                                        "spikingjelly)"})
@@ -204,12 +211,24 @@ def main(argv=None) -> int:
         row["precision"] = args.precision if method in LTL else "32"
         row.update(run_child(method, "memory", args.T, args.batch, args.device, args.threads, args.steps,
                              args.precision))
-        if not args.no_time and "error" not in row:
-            row.update(run_child(method, "time", args.T, args.batch, args.device, args.threads, args.steps,
-                                 args.precision))
-            row["cifar10_epoch_s"] = 50_000 / row["images_per_s"]     # one epoch of CIFAR-10 at this T
         rows.append(row)
         print(json.dumps(row), flush=True)
+    timed = [] if args.no_time else [r for r in rows if "added_mb" in r]
+    for _ in range(args.rounds):                                    # time: the methods interleaved, round by round
+        for row in timed:
+            t = run_child(row["method"], "time", args.T, args.batch, args.device, args.threads, args.steps,
+                          args.precision)
+            if "error" in t:
+                row["error"] = t["error"]
+            else:
+                row.setdefault("step_s_rounds", []).append(t["step_s"])
+            print(json.dumps({"method": row["method"], **t}), flush=True)
+    for row in timed:
+        if "step_s_rounds" in row:
+            row["step_s"] = statistics.median(row["step_s_rounds"])
+            row["steps"] = args.steps
+            row["images_per_s"] = args.batch / row["step_s"]
+            row["cifar10_epoch_s"] = 50_000 / row["images_per_s"]     # one epoch of CIFAR-10 at this T
     ref = next((r for r in rows if r["method"] == "bptt" and "added_mb" in r), None)
     if ref is not None:
         for r in rows:
