@@ -101,10 +101,11 @@ struct Args {
   }
 };
 
-// The LIF arguments every op's schema has: beta, alpha, threshold, v0 (tensors or None) from position p, and
-// beta_s, alpha_s, threshold_s, reset, v_reset, surrogate, surrogate_alpha from position q.
+// The LIF arguments every op's schema has: beta, alpha, threshold (tensors or None) from position p, and
+// beta_s, alpha_s, threshold_s, reset, v_reset, surrogate, surrogate_alpha from position q. (The state after
+// them, v0 or the in-place v, is each entry's own.)
 struct Lif {
-  OptT beta, alpha, threshold, v0;
+  OptT beta, alpha, threshold;
   double bs, as, ts;
   Str reset;
   double vr;
@@ -112,9 +113,9 @@ struct Lif {
   std::optional<double> sa;
 
   Lif(Args& c, size_t p, size_t q)
-      : beta(c.opt_tensor(p)), alpha(c.opt_tensor(p + 1)), threshold(c.opt_tensor(p + 2)), v0(c.opt_tensor(p + 3)),
-        bs(c.real(q)), as(c.real(q + 1)), ts(c.real(q + 2)), reset(c.str(q + 3)), vr(c.real(q + 4)),
-        surrogate(c.str(q + 5)), sa(c.opt_real(q + 6)) {}
+      : beta(c.opt_tensor(p)), alpha(c.opt_tensor(p + 1)), threshold(c.opt_tensor(p + 2)), bs(c.real(q)),
+        as(c.real(q + 1)), ts(c.real(q + 2)), reset(c.str(q + 3)), vr(c.real(q + 4)), surrogate(c.str(q + 5)),
+        sa(c.opt_real(q + 6)) {}
 };
 
 // The kernels run without the GIL, as torch.ops runs them: other Python threads (a loader, a logger) go on meanwhile.
@@ -142,10 +143,11 @@ py::object lif_fwd(const py::args& a) {
   Args c(a, 13);
   const Tensor x = c.tensor(0);
   const Lif l(c, 1, 5);
+  const OptT v0 = c.opt_tensor(4);
   const bool detach = c.boolean(12);
   if (!c.ok) return not_implemented();
   return wrap(unlocked([&] {
-    return ltl::lif_fwd_op().call(x, l.beta, l.alpha, l.threshold, l.v0, l.bs, l.as, l.ts, l.reset, l.vr,
+    return ltl::lif_fwd_op().call(x, l.beta, l.alpha, l.threshold, v0, l.bs, l.as, l.ts, l.reset, l.vr,
                                   l.surrogate, l.sa, detach);
   }));
 }
@@ -154,10 +156,11 @@ py::object tandem_offline_fwd(const py::args& a) {
   Args c(a, 14);
   const Tensor x = c.tensor(0), target = c.tensor(1);
   const Lif l(c, 2, 6);
+  const OptT v0 = c.opt_tensor(5);
   const bool detach = c.boolean(13);
   if (!c.ok) return not_implemented();
   return wrap(unlocked([&] {
-    return ltl::offline_fwd_op().call(x, target, l.beta, l.alpha, l.threshold, l.v0, l.bs, l.as, l.ts, l.reset,
+    return ltl::offline_fwd_op().call(x, target, l.beta, l.alpha, l.threshold, v0, l.bs, l.as, l.ts, l.reset,
                                       l.vr, l.surrogate, l.sa, detach);
   }));
 }
@@ -166,13 +169,13 @@ py::object tandem_online(const py::args& a) {
   Args c(a, 22);
   const Tensor x = c.tensor(0), target = c.tensor(1);
   const Lif l(c, 2, 7);
-  const OptT count0 = c.opt_tensor(6);
+  const OptT v0 = c.opt_tensor(5), count0 = c.opt_tensor(6);
   const int64_t t0 = c.integer(14), warmup = c.integer(15);
   bool need[6];
   for (size_t i = 0; i < 6; ++i) need[i] = c.boolean(16 + i);
   if (!c.ok) return not_implemented();
   return wrap(unlocked([&] {
-    return ltl::online_op().call(x, target, l.beta, l.alpha, l.threshold, l.v0, count0, l.bs, l.as, l.ts, l.reset,
+    return ltl::online_op().call(x, target, l.beta, l.alpha, l.threshold, v0, count0, l.bs, l.as, l.ts, l.reset,
                                  l.vr, l.surrogate, l.sa, t0, warmup, need[0], need[1], need[2], need[3], need[4],
                                  need[5]);
   }));
@@ -181,20 +184,16 @@ py::object tandem_online(const py::args& a) {
 py::object tandem_online_(const py::args& a) {
   Args c(a, 21);
   const Tensor x = c.tensor(0), target = c.tensor(1);
-  const OptT beta = c.opt_tensor(2), alpha = c.opt_tensor(3), threshold = c.opt_tensor(4);
+  const Lif l(c, 2, 7);
   const Tensor v = c.tensor(5), count = c.tensor(6);
-  const double bs = c.real(7), as = c.real(8), ts = c.real(9);
-  const Str reset = c.str(10);
-  const double vr = c.real(11);
-  const Str surrogate = c.str(12);
-  const std::optional<double> sa = c.opt_real(13);
   const int64_t t0 = c.integer(14), warmup = c.integer(15);
   bool need[5];
   for (size_t i = 0; i < 5; ++i) need[i] = c.boolean(16 + i);
   if (!c.ok) return not_implemented();
   return wrap(unlocked([&] {
-    return ltl::online_inplace_op().call(x, target, beta, alpha, threshold, v, count, bs, as, ts, reset, vr,
-                                         surrogate, sa, t0, warmup, need[0], need[1], need[2], need[3], need[4]);
+    return ltl::online_inplace_op().call(x, target, l.beta, l.alpha, l.threshold, v, count, l.bs, l.as, l.ts,
+                                         l.reset, l.vr, l.surrogate, l.sa, t0, warmup, need[0], need[1], need[2],
+                                         need[3], need[4]);
   }));
 }
 

@@ -127,14 +127,19 @@ inline bool broadcasts_to(at::IntArrayRef t, const std::vector<int64_t>& shape) 
 // A parameter / state tensor, checked and bound to q. Its dims that are not 1 must form one run (per channel
 // [C, 1, 1], per feature [H, W], per neuron, or a single value); then neuron i reads data[(i / inner) % period].
 // Any other broadcast shape ([C, 1, W]) is materialised to [N] (`expanded`).
+// Every tensor argument lives on x's device.
+inline void check_on_x_device(const Call& c, const at::Tensor& t, const char* name) {
+  TORCH_CHECK_VALUE(t.device() == c.x.device(), c.op, ": ", name, " is on ", t.device(), " but x is on ",
+                    c.x.device(), "; move both to the same device");
+}
+
 inline ParamTensor bind_param(const OptTensor& t, const char* name, Call& c, Param* q) {
   ParamTensor out;
   if (!given(t)) return out;
   const at::Tensor& g = *t;
   TORCH_CHECK_TYPE(at::isFloatingType(g.scalar_type()), c.op, ": ", name, " must be a floating tensor, got dtype ",
                    g.scalar_type(), "; convert it with .float()");
-  TORCH_CHECK_VALUE(g.device() == c.x.device(), c.op, ": ", name, " is on ", g.device(), " but x is on ",
-                    c.x.device(), "; move both to the same device");
+  check_on_x_device(c, g, name);
   TORCH_CHECK_VALUE(broadcasts_to(g.sizes(), c.neuron_shape), c.op, ": ", name, " has shape ", g.sizes(),
                     ", which does not broadcast to the neuron shape x.shape[1:] = ", at::IntArrayRef(c.neuron_shape),
                     "; per-neuron parameters must match the trailing dims of x");
@@ -246,8 +251,7 @@ inline void bind_target(Call& c, const at::Tensor& target) {
   TORCH_CHECK_VALUE(target.sizes() == at::IntArrayRef(c.neuron_shape), c.op, ": target has shape ", target.sizes(),
                     " but x has neuron shape ", at::IntArrayRef(c.neuron_shape),
                     "; the target is the teacher's activation of this layer, one value per neuron");
-  TORCH_CHECK_VALUE(target.device() == c.x.device(), c.op, ": target is on ", target.device(), " but x is on ",
-                    c.x.device(), "; move both to the same device");
+  check_on_x_device(c, target, "target");
   c.target = as_contiguous(target, c.math_type());  // read flat as [N]
   if (c.target.device().is_cpu() && c.p.N > 0) {
     double min = 0, max = 0;

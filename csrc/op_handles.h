@@ -43,29 +43,18 @@ c10::TypedOperatorHandle<Sig> find(const char* name) {
 
 }  // namespace handles
 
-inline c10::TypedOperatorHandle<handles::LifFwdSig> lif_fwd_op() {
-  static const auto h = handles::find<handles::LifFwdSig>("ltl_ext::lif_fwd");
-  return h;
-}
-inline c10::TypedOperatorHandle<handles::LifBwdSig> lif_bwd_op() {
-  static const auto h = handles::find<handles::LifBwdSig>("ltl_ext::lif_bwd");
-  return h;
-}
-inline c10::TypedOperatorHandle<handles::OfflineFwdSig> offline_fwd_op() {
-  static const auto h = handles::find<handles::OfflineFwdSig>("ltl_ext::tandem_offline_fwd");
-  return h;
-}
-inline c10::TypedOperatorHandle<handles::OfflineBwdSig> offline_bwd_op() {
-  static const auto h = handles::find<handles::OfflineBwdSig>("ltl_ext::tandem_offline_bwd");
-  return h;
-}
-inline c10::TypedOperatorHandle<handles::OnlineSig> online_op() {
-  static const auto h = handles::find<handles::OnlineSig>("ltl_ext::tandem_online");
-  return h;
-}
-inline c10::TypedOperatorHandle<handles::OnlineInPlaceSig> online_inplace_op() {
-  static const auto h = handles::find<handles::OnlineInPlaceSig>("ltl_ext::tandem_online_");
-  return h;
-}
+// FN() -> the typed handle of op NAME, looked up at its first call.
+#define LTL_OP_HANDLE(FN, SIG, NAME)                                       \
+  inline c10::TypedOperatorHandle<handles::SIG> FN() {                    \
+    static const auto h = handles::find<handles::SIG>("ltl_ext::" NAME);  \
+    return h;                                                             \
+  }
+LTL_OP_HANDLE(lif_fwd_op, LifFwdSig, "lif_fwd")
+LTL_OP_HANDLE(lif_bwd_op, LifBwdSig, "lif_bwd")
+LTL_OP_HANDLE(offline_fwd_op, OfflineFwdSig, "tandem_offline_fwd")
+LTL_OP_HANDLE(offline_bwd_op, OfflineBwdSig, "tandem_offline_bwd")
+LTL_OP_HANDLE(online_op, OnlineSig, "tandem_online")
+LTL_OP_HANDLE(online_inplace_op, OnlineInPlaceSig, "tandem_online_")
+#undef LTL_OP_HANDLE
 
 }  // namespace ltl

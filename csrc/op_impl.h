@@ -205,8 +205,7 @@ inline void bind_state(const Call& c, const Tensor& t, const char* name, bool co
   TORCH_CHECK_VALUE(t.sizes() == at::IntArrayRef(c.neuron_shape) && t.is_contiguous(), c.op, ": the in-place state ",
                     name, " must be a contiguous tensor of the neuron shape x.shape[1:] = ",
                     at::IntArrayRef(c.neuron_shape), ", got shape ", t.sizes());
-  TORCH_CHECK_VALUE(t.device() == c.x.device(), c.op, ": ", name, " is on ", t.device(), " but x is on ",
-                    c.x.device(), "; move both to the same device");
+  check_on_x_device(c, t, name);
   q->data = t.data_ptr();
   q->inner = 1;
   q->period = c.p.N;

@@ -97,7 +97,7 @@ def test_which_parameters_want_a_gradient(device, dtype, reset, detach_reset, wa
     shape = (2, 300)
     x = make_input((7,) + shape, dtype, device, seed=5)
     kw = _params("tensor", shape, dtype, device)
-    kw["threshold"] = kw["threshold"].detach().expand(shape).clone()      # per neuron: a row of its own per neuron
+    kw["threshold"] = kw["threshold"].detach().expand(shape).clone()      # a per-neuron threshold, [2, 300]
     for name in ("beta", "alpha", "threshold", "v0"):
         kw[name].requires_grad_(name in wanted)
     kw.update(reset=reset, detach_reset=detach_reset, v_reset=-0.1 if reset == "hard" else 0.0)
@@ -421,10 +421,12 @@ def test_fast_entries_take_plain_calls_and_decline_the_rest():
         assert len(fast) == len(boxed) and all(torch.equal(a, b) for a, b in zip(fast, boxed)), name
         assert getattr(_C, name)(*args[:-1]) is NotImplemented, name
     # the in-place online op: the same outputs and the same state written, each on its own copy of the state
-    states = [(torch.rand(3, 5), torch.randint(0, 4, (3, 5), dtype=torch.uint8)) for _ in range(2)]
-    states[1] = tuple(t.clone() for t in states[0])
-    inplace = [lambda v, c: (x, y, None, None, None, v, c, 0.9, 1.0, 1.0, "soft", 0.0, "atan", 2.0, 4, 1,
-                             True, True, True, True, True)][0]
+    state = torch.rand(3, 5), torch.randint(0, 4, (3, 5), dtype=torch.uint8)
+    states = [state, tuple(t.clone() for t in state)]
+
+    def inplace(v, c):
+        return (x, y, None, None, None, v, c, 0.9, 1.0, 1.0, "soft", 0.0, "atan", 2.0, 4, 1, True, True, True, True,
+                True)
     fast, boxed = _C.tandem_online_(*inplace(*states[0])), ops.tandem_online_(*inplace(*states[1]))
     assert len(fast) == len(boxed) == 7 and all(torch.equal(a, b) for a, b in zip(fast, boxed))
     assert all(torch.equal(a, b) for a, b in zip(states[0], states[1]))

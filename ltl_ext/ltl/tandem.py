@@ -115,8 +115,13 @@ class TargetNormaliser:
         self.percentile_fn = _percentile if percentile_fn is None else percentile_fn
         self.scales: Dict[str, Tensor] = {}
 
+    @property
+    def normalises(self) -> bool:
+        """Whether the targets come out normalised into [0, 1] (every mode but ``"none"``)."""
+        return self.mode != "none"
+
     def __call__(self, name: str, a: Tensor, update: bool = True) -> Tensor:
-        if self.mode == "none":
+        if not self.normalises:
             return a.detach()
         if self.mode == "batch":
             return normalise(a, scale=self.percentile_fn(a, self.percentile))
@@ -354,7 +359,7 @@ class Tandem:
         student's forward, or its ``step`` calls). ``backward=True``: each local loss is back-propagated as soon
         as its layer has run. ``compact_targets``: see :class:`TandemRun`; refused without normalisation (raw
         activations are not in [0, 1])."""
-        if compact_targets and self.normaliser.mode == "none":
+        if compact_targets and not self.normaliser.normalises:
             raise ValueError("compact_targets holds normalised targets in [0, 1] as float16; this Tandem does not "
                              "normalise (percentile=None): run without compact_targets")
         return self.pairs.run(self.targets(x, update=update), mode=mode, warmup=warmup, backward=backward,

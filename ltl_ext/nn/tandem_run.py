@@ -25,7 +25,7 @@ for its weight gradient stores them as 1 byte per spike (bool), not 4.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Mapping, Optional
+from typing import Callable, Dict, List, Mapping, Optional, Set
 
 import torch
 from torch import Tensor, nn
@@ -77,7 +77,7 @@ class TandemRun:
         self.mode, self.warmup, self.backward = mode, warmup, bool(backward)
         self.loss_scale = loss_scale
         self.targets = {n: targets[n] for n in layers}
-        self._widen: Dict[str, torch.dtype] = {}      # name -> the dtype its compacted target is handed back in
+        self._compacted: Set[str] = set()             # the layers whose float32 target is held in float16
         if compact_targets:
             self._compact()
         self._names = {id(m): n for n, m in layers.items()}
@@ -108,7 +108,7 @@ class TandemRun:
             raise ValueError(f"compact_targets: the targets of {bad} do not fit in float16 (|y| > 65504); it is "
                              f"meant for normalised targets in [0, 1]: normalise them, or run without it")
         self.targets.update(halves)
-        self._widen = {n: torch.float32 for n in names}
+        self._compacted = set(names)
 
     def target(self, name: str) -> Tensor:
         """The target of layer ``name`` (its LIF calls this once per forward, or once per call when stepwise), in
@@ -118,7 +118,7 @@ class TandemRun:
                                f"its first call. Each LIF learns once per forward: use one LIF module per activation "
                                f"(ltl_ext.convert splits reused activations)")
         t = self.targets[name]
-        return t.to(self._widen[name]) if name in self._widen else t
+        return t.float() if name in self._compacted else t
 
     def give(self, name: str, loss: Tensor, spikes: Tensor) -> Tensor:
         """Called by a LIF with its local ``loss`` and (detached) ``spikes``: back-propagates the loss at once

@@ -172,8 +172,8 @@ def tandem_block_reference_(x: Tensor, target: Tensor, v: Tensor, count: Tensor,
         raise ValueError(f"a uint8 count holds at most 255 steps, but this call ends at step {t0 + x.shape[0]}")
     # the graph saves the state it read (for beta's gradient): a copy, so the update below cannot invalidate it
     s, loss, v_new, count_new = tandem_block_reference(
-        x, target, v.clone(), count.to(v.dtype), t0, warmup=warmup, beta=beta, alpha=alpha, threshold=threshold, reset=reset,
-        v_reset=v_reset, surrogate=surrogate, surrogate_alpha=surrogate_alpha, detach_reset=detach_reset)
+        x, target, v.clone(), count.to(v.dtype), t0, warmup=warmup, beta=beta, alpha=alpha, threshold=threshold,
+        reset=reset, v_reset=v_reset, surrogate=surrogate, surrogate_alpha=surrogate_alpha, detach_reset=detach_reset)
     v.copy_(v_new)
     count.copy_(count_new)
     return s, loss

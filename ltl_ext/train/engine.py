@@ -45,7 +45,7 @@ def ltl_step(model: SpikingModel, link: "tandem.Tandem", opt: torch.optim.Optimi
     amp = autocast(config.precision, x.device)
     with amp:
         run = link.batch(x, mode=config.mode, warmup=config.warmup, backward=True, loss_scale=scale,
-                         compact_targets=config.holds_compact_targets(link.normaliser.mode != "none"))
+                         compact_targets=config.holds_compact_targets(link.normaliser.normalises))
     with _one_all_reduce(model):
         block = config.block_steps()
         if block < config.time_steps:
