@@ -1,4 +1,4 @@
-// The CPU kernels (floor 2), one source for every ISA: kernels_base.cpp includes it for the baseline x86-64 and
+// The CPU kernels (floor 2), one source for every ISA: kernels_base_dtype.inc includes it for the baseline x86-64 and
 // kernels_avx2.cpp between `#pragma GCC push_options / target("avx2") / pop_options`, each with LTL_CPU_ISA naming
 // the namespace, so no translation unit compiles baseline code for AVX2 (the AVX2 copy is reached only through
 // avx2::run_float, after a CPU check). Not a public header.

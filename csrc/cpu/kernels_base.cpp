@@ -1,36 +1,24 @@
-// The CPU kernels (csrc/cpu/kernels.h) for the baseline x86-64 ISA, and run_cpu, the entry point: float32 takes
-// the AVX2 instantiation (kernels_avx2.cpp) when the CPU has AVX2.
-//
-// -fno-trapping-math for this file (first, so every function here, headers included, has the same options and
-// inlines): with trapping math GCC turns the spike select `H >= threshold ? 1 : 0` into control flow and will not
-// vectorise the loops. Nothing here relies on floating-point exceptions.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("no-trapping-math")
-#endif
-#include <ATen/Parallel.h>
+// run_cpu, the CPU kernels' entry point: float32 takes the AVX2 instantiation (kernels_avx2.cpp) when the CPU has
+// AVX2 and FMA; every other case the baseline x86-64 one of its storage dtype (kernels_base_<dtype>.cpp, one file
+// per dtype so that they compile in parallel).
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
-#include <cmath>
-#include <cstdlib>
-#include <cstring>
 #include <limits>
-#include <new>
-#include <type_traits>
-
-#include <immintrin.h>
 
 #include "ltl/kernels.h"
-
-#define LTL_CPU_ISA base
-#include "kernels.h"
-#undef LTL_CPU_ISA
 
 namespace ltl {
 namespace avx2 {  // kernels_avx2.cpp
 bool available();
 void run_float(Kernel k, const Launch& p);
 }  // namespace avx2
+namespace base {  // kernels_base_<dtype>.cpp
+void run_half(Kernel k, const Launch& p);
+void run_bfloat16(Kernel k, const Launch& p);
+void run_float(Kernel k, const Launch& p);
+void run_double(Kernel k, const Launch& p);
+}  // namespace base
 
 bool cpu_has_avx2() { return avx2::available(); }
 
@@ -43,8 +31,12 @@ void run_cpu(Kernel k, const Launch& p) {
     return;
   }
   if (p.T == 0) return;
-  if (p.dtype == DType::Float && avx2::available()) return avx2::run_float(k, p);
-  dtype_switch<c10::Half, c10::BFloat16>(p.dtype, [&](auto tag) { base::run_typed<decltype(tag)>(k, p); });
+  switch (p.dtype) {
+    case DType::Half: return base::run_half(k, p);
+    case DType::BFloat16: return base::run_bfloat16(k, p);
+    case DType::Float: return avx2::available() ? avx2::run_float(k, p) : base::run_float(k, p);
+    case DType::Double: return base::run_double(k, p);
+  }
 }
 
 }  // namespace ltl
