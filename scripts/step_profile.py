@@ -5,7 +5,9 @@ one warm-up step, then one profiled step per method. Self CPU time is summed by 
 convolution backward (input and weight gradients for BPTT, weight gradients only for LTL: its layers' inputs are
 detached spikes), the fused LIF / tandem ops, and the rest. From the convolutions alone it derives the floor of
 offline LTL's step time relative to BPTT's, ``(conv fwd + conv bwd of LTL) / (conv fwd + conv bwd of BPTT)``,
-with the teacher's own forward convolutions excluded from LTL's figure (counted apart).
+with the teacher's own forward convolutions excluded from LTL's figure (counted apart). On the CPU it also times
+each convolution alone (``conv_layers``): forward, weight gradient and input gradient (oneDNN, as autograd runs
+them), and the weight gradient as GEMMs on unfolded input, to show which of them sets the floor.
 
     python scripts/step_profile.py --write                  # -> docs/results/step_profile.json
     python scripts/step_profile.py --device cuda --write    # GPU: self device time by kind, and the step's wall
@@ -25,6 +27,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
@@ -81,6 +84,68 @@ def teacher_conv_seconds(T: int, batch: int) -> float:
     return sum(e.self_cpu_time_total for e in prof.key_averages() if KINDS.get(e.key) == "conv_forward") / 1e6
 
 
+def _median_interleaved(fns: dict, rounds: int) -> dict:
+    """Median seconds of each callable over ``rounds`` rounds, one call of each per round in turn (after a warm-up
+    call), so that a slow spell of a shared machine lands on all of them alike."""
+    times = {k: [] for k in fns}
+    for f in fns.values():
+        f()
+    for _ in range(rounds):
+        for k, f in fns.items():
+            t0 = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def weight_grad_by_unfold(x, grad_out, weight, stride, padding, chunk: int = 8):
+    """dL/dW of a convolution (no groups, no dilation) as GEMMs on unfolded input, ``chunk`` samples at a time:
+    the alternative to oneDNN's weight gradient that the conv-layer rows time."""
+    cout, cin, kh, kw = weight.shape
+    gw = torch.zeros(cout, cin * kh * kw, dtype=x.dtype)
+    for b0 in range(0, x.shape[0], chunk):
+        cols = F.unfold(x[b0:b0 + chunk], (kh, kw), padding=padding, stride=stride)   # [b, Cin k k, L]
+        g = grad_out[b0:b0 + chunk].flatten(2)                                          # [b, Cout, L]
+        gw.addmm_(g.transpose(0, 1).flatten(1), cols.transpose(0, 1).flatten(1).t())
+    return gw.view_as(weight)
+
+
+def conv_layer_seconds(T: int, batch: int, rounds: int = 5) -> list:
+    """Per convolution of the student (the zoo's VGG-11 at batch T * batch, inputs as LTL gives them: the image
+    for the first layer, 0/1 spikes at a 20 % rate after it): seconds of the forward, the weight gradient and the
+    input gradient as ``aten.convolution_backward`` computes them (oneDNN), and the weight gradient as GEMMs on
+    unfolded input (``weight_grad_by_unfold``). Interleaved medians, 1 thread."""
+    from ltl_ext import models
+    net = models.vgg11()
+    seen = []   # (conv, its input's [C, H, W]) in forward order
+    hooks = [m.register_forward_hook(lambda m, i, o: seen.append((m, tuple(i[0].shape[1:]))))
+             for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        net(torch.rand(1, 3, 32, 32))
+    for h in hooks:
+        h.remove()
+    rows, g = [], torch.Generator().manual_seed(0)
+    for k, (conv, shape) in enumerate(seen):
+        x = torch.rand(T * batch, *shape, generator=g)
+        if k > 0:
+            x = (x < 0.2).float()
+        w, stride, padding = conv.weight.detach(), list(conv.stride), list(conv.padding)
+        go = torch.randn(F.conv2d(x, w, None, stride, padding).shape, generator=g)
+
+        def backward(mask):
+            return lambda: torch.ops.aten.convolution_backward(go, x, w, None, stride, padding, [1, 1], False,
+                                                               [0, 0], 1, mask)
+        s = _median_interleaved({"forward": lambda: F.conv2d(x, w, None, stride, padding),
+                                 "weight_grad": backward([False, True, False]),
+                                 "input_grad": backward([True, False, False]),
+                                 "weight_grad_gemm": lambda: weight_grad_by_unfold(x, go, w, stride, padding)},
+                                rounds)
+        rows.append({"layer": k, "in": list(shape), "out_channels": w.shape[0], "stride": stride[0],
+                     **{f"{name}_s": round(v, 5) for name, v in s.items()}})
+        print(rows[-1], flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--T", type=int, default=8)
@@ -107,11 +172,23 @@ def main(argv=None) -> int:
         ltl["teacher_conv_forward"] = round(teacher, 4)
         ltl["conv_floor_vs_bptt"] = round(floor, 3)
     print(rows)
+    extra = {}
+    if args.device == "cpu":    # the convolutions layer by layer: what each gradient costs against the forward
+        layers = conv_layer_seconds(args.T, args.batch)
+        total = {k: sum(r[k] for r in layers) for k in ("forward_s", "weight_grad_s", "input_grad_s",
+                                                         "weight_grad_gemm_s")}
+        best = sum(min(r["weight_grad_s"], r["weight_grad_gemm_s"]) for r in layers)
+        layers.append({"layer": "all", **{k: round(v, 5) for k, v in total.items()},
+                       "weight_grad_vs_forward": round(total["weight_grad_s"] / total["forward_s"], 3),
+                       "input_grad_vs_forward": round(total["input_grad_s"] / total["forward_s"], 3),
+                       "weight_grad_best_s": round(best, 5)})
+        extra["conv_layers"] = layers
     if args.write:
         from evidence import write_artefact
         name = "step_profile" if args.device == "cpu" else "step_profile_cuda"
         what = "1 thread" if args.device == "cpu" else "one GPU, kernel time"
-        path = write_artefact(name, {"network": f"vgg11 (zoo), CIFAR-shaped synthetic batch, {what}", "rows": rows},
+        path = write_artefact(name, {"network": f"vgg11 (zoo), CIFAR-shaped synthetic batch, {what}", "rows": rows,
+                                     **extra},
                               command="python scripts/step_profile.py " + " ".join(argv or sys.argv[1:]))
         print(f"wrote {path}")
     return 0

@@ -216,3 +216,21 @@ def test_peak_tensors_follows_what_ops_create():
     assert mode.peak == 2 * MIB and mode.bytes == MIB // 2
     assert sorted(op for _, _, op in mode.at_peak.values()) == ["mul.Tensor", "ones.default"]
     del c
+
+
+@pytest.mark.parametrize("stride,padding,chunk", [(1, 1, 3), (2, 1, 8), (1, 0, 5)])
+def test_step_profile_weight_grad_by_unfold_is_the_weight_gradient(stride, padding, chunk):
+    """scripts/step_profile.py times a convolution's weight gradient as GEMMs on unfolded input: it must be the
+    weight gradient autograd computes (float64; a batch that the chunks do not divide)."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    from step_profile import weight_grad_by_unfold
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(7, 4, 9, 9, generator=g, dtype=torch.float64) < 0.3).double()
+    w = torch.randn(6, 4, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.nn.functional.conv2d(x, w, stride=stride, padding=padding)
+    go = torch.randn(y.shape, generator=g, dtype=torch.float64)
+    y.backward(go)
+    got = weight_grad_by_unfold(x, go, w.detach(), [stride] * 2, [padding] * 2, chunk=chunk)
+    torch.testing.assert_close(got, w.grad, rtol=1e-12, atol=1e-12)
