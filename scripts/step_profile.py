@@ -116,7 +116,7 @@ def conv_layer_seconds(T: int, batch: int, rounds: int = 5) -> list:
     input gradient as ``aten.convolution_backward`` computes them (oneDNN), and the weight gradient as GEMMs on
     unfolded input (``weight_grad_by_unfold``). Interleaved medians, 1 thread."""
     from ltl_ext import models
-    net = models.vgg11()
+    net = models.vgg11().eval()   # eval: batch norm takes the probe's single image
     seen = []   # (conv, its input's [C, H, W]) in forward order
     hooks = [m.register_forward_hook(lambda m, i, o: seen.append((m, tuple(i[0].shape[1:]))))
              for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
