@@ -14,9 +14,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-import time
-
 from conftest import DEVICES, EXTRA, FULL, cuda_ok, run_bench, sync, write_bench_artefact
+from evidence import interleaved_medians
 from ltl_ext.functional import lif, lif_reference, tandem_loss
 
 TS = [8, 16, 64]
@@ -142,19 +141,8 @@ def test_lif(benchmark, impl, mode, T, N, device):
 
 
 def _interleaved_median_us(cases: dict, calls: int = 400) -> dict:
-    """Median wall time of one call of each case in microseconds, the cases called in turn (round-robin) after a
-    warm-up: on a shared machine a slow spell then hits every case alike, so their ratios hold (timed one case
-    after another, a ratio moved by as much as the load did)."""
-    for fn in cases.values():
-        for _ in range(20):
-            fn()
-    ts = {name: [] for name in cases}
-    for _ in range(calls):
-        for name, fn in cases.items():
-            t0 = time.perf_counter()
-            fn()
-            ts[name].append(time.perf_counter() - t0)
-    return {name: sorted(t)[len(t) // 2] * 1e6 for name, t in ts.items()}
+    """``evidence.interleaved_medians`` in microseconds, after 20 warm-up calls of each case."""
+    return {name: t * 1e6 for name, t in interleaved_medians(cases, calls, warmup_calls=20).items()}
 
 
 def test_cpu_per_call_overhead(benchmark):

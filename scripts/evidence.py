@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "docs" / "results"
@@ -66,6 +66,23 @@ def provenance(command: Optional[str] = None) -> Dict[str, Any]:
         "load_average": load,
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+def interleaved_medians(cases: Dict[str, Callable[[], Any]], calls: int, warmup_calls: int = 1) -> Dict[str, float]:
+    """Median wall time of one call of each case, in seconds, the cases called in turn (round-robin) after
+    ``warmup_calls`` warm-up calls each: on a shared machine a slow spell then hits every case alike, so their
+    ratios hold (timed one case after another, a ratio moved by as much as the load did). The median of an even
+    number of calls is the upper middle one."""
+    for fn in cases.values():
+        for _ in range(warmup_calls):
+            fn()
+    times: Dict[str, list] = {name: [] for name in cases}
+    for _ in range(calls):
+        for name, fn in cases.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
 
 
 def write_artefact(name: str, figures: Dict[str, Any], *, command: Optional[str] = None,

@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 import train_memory  # noqa: E402
+from evidence import interleaved_medians  # noqa: E402
 
 KINDS = {"aten::mkldnn_convolution": "conv_forward", "aten::convolution_backward": "conv_backward",
          "aten::_convolution": "conv_forward", "aten::cudnn_convolution": "conv_forward",
@@ -84,20 +85,6 @@ def teacher_conv_seconds(T: int, batch: int) -> float:
     return sum(e.self_cpu_time_total for e in prof.key_averages() if KINDS.get(e.key) == "conv_forward") / 1e6
 
 
-def _median_interleaved(fns: dict, rounds: int) -> dict:
-    """Median seconds of each callable over ``rounds`` rounds, one call of each per round in turn (after a warm-up
-    call), so that a slow spell of a shared machine lands on all of them alike."""
-    times = {k: [] for k in fns}
-    for f in fns.values():
-        f()
-    for _ in range(rounds):
-        for k, f in fns.items():
-            t0 = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
 def weight_grad_by_unfold(x, grad_out, weight, stride, padding, chunk: int = 8):
     """dL/dW of a convolution (no groups, no dilation) as GEMMs on unfolded input, ``chunk`` samples at a time:
     the alternative to oneDNN's weight gradient that the conv-layer rows time."""
@@ -135,7 +122,7 @@ def conv_layer_seconds(T: int, batch: int, rounds: int = 5) -> list:
         def backward(mask):
             return lambda: torch.ops.aten.convolution_backward(go, x, w, None, stride, padding, [1, 1], False,
                                                                [0, 0], 1, mask)
-        s = _median_interleaved({"forward": lambda: F.conv2d(x, w, None, stride, padding),
+        s = interleaved_medians({"forward": lambda: F.conv2d(x, w, None, stride, padding),
                                  "weight_grad": backward([False, True, False]),
                                  "input_grad": backward([True, False, False]),
                                  "weight_grad_gemm": lambda: weight_grad_by_unfold(x, go, w, stride, padding)},

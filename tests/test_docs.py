@@ -126,3 +126,23 @@ def test_artefacts_written_by_a_run_do_not_make_the_tree_dirty(tmp_path, monkeyp
     assert evidence.tree_commit()["dirty"] is False
     (tmp_path / "code.py").write_text("x = 2\n")
     assert evidence.tree_commit()["dirty"] is True
+
+
+def test_interleaved_medians_call_the_cases_in_turn_and_take_the_median(monkeypatch):
+    """The timing helper of bench/ and scripts/: warm-up calls first, then the cases round-robin, each case's
+    median (the upper middle one of an even count) in seconds."""
+    import evidence
+    clock, order = [0.0], []
+    monkeypatch.setattr(evidence.time, "perf_counter", lambda: clock[0])
+
+    def case(name, durations):
+        it = iter(durations)
+
+        def call():
+            order.append(name)
+            clock[0] += next(it)
+        return call
+    got = evidence.interleaved_medians({"a": case("a", [9, 5, 1, 3, 7]), "b": case("b", [9, 2, 2, 4, 4])},
+                                       calls=4, warmup_calls=1)
+    assert order == ["a", "b"] + ["a", "b"] * 4
+    assert got == {"a": 5, "b": 4}

@@ -1,9 +1,6 @@
 // run_cpu, the CPU kernels' entry point: float32 takes the AVX2 instantiation (kernels_avx2.cpp) when the CPU has
 // AVX2 and FMA; every other case the baseline x86-64 one of its storage dtype (kernels_base_<dtype>.cpp, one file
 // per dtype so that they compile in parallel).
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
-
 #include <limits>
 
 #include "ltl/kernels.h"
