@@ -68,11 +68,10 @@ def provenance(command: Optional[str] = None) -> Dict[str, Any]:
     }
 
 
-def interleaved_medians(cases: Dict[str, Callable[[], Any]], calls: int, warmup_calls: int = 1) -> Dict[str, float]:
-    """Median wall time of one call of each case, in seconds, the cases called in turn (round-robin) after
+def interleaved_times(cases: Dict[str, Callable[[], Any]], calls: int, warmup_calls: int = 1) -> Dict[str, list]:
+    """Wall time of every call of each case, in seconds, the cases called in turn (round-robin) after
     ``warmup_calls`` warm-up calls each: on a shared machine a slow spell then hits every case alike, so their
-    ratios hold (timed one case after another, a ratio moved by as much as the load did). The median of an even
-    number of calls is the upper middle one."""
+    ratios hold (timed one case after another, a ratio moved by as much as the load did)."""
     for fn in cases.values():
         for _ in range(warmup_calls):
             fn()
@@ -82,7 +81,18 @@ def interleaved_medians(cases: Dict[str, Callable[[], Any]], calls: int, warmup_
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
-    return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+    return times
+
+
+def interleaved_medians(cases: Dict[str, Callable[[], Any]], calls: int, warmup_calls: int = 1) -> Dict[str, float]:
+    """The median of :func:`interleaved_times` per case, in seconds (of an even number of calls, the upper middle
+    one)."""
+    return {name: upper_median(t) for name, t in interleaved_times(cases, calls, warmup_calls).items()}
+
+
+def upper_median(values: list) -> float:
+    """The median; of an even number of values, the upper middle one (a value that was measured)."""
+    return sorted(values)[len(values) // 2]
 
 
 def write_artefact(name: str, figures: Dict[str, Any], *, command: Optional[str] = None,

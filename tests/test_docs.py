@@ -128,7 +128,7 @@ def test_artefacts_written_by_a_run_do_not_make_the_tree_dirty(tmp_path, monkeyp
     assert evidence.tree_commit()["dirty"] is True
 
 
-def test_interleaved_medians_call_the_cases_in_turn_and_take_the_median(monkeypatch):
+def test_interleaved_timing_calls_the_cases_in_turn_and_takes_the_median(monkeypatch):
     """The timing helper of bench/ and scripts/: warm-up calls first, then the cases round-robin, each case's
     median (the upper middle one of an even count) in seconds."""
     import evidence
@@ -146,3 +146,9 @@ def test_interleaved_medians_call_the_cases_in_turn_and_take_the_median(monkeypa
                                        calls=4, warmup_calls=1)
     assert order == ["a", "b"] + ["a", "b"] * 4
     assert got == {"a": 5, "b": 4}
+    order.clear()
+    times = evidence.interleaved_times({"a": case("a", [9, 6, 8]), "b": case("b", [9, 1, 2])}, calls=2,
+                                       warmup_calls=1)
+    assert order == ["a", "b", "a", "b", "a", "b"]
+    assert times == {"a": [6, 8], "b": [1, 2]}          # every timed call, in order, warm-up left out
+    assert evidence.upper_median([3.0, 1.0, 2.0]) == 2.0 and evidence.upper_median([4.0, 1.0]) == 4.0
