@@ -9,8 +9,9 @@ LTL_BENCH_FULL=1 runs every implementation at every (T, N); the default runs the
 implementations (reference, SpikingJelly) only at T = 16.
 
 Artefacts (scripts/evidence.py, under docs/results/): the ratio table of a run goes to
-``bench_<devices>_<allocator>.json`` and the per-call overhead figures (bench_lif.py) to
-``cpu_per_call_overhead_<allocator>.json``, where <allocator> is ``steady_allocator`` when glibc is told to keep
+``bench_<devices>_<allocator>.json``; bench_lif.py's CPU target tests write their own:
+``cpu_large_layer_<allocator>.json`` (N = 2^20, interleaved), ``cpu_per_call_overhead_<allocator>.json`` (N = 4096)
+and ``cpu_where_the_time_goes_<allocator>.json``, where <allocator> is ``steady_allocator`` when glibc is told to keep
 freed memory (MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=4294967296: a training loop's steady
 state, as PyTorch's caching allocator gives on a GPU) and ``default_allocator`` otherwise (every fresh large
 output is a new mmap whose page faults are timed too). Run both regimes to publish CPU figures.
