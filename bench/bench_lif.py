@@ -63,13 +63,17 @@ def _fwd_bwd(fwd_fn, x, gs):
     return run
 
 
+def _floor(x, gs):
+    """The floor of each mode: plain torch ops that read the op's inputs and write fresh outputs of the same sizes."""
+    return {"fwd": lambda: x.clone(), "bwd": lambda: torch.add(gs, x),
+            "both": lambda: (x.clone(), torch.add(gs, x))}
+
+
 def _bench_impl(benchmark, impl, fwd_fn, mode, T, N, device):
     x, gs = _inputs(T, N, device)
     key = (device, "lif", mode, T, N)
     if impl == "floor":
-        fns = {"fwd": lambda: x.clone(), "bwd": lambda: torch.add(gs, x),
-               "both": lambda: (x.clone(), torch.add(gs, x))}
-        return run_bench(benchmark, key, impl, fns[mode], device=device)
+        return run_bench(benchmark, key, impl, _floor(x, gs)[mode], device=device)
     if mode == "fwd":
         with torch.no_grad():
             fwd_fn(x)
@@ -156,7 +160,7 @@ def test_cpu_large_layer(benchmark):
     docs/results/cpu_large_layer_<allocator>.json (SpikingJelly's row only when it is installed)."""
     T, N, rounds = 16, 1 << 20, 61
     x, gs = _inputs(T, N, "cpu")
-    cases = {"fused": _fwd_bwd(_fused, x, gs), "floor": lambda: (x.clone(), torch.add(gs, x))}
+    cases = {"fused": _fwd_bwd(_fused, x, gs), "floor": _floor(x, gs)["both"]}
     if sj_neuron is not None:
         cases["spikingjelly"] = _fwd_bwd(_spikingjelly_fn(), x, gs)
     times = interleaved_times(cases, rounds, warmup_calls=2)  # warm-up: first-touch page faults, pools
@@ -243,7 +247,8 @@ def test_cpu_where_the_time_goes(benchmark):
             return lambda: ops.lif_bwd.default(
                 gs, None, x, None, None, threshold if need_threshold else None, None, 0.9, 1.0, 1.0, "soft", 0.0,
                 surrogate, None, False, False, False, False, need_threshold)
-        cases = {"floor_fwd_us": lambda: x.clone(), "floor_bwd_us": lambda: torch.add(gs, x),
+        floor = _floor(x, gs)
+        cases = {"floor_fwd_us": floor["fwd"], "floor_bwd_us": floor["bwd"],
                  "fwd_op_us": lambda: ops.lif_fwd.default(
                      x, None, None, None, None, 0.9, 1.0, 1.0, "soft", 0.0, "sigmoid", None, False)}
         cases.update({f"bwd_op_{sur}_us": bwd(sur) for sur in ("rect", "sigmoid", "atan", "fast_sigmoid")})
