@@ -7,7 +7,8 @@ detached spikes), the fused LIF / tandem ops, and the rest. From the convolution
 offline LTL's step time relative to BPTT's, ``(conv fwd + conv bwd of LTL) / (conv fwd + conv bwd of BPTT)``,
 with the teacher's own forward convolutions excluded from LTL's figure (counted apart). On the CPU it also times
 each convolution alone (``conv_layers``): forward, weight gradient and input gradient (oneDNN, as autograd runs
-them), and the weight gradient as GEMMs on unfolded input, to show which of them sets the floor.
+them), the weight gradient as GEMMs on unfolded input, and the three oneDNN passes again with every tensor in
+channels_last, to show which of them sets the floor and what the layout would change.
 
     python scripts/step_profile.py --write                  # -> docs/results/step_profile.json
     python scripts/step_profile.py --device cuda --write    # GPU: self device time by kind, and the step's wall
@@ -119,18 +120,31 @@ def conv_layer_seconds(T: int, batch: int, rounds: int = 5) -> list:
         w, stride, padding = conv.weight.detach(), list(conv.stride), list(conv.padding)
         go = torch.randn(F.conv2d(x, w, None, stride, padding).shape, generator=g)
 
-        def backward(mask):
+        def backward(mask, x, go, w):
             return lambda: torch.ops.aten.convolution_backward(go, x, w, None, stride, padding, [1, 1], False,
                                                                [0, 0], 1, mask)
+        # the same passes with every tensor in channels_last (NHWC), the layout oneDNN computes in natively
+        xc, goc, wc = (t.to(memory_format=torch.channels_last) for t in (x, go, w))
         s = interleaved_medians({"forward": lambda: F.conv2d(x, w, None, stride, padding),
-                                 "weight_grad": backward([False, True, False]),
-                                 "input_grad": backward([True, False, False]),
-                                 "weight_grad_gemm": lambda: weight_grad_by_unfold(x, go, w, stride, padding)},
+                                 "weight_grad": backward([False, True, False], x, go, w),
+                                 "input_grad": backward([True, False, False], x, go, w),
+                                 "weight_grad_gemm": lambda: weight_grad_by_unfold(x, go, w, stride, padding),
+                                 "forward_cl": lambda: F.conv2d(xc, wc, None, stride, padding),
+                                 "weight_grad_cl": backward([False, True, False], xc, goc, wc),
+                                 "input_grad_cl": backward([True, False, False], xc, goc, wc)},
                                 rounds)
         rows.append({"layer": k, "in": list(shape), "out_channels": w.shape[0], "stride": stride[0],
                      **{f"{name}_s": round(v, 5) for name, v in s.items()}})
         print(rows[-1], flush=True)
     return rows
+
+
+def ltl_vs_bptt(layers: list, layout: str = "") -> float:
+    """What the student's convolutions cost offline LTL (forward and weight gradient) against BPTT (the same, and
+    the input gradient of every layer but the first, whose input is the image), from ``conv_layers`` rows; ``layout``
+    "" for the default layout, "_cl" for channels_last. The teacher's forward is left out."""
+    ltl = sum(r[f"forward{layout}_s"] + r[f"weight_grad{layout}_s"] for r in layers)
+    return round(ltl / (ltl + sum(r[f"input_grad{layout}_s"] for r in layers[1:])), 3)
 
 
 def main(argv=None) -> int:
@@ -163,12 +177,14 @@ def main(argv=None) -> int:
     if args.device == "cpu":    # the convolutions layer by layer: what each gradient costs against the forward
         layers = conv_layer_seconds(args.T, args.batch)
         total = {k: sum(r[k] for r in layers) for k in ("forward_s", "weight_grad_s", "input_grad_s",
-                                                         "weight_grad_gemm_s")}
+                                                         "weight_grad_gemm_s", "forward_cl_s", "weight_grad_cl_s",
+                                                         "input_grad_cl_s")}
         best = sum(min(r["weight_grad_s"], r["weight_grad_gemm_s"]) for r in layers)
         layers.append({"layer": "all", **{k: round(v, 5) for k, v in total.items()},
                        "weight_grad_vs_forward": round(total["weight_grad_s"] / total["forward_s"], 3),
                        "input_grad_vs_forward": round(total["input_grad_s"] / total["forward_s"], 3),
-                       "weight_grad_best_s": round(best, 5)})
+                       "weight_grad_best_s": round(best, 5),
+                       "ltl_vs_bptt": ltl_vs_bptt(layers, ""), "ltl_vs_bptt_cl": ltl_vs_bptt(layers, "_cl")})
         extra["conv_layers"] = layers
     if args.write:
         from evidence import write_artefact

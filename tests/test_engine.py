@@ -234,3 +234,18 @@ def test_step_profile_weight_grad_by_unfold_is_the_weight_gradient(stride, paddi
     y.backward(go)
     got = weight_grad_by_unfold(x, go, w.detach(), [stride] * 2, [padding] * 2, chunk=chunk)
     torch.testing.assert_close(got, w.grad, rtol=1e-12, atol=1e-12)
+
+
+def test_step_profile_ltl_vs_bptt_counts_the_passes_each_method_runs():
+    """step_profile's convolution ratio: LTL runs the forward and the weight gradient of every layer, BPTT those and
+    the input gradient of every layer but the first (the image needs none), in the layout asked for."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    from step_profile import ltl_vs_bptt
+    rows = [{"forward_s": 1.0, "weight_grad_s": 2.0, "input_grad_s": 100.0,
+             "forward_cl_s": 1.0, "weight_grad_cl_s": 1.0, "input_grad_cl_s": 100.0},
+            {"forward_s": 3.0, "weight_grad_s": 4.0, "input_grad_s": 5.0,
+             "forward_cl_s": 2.0, "weight_grad_cl_s": 2.0, "input_grad_cl_s": 4.0}]
+    assert ltl_vs_bptt(rows) == round(10 / 15, 3)
+    assert ltl_vs_bptt(rows, "_cl") == round(6 / 10, 3)
