@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -41,10 +42,17 @@ def allocator_regime() -> str:
     return "steady_allocator" if steady else "default_allocator"
 
 
+def bench_command() -> str:
+    """The command line that reproduces this run: glibc's allocator settings (when set: they choose the regime)
+    and pytest's arguments, each quoted for the shell."""
+    env = [f"{k}={os.environ[k]}" for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_") if k in os.environ]
+    return " ".join(env + ["python -m pytest"] + [shlex.quote(a) for a in sys.argv[1:]])
+
+
 def write_bench_artefact(stem: str, figures: dict) -> Path:
     """docs/results/<stem>_<allocator regime>.json, with the regime and the thread count among the figures."""
     figures = {"allocator": allocator_regime(), "threads": torch.get_num_threads(), **figures}
-    return write_artefact(f"{stem}_{allocator_regime()}", figures)
+    return write_artefact(f"{stem}_{allocator_regime()}", figures, command=bench_command())
 
 
 def cuda_ok() -> bool:
