@@ -178,6 +178,32 @@ def test_teacher_init_moves_the_scale_into_the_input_gain_only_behind_identity_s
         convert(ann, neuron=LIF(threshold=torch.full((4, 8, 8), 0.6)), init="teacher", calib_data=x)
 
 
+class JoinedSpikes(nn.Module):
+    """The spikes of two layers (different activation scales) joined straight, by a concatenation or an add."""
+
+    def __init__(self, join):
+        super().__init__()
+        self.join = join
+        self.a, self.b = nn.Linear(4, 6), nn.Linear(4, 6)
+        self.out = nn.Linear(12 if join == "cat" else 6, 3)
+
+    def forward(self, x):
+        a, b = F.relu(self.a(x)), F.relu(self.b(x))         # two layers: their activation scales differ
+        return self.out(torch.cat([a, b], 1) if self.join == "cat" else a + b)
+
+
+@pytest.mark.parametrize("join,node", [("cat", "cat"), ("add", "add")])
+def test_teacher_init_refuses_joining_spikes_of_different_scales_by_name(join, node):
+    """Each tensor carries one unit; spikes of two layers with different scales cannot be joined under
+    init='teacher': a ValueError naming the node and the ways out, while init='random' converts the same model."""
+    torch.manual_seed(0)
+    ann, x = JoinedSpikes(join).eval(), torch.randn(64, 4)
+    with pytest.raises(ValueError, match=rf"node '{node}' joins \(adds or concatenates\) tensors with different "
+                                         rf"scales.*conv/linear on each path.*init='random'"):
+        convert(ann, init="teacher", calib_data=x)
+    assert len(lifs(convert(ann, init="random"))) == 2
+
+
 def test_teacher_init_balances_at_the_target_percentile_of_the_mode():
     torch.manual_seed(0)
     x = torch.randn(256, 16)

@@ -17,8 +17,8 @@ the logits are in ANN units). A LIF with reset to 0 is positively homogeneous (s
 by c > 0 leaves its spikes unchanged), so this is the same student as one with threshold lambda_l / u, but its
 threshold, surrogate window (half-width relative to the threshold) and reset stay the user's. Only where the
 input's unit is fixed by a residual add of spikes (identity shortcut) does the scale go into the neuron's input
-gain instead, ``alpha' = alpha * u / u_l`` (threshold and surrogate still the user's). Adds of spikes of two
-layers with different units are refused with the node name. Max-pooling of spikes over-estimates rates (avoid it
+gain instead, ``alpha' = alpha * u / u_l`` (threshold and surrogate still the user's). Adds and concatenations of
+spikes of two layers with different units are refused with the node name. Max-pooling of spikes over-estimates rates (avoid it
 in students).
 
 :func:`activation_scales` measures the lambda_l on ``calib_data``; :func:`balance` propagates the units over the
@@ -162,8 +162,9 @@ class _Units:
             for k in known[1:]:
                 if not math.isclose(k, u, rel_tol=1e-6):
                     raise ValueError(
-                        f"init='teacher': node {where!r} adds tensors with different scales ({u:.4g} vs {k:.4g}), "
-                        f"e.g. spikes of two layers; give those layers a conv/linear on the path, or use "
+                        f"init='teacher': node {where!r} joins (adds or concatenates) tensors with different scales "
+                        f"({u:.4g} vs {k:.4g}), e.g. the spikes of two layers; each tensor carries one scale, so put "
+                        f"a conv/linear on each path before they meet (its weights take the scale), or use "
                         f"init='random'")
             for v in values:
                 if isinstance(v, _Group):
