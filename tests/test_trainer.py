@@ -408,3 +408,19 @@ def test_checkpoints_from_before_models_carried_their_normalisation_are_refused(
     torch.save({"format": "ltl_ext-checkpoint-v1", "kind": "ltl_trainer"}, tmp_path / "old.pt")
     with pytest.raises(CheckpointError, match="did not carry their input normalisation"):
         LocalTandemTrainer.load(tmp_path / "old.pt")
+
+
+def test_fit_to_epochs_already_done_warns_and_trains_nothing(teacher, data):
+    """``epochs`` counts the run's epochs in total (resume continues where it stopped), so a second
+    ``fit(epochs=1)`` trains nothing: it says so (at the caller's line), and ``epochs=2`` trains one more."""
+    for trainer in (LocalTandemTrainer(teacher, time_steps=2, device="cpu"),
+                    BPTTTrainer(convert(teacher, neuron=LIF()), time_steps=2, device="cpu")):
+        trainer.fit(data.train, epochs=1, progress=False)
+        before = [p.detach().clone() for p in trainer.student.parameters()]
+        with pytest.warns(UserWarning, match=r"nothing to train: this trainer has done 1 epoch\(s\).*epochs=1 \+ n") as w:
+            trainer.fit(data.train, epochs=1, progress=False)
+        assert w[0].filename == __file__
+        assert all(torch.equal(a, b) for a, b in zip(before, trainer.student.parameters()))
+        trainer.fit(data.train, epochs=2, progress=False)
+        assert len(trainer.history) == 2
+        assert any(not torch.equal(a, b) for a, b in zip(before, trainer.student.parameters()))

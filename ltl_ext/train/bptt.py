@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from ..nn import SpikingModel
 from .config import default_device, place_student
 from .evaluation import evaluate_spiking
+from .fit import warn_if_nothing_to_train
 from .progress import _len_or_none, _progress
 
 
@@ -39,6 +40,7 @@ class BPTTTrainer:
 
     def fit(self, loader: Iterable, epochs: int = 1, val_loader: Optional[Iterable] = None,
             progress: bool = True) -> List[Dict[str, Any]]:
+        warn_if_nothing_to_train(len(self.history), epochs, stacklevel=3)
         for epoch in range(len(self.history), epochs):
             self.student.train()
             t0, loss_sum, b = time.perf_counter(), 0.0, 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import asdict
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
@@ -35,6 +36,7 @@ def fit(trainer, train_loader: Iterable, epochs: int, val_loader: Optional[Itera
     arguments); returns its history."""
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
+    warn_if_nothing_to_train(trainer.epoch, epochs)
     dist = trainer.dist
     train_loader = dist.shard_loader(train_loader, train=True)
     progress = progress and dist.is_main
@@ -86,6 +88,15 @@ def fit(trainer, train_loader: Iterable, epochs: int, val_loader: Optional[Itera
             trainer.save(best_checkpoint)
     trainer.callbacks.on_fit_end(trainer, trainer.history)
     return trainer.history
+
+
+def warn_if_nothing_to_train(done: int, epochs: int, stacklevel: int = 4) -> None:
+    """``epochs`` counts every epoch of the run (so that a resumed run continues where it stopped): a second
+    ``fit(loader, epochs=1)`` on a trainer that has done one trains nothing, which must not pass in silence."""
+    if epochs > 0 and done >= epochs:
+        warnings.warn(f"fit: nothing to train: this trainer has done {done} epoch(s), and epochs={epochs} counts "
+                      f"the run's epochs in total (a resumed run continues where it stopped); to train n more, pass "
+                      f"epochs={done} + n", stacklevel=stacklevel)   # at the caller of the trainer's fit
 
 
 def start_schedule(trainer, epochs: int) -> None:

@@ -154,7 +154,8 @@ class LocalTandemTrainer:
             checkpoint=None, checkpoint_every: Optional[int] = None, progress: bool = True,
             metrics_path=None, callback: Optional[Callable[[Dict[str, Any]], None]] = None,
             max_steps: Optional[int] = None, best_checkpoint=None) -> List[Dict[str, Any]]:
-        """Train until ``epochs`` epochs are done in total (a resumed trainer continues where it stopped).
+        """Train until ``epochs`` epochs are done in total (a resumed trainer continues where it stopped; a call
+        whose ``epochs`` are done already trains nothing and warns: pass ``trainer.epoch + n`` for n more).
 
         ``val_loader``: a validation set (``make_loaders``' ``val``, never the test set), evaluated after every
         epoch; its figures go into the history as ``val_student_acc``, ``val_teacher_acc``, ``val_firing_rate``.
