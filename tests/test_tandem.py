@@ -276,7 +276,23 @@ def test_block_bad_input():
     with pytest.raises(ValueError, match="t0 must be"):
         tandem_block_reference(x, y, None, None, True, beta=0.9)
     with pytest.raises(ValueError, match="count has shape"):
-        tandem_block(x, y, None, torch.zeros(5), 2, beta=0.9)
+        tandem_block(x, y, torch.zeros(3), torch.zeros(5), 2, beta=0.9)
+
+
+@pytest.mark.parametrize("block", [tandem_block, tandem_block_reference])
+def test_a_block_after_the_first_needs_the_state(block):
+    """None is the zero state before step 0 only: a block (or step) at t0 > 0 without the state of the steps before
+    it would compute its rates as if they had never spiked; the kernel and the reference both refuse it."""
+    x, y = torch.randn(4, 3), torch.rand(3)
+    _, _, v, c = block(x[:2], y, None, None, 0, beta=0.9)
+    block(x[2:], y, v, c, 2, beta=0.9)                          # continued with the state: fine
+    for state, missing in (((None, None), "v and count"), ((v, None), "count"), ((None, c), "v")):
+        with pytest.raises(ValueError, match=f"step 2 continues a run, but {missing} is None"):
+            block(x[2:], y, *state, 2, beta=0.9)
+    with pytest.raises(ValueError, match="step 3 continues a run"):
+        tandem_step(x[3], y, None, None, 3, beta=0.9)
+    with pytest.raises(ValueError, match="step 3 continues a run"):
+        tandem_step_reference(x[3], y, None, None, 3, beta=0.9)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -480,7 +496,7 @@ def test_bad_input():
     with pytest.raises(ValueError, match="t must be"):
         tandem_step(x[0], y, None, None, -1, beta=0.9)
     with pytest.raises(ValueError, match="count has shape"):
-        tandem_step(x[0], y, None, torch.zeros(5), 1, beta=0.9)
+        tandem_step(x[0], y, torch.zeros(x.shape[1:]), torch.zeros(5), 1, beta=0.9)
     with pytest.raises(ValueError, match="beta"):
         tandem_loss(x, y, beta=1.5)
     with pytest.raises(TypeError):

@@ -206,6 +206,16 @@ def check_warmup(mode: str, warmup: int, T: int) -> None:
         raise ValueError(f"warmup = {warmup} leaves no step to learn from with T = {T}; use warmup < T")
 
 
+def check_continued_state(t: int, v, count) -> None:
+    """A step (or block) at t > 0 continues a run: it needs the state (v, count) after step t-1, the count for the
+    rate C[t] / (t+1). ``None`` is the zero state before step 0 only; at t > 0 it would compute every later rate as
+    if the earlier steps had never spiked, a wrong loss with no error."""
+    missing = [name for name, state in (("v", v), ("count", count)) if state is None]
+    if t > 0 and missing:
+        raise ValueError(f"step {t} continues a run, but {' and '.join(missing)} is None: pass the state the previous "
+                         f"step or block returned (None is the zero state before step 0 only)")
+
+
 def check_step_args(x_t: Tensor, target, v, count, t, warmup, check_values: bool = True,
                     **lif_kwargs) -> LIFParams:
     """Validate one ``tandem_step`` call (``x_t`` [*], state ``v``/``count`` [*] or None, step index ``t``)."""
@@ -214,6 +224,7 @@ def check_step_args(x_t: Tensor, target, v, count, t, warmup, check_values: bool
     check_target(target, x1, check_values=check_values)
     if isinstance(t, bool) or not isinstance(t, int) or t < 0:
         raise ValueError(f"t must be the non-negative step index, got {t!r}")
+    check_continued_state(t, v, count)
     check_warmup("offline", warmup, t + 1)
     if count is not None:
         _check_state("count", count, x_t, "x_t.shape", x_t.shape)

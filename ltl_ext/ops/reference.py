@@ -140,8 +140,8 @@ def tandem_block_reference(x: Tensor, target: Tensor, v: Optional[Tensor], count
                            warmup=0, beta, alpha=1.0, threshold=1.0, reset="soft", v_reset=0.0,
                            surrogate="sigmoid", surrogate_alpha=None, detach_reset=False):
     """Online LTL over a block of n steps ``t0 .. t0+n-1``: ``x`` [n, *] from the state ``v``, ``count`` after step
-    t0-1 (``None`` at t0 = 0). Returns ``(spikes [n, *], loss, v_new, count_new)``, spikes and state detached;
-    ``loss`` is the sum of the block's ``tandem_step`` losses (the same gradient). Blocks of n = 1 are
+    t0-1 (``None`` at t0 = 0 only: later the rates would miss the earlier steps, so a ValueError). Returns
+    ``(spikes [n, *], loss, v_new, count_new)``, spikes and state detached; ``loss`` is the sum of the block's ``tandem_step`` losses (the same gradient). Blocks of n = 1 are
     :func:`tandem_step_reference`; one block of n = T is the online :func:`tandem_loss_reference`. Memory O(n N).
     """
     if not isinstance(x, Tensor) or x.dim() < 1:
@@ -184,7 +184,7 @@ def tandem_step_reference(x_t: Tensor, target: Tensor, v: Optional[Tensor], coun
                           surrogate="sigmoid", surrogate_alpha=None, detach_reset=False):
     """One step of online LTL, for constant memory in T. ``x_t`` [*] is this step's input current.
 
-    ``v`` and ``count`` are the state after step t-1 (``None`` at t = 0: zeros). Returns
+    ``v`` and ``count`` are the state after step t-1 (``None`` at t = 0: zeros; at t > 0 a ValueError). Returns
     ``(spikes_t, loss_t, v_new, count_new)``: spikes and state detached; ``loss_t`` (state dtype) is
     ``mean((count_new / (t+1) - target)^2)`` for ``t >= warmup`` (else 0), differentiable w.r.t. ``x_t`` and the
     tensor parameters, with a gradient local to this step. Summed over t it equals the online ``tandem_loss``.

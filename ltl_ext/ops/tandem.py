@@ -31,7 +31,7 @@ from torch import Tensor
 
 from .library import _C, HAS_C
 from .lif import call_op, check_ready, check_same_device, grad_like, math_dtype, split_param
-from .params import check_warmup
+from .params import check_continued_state, check_warmup
 
 __all__ = ["tandem_loss", "tandem_block", "tandem_block_", "online_state", "tandem_step"]
 
@@ -109,6 +109,7 @@ def _online_block(in_place: bool, x, target, v, count, t0, warmup, beta, alpha, 
     ``tandem_online`` (a new state returned), after the checks both share."""
     if isinstance(t0, bool) or not isinstance(t0, int) or t0 < 0:
         raise ValueError(f"t0 must be the non-negative index of the block's first step, got {t0!r}")
+    check_continued_state(t0, v, count)
     check_warmup("offline", warmup, t0 + 1)
     b, bs = split_param("beta", beta)
     a, as_ = split_param("alpha", alpha)
