@@ -141,8 +141,9 @@ def tandem_block_reference(x: Tensor, target: Tensor, v: Optional[Tensor], count
                            surrogate="sigmoid", surrogate_alpha=None, detach_reset=False):
     """Online LTL over a block of n steps ``t0 .. t0+n-1``: ``x`` [n, *] from the state ``v``, ``count`` after step
     t0-1 (``None`` at t0 = 0 only: later the rates would miss the earlier steps, so a ValueError). Returns
-    ``(spikes [n, *], loss, v_new, count_new)``, spikes and state detached; ``loss`` is the sum of the block's ``tandem_step`` losses (the same gradient). Blocks of n = 1 are
-    :func:`tandem_step_reference`; one block of n = T is the online :func:`tandem_loss_reference`. Memory O(n N).
+    ``(spikes [n, *], loss, v_new, count_new)``, spikes and state detached; ``loss`` is the sum of the block's
+    ``tandem_step`` losses (the same gradient). Blocks of n = 1 are :func:`tandem_step_reference`; one block of
+    n = T is the online :func:`tandem_loss_reference`. Memory O(n N).
     """
     if not isinstance(x, Tensor) or x.dim() < 1:
         raise ValueError("x must be a tensor [n, *] with the block's time steps first")
