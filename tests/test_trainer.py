@@ -417,7 +417,8 @@ def test_fit_to_epochs_already_done_warns_and_trains_nothing(teacher, data):
                     BPTTTrainer(convert(teacher, neuron=LIF()), time_steps=2, device="cpu")):
         trainer.fit(data.train, epochs=1, progress=False)
         before = [p.detach().clone() for p in trainer.student.parameters()]
-        with pytest.warns(UserWarning, match=r"nothing to train: this trainer has done 1 epoch\(s\).*epochs=1 \+ n") as w:
+        with pytest.warns(UserWarning, match=r"nothing to train: this trainer has done 1 epoch\(s\).*epochs=1 \+ n"
+                          ) as w:
             trainer.fit(data.train, epochs=1, progress=False)
         assert w[0].filename == __file__
         assert all(torch.equal(a, b) for a, b in zip(before, trainer.student.parameters()))

@@ -18,8 +18,8 @@ by c > 0 leaves its spikes unchanged), so this is the same student as one with t
 threshold, surrogate window (half-width relative to the threshold) and reset stay the user's. Only where the
 input's unit is fixed by a residual add of spikes (identity shortcut) does the scale go into the neuron's input
 gain instead, ``alpha' = alpha * u / u_l`` (threshold and surrogate still the user's). Adds and concatenations of
-spikes of two layers with different units are refused with the node name. Max-pooling of spikes over-estimates rates (avoid it
-in students).
+spikes of two layers with different units are refused with the node name. Max-pooling of spikes over-estimates
+rates (avoid it in students).
 
 :func:`activation_scales` measures the lambda_l on ``calib_data``; :func:`balance` propagates the units over the
 model's ``torch.fx`` graph (:class:`_Units`) and rescales the weights (and input gains) in place.
