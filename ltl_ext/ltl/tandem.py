@@ -281,7 +281,10 @@ def pair(teacher: nn.Module, student: nn.Module, *, strict: bool = True, hooks: 
             msg.append(f"  student LIF layers with no teacher module of that name: {missing}")
         if unmatched:
             msg.append(f"  teacher activations with no student LIF: {unmatched}")
-        msg.append("  (build the student with ltl_ext.convert(teacher) so names match, or pass strict=False)")
+        # strict=False is for pair() / Tandem() callers, and only helps with unmatched teacher activations
+        msg.append("  (build the student with ltl_ext.convert(teacher) so that the names match"
+                   + ("; pair() and Tandem() take strict=False to leave those teacher activations unpaired)"
+                      if unmatched else ")"))
         raise ValueError("\n".join(msg))
     if not pairs:
         raise ValueError("the student has no LIF layers to pair")
