@@ -184,7 +184,7 @@ def main(argv=None) -> int:
                        "weight_grad_vs_forward": round(total["weight_grad_s"] / total["forward_s"], 3),
                        "input_grad_vs_forward": round(total["input_grad_s"] / total["forward_s"], 3),
                        "weight_grad_best_s": round(best, 5),
-                       "ltl_vs_bptt": ltl_vs_bptt(layers, ""), "ltl_vs_bptt_cl": ltl_vs_bptt(layers, "_cl")})
+                       "ltl_vs_bptt": ltl_vs_bptt(layers), "ltl_vs_bptt_cl": ltl_vs_bptt(layers, "_cl")})
         extra["conv_layers"] = layers
     if args.write:
         from evidence import write_artefact

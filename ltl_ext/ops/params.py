@@ -210,10 +210,10 @@ def check_continued_state(t: int, v, count) -> None:
     """A step (or block) at t > 0 continues a run: it needs the state (v, count) after step t-1, the count for the
     rate C[t] / (t+1). ``None`` is the zero state before step 0 only; at t > 0 it would compute every later rate as
     if the earlier steps had never spiked, a wrong loss with no error."""
-    missing = [name for name, state in (("v", v), ("count", count)) if state is None]
-    if t > 0 and missing:
-        raise ValueError(f"step {t} continues a run, but {' and '.join(missing)} is None: pass the state the previous "
-                         f"step or block returned (None is the zero state before step 0 only)")
+    if t > 0 and (v is None or count is None):   # per step in the constant-memory loop: names built on error only
+        missing = " and ".join(name for name, state in (("v", v), ("count", count)) if state is None)
+        raise ValueError(f"step {t} continues a run, but {missing} is None: pass the state the previous step or "
+                         f"block returned (None is the zero state before step 0 only)")
 
 
 def check_step_args(x_t: Tensor, target, v, count, t, warmup, check_values: bool = True,
