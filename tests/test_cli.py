@@ -120,6 +120,19 @@ def test_demo_smoke(tmp_path, capsys):
     assert m["data"] == "embedded" and m["epochs"] == 1
     out = capsys.readouterr().out
     assert "teacher accuracy" in out and "spikes per sample" in out
+    assert main(["demo", "--out", str(tmp_path), "--limit", "40", "--time-steps", "2"] + TINY) == 0   # its own run
+
+
+@pytest.mark.parametrize("foreign", ["train run", "user's checkpoint"])
+def test_demo_refuses_a_folder_it_did_not_write(tmp_path, capsys, foreign):
+    """demo --out replaces only the demo's own earlier run: a `train` run or a user's checkpoints stay untouched."""
+    files = {"settings.json": b"{}", "teacher.pt": b"t", "last.pt": b"l"} if foreign == "train run" else \
+        {"last.pt": b"mine", "best.pt": b"mine too"}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    assert main(["demo", "--out", str(tmp_path), "--limit", "40", "--time-steps", "2"] + TINY) == 2
+    assert "did not write" in capsys.readouterr().err
+    assert {f.name: f.read_bytes() for f in tmp_path.iterdir()} == files
 
 
 def test_info_tells_which_kernels_run(capsys, monkeypatch):
@@ -202,3 +215,45 @@ def test_bad_flag_is_argparse_usage(capsys):
     with pytest.raises(SystemExit) as e:
         main(["train", "--mode", "sideways"])
     assert e.value.code == 2
+
+
+def test_overwrite_keeps_the_teacher_it_starts_from(npz, tmp_path, capsys):
+    """--overwrite --teacher OUT/teacher.pt (a new student from the same teacher) used to delete that teacher
+    before reading it; a teacher that cannot be read must fail before anything of the old run is deleted."""
+    base = ["train", "--data", "npz", "--data-dir", str(npz), "--arch", "mlp", "--hidden", "8", "-T", "2",
+            "--batch-size", "16", "--out", str(tmp_path)] + TINY
+    assert main(base) == 0
+    teacher = (tmp_path / "teacher.pt").read_bytes()
+    last = (tmp_path / "last.pt").read_bytes()
+    assert main(base + ["--overwrite", "--teacher", str(tmp_path / "missing.pt")]) == 2
+    assert "missing.pt" in capsys.readouterr().err
+    assert (tmp_path / "last.pt").read_bytes() == last                  # the old run is untouched
+    (tmp_path / "tensorboard").mkdir()
+    (tmp_path / "tensorboard" / "events.out.old").write_bytes(b"the old run's curves")
+    assert main(base + ["--overwrite", "--teacher", str(tmp_path / "teacher.pt"), "--mode", "online"]) == 0
+    assert (tmp_path / "teacher.pt").read_bytes() == teacher             # kept: the new run's teacher
+    assert not (tmp_path / "tensorboard").exists()                       # no old curves mixed with the new
+    assert json.loads((tmp_path / "metrics.json").read_text())["mode"] == "online"
+
+
+def test_runs_without_a_validation_split(npz, tmp_path, capsys):
+    """--val-fraction 0 (or a --limit that leaves one image per class): no best.pt, the last epoch is tested; the
+    demo used to crash on its teacher's missing validation accuracy."""
+    assert main(["train", "--data", "npz", "--data-dir", str(npz), "--arch", "mlp", "--hidden", "8", "-T", "2",
+                 "--batch-size", "16", "--val-fraction", "0", "--out", str(tmp_path / "t")] + TINY) == 0
+    m = json.loads((tmp_path / "t" / "metrics.json").read_text())
+    assert m["selected_epoch"] == 1 and m["val_student_acc"] is None and not (tmp_path / "t" / "best.pt").exists()
+    assert m["selected_on"].startswith("no validation set")     # not "validation student accuracy"
+    assert main(["demo", "--out", str(tmp_path / "d"), "--limit", "10", "--time-steps", "2"] + TINY) == 0
+    m = json.loads((tmp_path / "d" / "metrics.json").read_text())
+    assert m["test_samples"] == 10 and m["selected_on"].startswith("no validation set")
+
+
+def test_export_does_not_overwrite_a_file(tmp_path, capsys):
+    """export --out naming an existing file (best.pt by mistake, say) refuses, unless --overwrite."""
+    target = tmp_path / "best.pt"
+    target.write_bytes(b"a checkpoint")
+    assert main(["export", str(target), "--out", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert "exists already" in err and "--overwrite" in err
+    assert target.read_bytes() == b"a checkpoint"

@@ -497,3 +497,47 @@ def test_random_crop_flip():
     flipped = [torch.equal(flips[i], many[i].flip(-1)) for i in range(16)]
     assert all(f or torch.equal(flips[i], many[i]) for i, f in enumerate(flipped))
     assert 0 < sum(flipped) < 16
+
+
+def test_npz_labels_as_class_names_or_whole_floats(tmp_path):
+    """A user's labels as strings map to their position in the sorted class names (or in class_names); labels
+    saved as whole-valued floats are integers; anything else says what labels must be."""
+    x = make_images(6, (4, 4), 0)
+    path = tmp_path / "d.npz"
+    np.savez(path, x_train=x, y_train=np.array(["dog", "cat", "emu"] * 2), x_test=x[:2],
+             y_test=np.array(["emu", "cat"]))
+    splits = load_dataset("npz", path)
+    assert splits.class_names == ("cat", "dog", "emu")
+    assert splits.y_train.tolist() == [1, 0, 2, 1, 0, 2] and splits.y_test.tolist() == [2, 0]
+    np.savez(path, x_train=x, y_train=np.array([b"dog", b"cat", b"emu"] * 2), x_test=x[:2],
+             y_test=np.array([b"emu", b"cat"]), class_names=np.array(["emu", "dog", "cat"]))
+    splits = load_dataset("npz", path)
+    assert splits.class_names == ("emu", "dog", "cat") and splits.y_train.tolist() == [1, 2, 0, 1, 2, 0]
+    np.savez(path, x_train=x, y_train=np.array(["dog", "cat", "emu"] * 2), x_test=x[:2],
+             y_test=np.array(["emu", "cow"]), class_names=np.array(["cat", "dog", "emu"]))
+    with pytest.raises(DataError, match=r"labels \['cow'\] are not in class_names"):
+        load_dataset("npz", path)
+    np.savez(path, x_train=x, y_train=np.arange(6.0) % 3, x_test=x[:2], y_test=np.array([0.0, 2.0]))
+    splits = load_dataset("npz", path)
+    assert splits.y_train.tolist() == [0, 1, 2, 0, 1, 2] and splits.num_classes == 3
+    np.savez(path, x_train=x, y_train=np.arange(6) % 3 + 0.5, x_test=x[:2], y_test=np.array([0.0, 2.0]))
+    with pytest.raises(DataError, match=r"labels must be integers in \[0, classes\) or class-name strings"):
+        load_dataset("npz", path)
+
+
+def test_image_folder_16_bit_grey_is_scaled_not_clipped(tmp_path):
+    """16-bit grey PNGs (microscopy, medical, depth) span [0, 65535]: PIL's convert("L") clips them at 255 (an
+    all-white image); they must be scaled to [0, 255]."""
+    from PIL import Image
+    wide = (np.arange(36).reshape(6, 6) * 1800).astype(np.uint16)
+    for split in ("train", "val"):
+        for name in ("a", "b"):
+            (tmp_path / split / name).mkdir(parents=True)
+            Image.fromarray(wide).save(tmp_path / split / name / "0.png")
+    assert Image.open(tmp_path / "train" / "a" / "0.png").mode.startswith("I")
+    splits = load_dataset("folder", tmp_path)
+    expected = torch.from_numpy(np.rint(wide / 257.0).astype(np.uint8))
+    assert splits.in_channels == 1
+    assert torch.equal(splits.x_train[0, 0], expected) and torch.equal(splits.x_test[1, 0], expected)
+    resized = load_dataset("folder", tmp_path, image_size=3)
+    assert int(resized.x_train.max()) <= 255 and 100 < int(resized.x_train.max()) < 250   # scaled, not clipped

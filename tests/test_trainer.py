@@ -121,7 +121,8 @@ def _same_run(a: LocalTandemTrainer, b: LocalTandemTrainer):
     assert sa.keys() == sb.keys()
     for k in sa:
         assert torch.equal(sa[k], sb[k]), k
-    strip = lambda h: [{k: v for k, v in e.items() if k not in ("seconds", "images_per_s")} for e in h]  # noqa: E731, E501
+    def strip(history):
+        return [{k: v for k, v in e.items() if k not in ("seconds", "images_per_s")} for e in history]
     assert strip(a.history) == strip(b.history)
     oa, ob = a.optimizer.state_dict()["state"], b.optimizer.state_dict()["state"]
     for k in oa:
@@ -425,3 +426,79 @@ def test_fit_to_epochs_already_done_warns_and_trains_nothing(teacher, data):
         trainer.fit(data.train, epochs=2, progress=False)
         assert len(trainer.history) == 2
         assert any(not torch.equal(a, b) for a, b in zip(before, trainer.student.parameters()))
+
+
+def test_resume_at_the_step_limit_trains_no_extra_step(teacher, tmp_path):
+    """fit(max_steps=3) interrupted in evaluation, right after its pre-evaluation save at step 3: the resumed run
+    must not train a 4th step in that epoch (it equals the uninterrupted run)."""
+    splits = make_splits(128, 32)
+    kw = dict(time_steps=2, mode="offline", lr=3e-3, device="cpu")
+    loaders = lambda: make_loaders(splits, batch_size=16, seed=1)  # noqa: E731  (7 batches per epoch)
+    torch.manual_seed(3)
+    full = LocalTandemTrainer(copy.deepcopy(teacher), **kw)
+    full.fit(loaders().train, epochs=2, val_loader=loaders().val, progress=False, max_steps=3)
+
+    torch.manual_seed(3)
+    broken = LocalTandemTrainer(copy.deepcopy(teacher), **kw)
+
+    class Crash(Exception):
+        pass
+
+    def crash(*args, **kwargs):
+        raise Crash
+    broken.evaluate = crash
+    with pytest.raises(Crash):
+        broken.fit(loaders().train, epochs=2, val_loader=loaders().val, progress=False, max_steps=3,
+                   checkpoint=tmp_path / "last.pt")
+    resumed = LocalTandemTrainer.load(tmp_path / "last.pt", teacher=copy.deepcopy(teacher))
+    assert (resumed.epoch, resumed.step_in_epoch) == (0, 3)
+    resumed.fit(loaders().train, epochs=2, val_loader=loaders().val, progress=False, max_steps=3)
+    assert resumed.global_step == full.global_step == 6
+    assert [h["samples"] for h in resumed.history] == [48, 48]
+    _same_run(full, resumed)
+
+
+def test_best_checkpoint_needs_a_validation_loader(teacher, data, tmp_path):
+    """best.pt is chosen on validation: asked for without a val_loader it used to be silently never written."""
+    trainer = LocalTandemTrainer(teacher, time_steps=2, device="cpu")
+    with pytest.raises(ValueError, match="best_checkpoint needs a val_loader"):
+        trainer.fit(data.train, epochs=1, progress=False, best_checkpoint=tmp_path / "best.pt")
+    assert trainer.epoch == 0 and not (tmp_path / "best.pt").exists()
+
+
+def test_epoch_losses_are_means_over_samples(teacher, tmp_path):
+    """The epoch's loss is the mean over its samples: a last batch of 4 counts for 4 samples, not for a full batch."""
+    from ltl_ext.train.callbacks import Callback
+    splits = make_splits(40, 8)
+    train = make_loaders(splits, batch_size=16, val_fraction=0.0, seed=0).train      # batches of 16, 16, 8
+    steps = []
+
+    class Steps(Callback):
+        def on_step_end(self, trainer, step, stats):
+            steps.append(dict(stats))
+    trainer = LocalTandemTrainer(teacher, time_steps=2, lr=1e-2, device="cpu", callbacks=[Steps()])
+    entry = trainer.fit(train, epochs=1, progress=False)[0]
+    sizes = [16, 16, 8]
+    assert entry["samples"] == 40 and len(steps) == 3
+    for key in ("loss", "ce"):
+        assert entry[key] == pytest.approx(sum(s[key] * n for s, n in zip(steps, sizes)) / 40, rel=1e-9)
+    for name, value in entry["local_loss"].items():
+        assert value == pytest.approx(sum(s[f"local/{name}"] * n for s, n in zip(steps, sizes)) / 40, rel=1e-9)
+
+
+def test_local_losses_are_means_over_samples(teacher):
+    """``trainer.local_losses`` weights each batch by its samples, as the training history does: with batches of
+    16, 16 and 8 it is the sample-weighted mean of the per-batch losses, not their plain mean."""
+    splits = make_splits(40, 8)
+    loader = make_loaders(splits, batch_size=16, val_fraction=0.0, seed=0).train       # batches of 16, 16, 8
+    trainer = LocalTandemTrainer(teacher, time_steps=2, lr=1e-2, device="cpu")
+    batches = list(loader)
+    per_batch = [trainer.local_losses([b]) for b in batches]
+    sizes = [len(y) for _, y in batches]
+    assert sizes == [16, 16, 8]
+    whole = trainer.local_losses(batches)
+    for key in ("loss", "ce"):
+        assert whole[key] == pytest.approx(sum(p[key] * n for p, n in zip(per_batch, sizes)) / 40, rel=1e-9)
+    for name, value in whole["local_loss"].items():
+        expected = sum(p["local_loss"][name] * n for p, n in zip(per_batch, sizes)) / 40
+        assert value == pytest.approx(expected, rel=1e-9)

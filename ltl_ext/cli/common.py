@@ -13,6 +13,11 @@ DATASETS = tuple(_DATASETS)
 ARCHS = ("cnn_small", "mlp", "vgg11", "vgg16", "resnet")
 
 
+#: the files a run writes into its output folder; any of them there means a run is there
+RUN_FILES = ("settings.json", "teacher.pt", "last.pt", "best.pt", "history.json", "history.csv", "metrics.json",
+             "ckpt.pt")
+
+
 class UserError(Exception):
     """A problem with the command's input, shown as one line."""
 
@@ -178,7 +183,9 @@ def _metrics(trainer, report: Dict[str, Any], *, data: str, seconds: float, ltl_
         "student_acc": report["student_acc"],
         "gap": report["teacher_acc"] - report["student_acc"],
         "selected_epoch": selected_epoch,
-        "selected_on": "validation student accuracy" if chosen else "no validation set: the last epoch",
+        # the epoch's entry exists without validation too: only its validation figure says it was selected on it
+        "selected_on": ("validation student accuracy" if chosen.get("val_student_acc") is not None
+                        else "no validation set: the last epoch"),
         "val_teacher_acc": chosen.get("val_teacher_acc"),
         "val_student_acc": chosen.get("val_student_acc"),
         "test_samples": report["samples"],

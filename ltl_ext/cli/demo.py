@@ -5,8 +5,8 @@ import argparse
 import time
 from pathlib import Path
 
-from .common import (_build_teacher, _final_test, _finish, _first_images, _limit, _metrics, _positive, _say,
-                     _torch)
+from .common import (RUN_FILES, UserError, _build_teacher, _final_test, _finish, _first_images, _limit, _metrics,
+                     _positive, _say, _torch)
 
 
 #: The demo recipe: sized to finish in a few minutes on 2 CPU cores (its wall time and figures: the artefact
@@ -37,6 +37,24 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def _check_out(out: Path) -> None:
+    """The demo replaces its own earlier run in ``out`` and nothing else: a folder holding a ``train`` run (its
+    settings.json) or run files of another origin (a user's checkpoints, say) is refused before anything is written.
+    A demo run is known by its teacher.pt, which the demo writes first (meta ``data="embedded"``)."""
+    found = [f for f in RUN_FILES if (out / f).exists()]
+    if not found:
+        return
+    from ..train.checkpoint import CheckpointError, load_checkpoint
+    from ..train.teacher import TEACHER_KIND
+    try:
+        meta = load_checkpoint(out / "teacher.pt", kind=TEACHER_KIND).get("meta", {})
+    except CheckpointError:              # none there, or not a teacher: not the demo's
+        meta = {}
+    if "settings.json" in found or meta.get("data") != "embedded":
+        raise UserError(f"{out} holds files the demo did not write ({', '.join(found)}); the demo replaces only "
+                        f"its own earlier run: choose another --out, or remove them")
+
+
 def run(args) -> int:
     t_start = time.perf_counter()
     _torch(args)
@@ -52,6 +70,7 @@ def run(args) -> int:
     if args.init is not None:
         recipe["init"] = args.init
     out = Path(args.out)
+    _check_out(out)
     progress = not args.quiet
     splits = ltl_data.load_dataset("embedded", limit=_limit(args))
     train_loader, val_loader, test_loader = ltl_data.make_loaders(splits, batch_size=recipe["batch_size"],
@@ -61,8 +80,9 @@ def run(args) -> int:
     history = train_teacher(teacher, train_loader, recipe["teacher_epochs"], lr=recipe["teacher_lr"],
                             device=args.device, progress=progress, val_loader=val_loader)
     save_teacher(teacher, spec, out / "teacher.pt", {"data": "embedded", "history": history})
-    _say(progress, f"teacher validation accuracy {max(h['val_acc'] for h in history) if history else 0:.2f}%; "
-                   f"LTL {args.mode}, T = {recipe['time_steps']}")
+    val_accs = [h["val_acc"] for h in history if "val_acc" in h]    # none when --limit leaves no validation split
+    _say(progress, (f"teacher validation accuracy {max(val_accs):.2f}%; " if val_accs else "")
+         + f"LTL {args.mode}, T = {recipe['time_steps']}")
     trainer = LocalTandemTrainer(teacher, time_steps=recipe["time_steps"], mode=args.mode, init=recipe["init"],
                                  lr=recipe["lr"], device=args.device, teacher_spec=spec, precision=args.precision,
                                  calib_data=_first_images(train_loader) if recipe["init"] == "teacher" else None)
@@ -70,7 +90,7 @@ def run(args) -> int:
     for stale in ("last.pt", "best.pt"):      # the demo replaces its own earlier run
         (out / stale).unlink(missing_ok=True)
     trainer.fit(train_loader, recipe["epochs"], val_loader=val_loader, progress=progress,
-                checkpoint=out / "last.pt", best_checkpoint=out / "best.pt")
+                checkpoint=out / "last.pt", best_checkpoint=None if val_loader is None else out / "best.pt")
     ltl_seconds = time.perf_counter() - t_ltl
     final, selected = _final_test(out, trainer, test_loader, device=args.device)
     metrics = _metrics(trainer, final, data="embedded", seconds=time.perf_counter() - t_start,

@@ -13,6 +13,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("export", help="write a trained student as a NIR graph (needs: pip install nir)")
     p.add_argument("checkpoint", metavar="CKPT")
     p.add_argument("--out", required=True, metavar="FILE", help="the NIR file to write, e.g. student.nir")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--input-shape", default=None, metavar="C,H,W",
                    help="one sample's shape (default: from the checkpoint's model)")
     p.add_argument("--mean", default=None, metavar="M1,M2,..",
@@ -54,8 +55,6 @@ def _normalization(args, student) -> Optional[Tuple[Sequence[float], Sequence[fl
     """--mean/--std, for a student whose model does not normalise its own input (zoo models built with mean/std
     carry a ``Normalize`` module, exported as the affine node in front)."""
     from ..interop.nir import _is_normalize
-    if (args.mean is None) != (args.std is None):
-        raise UserError("--mean and --std go together")
     if args.mean is None:
         return None
     if any(_is_normalize(m) for m in student.modules()):
@@ -67,6 +66,11 @@ def _normalization(args, student) -> Optional[Tuple[Sequence[float], Sequence[fl
 def run(args) -> int:
     from ..interop.nir import DEFAULT_DT, _nir, export_nir
     from ..train import LocalTandemTrainer
+    if (args.mean is None) != (args.std is None):
+        raise UserError("--mean and --std go together")
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:     # e.g. --out best.pt by mistake: never replaced without asking
+        raise UserError(f"{out} exists already: pass --overwrite to replace it, or choose another --out")
     try:
         nir = _nir()
     except ImportError as e:
@@ -80,7 +84,6 @@ def run(args) -> int:
                            dt=args.dt if args.dt is not None else DEFAULT_DT)
     except ValueError as e:
         raise UserError(str(e)) from None
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     nir.write(str(out), graph)
     kinds = sorted({type(n).__name__ for n in graph.nodes.values()})

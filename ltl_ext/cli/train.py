@@ -2,18 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 from pathlib import Path
 
-from .common import (ARCHS, UserError, _arch_kwargs, _build_teacher, _check_fits, _default_arch, _distributed,
-                     _final_test, _finish, _first_images, _load_data, _metrics, _percentile, _positive, _say, _torch,
-                     _val_fraction, add_data_args)
+from .common import (ARCHS, RUN_FILES, UserError, _arch_kwargs, _build_teacher, _check_fits, _default_arch,
+                     _distributed, _final_test, _finish, _first_images, _load_data, _metrics, _percentile, _positive,
+                     _say, _torch, _val_fraction, add_data_args)
 from ..train.callbacks import CallbackList, CSVLogger, TensorBoardLogger
 from ..train.config import DEFAULT_LR
 
-#: the files a run writes into --out; any of them there means a run is there
-RUN_FILES = ("settings.json", "teacher.pt", "last.pt", "best.pt", "history.json", "history.csv", "metrics.json",
-             "ckpt.pt")
 #: flags that may differ when a run is resumed (where and how to run, how far); every other flag defines the run
 RESUMABLE = ("epochs", "resume", "overwrite", "out", "device", "workers", "quiet", "func", "command")
 
@@ -117,8 +115,12 @@ def _prepare_out(args, out: Path, is_main: bool) -> None:
     if found and not args.overwrite:
         raise UserError(f"{out} holds a run already ({', '.join(found)}): pass --resume to continue it or "
                         f"--overwrite to replace it")
+    keep = Path(args.teacher).resolve() if args.teacher else None   # the teacher this run starts from stays
     for f in found:                      # --overwrite: nothing of the old run may mix with the new one
-        (out / f).unlink()
+        if (out / f).resolve() != keep:
+            (out / f).unlink()
+    if (out / "tensorboard").is_dir():  # the old run's event files would show as the same run's curves
+        shutil.rmtree(out / "tensorboard")
     from ..train import write_json
     write_json(out / "settings.json", _settings(args))
 
@@ -142,7 +144,11 @@ def _train(args, dist) -> int:
     train_loader, val_loader, test_loader = ltl_data.make_loaders(
         splits, batch_size=args.batch_size, val_fraction=_val_fraction(args), augment=augment, seed=args.seed,
         num_workers=args.workers)
-    _prepare_out(args, out, dist.is_main)     # once the flags and the data are known to be good
+    teacher = spec = None
+    if args.teacher and not args.resume:   # read before --overwrite clears OUT: it may be OUT/teacher.pt
+        teacher, spec, _ = load_teacher(args.teacher)
+        _check_fits(spec, splits, args.teacher)
+    _prepare_out(args, out, dist.is_main)     # once the flags, the data and the teacher are known to be good
     dist.barrier("preparing the output folder")
     ckpt = out / "last.pt"
     if args.resume:
@@ -150,10 +156,7 @@ def _train(args, dist) -> int:
         _check_fits(trainer.teacher_spec, splits, str(ckpt))
         _say(progress, f"resuming {ckpt} at epoch {trainer.epoch}")
     else:
-        if args.teacher:
-            teacher, spec, _ = load_teacher(args.teacher)
-            _check_fits(spec, splits, args.teacher)
-        else:
+        if teacher is None:
             arch = args.arch or _default_arch(args.data)
             teacher, spec = _build_teacher(arch, splits, _arch_kwargs(arch, args.channels, args.hidden))
             _say(progress, f"teacher: {arch}, {args.teacher_epochs} epochs")
@@ -176,7 +179,7 @@ def _train(args, dist) -> int:
         trainer.callbacks = CallbackList(_loggers(args, out))
     t_ltl = time.perf_counter()
     trainer.fit(train_loader, args.epochs, val_loader=val_loader, progress=progress, checkpoint=ckpt,
-                best_checkpoint=out / "best.pt", metrics_path=out / "history.json")
+                best_checkpoint=None if val_loader is None else out / "best.pt", metrics_path=out / "history.json")
     ltl_seconds = time.perf_counter() - t_ltl
     final, selected = _final_test(out, trainer, test_loader, device=device, dist=dist)
     metrics = _metrics(trainer, final, data=args.data, seconds=time.perf_counter() - t_start,

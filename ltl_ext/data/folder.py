@@ -74,6 +74,12 @@ def _test_files(data_dir: Path, classes: list[str]) -> list[tuple[Path, int]]:
                     f"(or Tiny ImageNet's val/images + val_annotations.txt); found none with images")
 
 
+#: grey modes wider than 8 bits -> what divides their values into [0, 255]: 16-bit PNG/TIFF (``I;16*``, or ``I``
+#: as older Pillow opens them) span [0, 65535], float images (``F``) [0, 1]. PIL's ``convert("L")`` would clip them
+#: at 255 instead of scaling (a 16-bit image turns almost all white), so they are scaled here.
+_WIDE_GREY = {"I;16": 257.0, "I;16B": 257.0, "I;16L": 257.0, "I;16N": 257.0, "I": 257.0, "F": 1.0 / 255.0}
+
+
 def _read_images(files: list[tuple[Path, int]], mode: str, size: Optional[tuple[int, int]]) -> np.ndarray:
     """Decode ``files`` into uint8 ``[N, H, W]`` (mode ``L``) or ``[N, H, W, 3]`` (``RGB``)."""
     from PIL import Image
@@ -81,10 +87,17 @@ def _read_images(files: list[tuple[Path, int]], mode: str, size: Optional[tuple[
     images = []
     for path, _ in files:
         with Image.open(path) as img:
-            img = img.convert(mode)
+            divisor = _WIDE_GREY.get(img.mode) if mode == "L" else None
+            img = img.convert(mode if divisor is None else "F")
             if size is not None and img.size != size:
                 img = img.resize(size, Image.BILINEAR)
-            images.append(np.asarray(img, dtype=np.uint8))
+            if divisor is not None:
+                pixels = np.asarray(img, dtype=np.float64) / divisor
+                if pixels.size and (pixels.min() < 0 or pixels.max() > 255.0 + 1e-6):
+                    raise DataError(f"{path}: expected 16-bit grey values in [0, 65535] or float ones in [0, 1]")
+                images.append(np.rint(pixels).astype(np.uint8))
+            else:
+                images.append(np.asarray(img, dtype=np.uint8))
     return np.stack(images)
 
 

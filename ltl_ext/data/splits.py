@@ -95,6 +95,25 @@ def channel_stats(x: Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tupl
     return tuple((mean / 255).tolist()), tuple((std / 255).tolist())
 
 
+def _labels_from_names(labels: list, class_names: Optional[list], where: str) -> tuple[list, list]:
+    """String labels (``"cat"``, ``"dog"``) -> their position in ``class_names`` (default: the sorted names of
+    both splits), so a user's labels need no mapping to 0..K-1 by hand."""
+    if not all(y.dtype.kind in "US" for y in labels):
+        raise DataError(f"{where}: labels must be all class-name strings or all integers, got "
+                        f"{' and '.join(str(y.dtype) for y in labels)}")
+    labels = [np.char.decode(y) if y.dtype.kind == "S" else y for y in labels]
+    names = class_names if class_names is not None else sorted(set().union(*(y.tolist() for y in labels)))
+    index = {n: i for i, n in enumerate(names)}
+    unknown = sorted(set().union(*(y.tolist() for y in labels)) - set(index))
+    if unknown:
+        raise DataError(f"{where}: labels {unknown[:5]} are not in class_names {names[:10]}")
+    out = []
+    for y in labels:
+        values, inverse = np.unique(y, return_inverse=True)
+        out.append(np.array([index[v] for v in values.tolist()], dtype=np.int64)[inverse.reshape(-1)])
+    return out, names
+
+
 @dataclass(frozen=True, eq=False, repr=False)
 class DatasetSplits:
     """A train and a test split held in memory.
@@ -147,19 +166,27 @@ class DatasetSplits:
                     y_test: np.ndarray, class_names: Optional[Sequence[str]] = None,
                     source: str = "") -> "DatasetSplits":
         """Build from numpy arrays: images in any layout :func:`images_to_nchw` accepts, pixel values as
-        :func:`images_to_uint8` accepts, labels any integer array ``[N]``. ``class_names=None`` names the
-        classes ``"0"``, ``"1"``, ... up to the largest label."""
+        :func:`images_to_uint8` accepts, labels ``[N]`` as integers (whole-valued floats too) or as class-name
+        strings. ``class_names=None`` names integer classes ``"0"``, ``"1"``, ... up to the largest label, and
+        string classes by their sorted names (label = position in ``class_names``)."""
         where = source or name
         xs = []
         for x in (x_train, x_test):
             x = images_to_uint8(images_to_nchw(np.asarray(x), where), where)
             xs.append(torch.from_numpy(np.ascontiguousarray(x)))
+        labels = [np.asarray(y).reshape(-1) for y in (y_train, y_test)]
+        if class_names is not None:
+            class_names = [c.decode() if isinstance(c, bytes) else str(c) for c in class_names]
+        if any(y.dtype.kind in "US" for y in labels):
+            labels, class_names = _labels_from_names(labels, class_names, where)
         ys = []
-        for y in (y_train, y_test):
-            y = np.asarray(y)
+        for y in labels:
+            if y.dtype.kind == "f" and np.isfinite(y).all() and (y == np.rint(y)).all():
+                y = y.astype(np.int64)                  # labels saved as floats (1.0, 2.0, ...)
             if y.dtype.kind not in "iub":
-                raise DataError(f"{where}: labels must be integers, got {y.dtype}")
-            ys.append(torch.from_numpy(y.astype(np.int64).reshape(-1)))
+                raise DataError(f"{where}: labels must be integers in [0, classes) or class-name strings, got "
+                                f"{y.dtype}")
+            ys.append(torch.from_numpy(y.astype(np.int64)))
         if class_names is None:
             top = max((int(y.max()) for y in ys if y.numel()), default=-1)
             class_names = [str(i) for i in range(top + 1)]

@@ -103,20 +103,21 @@ def evaluate_ann(model: nn.Module, loader: Iterable, device=None) -> float:
 def local_losses(student: SpikingModel, link, loader: Iterable, config: LTLConfig, *, device,
                  max_batches: Optional[int] = None) -> Dict[str, Any]:
     """The LTL losses of ``student`` against ``link``'s teacher on ``loader``, without training:
-    ``{"loss", "ce", "local_loss": {layer: loss}}``, each averaged over batches (a constant-memory online config is
-    measured in the equal batched online form)."""
-    sums, b = {}, 0
+    ``{"loss", "ce", "local_loss": {layer: loss}}``, each a mean over samples (a smaller last batch counts for its
+    share, as in training's history; a constant-memory online config is measured in the equal batched online
+    form)."""
+    sums, n = {}, 0
     was_training = student.training
     student.eval()
     try:
         for x, y in itertools.islice(loader, None if max_batches is None else max(max_batches, 0)):
             for k, v in ltl_losses(student, link, x.to(device), y.to(device), config).items():
-                sums[k] = sums.get(k, 0.0) + v
-            b += 1
+                sums[k] = sums.get(k, 0.0) + v * len(y)
+            n += len(y)
     finally:
         student.train(was_training)
-    b = max(b, 1)
-    return {"loss": sums.get("loss", 0.0) / b, "ce": sums.get("ce", 0.0) / b, "local_loss": per_layer(sums, b)}
+    n = max(n, 1)
+    return {"loss": sums.get("loss", 0.0) / n, "ce": sums.get("ce", 0.0) / n, "local_loss": per_layer(sums, n)}
 
 
 def per_layer(sums: Dict[str, float], n: float) -> Dict[str, float]:

@@ -36,6 +36,10 @@ def fit(trainer, train_loader: Iterable, epochs: int, val_loader: Optional[Itera
     arguments); returns its history."""
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
+    if best_checkpoint is not None and val_loader is None:
+        # the best epoch is chosen on validation: without it best.pt would silently never be written
+        raise ValueError("fit: best_checkpoint needs a val_loader (the best epoch is chosen on validation); "
+                         "pass val_loader=, or use checkpoint= alone to keep the last epoch")
     warn_if_nothing_to_train(trainer.epoch, epochs)
     dist = trainer.dist
     train_loader = dist.shard_loader(train_loader, train=True)
@@ -54,6 +58,8 @@ def fit(trainer, train_loader: Iterable, epochs: int, val_loader: Optional[Itera
             if i < skip:
                 if i == skip - 1:
                     set_rng_state(resume_rng)
+                    if max_steps is not None and trainer.step_in_epoch >= max_steps:
+                        break            # resumed at the epoch's step limit: no step beyond it
                 continue
             stats = trainer.train_step(x, y)
             trainer._check_finite(stats)
@@ -155,22 +161,23 @@ def _begin_epoch(trainer, loader) -> Tuple[int, Optional[Dict[str, Any]]]:
 
 
 def _accumulate(sums: Dict[str, float], stats: Dict[str, float], n: int) -> None:
+    """Add a step's batch-mean losses weighted by its ``n`` samples: the epoch's figures are means over its samples,
+    so a smaller last batch counts for its share, not as much as a full one."""
     sums["n"] = sums.get("n", 0) + n
-    sums["batches"] = sums.get("batches", 0) + 1
     for k, v in stats.items():
-        sums[k] = sums.get(k, 0.0) + v
+        sums[k] = sums.get(k, 0.0) + v * n
 
 
 def _end_epoch(trainer, seconds: float, val_loader, progress: bool) -> Dict[str, Any]:
     """The epoch's history entry (losses summed over the ranks), its validation, the best epoch, the schedule's
     step; the trainer's counters move on to the next epoch."""
     s = trainer.dist.all_sum({k: v for k, v in trainer._epoch_sums.items() if k != "seconds"})
-    b = max(s.get("batches", 0), 1)
+    n = max(s.get("n", 0), 1)                # the losses are sums over samples (_accumulate)
     entry: Dict[str, Any] = {
         "epoch": trainer.epoch + 1, "seconds": seconds, "samples": int(s.get("n", 0)),
         "images_per_s": s.get("n", 0) / seconds if seconds > 0 else None,
         "lr": trainer.optimizer.param_groups[0]["lr"],
-        "loss": s.get("loss", 0.0) / b, "ce": s.get("ce", 0.0) / b, "local_loss": per_layer(s, b),
+        "loss": s.get("loss", 0.0) / n, "ce": s.get("ce", 0.0) / n, "local_loss": per_layer(s, n),
     }
     if val_loader is not None:
         report = trainer.evaluate(val_loader, progress=progress)

@@ -163,8 +163,8 @@ class LocalTandemTrainer:
         there never costs the epoch), again after it, and every ``checkpoint_every`` steps, atomically;
         ``LocalTandemTrainer.load(path).fit(same loader, epochs)`` then gives the same result as an
         uninterrupted run (bit for bit on CPU). ``best_checkpoint``: written when an epoch beats every earlier one
-        on validation student accuracy (``self.best`` says which). ``metrics_path``: the history as JSON.
-        ``max_steps``: at most this many steps per epoch. ``callback``: called with each epoch's entry.
+        on validation student accuracy (``self.best`` says which); it needs ``val_loader``. ``metrics_path``: the
+        history as JSON. ``max_steps``: at most this many steps per epoch. ``callback``: called with each epoch's entry.
         Returns the history: one dict per epoch (losses, per-layer local losses, validation accuracies, seconds).
 
         Raises ``ValueError`` when the loader yields no batch or a label outside the model's classes, and
