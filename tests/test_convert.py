@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from ltl_ext import tandem
 from ltl_ext.ltl.convert import TARGET_PERCENTILE, convert, expose_activations, fold_batchnorm
 from ltl_ext.ltl.tandem import percentile as pct
 from ltl_ext.nn.zoo import cnn_small, mlp, resnet
@@ -267,7 +268,8 @@ def test_functional_activations_become_neurons():
 
 @pytest.mark.parametrize("act,name", [(lambda x: F.gelu(x), "gelu"), (lambda x: torch.sigmoid(x), "sigmoid"),
                                       (lambda x: x.tanh(), "tanh"), (lambda x: torch.clamp(x, -1, 1), "clamp"),
-                                      (lambda x: x.clamp(min=0.5), "clamp"), (nn.GELU(), "act")])
+                                      (lambda x: x.clamp(min=0.5), "clamp"), (nn.GELU(), "act"),
+                                      (nn.Threshold(0.0, 0.0), "act"), (lambda x: F.hardshrink(x), "hardshrink")])
 def test_activations_no_neuron_can_stand_for_are_refused_by_name(act, name):
     class Net(nn.Module):
         def __init__(self):
@@ -307,3 +309,92 @@ def test_convert_never_copies_hooks():
     assert sorted(calls) == ["act", "bwd", "conv", "pre", "root"]
     for h in handles:
         h.remove()
+
+
+class FunctionalDropout(nn.Module):
+    """Dropout as a function of ``self.training``; ``fn`` picks F.relu or the nn.ReLU modules."""
+
+    def __init__(self, functional_relu):
+        super().__init__()
+        self.l1, self.l2, self.fc = nn.Linear(4, 32), nn.Linear(32, 32), nn.Linear(32, 3)
+        self.r1, self.r2 = nn.ReLU(), nn.ReLU()
+        self.functional_relu = functional_relu
+
+    def forward(self, x):
+        act = (lambda h, _: F.relu(h)) if self.functional_relu else (lambda h, r: r(h))
+        x = F.dropout(act(self.l1(x), self.r1), 0.5, self.training)
+        x = F.dropout(act(self.l2(x), self.r2), 0.5, self.training)
+        return self.fc(x)
+
+
+@pytest.mark.parametrize("functional_relu", [True, False])
+def test_functional_dropout_of_a_teacher_in_train_mode_is_dropped_from_the_student(functional_relu):
+    """A teacher converted in train mode (right after training): tracing baked ``training=True`` into its
+    F.dropout calls, so the student dropped (and scaled by 2) its spikes even in eval; without a graph rewrite the
+    student kept a live F.dropout in train mode. The pairing teacher drew its targets with dropout."""
+    torch.manual_seed(0)
+    ann = FunctionalDropout(functional_relu).train()
+    x = torch.rand(8, 4)
+    with torch.no_grad():
+        want = ann.eval()(x)
+        ann.train()
+        kept = convert(ann, neuron=False)                 # activations kept: the student is the ANN without dropout
+        assert kept.training and torch.equal(kept(x), want) and torch.equal(kept.eval()(x), want)
+        student = convert(ann, neuron=LIF(beta=1.0, threshold=0.1, reset="soft"))
+        assert not any(n.op == "call_function" and "dropout" in str(n.target) for n in student.graph.nodes)
+        snn = SpikingModel(student, time_steps=4)
+        assert torch.equal(snn(x), snn(x)) and torch.equal(snn.eval()(x), snn(x))
+        assert ann.training and all(m.training for m in ann.modules())     # the teacher's mode is left as it was
+        link = tandem.Tandem(ann, snn)
+        assert all(torch.equal(a, b) for a, b in zip(link.targets(x).values(), link.targets(x).values()))
+
+
+class SharedBN(nn.Module):
+    """One BN after a conv and again on the raw input; one conv (shared weights) feeding two BNs."""
+
+    def __init__(self):
+        super().__init__()
+        self.c, self.bn = nn.Conv2d(2, 2, 1), nn.BatchNorm2d(2)
+        self.shared, self.bn1, self.bn2 = nn.Conv2d(2, 2, 1), nn.BatchNorm2d(2), nn.BatchNorm2d(2)
+        self.fc = nn.Linear(2, 3)
+
+    def forward(self, x):
+        a = F.relu(self.bn(self.c(x))) + F.relu(self.bn(x))
+        b = F.relu(self.bn1(self.shared(x)) + self.bn2(self.shared(2 * x)))
+        return self.fc((a + b).mean((2, 3)))
+
+
+def test_bn_folding_leaves_modules_called_twice_alone():
+    """Folding edits the modules: the BN called twice was folded into the conv before one call and erased at both,
+    the conv shared by two BNs was folded twice; the 'folded' ANN computed another function, without a word."""
+    torch.manual_seed(0)
+    x = torch.rand(4, 2, 3, 3)
+    ann = with_bn_stats(SharedBN(), x)
+    with pytest.warns(UserWarning, match=r"not folded.*\['bn', 'bn1', 'bn2'\]"):
+        folded = convert(ann, neuron=False)
+    with torch.no_grad():
+        assert torch.allclose(folded(x), ann(x), atol=1e-6)
+    assert isinstance(folded.bn, nn.BatchNorm2d) and torch.equal(folded.shared.weight, ann.shared.weight)
+
+
+def test_an_untraceable_model_with_gelu_is_refused_and_one_without_activations_warns():
+    """An untraceable model's GELU stayed analog in the student (only 'not traceable' was said); a model whose
+    activations convert does not know gave a student without a single neuron, silently."""
+    class DataDependent(nn.Module):
+        def __init__(self, act):
+            super().__init__()
+            self.l1, self.act, self.fc = nn.Linear(4, 8), act, nn.Linear(8, 2)
+
+        def forward(self, x):
+            if x.sum() > 0:                               # control flow on data: torch.fx cannot trace it
+                x = -x
+            return self.fc(self.act(self.l1(x)))
+
+    with pytest.warns(UserWarning, match="not torch.fx-traceable"), \
+            pytest.raises(ValueError, match=r"'act' \(GELU\).*Fix: replace it"):
+        convert(DataDependent(nn.GELU()))
+    with pytest.warns(UserWarning, match="not torch.fx-traceable"):
+        assert isinstance(convert(DataDependent(nn.GELU()), neuron=False).act, nn.GELU)   # no neurons wanted
+        assert isinstance(convert(DataDependent(nn.ReLU())).act, LIF)
+    with pytest.warns(UserWarning, match="no activation before the readout"):
+        convert(nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 2)))

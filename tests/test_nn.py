@@ -357,3 +357,40 @@ def test_poisson_encoding_refuses_normalised_input():
         encode(torch.randn(2, 1, 4, 4), 3, "poisson")
     s = encode(torch.rand(2, 1, 4, 4), 3, "poisson")
     assert s.shape == (6, 1, 4, 4) and set(s.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_two_spiking_models_over_one_student_each_run_with_their_own_t():
+    """Two wrappers of one student (accuracy against T, say): the LIFs kept the T of the last wrapper built, so the
+    T = 8 one unfolded [8*B, ...] as 16 steps of B/2 samples, mixing samples and steps without an error."""
+    torch.manual_seed(0)
+    student = nn.Sequential(nn.Linear(4, 6), LIF(beta=1.0, threshold=1.0, reset="soft"), nn.Linear(6, 3))
+    x = torch.rand(4, 4)
+    short = SpikingModel(student, time_steps=8)
+    alone = short(x)
+    long = SpikingModel(student, time_steps=16)
+    assert torch.equal(short(x), alone)
+    long(x)
+    assert torch.equal(short(x), alone)
+    long.reset_state()                       # long's step calls leave the LIFs stepwise ...
+    long.step(x)
+    assert torch.equal(short(x), alone)      # ... and short's forward still runs whole sequences
+    with pytest.raises(RuntimeError, match="reset_state"):
+        long.step(x)                         # long's sequence was cut by short's forward: refused, not resumed at rest
+    long.reset_state()
+    assert long.step(x).shape == (4, 3)
+
+
+def test_a_per_channel_threshold_needs_the_neuron_dims():
+    """A per-channel threshold given as [C] on [C, H, W] neurons lines up with W under broadcasting: with W == C
+    (32 channels at 32x32, say) it ran as a per-column threshold without an error."""
+    torch.manual_seed(0)
+    C = H = W = 4
+    per_channel = torch.tensor([0.2, 0.5, 1.0, 2.0])
+    x = torch.rand(2 * 3, C, H, W) * 2
+    with pytest.raises(ValueError, match=r"threshold has shape \(4,\).*\(4, 1, 1\) per channel"):
+        LIF(threshold=per_channel, time_steps=2)(x)
+    with pytest.raises(ValueError, match="beta has shape"):
+        LIF(beta=torch.full((W,), 0.9), time_steps=2, stepwise=True)(x)
+    got = LIF(threshold=per_channel.view(C, 1, 1), time_steps=2)(x)
+    assert torch.equal(got, LIF(threshold=per_channel.view(C, 1, 1).expand(C, H, W), time_steps=2)(x))
+    assert LIF(threshold=torch.rand(5) + 0.5, time_steps=2)(torch.rand(6, 5)).shape == (6, 5)   # [F] neurons

@@ -182,3 +182,36 @@ def test_step_finds_lifs_added_before_a_batch():
     model.reset_state()
     model.step(torch.rand(2, 3), steps=2)
     assert [m.t for _, m in model.lifs()] == [2, 2]
+
+
+class FunctionalBN(nn.Module):
+    """F.relu after a BN: the link pairs through an exposed copy of it (a GraphModule sharing its modules)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c, self.bn, self.fc = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(F.relu(self.bn(self.c(x))).mean((2, 3)))
+
+
+def test_targets_follow_each_teacher_module_mode_not_the_root_flag():
+    """An exposed teacher kept the train/eval flag it was built with: a teacher put in train mode afterwards ran
+    its BN on batch statistics for the targets and updated its running statistics; and a BN the user froze in
+    eval inside a teacher in train mode came back from the link in train mode."""
+    torch.manual_seed(0)
+    x = torch.rand(8, 3, 6, 6)
+    teacher = FunctionalBN().eval()
+    with torch.no_grad():
+        teacher.bn.running_mean.uniform_(-0.5, 0.5)
+    link = tandem.Tandem(teacher, SpikingModel(convert(teacher, neuron=NEURON), time_steps=2))
+    want = link.targets(x)
+    teacher.train()
+    stats = teacher.bn.running_mean.clone()
+    got = link.targets(x)
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    assert torch.equal(teacher.bn.running_mean, stats) and all(m.training for m in teacher.modules())
+    teacher.bn.eval()                                  # frozen BN in a teacher in train mode
+    link = tandem.Tandem(teacher, SpikingModel(convert(teacher, neuron=NEURON), time_steps=2))
+    assert all(torch.equal(a, b) for a, b in zip(link.targets(x).values(), want.values()))
+    assert not teacher.bn.training and teacher.training and teacher.c.training

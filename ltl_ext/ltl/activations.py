@@ -46,10 +46,11 @@ _FUNCTIONAL = {F.relu: "relu", torch.relu: "relu", torch.relu_: "relu", "relu": 
 #: nonlinearities a spiking neuron (rate in [0, 1] x scale) cannot stand for
 _UNSUPPORTED_MODULES = (nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.ELU, nn.SELU, nn.CELU, nn.Softplus, nn.Mish,
                         nn.Hardswish, nn.Hardsigmoid, nn.PReLU, nn.RReLU, nn.LogSigmoid, nn.Softsign, nn.Tanhshrink,
-                        nn.GLU)
+                        nn.GLU, nn.Threshold, nn.Hardshrink, nn.Softshrink)
 _UNSUPPORTED_FUNCTIONS = {F.gelu, F.silu, torch.sigmoid, F.sigmoid, torch.tanh, F.tanh, F.elu, F.selu, torch.selu,
                           F.celu, F.softplus, F.mish, F.hardswish, F.hardsigmoid, F.prelu, torch.prelu, F.rrelu,
-                          F.logsigmoid, F.softsign, F.glu, "sigmoid", "tanh", "sigmoid_", "tanh_"}
+                          F.logsigmoid, F.softsign, F.glu, F.threshold, F.threshold_, F.hardshrink, F.softshrink,
+                          F.tanhshrink, "sigmoid", "tanh", "sigmoid_", "tanh_", "hardshrink"}
 _FIX = ("replace it by a module or function convert turns into a spiking neuron (nn.ReLU, ClampReLU(max), "
         "nn.ReLU6, F.relu, torch.clamp(x, 0, max)), or move it after the readout")
 
@@ -63,11 +64,21 @@ class _Tracer(fx.Tracer):
 
 
 def trace(model: nn.Module) -> Tuple[Optional[fx.Graph], Optional[str]]:
-    """``(graph, None)`` for an fx-traceable model, else ``(None, why)``."""
+    """``(graph, None)`` for an fx-traceable model, else ``(None, why)``.
+
+    Traced in eval mode (each module's mode restored after): tracing bakes Python values into the graph, among
+    them ``self.training`` (``F.dropout(x, p, self.training)``, ``if self.training: ...``). A teacher traced in
+    train mode gave a student that drops out spikes forever, even in eval, and a pairing teacher whose targets
+    were drawn with dropout; LTL runs the teacher in eval mode, and the student is built for that function."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
     try:
         return _Tracer().trace(model), None
     except Exception as e:  # noqa: BLE001 - any tracing failure means "not traceable"
         return None, f"{type(e).__name__}: {e}"
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 def _arg(node: fx.Node, i: int, name: str, default=None):
@@ -141,7 +152,7 @@ def modularise(model: nn.Module, graph: fx.Graph) -> Dict[str, nn.Module]:
                 continue
             if node.op in ("call_function", "call_method") and node.target in _UNSUPPORTED_FUNCTIONS:
                 refused.append(_describe(node))
-            elif node.op == "call_module" and isinstance(model.get_submodule(node.target), _UNSUPPORTED_MODULES):
+            elif node.op == "call_module" and unsupported_module(model.get_submodule(node.target)):
                 refused.append(f"{node.target!r} ({type(model.get_submodule(node.target)).__name__})")
             continue
         name = node.name
@@ -152,11 +163,22 @@ def modularise(model: nn.Module, graph: fx.Graph) -> Dict[str, nn.Module]:
             call = graph.call_module(name, (node.args[0],))
         node.replace_all_uses_with(call)
         graph.erase_node(node)
+    refuse(refused)
+    return new
+
+
+def refuse(refused: List[str]) -> None:
+    """Raise the ``ValueError`` naming the nonlinearities (``refused``, described) no spiking neuron can stand for;
+    nothing if there is none."""
     if refused:
         raise ValueError(f"convert: these activations cannot become spiking neurons: {'; '.join(refused)}. "
                          f"Left analog, the next layer's local loss would reach the layer before them (LTL's "
                          f"gradients would no longer stay inside each layer). Fix: {_FIX}.")
-    return new
+
+
+def unsupported_module(m: nn.Module) -> bool:
+    """Whether ``m`` is an activation module no spiking neuron can stand for (GELU, SiLU, Sigmoid, ...)."""
+    return isinstance(m, _UNSUPPORTED_MODULES)
 
 
 def expose_activations(model: nn.Module) -> nn.Module:
@@ -180,4 +202,5 @@ def expose_activations(model: nn.Module) -> nn.Module:
     for name, m in new.items():
         root.add_module(name, m)
     gm = fx.GraphModule(root, graph, class_name=type(model).__name__)
-    return gm.train(model.training)
+    gm.training = model.training   # the root's flag only: .train() would recurse into the user's shared modules
+    return gm

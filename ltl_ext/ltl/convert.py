@@ -13,8 +13,9 @@ Steps, on a copy of the ANN without its hooks (the ANN itself is never modified)
 2. **Reused activations** (one module instance called at several places, e.g. torchvision's ``BasicBlock.relu``):
    each extra call gets its own copy named ``<name>_<k>``, or, with ``reused="error"``, a ``ValueError`` names
    them. The copy remembers ``teacher_name`` / ``teacher_call`` so :func:`ltl_ext.tandem.pair` finds the k-th call
-   of the teacher's module. After steps 1-2 the model is a ``torch.fx.GraphModule`` when either changed it.
-3. **Dropout** modules become ``nn.Identity`` (names kept).
+   of the teacher's module. After steps 1-3 the model is a ``torch.fx.GraphModule`` when one changed its graph.
+3. **Dropout** modules become ``nn.Identity`` (names kept); functional dropout (``F.dropout`` & co) is erased
+   from the graph. The model is traced in eval mode (``self.training`` is baked into a traced graph).
 4. **BatchNorm folding** into the preceding conv/linear, exact in eval mode::
 
        W' = W * gamma / sqrt(var + eps)          (per output channel)
@@ -51,7 +52,7 @@ from .activations import WEIGHT_LAYERS, expose_activations, modularise
 from .activations import trace as _trace
 from .balancing import activation_scales, balance
 from .folding import fold_all, fold_batchnorm
-from .swap import copy_without_hooks, neuron_names, split_reused, to_neurons
+from .swap import copy_without_hooks, drop_functional_dropout, neuron_names, split_reused, to_neurons
 from .swap import drop_dropout as _drop_dropout
 
 __all__ = ["convert", "expose_activations", "fold_batchnorm", "ACTIVATIONS", "TARGET_PERCENTILE"]
@@ -73,7 +74,7 @@ def convert(ann: nn.Module, *, neuron: Optional[nn.Module] = None, init: str = "
         init: ``"random"`` (re-initialise conv/linear) or ``"teacher"`` (folded weights, rescaled so that the
             user's neuron fires at a_l / lambda_l; needs ``calib_data`` and a scalar threshold and alpha).
         fold_bn: fold BatchNorm into the preceding conv/linear (else BN stays; it then sees [T*B, ...]).
-        drop_dropout: replace dropout by identity.
+        drop_dropout: replace dropout modules by identity, erase functional dropout (traceable models).
         calib_data: for ``init="teacher"``: a tensor [N, ...] or an iterable of batches (tensors or (x, y)).
         percentile: p of the robust activation scale lambda_l = pct_p(a_l); default ``TARGET_PERCENTILE[mode]``,
             the percentile of the LTL targets the student will be trained on (99.9 offline, 99 online).
@@ -81,9 +82,9 @@ def convert(ann: nn.Module, *, neuron: Optional[nn.Module] = None, init: str = "
         reused: ``"split"`` (each use of a reused activation module gets its own LIF) or ``"error"``.
 
     Returns: the student model (same module names, plus one per functional activation; a ``torch.fx.GraphModule``
-    if a functional activation was replaced or a reused activation split), in the teacher's train/eval mode, its
-    conv/linear parameters trainable (``requires_grad=True``) even if the teacher's were frozen. Wrap it in
-    :class:`ltl_ext.nn.SpikingModel` to run it.
+    if a functional activation was replaced, a reused activation split or functional dropout erased), in the
+    teacher's train/eval mode, its conv/linear parameters trainable (``requires_grad=True``) even if the teacher's
+    were frozen. Wrap it in :class:`ltl_ext.nn.SpikingModel` to run it.
     """
     if init not in ("random", "teacher"):
         raise ValueError(f"init must be 'random' or 'teacher', got {init!r}")
@@ -111,14 +112,16 @@ def convert(ann: nn.Module, *, neuron: Optional[nn.Module] = None, init: str = "
     training = ann.training
     graph, why = _trace(model)
 
-    # 1-2. functional activations -> modules; reused activation modules -> one module per call
+    # 1-2. functional activations -> modules; reused activation modules -> one module per call; (3.) functional
+    # dropout erased
     split_from: Dict[str, Tuple[str, int]] = {}
-    if graph is not None and not keep_activations:
-        functional = modularise(model, graph)
+    if graph is not None:
+        functional = {} if keep_activations else modularise(model, graph)
         for name, m in functional.items():
             model.add_module(name, m)
-        split_from = split_reused(model, graph, reused)
-        if functional or split_from:
+        split_from = {} if keep_activations else split_reused(model, graph, reused)
+        dropped = drop_dropout and drop_functional_dropout(graph)
+        if functional or split_from or dropped:
             model = fx.GraphModule(model, graph, class_name=type(ann).__name__)
             graph = model.graph
     elif not keep_activations:
@@ -141,6 +144,10 @@ def convert(ann: nn.Module, *, neuron: Optional[nn.Module] = None, init: str = "
     # 5. activations -> neurons: all those before the readout (the last weight layer); the teacher statistics are
     # taken first, on the folded ANN with its activations still in place
     names = neuron_names(model, graph)
+    if not names:   # e.g. activations as torch.maximum(x, 0) or nn.Threshold: the "student" would be a linear ANN
+        warnings.warn("convert: found no activation before the readout to turn into a spiking neuron (modules "
+                      "nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.LeakyReLU, ClampReLU, or F.relu & co in forward); the "
+                      "student has no neuron", stacklevel=2)
     scales = activation_scales(model, names, calib_data, percentile) if init == "teacher" else {}
     to_neurons(model, names, neuron, split_from)
 

@@ -6,13 +6,13 @@
     b' = (b - mean) * gamma / sqrt(var + eps) + beta
 
 :func:`fold_batchnorm` folds one pair; :func:`fold_all` finds every BN directly fed by a conv/linear whose output
-has no other use (on the ``torch.fx`` graph, or adjacent ``(layer, bn)`` children of an ``nn.Sequential`` when the
-model does not trace), folds it and puts ``nn.Identity`` in its place.
+has no other use, both called once (on the ``torch.fx`` graph, or adjacent ``(layer, bn)`` children of an
+``nn.Sequential`` when the model does not trace), folds it and puts ``nn.Identity`` in its place.
 """
 from __future__ import annotations
 
 import warnings
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.fx as fx
@@ -46,15 +46,22 @@ def fold_batchnorm(layer: nn.Module, bn: BN) -> None:
 
 
 def bn_pairs(model: nn.Module, graph: Optional[fx.Graph]) -> List[Tuple[str, str]]:
-    """(layer name, bn name) for every BN directly fed by a conv/linear whose output has no other use."""
+    """(layer name, bn name) for every BN directly fed by a conv/linear whose output has no other use, each of the
+    two modules called once: folding changes the module, so a conv called twice (shared weights) would be folded
+    twice, and a BN called twice would be erased at its other call too."""
     pairs = []
     if graph is not None:
+        calls: Dict[str, int] = {}
+        for node in graph.nodes:
+            if node.op == "call_module":
+                calls[node.target] = calls.get(node.target, 0) + 1
         for node in graph.nodes:
             if node.op != "call_module" or not isinstance(model.get_submodule(node.target), BN):
                 continue
             prev = node.args[0] if node.args else None
             if (isinstance(prev, fx.Node) and prev.op == "call_module" and len(prev.users) == 1
-                    and isinstance(model.get_submodule(prev.target), WEIGHT_LAYERS)):
+                    and isinstance(model.get_submodule(prev.target), WEIGHT_LAYERS)
+                    and calls[prev.target] == 1 and calls[node.target] == 1):
                 pairs.append((prev.target, node.target))
         return pairs
     for name, m in model.named_modules():  # fallback: adjacent (layer, bn) inside Sequential
@@ -79,5 +86,5 @@ def fold_all(model: nn.Module, graph: Optional[fx.Graph]) -> None:
             folded.add(bn_name)
     left = [n for n, m in model.named_modules() if isinstance(m, BN) and n not in folded]
     if left:
-        warnings.warn(f"convert: BatchNorm not folded (no conv/linear directly before it, or no running "
-                      f"statistics): {left}", stacklevel=3)
+        warnings.warn(f"convert: BatchNorm not folded (no conv/linear directly before it, one of the "
+                      f"two called more than once, or no running statistics): {left}", stacklevel=3)

@@ -2,7 +2,8 @@
 
 - :func:`copy_without_hooks`: the ANN's copy, without the hooks a trainer (or a user) left on it;
 - :func:`split_reused`: each extra call of a reused activation module gets its own copy (a neuron has state);
-- :func:`drop_dropout`: dropout modules become ``nn.Identity``;
+- :func:`drop_dropout`: dropout modules become ``nn.Identity``; :func:`drop_functional_dropout`: ``F.dropout``
+  calls are erased;
 - :func:`neuron_names` / :func:`to_neurons`: which activations become neurons (those before the readout) and the
   swap itself, each neuron remembering the teacher module (and call) it stands for.
 """
@@ -12,14 +13,18 @@ import copy
 import warnings
 from typing import Dict, List, Optional, Tuple
 
+import torch
 import torch.fx as fx
+import torch.nn.functional as F
 from torch import nn
 
 from ..nn import ANN_ACTIVATIONS as ACTIVATIONS
 from ..nn import LIF
-from .activations import WEIGHT_LAYERS
+from .activations import WEIGHT_LAYERS, refuse, unsupported_module
 
 DROPOUT = (nn.modules.dropout._DropoutNd,)
+DROPOUT_FUNCTIONS = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout,
+                     torch.dropout, torch.dropout_, torch.alpha_dropout, torch.feature_dropout}
 
 #: the per-module hook dictionaries a trainer (or a user) may have filled; a converted student starts without them
 _HOOK_DICTS = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks",
@@ -78,16 +83,31 @@ def drop_dropout(model: nn.Module) -> None:
             set_submodule(model, name, nn.Identity())
 
 
+def drop_functional_dropout(graph: fx.Graph) -> bool:
+    """Functional dropout calls (``F.dropout(x, p, self.training)`` & co) erased from ``graph`` (in place), each
+    replaced by its input; whether there was any. Left in, they would drop the student's spikes in train mode, and
+    scale the survivors to 1 / (1 - p), which no spike is."""
+    found = [n for n in graph.nodes if n.op == "call_function" and n.target in DROPOUT_FUNCTIONS]
+    for node in found:
+        node.replace_all_uses_with(node.args[0] if node.args else node.kwargs["input"])
+        graph.erase_node(node)
+    return bool(found)
+
+
 def neuron_names(model: nn.Module, graph: Optional[fx.Graph]) -> List[str]:
     """The activation modules that become neurons: all those called before the readout (the last weight layer),
-    in call order (module order when there is no graph). Warns (at ``convert``'s caller) where the neuron cannot
-    follow the activation: a LeakyReLU's negative slope, a Hardtanh below 0."""
+    in call order (module order when there is no graph). Raises a ``ValueError`` naming the activation modules no
+    neuron can stand for (GELU & co) before it; warns (at ``convert``'s caller) where the neuron cannot follow the
+    activation: a LeakyReLU's negative slope, a Hardtanh below 0."""
     if graph is not None:
         order = [n.target for n in graph.nodes if n.op == "call_module"]
     else:
         order = [n for n, _ in model.named_modules()]
     weights = [i for i, n in enumerate(order) if isinstance(model.get_submodule(n), WEIGHT_LAYERS)]
     last = weights[-1] if weights else len(order)
+    # (a traced model's were refused by modularise already; an untraceable one's GELU & co stayed analog silently)
+    refuse([f"{n!r} ({type(model.get_submodule(n)).__name__})" for n in order[:last]
+            if unsupported_module(model.get_submodule(n))])
     names: List[str] = []
     for n in order[:last]:
         m = model.get_submodule(n)

@@ -282,7 +282,9 @@ def pair(teacher: nn.Module, student: nn.Module, *, strict: bool = True, hooks: 
         if unmatched:
             msg.append(f"  teacher activations with no student LIF: {unmatched}")
         # strict=False is for pair() / Tandem() callers, and only helps with unmatched teacher activations
-        msg.append("  (build the student with ltl_ext.convert(teacher) so that the names match"
+        msg.append("  (build the student with ltl_ext.convert(teacher) so that the names match; a teacher calling "
+                   "F.relu & co has those neurons' modules in ltl_ext.ltl.convert.expose_activations(teacher), "
+                   "which Tandem() pairs"
                    + ("; pair() and Tandem() take strict=False to leave those teacher activations unpaired)"
                       if unmatched else ")"))
         raise ValueError("\n".join(msg))
@@ -343,17 +345,21 @@ class Tandem:
     def targets(self, x: Tensor, update: bool = True) -> Dict[str, Tensor]:
         """Run the teacher (eval mode, no grad) on ``x`` [B, ...]; return student name -> y_l [B, *] in [0, 1].
         The teacher's logits of that forward are kept in ``teacher_logits``."""
-        was_training = self.teacher.training
-        if was_training:       # (a walk over every module: only when needed, the trainer's teacher is in eval)
-            self.teacher.eval()
+        # Each module's own mode, not the root's flag: an exposed teacher (a GraphModule over the user's modules)
+        # keeps the flag it was built with while the user may have put their teacher in train mode since (BN then
+        # drew batch statistics into the targets and updated its running ones); and exactly those modules go back
+        # to train mode (a BN the user froze in eval stays there).
+        training = [m for m in self.teacher.modules() if m.training]
+        for m in training:
+            m.training = False
         try:
             with self.pairs.capturing():
                 self.teacher_logits = self.teacher(x)
             return {name: self.normaliser(name, a, update=update) for name, a in self.pairs.activations().items()}
         finally:
             self.pairs.forget()
-            if was_training:
-                self.teacher.train()
+            for m in training:
+                m.training = True
 
     def batch(self, x: Tensor, *, mode: str = "offline", warmup: int = 0, backward: bool = False,
               pack_spikes: bool = True, update: bool = True, loss_scale=None,

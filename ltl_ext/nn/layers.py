@@ -84,7 +84,8 @@ class LIF(nn.Module):
 
     ``beta``, ``threshold`` and ``alpha`` are always tensors (buffers, or parameters when learnable), so they
     move with ``.to()`` and are saved in the ``state_dict``. They are scalars (0-d) or per-neuron tensors of
-    the neuron shape without batch, e.g. ``[C, H, W]`` or ``[F]`` (chip mismatch). Assign to change them,
+    the neuron shape without batch, e.g. ``[C, H, W]`` or ``[F]`` (chip mismatch; as many dims as the neurons,
+    ``[C, 1, 1]`` per channel: a ``[C]`` is refused). Assign to change them,
     e.g. ``lif.threshold = torch.full((64, 16, 16), 0.6)``: the value becomes a buffer or parameter as
     ``learnable`` says (a new shape makes a new ``nn.Parameter``: build the optimiser afterwards). Do not mutate
     a scalar *buffer* in place (it is cached as a float for the op's fast scalar path; assignment, ``.to()``
@@ -213,6 +214,20 @@ class LIF(nn.Module):
                     surrogate=self.surrogate, surrogate_alpha=self.surrogate_alpha,
                     detach_reset=self.detach_reset)
 
+    def _kwargs_for(self, x: Tensor) -> dict:
+        """:meth:`lif_kwargs` for the input ``x`` [n*B, *neuron], refusing a per-neuron parameter with fewer dims than
+        the neuron shape: broadcasting lines it up with the *last* dims, so a per-channel ``[C]`` threshold on
+        ``[C, H, W]`` neurons would silently be a per-column one wherever W == C."""
+        kwargs = self.lif_kwargs()
+        for n in _TENSOR_PARAMS:
+            p = kwargs[n]
+            if isinstance(p, Tensor) and 0 < p.dim() < x.dim() - 1:
+                neuron = tuple(x.shape[1:])
+                raise ValueError(f"LIF {n} has shape {tuple(p.shape)} but the neurons are {neuron} ([T*B, ...] "
+                                 f"without the leading dim): give it as many dims as the neurons, a 1 where it is "
+                                 f"shared, e.g. {(neuron[0],) + (1,) * (len(neuron) - 1)} per channel")
+        return kwargs
+
     # ---------------------------------------------------------------- state
     def reset_state(self) -> None:
         """Clear the stepwise state (``v``, ``count``, ``t``)."""
@@ -231,7 +246,7 @@ class LIF(nn.Module):
         if x.shape[0] % T != 0:
             raise ValueError(f"LIF got a leading dim of {x.shape[0]}, not a multiple of time_steps = {T}; inside "
                              f"a spiking model tensors are [T*B, ...] (wrap the model in SpikingModel)")
-        xs, kwargs, target, _, back = _time_major(x, T, self.lif_kwargs(), None if name is None else run.target(name))
+        xs, kwargs, target, _, back = _time_major(x, T, self._kwargs_for(x), None if name is None else run.target(name))
         if name is None:
             return back(functional.lif(xs, **kwargs)).reshape(x.shape)
         s, loss = functional.tandem_loss(xs, target, mode=run.mode, warmup=run.warmup, **kwargs)
@@ -248,7 +263,7 @@ class LIF(nn.Module):
             raise RuntimeError(f"stepwise LIF state has shape {tuple(self.v.shape)} but the input is "
                                f"{step_shape} per step; call reset_state() (SpikingModel.reset_state()) "
                                f"between batches")
-        xs, kwargs, target, (v, count), back = _time_major(x, n, self.lif_kwargs(),
+        xs, kwargs, target, (v, count), back = _time_major(x, n, self._kwargs_for(x),
                                                            None if name is None else run.target(name),
                                                            (self.v, self.count))
         if name is None:
@@ -384,9 +399,16 @@ class SpikingModel(nn.Module):
             m.reset_state()
 
     def forward(self, x: Tensor, return_steps: bool = False) -> Union[Tensor, Tuple[Tensor, Tensor]]:
-        if self._stepwise:
-            self._set_stepwise(False)
         T, B = self._time_steps, x.shape[1 if self.encoding == "none" else 0]
+        # The LIFs are the wrapped model's, not ours: another SpikingModel around the same student (another T, or
+        # left stepwise by its step calls) may have retuned them since. A LIF told the wrong T unfolds [T*B, ...]
+        # with the wrong B, silently mixing samples and steps; so every forward tells them ours (one module walk).
+        self._stepwise = False
+        for _, m in self.lifs():
+            if m.stepwise:
+                m.stepwise = False
+                m.reset_state()
+            m.time_steps = T
         out = self.model(encode(x, T, self.encoding))
         steps = out.reshape(T, B, *out.shape[1:])
         return (steps.mean(0), steps) if return_steps else steps.mean(0)
@@ -397,6 +419,10 @@ class SpikingModel(nn.Module):
         if not self._stepwise:
             self._set_stepwise(True)
         for m in self._step_lifs:
+            if not m.stepwise:   # a forward of another SpikingModel over the same LIFs switched them back mid-sequence
+                raise RuntimeError("the LIFs left stepwise mode since the last reset_state() (a forward of another "
+                                   "SpikingModel over the same model): their state is gone; call reset_state() and "
+                                   "run the sequence again")
             m.block = steps
         if self.encoding == "none":          # x holds these steps already: one frame [B, ...], or [steps, B, ...]
             if steps == 1:
