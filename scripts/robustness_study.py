@@ -34,7 +34,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     from ltl_ext.cli import main as cli
     argv = ["robustness", "--preset", args.preset, "--chips", str(args.chips), "--steps", str(args.steps),
-            "--calib-time", args.calib_time, "--drift-times", args.drift_times, "--out", args.out, "--quiet"]
+            "--calib-time", args.calib_time, "--drift-times", args.drift_times, "--out", args.out, "--quiet",
+            "--overwrite"]   # this script re-measures its artefact: its own --out is its scratch
     if args.checkpoint:
         argv += ["--checkpoint", args.checkpoint]
     if args.in_the_loop != "none":

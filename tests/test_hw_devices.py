@@ -146,3 +146,26 @@ def test_gradient_reaches_programmed_weights_of_pairs_not_stuck_ones():
     g = m.parametrizations.weight.original.grad
     assert g is not None and torch.isfinite(g).all() and g.abs().sum() > 0
     assert math.isfinite(float(_pair(chip).compensation(m.parametrizations.weight.original)))
+
+
+def test_example_input_does_not_fix_the_converter_ranges():
+    """program(..., example_input=x) runs a dry forward to size the neuron mismatch; it used to fix the DAC/ADC
+    ranges on that batch too, so the same (student, dev, seed) gave another chip with an example input."""
+    s = _student()
+    dev = DeviceModel(0.0, dac_bits=4, adc_bits=4, threshold_sigma=0.1)
+    x = torch.randn(8, 64) * 3
+    lazy = noise.program(s, dev, seed=0)
+    eager = noise.program(s, dev, seed=0, example_input=torch.rand(1, 64) * 0.1)
+    assert noise.analog_layers(eager)[0][1].converters.in_range.numel() == 0     # not fixed yet
+    assert torch.equal(lazy(x), eager(x))
+    for k, v in noise.noise_buffers(lazy).items():
+        assert torch.equal(v, noise.noise_buffers(eager)[k]), k
+
+
+def test_device_model_flags_must_be_booleans():
+    """drift_compensation="false" is truthy: it used to switch the compensation on without a word."""
+    with pytest.raises(TypeError, match="drift_compensation"):
+        DeviceModel.preset("pcm", drift_compensation="false")
+    with pytest.raises(TypeError, match="differential"):
+        DeviceModel(0.1, mode="additive", differential=1)
+    assert not DeviceModel.preset("pcm", drift_compensation=False).drift_compensation

@@ -79,6 +79,36 @@ def test_robustness_command_reports_the_verdict_and_the_drift_study(run, tmp_pat
     assert d["config"]["in_the_loop"] == "membrane" and "in_the_loop" in d["settings"][0]
     assert (tmp_path / "d" / "drift.png").stat().st_size > 1000
     assert "white-box, with drift compensation" in capsys.readouterr().out
+    # an earlier study's results are not replaced without --overwrite (refused before any work)
+    before = (tmp_path / "s" / "robustness.json").read_bytes()
+    assert main(["robustness", "--sigmas", "0.2", "--chips", "1", "--steps", "1", "--no-devices",
+                 "--out", str(tmp_path / "s")] + common) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (tmp_path / "s" / "robustness.json").read_bytes() == before
     assert main(["robustness", "--in-the-loop", "spikes", "--out", str(tmp_path / "e")] + common) == 2
     assert main(["robustness", "--preset", "pcm", "--drift-times", "0,1", "--out", str(tmp_path / "e")]
                 + common) == 2
+
+
+def test_drift_study_of_a_preset_that_does_not_drift_has_one_setting(tiny_trainer):
+    """RRAM does not drift: 'with compensation' was the same chips measured twice under a false label."""
+    trainer, train, test = tiny_trainer
+    res = drift_study.run_drift_study(trainer, train, test, preset="rram", calib_time=1.0, drift_times=[1.0],
+                                      chips=1, steps=0, progress=False)
+    assert [e["drift_compensation"] for e in res["settings"]] == [False]
+    assert not res["settings"][0]["device"]["drift_compensation"]
+
+
+def test_robustness_study_refuses_bad_settings_before_any_work(tiny_trainer):
+    """A negative step count skipped calibration silently (after = before, and the <= 300 steps protocol passed);
+    a bad mode or device setting failed only after the control had been calibrated."""
+    from ltl_ext.hw import robustness
+    trainer, train, test = tiny_trainer
+
+    class Untouched:
+        def __iter__(self):
+            raise AssertionError("the study started working before checking its settings")
+    for kwargs in (dict(steps=-5), dict(steps=2.5), dict(mode="gaussian"), dict(sigmas=[-0.1]),
+                   dict(devices=(("bad", dict(levels=1)),))):
+        with pytest.raises(ValueError):
+            robustness.run_study(trainer, train, Untouched(), progress=False, **kwargs)

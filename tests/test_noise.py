@@ -331,3 +331,96 @@ def test_a_chip_of_the_study_is_reproducible_on_its_own(tiny_trainer):
     torch.rand(5)  # whatever ran in between
     b = robustness.evaluate_chip(trainer, dev, 3, loader, test, steps=4)
     assert (a["before"], a["after"], a["rate_error_after"]) == (b["before"], b["after"], b["rate_error_after"])
+
+
+# --------------------------------------------------------------------------------------------- found by use
+def test_unprogram_gives_back_learnable_neuron_parameters_trainable():
+    """program freezes a learnable threshold / leak on the chip (calibration asks for it); unprogram used to hand
+    them back frozen, so the 'clean' model silently stopped learning them."""
+    torch.manual_seed(0)
+    s = SpikingModel(nn.Sequential(nn.Linear(8, 16), LIF(learnable="both"), nn.Linear(16, 4)), time_steps=4)
+    chip = noise.program(s, DeviceModel(0.1, threshold_sigma=0.1, beta_sigma=0.1), seed=0)
+    assert not chip.model[1].parametrizations.threshold.original.requires_grad   # frozen on the chip
+    clean = noise.unprogram(chip)
+    for name in ("threshold", "beta"):
+        p = getattr(clean.model[1], name)
+        assert isinstance(p, nn.Parameter) and p.requires_grad, name
+    assert s.model[1].threshold.requires_grad      # the student was never touched
+    # a default LIF: the nominal threshold the chip holds (as calibration leaves it) is what the clean model uses,
+    # not the float the LIF cached from the student
+    d = _student()
+    chip = noise.program(d, DeviceModel(0.0, threshold_sigma=0.1), seed=0)
+    with torch.no_grad():
+        chip.model[1].parametrizations.threshold.original.fill_(0.9)
+    clean = noise.unprogram(chip)
+    d.model[1].threshold = 0.9
+    assert "threshold" in clean.model[1]._buffers and torch.equal(clean(_x()), d(_x()))
+
+
+@pytest.mark.parametrize("mismatch", [0.0, 0.1])
+def test_train_thresholds_on_a_chip_of_a_default_student_and_unprogram_keeps_them(tiny_trainer, mismatch):
+    """A default LIF keeps its threshold in a buffer: calibration with train_thresholds=True refused every chip of
+    such a student; and unprogram must compute with the calibrated threshold, not a float cached from the
+    student."""
+    trainer, train, _ = tiny_trainer
+    chip = noise.program(trainer.student, DeviceModel(0.3, threshold_sigma=mismatch), seed=1,
+                         example_input=train[0][0])
+    bufs = noise.noise_buffers(chip)
+
+    def nominal(model):
+        return [(l.parametrizations.threshold.original if parametrize.is_parametrized(l, "threshold")
+                 else l.threshold).detach().clone() for _, l in noise.lif_layers(model)]
+    student_thr = nominal(trainer.student)
+    trainer.calibrate(chip, train, steps=3, lr=5e-2, train_thresholds=True)
+    calibrated = nominal(chip)
+    assert all(not torch.equal(a, b) for a, b in zip(calibrated, student_thr))
+    for k, v in noise.noise_buffers(chip).items():
+        assert torch.equal(v, bufs[k]), k
+    assert all(not l.threshold.requires_grad for _, l in noise.lif_layers(chip))   # frozen again afterwards
+    clean = noise.unprogram(chip)
+    ref = noise._copy_model(trainer.student)        # the student with the calibrated thresholds, set the public way
+    for (_, lc), (_, lr), thr in zip(noise.lif_layers(clean), noise.lif_layers(ref), calibrated):
+        assert "threshold" in lc._buffers and torch.equal(lc.threshold, thr)     # a buffer again, as on the student
+        lr.threshold = thr
+    for (_, a), (_, b) in zip(noise.analog_layers(clean), noise.analog_layers(ref)):
+        with torch.no_grad():
+            b.weight.copy_(a.weight)
+            b.bias.copy_(a.bias)
+    x = train[0][0]
+    assert torch.equal(clean(x), ref(x))
+
+
+def test_seeds_past_32_bits_and_float64_models():
+    """Seeds 0 and 2**32 (and -1 and 2**32 - 1) made the same chip; a model on which .double() was called got
+    other devices than the same model in float32."""
+    lin = nn.Sequential(nn.Linear(6, 5))
+    dev = DeviceModel(0.3, stuck_off=0.2, threshold_sigma=0.0)
+
+    def eff(model, seed):
+        return noise.program(model, dev, seed=seed)[0].weight.detach()
+    assert not torch.equal(eff(lin, 0), eff(lin, 2 ** 32))
+    assert not torch.equal(eff(lin, -1), eff(lin, 2 ** 32 - 1))
+    assert torch.equal(eff(lin, 5), eff(lin, 5))
+    wide = noise._copy_model(lin).double()
+    torch.testing.assert_close(eff(wide, 5), eff(lin, 5).double(), rtol=1e-6, atol=1e-7)
+    pcm = DeviceModel.preset("pcm", t=3600.0)
+    with noise.read_noise(a := noise.program(lin, pcm, seed=2), False), \
+            noise.read_noise(b := noise.program(wide, pcm, seed=2), False):
+        torch.testing.assert_close(b[0].weight.detach(), a[0].weight.detach().double(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_checkpoint_written_during_noise_aware_training_loads_into_the_plain_model():
+    """Inside noise_aware the state_dict had the parametrization's keys (and its noise buffers): a checkpoint that
+    trainer.fit wrote in the block could not be loaded into the student afterwards (nor resumed in the block)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 10), ClampReLU(), nn.Linear(10, 3))
+    plain_keys = set(model.state_dict())
+    other = nn.Sequential(nn.Linear(10, 10), ClampReLU(), nn.Linear(10, 3))
+    with noise.noise_aware(model, read_sigma=0.2):
+        saved = {k: v.clone() for k, v in model.state_dict().items()}
+        assert set(saved) == plain_keys
+        model.load_state_dict(other.state_dict())        # resume in the block: strict, into the programmed weights
+        assert torch.equal(model[0].parametrizations.weight.original, other[0].weight)
+        assert model[0].parametrizations.weight[0].read_sigma == 0.2
+    model.load_state_dict(saved)                          # and the block's checkpoint into the plain model
+    assert set(model.state_dict()) == plain_keys

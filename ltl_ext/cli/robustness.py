@@ -46,6 +46,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="also calibrate the same chips as black boxes from recorded spikes (and membrane traces)")
     r.add_argument("--seed", type=int, default=0, help="first chip seed (default: 0)")
     r.add_argument("--out", default="runs/robustness", help="output folder (default: %(default)s)")
+    r.add_argument("--overwrite", action="store_true", help="replace the results of an earlier study in --out")
     r.add_argument("--device", default=None)
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func=run)
@@ -96,6 +97,9 @@ def run(args) -> int:
         if v < low:
             raise _user_error(f"{flag} must be >= {low}, got {v}")
     out = Path(args.out)
+    result = out / ("drift.json" if args.preset else "robustness.json")
+    if result.exists() and not args.overwrite:   # a study takes long: its results are never replaced unasked
+        raise _user_error(f"{result} holds an earlier study: pass --overwrite to replace it, or choose another --out")
     progress = not args.quiet
     ckpt = args.checkpoint
     if ckpt is None:

@@ -26,13 +26,20 @@ from .devices import DeviceModel
 
 def _generator(seed: int, *tags: int) -> torch.Generator:
     """A CPU generator for one (chip seed, layer, purpose): draws are independent of layer order and device."""
-    h = int(seed) & 0xFFFFFFFF
+    # the whole seed, not its low 32 bits (seeds 0 and 2**32 were the same chip); unchanged for 0 <= seed < 2**32
+    h = int(seed) % (2 ** 63 - 1)
     for t in tags:
         h = (h * 1_000_003 + 0x9E3779B9 + int(t)) % (2 ** 63 - 1)
     return torch.Generator().manual_seed(h)
 
 
 _PURPOSE = {"vary": 1, "stuck": 2, "threshold": 3, "beta": 4, "drift": 5}
+
+
+def _randn(shape, generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
+    """Standard normal draws made in float32 and cast: the same seed is the same chip whatever the model's dtype
+    (drawn in float64 directly, a model on which ``.double()`` was called got other devices)."""
+    return torch.randn(shape, generator=generator, dtype=torch.float32).to(dtype)
 
 
 # -------------------------------------------------------------------------------------------------- weight devices
@@ -70,7 +77,7 @@ class AnalogWeight(nn.Module):
         self.read_enabled = True
         self.register_buffer("w_max", w.abs().max().clamp_min(torch.finfo(w.dtype).tiny).clone())
         if self.sigma > 0:
-            eps = torch.randn(w.shape, generator=_generator(seed, layer_index, _PURPOSE["vary"]), dtype=w.dtype)
+            eps = _randn(w.shape, _generator(seed, layer_index, _PURPOSE["vary"]), w.dtype)
         else:
             eps = w.new_zeros(0)
         self.register_buffer("eps", eps.to(w.device))
@@ -125,7 +132,8 @@ class NeuronMismatch(nn.Module):
         if kind not in ("threshold", "beta"):
             raise ValueError(kind)
         self.kind, self.sigma, self.seed, self.layer_index = kind, float(sigma), int(seed), int(layer_index)
-        self.original_kind, self.original_value = "parameter", None
+        # what the nominal value was on the student (set by program, used by unprogram to give it back)
+        self.original_kind, self.original_value, self.original_requires_grad = "parameter", None, False
         self.register_buffer("eps", torch.zeros(0))
 
     @property

@@ -73,25 +73,44 @@ def programmed_parameters(chip: nn.Module) -> Dict[str, nn.Parameter]:
 # ------------------------------------------------------------------------------------------------ LIF plumbing
 def _nominal_tensor(lif: nn.Module, name: str) -> str:
     """Make ``lif.<name>`` a tensor attribute (parameter or buffer) that parametrize can wrap; returns what it
-    was (``"parameter"``, ``"buffer"``, ``"float"``) so that :func:`unprogram` can restore it."""
+    was (``"parameter"``, ``"buffer"``, ``"float"``) so that :func:`unprogram` can restore it.
+
+    A threshold that was not a parameter becomes a *frozen* parameter: calibration may choose to train the
+    programmed threshold (``train_thresholds=True``), which it cannot do to a buffer (the LIF keeps a non-learnable
+    threshold in a buffer, so without this ``train_thresholds`` would refuse every chip of a default student)."""
     value = getattr(lif, name)
     if isinstance(value, nn.Parameter):
         return "parameter"
-    if torch.is_tensor(value) and name in lif._buffers:
-        return "buffer"
+    kind = "buffer" if torch.is_tensor(value) and name in lif._buffers else "float"
+    if kind == "buffer" and name != "threshold":
+        return kind
     t = value.detach().clone() if torch.is_tensor(value) else torch.tensor(float(value))
     if name in lif.__dict__:
         del lif.__dict__[name]
-    elif name in lif._parameters:
-        del lif._parameters[name]
     elif name in lif._buffers:
         del lif._buffers[name]
     if name == "threshold":
-        # a frozen parameter: calibration may choose to train the programmed threshold (train_thresholds=True)
         lif.register_parameter(name, nn.Parameter(t, requires_grad=False))
     else:
         lif.register_buffer(name, t)
-    return "float" if not torch.is_tensor(value) else "buffer"
+    return kind
+
+
+def _restore_nominal(m: nn.Module, name: str, value, kind: Optional[str], requires_grad: bool) -> None:
+    """Give ``m.<name>`` back the form the student had (``kind``, see :func:`_nominal_tensor`), holding ``value``."""
+    m._parameters.pop(name, None)
+    m._buffers.pop(name, None)
+    if kind == "float":
+        setattr(m, name, float(value))
+    elif kind == "parameter":
+        p = value if isinstance(value, nn.Parameter) else nn.Parameter(value.detach())
+        m.register_parameter(name, p.requires_grad_(requires_grad))   # program froze it for the chip only
+    else:
+        m.register_buffer(name, value.detach())
+    if hasattr(m, "_refresh_scalar"):
+        # the LIF caches a 0-d buffer as a float; the cache of the student's value (copied with the chip) would
+        # otherwise win over a calibrated threshold
+        m._refresh_scalar(name)
 
 
 def _materialise_hook(lif: nn.Module, args):
@@ -164,31 +183,38 @@ def program(student: nn.Module, dev: DeviceModel, seed: int = 0, *, example_inpu
             parametrize.register_parametrization(m, "weight", PairWeight(m.weight, dev, streams))
         else:
             parametrize.register_parametrization(m, "weight", AnalogWeight(m.weight, dev, seed, i))
-        if dev.dac_bits or dev.adc_bits:
-            attach_converters(m, dev.dac_bits, dev.adc_bits)
     lifs = lif_layers(chip)
-    if dev.threshold_sigma > 0 or dev.beta_sigma > 0:
-        if not lifs:
-            raise ValueError("neuron mismatch requested but the model has no LIF layer")
-        for j, (_, lif) in enumerate(lifs):
-            for name, sigma in (("threshold", dev.threshold_sigma), ("beta", dev.beta_sigma)):
-                if sigma > 0:
-                    mm = NeuronMismatch(name, sigma, seed, j)
-                    value = getattr(lif, name)
-                    mm.original_value = None if torch.is_tensor(value) else float(value)
-                    mm.original_kind = _nominal_tensor(lif, name)
-                    parametrize.register_parametrization(lif, name, mm, unsafe=True)
-                    orig = getattr(lif.parametrizations, name).original
-                    if isinstance(orig, nn.Parameter):
-                        # fixed unless calibration asks for it (trainer.calibrate(train_thresholds=True))
-                        orig.requires_grad_(False)
+    if (dev.threshold_sigma > 0 or dev.beta_sigma > 0) and not lifs:
+        raise ValueError("neuron mismatch requested but the model has no LIF layer")
+    thresholds = {}     # what each LIF's threshold was on the student, for unprogram
+    for j, (lif_name, lif) in enumerate(lifs):
+        thresholds[lif_name] = _nominal_tensor(lif, "threshold")
+        for name, sigma in (("threshold", dev.threshold_sigma), ("beta", dev.beta_sigma)):
+            if sigma > 0:
+                mm = NeuronMismatch(name, sigma, seed, j)
+                value = getattr(lif, name)
+                mm.original_value = None if torch.is_tensor(value) else float(value)
+                mm.original_kind = thresholds[lif_name] if name == "threshold" else _nominal_tensor(lif, name)
+                parametrize.register_parametrization(lif, name, mm, unsafe=True)
+                orig = getattr(lif.parametrizations, name).original
+                if isinstance(orig, nn.Parameter):
+                    # fixed unless calibration asks for it (trainer.calibrate(train_thresholds=True));
+                    # unprogram gives the student's requires_grad back
+                    mm.original_requires_grad = orig.requires_grad if mm.original_kind == "parameter" else False
+                    orig.requires_grad_(False)
+        if dev.threshold_sigma > 0 or dev.beta_sigma > 0:
             lif.register_forward_pre_hook(_materialise_hook)
-        if example_input is not None:
-            shapes = _neuron_shapes(chip, example_input, lifs)  # the pre-hooks materialise during this forward
-            missing = [n for n, l in lifs if id(l) not in shapes]
-            if missing:
-                raise ValueError(f"the example input never reached the LIF layers {missing}")
-    chip._ltl_chip = {"format": CHIP_FORMAT, "device": dev.to_dict(), "seed": int(seed)}
+    if example_input is not None and (dev.threshold_sigma > 0 or dev.beta_sigma > 0):
+        shapes = _neuron_shapes(chip, example_input, lifs)  # the pre-hooks materialise during this forward
+        missing = [n for n, l in lifs if id(l) not in shapes]
+        if missing:
+            raise ValueError(f"the example input never reached the LIF layers {missing}")
+    if dev.dac_bits or dev.adc_bits:
+        # after the dry forward of example_input: the converters' ranges are fixed at the chip's first *real*
+        # forward, so a chip made with an example input is the same chip as one made without
+        for _, m in layers:
+            attach_converters(m, dev.dac_bits, dev.adc_bits)
+    chip._ltl_chip = {"format": CHIP_FORMAT, "device": dev.to_dict(), "seed": int(seed), "thresholds": thresholds}
     return chip
 
 
@@ -219,14 +245,16 @@ def unprogram(chip: nn.Module) -> nn.Module:
 
     The chip is left untouched. ``program(unprogram(chip), dev, seed)`` has the same noise as ``chip``.
     """
-    chip_info(chip)
+    kinds = chip_info(chip).get("thresholds", {})
     clean = _copy_model(chip)
-    for _, m in clean.named_modules():
+    for name, m in clean.named_modules():
         for k in [k for k, h in m._forward_pre_hooks.items() if h is _materialise_hook]:
             del m._forward_pre_hooks[k]
         detach_converters(m)
         if parametrize.is_parametrized(m):
             _strip(m)
+        if kinds.get(name) in ("buffer", "float") and "threshold" in m._parameters:   # frozen by program
+            _restore_nominal(m, "threshold", m._parameters["threshold"], kinds[name], False)
     del clean._ltl_chip
     return clean
 
@@ -243,16 +271,17 @@ def _strip(m: nn.Module) -> None:
     for name, pl in plist.items():
         orig = pl.original
         mm = next((p for p in pl if isinstance(p, NeuronMismatch)), None)
-        kind = mm.original_kind if mm is not None else None
-        if kind == "float":
-            value = float(orig)
-            if mm.original_value is not None and float(torch.tensor(mm.original_value, dtype=orig.dtype)) == value:
-                value = mm.original_value  # unchanged by calibration: give back the exact float
-            setattr(m, name, value)
-        elif isinstance(orig, nn.Parameter) and kind != "buffer":
-            m.register_parameter(name, orig)
-        else:
-            m.register_buffer(name, orig)
+        if mm is None:        # a weight: its programmed value, as what it was
+            if isinstance(orig, nn.Parameter):
+                m.register_parameter(name, orig)
+            else:
+                m.register_buffer(name, orig)
+            continue
+        value = orig
+        if (mm.original_kind == "float" and mm.original_value is not None
+                and float(torch.tensor(mm.original_value, dtype=orig.dtype)) == float(orig)):
+            value = mm.original_value  # unchanged by calibration: give back the exact float
+        _restore_nominal(m, name, value, mm.original_kind, mm.original_requires_grad)
 
 
 def _atomic_save(obj, path: str) -> None:

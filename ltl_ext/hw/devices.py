@@ -55,6 +55,10 @@ class DeviceModel:
         if self.levels is not None:
             if isinstance(self.levels, bool) or not isinstance(self.levels, int) or self.levels < 2:
                 raise ValueError(f"levels must be None (analog) or an int >= 2, got {self.levels!r}")
+        for f in ("differential", "drift_compensation"):
+            v = getattr(self, f)
+            if not isinstance(v, bool):   # drift_compensation="false" is truthy: it would switch compensation on
+                raise TypeError(f"{f} must be True or False, got {v!r}")
         if self.physics not in PHYSICS:
             raise ValueError(f"physics must be one of {PHYSICS}, got {self.physics!r}")
         for f in ("t", "prog_noise_scale", "read_noise_scale", "drift_scale"):

@@ -53,6 +53,9 @@ def run_drift_study(trainer, calib_loader, test_loader: Iterable, *, preset: str
     if in_the_loop not in (None, "spikes", "membrane"):
         raise ValueError(f"in_the_loop must be None, 'spikes' or 'membrane', got {in_the_loop!r}")
     noise.DeviceModel.preset(preset)    # unknown preset: fail before any work
+    if preset != "pcm":
+        # only PCM drifts: "with compensation" would be the same chips measured again under a false label
+        compensation = (False,)
     t0 = time.perf_counter()
     loader = (lambda s: calib_loader(s)) if callable(calib_loader) else (lambda s: calib_loader)
     ideal_report = trainer.evaluate(test_loader)

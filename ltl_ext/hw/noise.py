@@ -19,8 +19,9 @@ an ordinary ``nn.Module`` (a deep copy of the student) whose synaptic weights go
 Neuron mismatch (``threshold_sigma``, ``beta_sigma``) turns each LIF's scalar threshold / leak into per-neuron
 tensors ``theta (1 + sigma_theta eps)``, ``clamp(beta (1 + sigma_beta eps), 0, 1)``, again through a
 parametrization over the nominal (programmed) value (``lif.parametrizations.threshold.original``), so
-calibrating thresholds changes the programmed value and never the mismatch. On a chip that original is frozen
-(a buffer, or a parameter with ``requires_grad=False``) until calibration asks for it. The neuron shape is
+calibrating thresholds changes the programmed value and never the mismatch. On a chip every threshold (with or
+without mismatch) is a parameter with ``requires_grad=False`` until calibration asks for it
+(``train_thresholds=True``); :func:`unprogram` gives back the form the student had. The neuron shape is
 taken from ``example_input`` (a dry forward) or, without one, at
 the chip's first forward; the draw depends only on the seed and the layer, so both give the same chip.
 
@@ -73,20 +74,46 @@ __all__ = ["DeviceModel", "PRESETS", "AnalogWeight", "PairWeight", "NeuronMismat
 def noise_aware(model: nn.Module, read_sigma: float = 0.1, mode: str = "multiplicative") -> Iterator[nn.Module]:
     """Read noise on every analog weight of ``model`` *in place* for the duration of the block (noise-aware
     training, or calibration with read noise on). The parameters stay the same objects, so an optimiser built
-    before the block keeps working; on exit the model is plain again, holding the trained weights.
+    before the block keeps working; on exit the model is plain again, holding the trained weights. Its
+    ``state_dict`` keeps the plain model's keys inside the block too, so a checkpoint written there (``trainer.fit(
+    ..., checkpoint=...)``) loads into the plain model, and back into the block (resume).
     """
     dev = DeviceModel(programming_sigma=0.0, mode=mode, read_sigma=read_sigma)
-    done = []
+    done, handles = [], []
     try:
         for i, (_, m) in enumerate(analog_layers(model)):
             if parametrize.is_parametrized(m, "weight"):
                 continue  # already a chip layer: it has its own read noise setting
             parametrize.register_parametrization(m, "weight", AnalogWeight(m.weight, dev, 0, i))
             done.append(m)
+            handles += [m.register_state_dict_post_hook(_plain_keys),
+                        m.register_load_state_dict_pre_hook(_parametrized_keys)]
         yield model
     finally:
+        for h in handles:
+            h.remove()
         for m in done:
             parametrize.remove_parametrizations(m, "weight", leave_parametrized=False)
+
+
+_ORIGINAL, _NOISE = "parametrizations.weight.original", "parametrizations.weight.0."
+
+
+def _plain_keys(module, state_dict, prefix, local_metadata) -> None:
+    """State-dict post-hook of a layer under :func:`noise_aware`: ``weight`` instead of the parametrization's
+    ``original``, and none of the read noise's buffers (the block's own state, not the model's)."""
+    state_dict[prefix + "weight"] = state_dict.pop(prefix + _ORIGINAL)
+    for k in [k for k in state_dict if k.startswith(prefix + _NOISE)]:
+        del state_dict[k]
+
+
+def _parametrized_keys(module, state_dict, prefix, *args) -> None:
+    """Load-state-dict pre-hook, the inverse of :func:`_plain_keys`: a plain ``weight`` loads into ``original``,
+    and the read noise keeps its buffers."""
+    if prefix + "weight" in state_dict:
+        state_dict[prefix + _ORIGINAL] = state_dict.pop(prefix + "weight")
+        for k, v in module.parametrizations.weight[0].state_dict().items():
+            state_dict.setdefault(prefix + _NOISE + k, v)
 
 
 @contextlib.contextmanager

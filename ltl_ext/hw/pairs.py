@@ -47,6 +47,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .analog import _randn
+
 #: aihwkit PCMLikeNoiseModel defaults (see the module docstring for the sources)
 PCM_G_MAX_US = 25.0
 PCM_PROG_COEFF_US = (0.26348, 1.9650, -1.1731)
@@ -79,7 +81,7 @@ def pcm_drift_exponents(g_target: Tensor, generator: torch.Generator) -> Tensor:
     lg = torch.log(g_target.clamp_min(_ZERO_CLIP))
     mu = (PCM_NU_MEAN[0] * lg + PCM_NU_MEAN[1]).clamp(PCM_NU_MEAN[2], PCM_NU_MEAN[3])
     sd = (PCM_NU_STD[0] * lg + PCM_NU_STD[1]).clamp(PCM_NU_STD[2], PCM_NU_STD[3])
-    eps = torch.randn(g_target.shape, generator=generator, dtype=g_target.dtype)
+    eps = _randn(g_target.shape, generator, g_target.dtype)
     return (mu + sd * eps).abs()
 
 
@@ -107,7 +109,7 @@ class PairWeight(nn.Module):
         w_max = w.abs().max().clamp_min(torch.finfo(w.dtype).tiny)
         self.register_buffer("w_max", w_max.clone())
         shape = (2,) + tuple(w.shape)
-        self.register_buffer("eps", torch.randn(shape, generator=generators("vary"), dtype=w.dtype).to(w.device))
+        self.register_buffer("eps", _randn(shape, generators("vary"), w.dtype).to(w.device))
         if self.physics == "pcm" and dev.drift_scale > 0:
             nu = pcm_drift_exponents(self._targets(w).cpu(), generators("drift")) * dev.drift_scale
         else:

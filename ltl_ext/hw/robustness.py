@@ -190,6 +190,12 @@ def run_study(trainer, calib_loader: Iterable, test_loader: Iterable, *, sigmas:
     """
     if chips < 1:
         raise ValueError(f"chips must be >= 1, got {chips}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        # a negative count skipped calibration silently ("after" = "before") and passed the protocol's <= 300
+        raise ValueError(f"steps must be an int >= 0, got {steps!r}")
+    # every device model up front: a bad sigma, mode or device setting fails before the (long) control run
+    sweep_devs = [noise.DeviceModel(programming_sigma=float(sigma), mode=mode) for sigma in sigmas]
+    extra_devs = [(name, noise.DeviceModel(**kwargs)) for name, kwargs in devices]
     t_start = time.perf_counter()
     ideal_report = trainer.evaluate(test_loader, max_batches=max_eval_batches)
     ideal = ideal_report["student_acc"]
@@ -216,8 +222,7 @@ def run_study(trainer, calib_loader: Iterable, test_loader: Iterable, *, sigmas:
         results["control"] = {"ideal_calibrated_acc": control_acc, "rate_error": c["rate_error_after"],
                               "seconds": c["calib_seconds"]}
         _say(progress, f"control: ideal student after the same {steps} calibration steps {control_acc:.2f}%")
-    for sigma in sigmas:
-        dev = noise.DeviceModel(programming_sigma=float(sigma), mode=mode)
+    for sigma, dev in zip(sigmas, sweep_devs):
         entry = {"sigma": float(sigma), "device": dev.to_dict(), "chips": []}
         results["sweep"].append(entry)
         for k in range(chips):
@@ -229,8 +234,7 @@ def run_study(trainer, calib_loader: Iterable, test_loader: Iterable, *, sigmas:
                            f"({r['calib_seconds']:.0f} s)")
             if callback:
                 callback(results)
-    for name, kwargs in devices:
-        dev = noise.DeviceModel(**kwargs)
+    for name, dev in extra_devs:
         random = dev.random
         entry = {"name": name, "device": dev.to_dict(), "chips": []}
         results["devices"].append(entry)

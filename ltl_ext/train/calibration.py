@@ -82,8 +82,9 @@ def _calibration_params(model: nn.Module, train_thresholds: bool):
         elif p.requires_grad:                 # a learnable beta etc.: calibration leaves it alone
             toggled.append(p)
     if train_thresholds and not any(in_lif.get(id(p)) is not None for p in params):
-        raise ValueError("train_thresholds=True but the model's LIF thresholds are floats, not tensors; "
-                         "build its LIFs with learnable=True (or program a chip, which makes them tensors)")
+        raise ValueError("train_thresholds=True but the model's LIF thresholds are not parameters (a LIF keeps a "
+                         "fixed threshold in a buffer); calibrate a chip made by ltl_ext.hw.noise.program (its "
+                         "thresholds are parameters), or build the LIFs with learnable='threshold'")
     return params, toggled
 
 
