@@ -396,6 +396,9 @@ def run_trainer(dist, loader, eval_loader, ckpt_dir, seed):
                                       distributed=dist)
     resumed.fit(loader, epochs=EPOCHS, progress=False)
     out["resumed"] = flat(resumed)
+    # one sample: rank 1's share is empty, which must count for nothing (it used to raise "no sample")
+    one = resumed.evaluate(DataLoader(torch.utils.data.Subset(make_data(), [0]), batch_size=1))
+    out["one_sample"] = (one["samples"], one["student_acc"])
     return out
 
 
@@ -432,6 +435,8 @@ def test_trainer_on_two_ranks_equals_one_process(tmp_path):
         assert ev0["firing_rate"] == pytest.approx(evr["firing_rate"], rel=1e-9)
         assert ev0["acc_per_step"] == pytest.approx(evr["acc_per_step"], rel=1e-9)
     torch.testing.assert_close(results[0]["resumed"], results[0]["offline", "batched"][0], rtol=0, atol=0)
+    assert results[0]["one_sample"] == results[1]["one_sample"] == ref["one_sample"]
+    assert ref["one_sample"][0] == 1
 
 
 def make_trainer_params_at_init():
@@ -469,3 +474,36 @@ def test_torchrun_cli_train(tmp_path):
     assert metrics["history"][0]["samples"] == 64
     for f in ("last.pt", "teacher.pt", "history.json"):
         assert (out / f).is_file(), f
+
+
+def test_whole_batch_shares_are_the_one_process_batch_augmented_alike():
+    """ltl_ext.data's batches carry an augmentation seed that draws each image's crop and flip in batch order: each
+    rank loading only its share under that seed got the first images' draws (the same on both ranks, and not what
+    one process gives those images). The ranks' shares now interleave into exactly the one-process batch."""
+    import numpy as np
+    from ltl_ext.data import make_loaders
+    from ltl_ext.data.splits import DatasetSplits
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 255, (22, 3, 8, 8), dtype=np.uint8), np.arange(22) % 4
+    train, _, test = make_loaders(DatasetSplits.from_arrays("tiny", x, y, x[:7], y[:7]), batch_size=8,
+                                  test_batch_size=3, val_fraction=0, augment=True, seed=0)
+    ranks = [Distributed(rank=r, world_size=WORLD) for r in range(WORLD)]   # no collective runs here
+    for epoch in (0, 1):
+        train.sampler.set_epoch(epoch)
+        one = list(train)
+        shares = []
+        for d in ranks:
+            loader = d.shard_loader(train, train=True)
+            d.set_epoch(loader, epoch)
+            shares.append(list(loader))
+        assert [len(s) for s in shares] == [len(one)] * WORLD
+        for i, (xb, yb) in enumerate(one):
+            if len(yb) % WORLD:
+                continue                                  # a padded last batch: checked below
+            merged = torch.empty_like(xb)
+            for r in range(WORLD):
+                merged[r::WORLD] = shares[r][i][0]
+            assert torch.equal(merged, xb), (epoch, i)
+        assert [len(s[-1][1]) for s in shares] == [3, 3]          # 22 = 8 + 8 + 6: equal shares
+    seen = [torch.cat([yb for _, yb in d.shard_loader(test, train=False)]) for d in ranks]
+    assert sum(len(s) for s in seen) == 7 and sorted(torch.cat(seen).tolist()) == sorted(y[:7].tolist())

@@ -20,7 +20,7 @@ from torch.utils.data.distributed import DistributedSampler
 from .collectives import Collectives
 from .launch import DistributedError, _is_comm_error, _local_device, default_timeout_s, launch_env
 from .replica import Replica, _ddp_kwargs, _Entry
-from .sampling import ShardedBatches, ShardSampler
+from .sampling import BatchShare, ShardedBatches, ShardSampler
 
 
 class Distributed(Collectives):
@@ -187,7 +187,7 @@ class Distributed(Collectives):
             kwargs["multiprocessing_context"] = loader.multiprocessing_context
         if loader.batch_size is None and loader.batch_sampler is None:        # whole-batch keys
             sampler = ShardedBatches(loader.sampler, self.rank, self.world_size, pad=train)
-            return DataLoader(loader.dataset, batch_size=None, sampler=sampler, **kwargs)
+            return DataLoader(BatchShare(loader.dataset), batch_size=None, sampler=sampler, **kwargs)
         if loader.batch_size is None or type(loader.batch_sampler) is not torch.utils.data.BatchSampler:
             raise DistributedError("a DataLoader with a custom batch_sampler cannot be split automatically; "
                                    "build one per rank with Distributed.train_sampler()")

@@ -5,7 +5,7 @@ from typing import Iterator
 
 import torch
 from torch import Tensor
-from torch.utils.data import Sampler
+from torch.utils.data import Dataset, Sampler
 
 from .launch import DistributedError
 
@@ -29,39 +29,40 @@ class ShardSampler(Sampler[int]):
 
 class ShardedBatches(Sampler):
     """This rank's part of every batch of a sampler that yields whole batches (``DataLoader(batch_size=None)``
-    over a batch-level dataset, as :func:`ltl_ext.data.make_loaders` builds).
+    over a batch-level dataset, as :func:`ltl_ext.data.make_loaders` builds), read through :class:`BatchShare`.
 
     A batch is a tensor (or list) of sample indices, or a tuple whose first item is one (``ltl_ext.data``'s
-    ``(indices, augmentation seed)``); rank r keeps ``indices[r::N]``. With ``pad`` (training) a batch is first
-    padded to a multiple of N by repeating its first indices, as :class:`DistributedSampler` pads the data set,
+    ``(indices, augmentation seed)``); rank r keeps rows ``r::N`` of it. With ``pad`` (training) a batch is first
+    padded to a multiple of N by repeating its first rows, as :class:`DistributedSampler` pads the data set,
     so every rank gets an equal share and DDP's average is the global batch's mean. Without it (evaluation), a
-    rank may get a smaller or empty share (empty shares are skipped). ``set_epoch``, ``state_dict`` and
-    ``load_state_dict`` go to the wrapped sampler, which must give every rank the same batches (a sampler seeded
-    by (seed, epoch) alone, like ``ltl_ext.data``'s, does).
+    rank may get a smaller or empty share (empty shares are skipped). It yields ``(key, rows)``: the whole batch's
+    key and the rows of the loaded batch that are this rank's; every rank loads the whole batch and keeps its rows,
+    because a key's other items describe the whole batch (the augmentation seed draws each image's crop and flip
+    in batch order: a share loaded under the same seed would get the first images' draws, the same on every rank,
+    and not the ones one process gives those images). ``set_epoch``, ``state_dict`` and ``load_state_dict`` go to
+    the wrapped sampler, which must give every rank the same batches (a sampler seeded by (seed, epoch) alone,
+    like ``ltl_ext.data``'s, does).
     """
 
     def __init__(self, batches: Sampler, rank: int, world_size: int, *, pad: bool):
         self.batches, self.rank, self.world_size, self.pad = batches, rank, world_size, pad
 
-    def _share(self, key):
-        if isinstance(key, tuple) and key and isinstance(key[0], (Tensor, list)):
-            part = self._share(key[0])
-            return None if part is None else (part,) + tuple(key[1:])
-        if not isinstance(key, (Tensor, list)):
+    def _rows(self, key) -> Tensor:
+        indices = key[0] if isinstance(key, tuple) and key and isinstance(key[0], (Tensor, list)) else key
+        if not isinstance(indices, (Tensor, list)):
             raise DistributedError(f"cannot split a batch key of type {type(key).__name__} across ranks; "
                                    f"give each rank its own loader")
-        n = len(key)
+        n = len(indices)
+        rows = torch.arange(n)
         if self.pad and n and n % self.world_size:
-            wrap = [i % n for i in range(n + self.world_size - n % self.world_size)]
-            key = key[torch.tensor(wrap)] if isinstance(key, Tensor) else [key[i] for i in wrap]
-        part = key[self.rank::self.world_size]
-        return part if len(part) else None
+            rows = rows[torch.arange(n + self.world_size - n % self.world_size) % n]
+        return rows[self.rank::self.world_size]
 
     def __iter__(self):
         for key in self.batches:
-            part = self._share(key)
-            if part is not None:
-                yield part
+            rows = self._rows(key)
+            if len(rows):
+                yield key, rows
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -81,3 +82,29 @@ class ShardedBatches(Sampler):
 # ---------------------------------------------------------------------------------------------------------------
 # The student replica
 # ---------------------------------------------------------------------------------------------------------------
+
+
+class BatchShare(Dataset):
+    """A batch-level dataset read through :class:`ShardedBatches`: ``share[(key, rows)]`` is ``dataset[key]`` (the
+    whole batch) with only ``rows`` kept, of every tensor in it (a tensor, or tuples, lists, dicts of them)."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item):
+        key, rows = item
+        return _keep_rows(self.dataset[key], rows)
+
+
+def _keep_rows(batch, rows: Tensor):
+    if isinstance(batch, Tensor):
+        return batch[rows.to(batch.device)]
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_keep_rows(b, rows) for b in batch)
+    if isinstance(batch, dict):
+        return {k: _keep_rows(v, rows) for k, v in batch.items()}
+    raise DistributedError(f"cannot split a batch of type {type(batch).__name__} across ranks; give each rank its "
+                           f"own loader")

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.fx as fx
 from torch import nn
+from torch.nn.utils import parametrize
 
 from ..nn import LIF, SpikingModel, lifs
 from .nir_format import DEFAULT_DT, _is_normalize, _nir, _safe, _unique
@@ -96,6 +97,7 @@ def export_nir(model: nn.Module, *, input_shape: Optional[Sequence[int]] = None,
                 raise ValueError(f"export_nir: cannot express {n.format_node()} in NIR")
             if n.op == "call_module":
                 m = gm.get_submodule(n.target)
+                _refuse_hooks(n.target, m)
                 if isinstance(m, _PASS_MODULES):
                     value[n] = value[src]
                     continue
@@ -109,15 +111,34 @@ def export_nir(model: nn.Module, *, input_shape: Optional[Sequence[int]] = None,
                                                    end_dim=-1), value[src])
             elif n.op == "call_method" and n.target == "contiguous":
                 value[n] = value[src]
+            elif n.op == "call_method" and n.target == "size" and all(u.op == "call_method" and
+                                                                      _is_flatten(u, shapes) for u in n.users):
+                continue        # x.size(0) of x.view(x.size(0), -1): read by the flatten, no value of its own
             else:
                 raise ValueError(f"export_nir: cannot express {n.format_node()} in NIR (supported: Linear, "
                                  f"Conv1d/2d, AvgPool2d, sum pooling, Flatten, LIF/IF, residual adds)")
-    metadata = {"producer": f"ltl_ext {_version()}", "time_steps": T, "dt": float(dt), "encoding": "direct",
+    # the encoding is the SpikingModel's (import_nir rebuilds it): a Poisson student recorded as "direct" would come
+    # back, and run elsewhere, on the raw image at every step
+    metadata = {"producer": f"ltl_ext {_version()}", "dt": float(dt),
+                "encoding": model.encoding if isinstance(model, SpikingModel) else "direct",
                 "readout": "output current of the last layer at every step; logits = its mean over time_steps",
                 "input": "raw (normalised in the graph)" if normalization is not None or any(
                     _is_normalize(m) for m in student.modules()) else "as the student takes it (no normalisation)",
                 "notes": "; ".join(sorted(notes))}
+    if T is not None:   # unknown T is left out: nir.write cannot store None
+        metadata["time_steps"] = T
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata, type_check=True)
+
+
+def _refuse_hooks(name: str, m: nn.Module) -> None:
+    """A forward (pre-)hook changes what a layer computes (a chip's DAC/ADC converters quantise a layer's input and
+    output through hooks), and a NIR node cannot carry it: exporting without it would be another network."""
+    from ..hw.chip import _materialise_hook   # the chip's neuron mismatch: draws its shape once, computes nothing
+    hooks = [h for h in (*m._forward_pre_hooks.values(), *m._forward_hooks.values()) if h is not _materialise_hook]
+    if hooks:
+        names = ", ".join(getattr(h, "__name__", type(h).__name__) for h in hooks)
+        raise ValueError(f"{name}: has forward hooks ({names}) that NIR cannot express (a chip's DAC/ADC converters "
+                         f"are hooks: export a chip programmed without dac_bits/adc_bits, or noise.unprogram(chip))")
 
 
 def _version() -> str:
@@ -180,6 +201,12 @@ def _module_node(nir, name: str, m: nn.Module, shape_in, shape_out, dt: float, n
     """The NIR node for one student module (shapes of one sample, without batch)."""
     def arr(t):
         return t.detach().to("cpu", torch.float32).numpy().copy()
+
+    if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)) and parametrize.is_parametrized(m, "weight") \
+            and not torch.equal(m.weight, m.weight):
+        # a chip's read noise redraws the weight at every read: NIR would hold one random draw of it
+        raise ValueError(f"{name}: its weight changes from read to read (a chip's read noise); export the chip with "
+                         f"the noise off: `with ltl_ext.noise.read_noise(chip, False): export_nir(chip, ...)`")
 
     if isinstance(m, LIF):
         return _lif_node(nir, name, m, shape_out, dt, notes)

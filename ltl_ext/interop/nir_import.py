@@ -18,6 +18,7 @@ import torch.fx as fx
 from torch import nn
 
 from ..nn import LIF, SpikingModel
+from ..nn.encoding import ENCODINGS
 from .nir_format import DEFAULT_DT, _nir, _safe, _unique
 
 
@@ -65,7 +66,11 @@ def import_nir(graph_or_path, *, dt: Optional[float] = None, time_steps: Optiona
     fx_graph.output(out)
     model = fx.GraphModule(root, fx_graph, class_name="NIRModel")
     T = time_steps if time_steps is not None else meta.get("time_steps")
-    return SpikingModel(model) if T is None else SpikingModel(model, time_steps=int(T))
+    encoding = str(meta.get("encoding", "direct"))     # export_nir records the student's input encoding
+    if encoding not in ENCODINGS:
+        raise ValueError(f"the NIR graph's metadata['encoding'] is {encoding!r}; ltl_ext knows {ENCODINGS}")
+    return SpikingModel(model, encoding=encoding) if T is None else \
+        SpikingModel(model, time_steps=int(T), encoding=encoding)
 
 
 def _topological(graph) -> List[str]:

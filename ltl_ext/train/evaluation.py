@@ -25,11 +25,14 @@ def _lifs(model: nn.Module) -> Dict[str, LIF]:
 # ============================================================================================= evaluation
 @torch.no_grad()
 def evaluate_spiking(model: nn.Module, loader: Iterable, *, teacher: Optional[nn.Module] = None, device=None,
-                     progress: bool = False, max_batches: Optional[int] = None) -> Dict[str, Any]:
+                     progress: bool = False, max_batches: Optional[int] = None,
+                     allow_empty: bool = False) -> Dict[str, Any]:
     """Accuracy (final and per time step), firing rates and spike counts of a spiking model on ``loader``.
 
     ``model`` is a :class:`SpikingModel` (or anything whose ``forward(x, return_steps=True)`` returns the logits
-    ``[B, classes]`` and the per-step readout ``[T, B, classes]``)."""
+    ``[B, classes]`` and the per-step readout ``[T, B, classes]``). A loader with no sample raises, unless
+    ``allow_empty`` (one rank's share of a small set): the report then has ``samples = 0`` and zeros, in the
+    same structure, so that a weighted mean over the ranks counts it for nothing."""
     device = default_device(device)
     lifs = _lifs(model)
     spikes = {name: 0.0 for name in lifs}
@@ -64,20 +67,23 @@ def evaluate_spiking(model: nn.Module, loader: Iterable, *, teacher: Optional[nn
         for h in handles:
             h.remove()
         model.train(was_training)
-    if n == 0:
+    if n == 0 and not allow_empty:
         raise ValueError("the evaluation loader yields no sample")
     T = getattr(model, "time_steps", None) or (len(correct_t) if correct_t is not None else 1)
+    if correct_t is None:
+        correct_t = [0] * T
     rates = {name: spikes[name] / max(neurons[name], 1) for name in lifs}
+    per = 100.0 / max(n, 1)
     report = {
         "samples": n,
-        "student_acc": 100.0 * correct / n,
-        "acc_per_step": [100.0 * float(c) / n for c in correct_t],
+        "student_acc": correct * per,
+        "acc_per_step": [float(c) * per for c in correct_t],
         "firing_rate": rates,
-        "spikes_per_sample": sum(spikes.values()) / n,
+        "spikes_per_sample": sum(spikes.values()) / max(n, 1),
         "time_steps": T,
     }
     if teacher is not None:
-        report["teacher_acc"] = 100.0 * teacher_correct / n
+        report["teacher_acc"] = teacher_correct * per
     return report
 
 

@@ -217,10 +217,15 @@ class LocalTandemTrainer:
         """
         model = self.student if model is None else self._as_spiking(model)
         with autocast(self.config.precision, self.device):      # evaluated as it was trained
+            # a rank's share of a small set may be empty (fewer samples than ranks): only the whole may not be
             report = evaluation.evaluate_spiking(
                 model, self._labels_checked(self.dist.shard_loader(loader, train=False)), teacher=self.teacher,
-                device=self.device, progress=progress and self.dist.is_main, max_batches=max_batches)
-        return self.dist.weighted_mean(report, weight=report["samples"])   # this rank's share -> all of it
+                device=self.device, progress=progress and self.dist.is_main, max_batches=max_batches,
+                allow_empty=self.dist.enabled)
+        report = self.dist.weighted_mean(report, weight=report["samples"])   # this rank's share -> all of it
+        if report["samples"] == 0:
+            raise ValueError("the evaluation loader yields no sample")
+        return report
 
     def _labels_checked(self, loader: Iterable) -> Iterable:
         for x, y in loader:
