@@ -13,6 +13,7 @@
 #include <ATen/ops/mul.h>
 #include <torch/autograd.h>
 #include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/functions/basic_ops.h>
 #include <torch/csrc/autograd/functions/utils.h>
 #include <torch/csrc/autograd/saved_variable.h>
 #include <torch/library.h>
@@ -42,13 +43,13 @@ using torch::autograd::SavedVariable;
 
 // A new backward node, held as autograd holds nodes: std::shared_ptr up to torch 2.11, c10::intrusive_ptr after
 // (read off Edge::function, so no version number is needed).
-template <typename N>
-auto make_node() {
+template <typename N, typename... Args>
+auto make_node(Args&&... args) {
   using Held = decltype(torch::autograd::Edge::function);
   if constexpr (std::is_same_v<Held, std::shared_ptr<Node>>) {
-    return std::make_shared<N>();
+    return std::make_shared<N>(std::forward<Args>(args)...);
   } else {
-    return c10::make_intrusive<N>();
+    return c10::make_intrusive<N>(std::forward<Args>(args)...);
   }
 }
 
@@ -91,13 +92,43 @@ void take_lif_grads(variable_list& out, const bool* need, size_t skip, Tensor& g
     if (need[1 + skip + k]) out[1 + skip + k] = std::move(*g[k]);
 }
 
-// A backward op called from a backward formula: below autograd unless a graph of the backward is being built
-// (create_graph=True), where the op's autograd fallback must see it. Otherwise that fallback only boxes the
-// arguments (19 of them, two strings) and unboxes them again: microseconds per call for nothing.
-template <typename F> auto below_autograd_unless_recording(F&& f) {
-  if (at::GradMode::is_enabled()) return f();
+// A backward op called from a backward formula runs below autograd: the backward ops have no backward of their
+// own, and autograd's fallback would only box their arguments (19 of them, two strings) to unbox them again.
+template <typename F> auto below_autograd(F&& f) {
   at::AutoDispatchBelowADInplaceOrView guard;
   return f();
+}
+
+// The ops are differentiable once, as PyTorch's once_differentiable functions: when a graph of the backward is
+// being built (create_graph=True, or torch.func.grad), the gradients come out of an error node that raises when
+// anything differentiates them again (a gradient penalty, a Hessian). Left to autograd's fallback, a second
+// derivative through them came out as zero or None with a warning at most: a wrong answer. The error node's edges
+// are the backward node's own (the op's inputs), so a second differentiation with respect to them runs into it
+// rather than pruning it as unreachable.
+variable_list differentiable_once(const Node& node, variable_list&& grads, const char* op) {
+  if (!at::GradMode::is_enabled()) return std::move(grads);
+  torch::autograd::edge_list edges = node.next_edges();
+  auto error = make_node<torch::autograd::Error>(
+      std::string("ltl_ext: ") + op + " is differentiable once; a gradient of its gradient (double backward, "
+      "create_graph=True, a Hessian) is not implemented", std::move(edges));
+  for (auto& g : grads) {
+    if (!g.defined()) continue;
+    g = g.detach();
+    torch::autograd::set_history(g, error);
+  }
+  return std::move(grads);
+}
+
+// Forward-mode AD has no formulas here: an input's tangent would be dropped and the outputs' read as zero
+// (torch.func.jvp, jacfwd, hessian, forward_ad dual tensors), a wrong derivative. Refused in every Autograd kernel,
+// so Python and C++ callers and functorch's wrapped tensors alike get the error.
+bool has_tangent(const Tensor& t) { return t.defined() && t._fw_grad(/*level=*/0).defined(); }
+bool has_tangent(const OptTensor& t) { return t.has_value() && has_tangent(*t); }
+
+template <typename... Ts> void refuse_forward_ad(const char* op, const Ts&... inputs) {
+  TORCH_CHECK_NOT_IMPLEMENTED(!(has_tangent(inputs) || ...), "ltl_ext.", op, ": forward-mode AD (torch.func.jvp / "
+                              "jacfwd / hessian, forward_ad dual tensors) is not supported; use reverse mode "
+                              "(backward, torch.func.grad / jacrev / vjp)");
 }
 
 // The backward nodes are written by hand, as PyTorch's generated ones (SigmoidBackward0, ...): the saved tensors
@@ -105,7 +136,8 @@ template <typename F> auto below_autograd_unless_recording(F&& f) {
 // any node) and everything else plain members. A torch::autograd::Function costs microseconds more per call (its
 // context keeps the scalars as string-keyed IValues, the inputs' metadata, a node per call even without grad).
 // Edges: one per tensor argument, in the op's argument order; an absent optional is an invalid edge (no gradient).
-// Not supported, as before: forward-mode AD; also compiled autograd (these nodes have no compiled_args).
+// Not supported: forward-mode AD (refused: refuse_forward_ad), double backward (refused when attempted:
+// differentiable_once), compiled autograd (these nodes have no compiled_args).
 
 // ---- lif_fwd -----------------------------------------------------------------------------------------------------
 // Edges: 0 x, 1 beta, 2 alpha, 3 threshold, 4 v0. Inputs (the op's outputs): 0 spikes, 1 v_final.
@@ -126,14 +158,14 @@ struct LifBackward : public Node {
     for (size_t i = 0; i < 5; ++i) any |= (need[i] = task_should_compute_output(i));
     if (!any) return out;
     const LifScalars& s = saved_.s;
-    auto [gx, g_v0, g_beta, g_alpha, g_threshold] = below_autograd_unless_recording([&] {
+    auto [gx, g_v0, g_beta, g_alpha, g_threshold] = below_autograd([&] {
       return lif_bwd_op().call(opt(grads[0]), opt(grads[1]), saved_.x.unpack(), opt(saved_.beta.unpack()),
                                opt(saved_.alpha.unpack()), opt(saved_.threshold.unpack()), opt(saved_.v0.unpack()),
                                s.beta_s, s.alpha_s, s.threshold_s, s.reset, s.v_reset, s.surrogate,
                                s.surrogate_alpha, s.detach_reset, need[4], need[1], need[2], need[3]);
     });
     take_lif_grads(out, need, 0, gx, g_beta, g_alpha, g_threshold, g_v0);
-    return out;
+    return differentiable_once(*this, std::move(out), "lif");
   }
 };
 
@@ -141,6 +173,7 @@ std::tuple<Tensor, Tensor> lif_fwd_autograd(const Tensor& x, const OptTensor& be
                                             const OptTensor& threshold, const OptTensor& v0, double beta_s,
                                             double alpha_s, double threshold_s, Str reset, double v_reset,
                                             Str surrogate, std::optional<double> surrogate_alpha, bool detach_reset) {
+  refuse_forward_ad("lif", x, beta, alpha, threshold, v0);
   Tensor spikes, v;
   {
     at::AutoDispatchBelowADInplaceOrView guard;
@@ -185,7 +218,7 @@ struct OfflineBackward : public Node {
     const Tensor err = err_.unpack();
     if (need[0] || need[2] || need[3] || need[4] || need[5]) {
       const LifScalars& s = saved_.s;
-      auto [gx, g_v0, g_beta, g_alpha, g_threshold] = below_autograd_unless_recording([&] {
+      auto [gx, g_v0, g_beta, g_alpha, g_threshold] = below_autograd([&] {
         return offline_bwd_op().call(g_loss, saved_.x.unpack(), err, opt(saved_.beta.unpack()),
                                      opt(saved_.alpha.unpack()), opt(saved_.threshold.unpack()),
                                      opt(saved_.v0.unpack()), s.beta_s, s.alpha_s, s.threshold_s, s.reset, s.v_reset,
@@ -198,7 +231,7 @@ struct OfflineBackward : public Node {
       out[1] = at::mul(err, at::mul(g_loss.to(err.scalar_type()), -2.0 / std::max<double>(err.numel(), 1.0)))
                    .view(target_sizes_)
                    .to(target_dtype_);
-    return out;
+    return differentiable_once(*this, std::move(out), "tandem_loss (offline)");
   }
 };
 
@@ -207,6 +240,7 @@ std::tuple<Tensor, Tensor, Tensor> offline_fwd_autograd(const Tensor& x, const T
                                                         const OptTensor& v0, double beta_s, double alpha_s,
                                                         double threshold_s, Str reset, double v_reset, Str surrogate,
                                                         std::optional<double> surrogate_alpha, bool detach_reset) {
+  refuse_forward_ad("tandem_loss", x, target, beta, alpha, threshold, v0);
   Tensor spikes, loss, err;
   {
     at::AutoDispatchBelowADInplaceOrView guard;
@@ -264,7 +298,7 @@ struct OnlineBackward : public Node {
       const Tensor g = one ? s : at::mul(s, g_loss.to(s.scalar_type()));
       out[i] = i == 0 ? g.to(x_dtype_) : g;
     }
-    return out;
+    return differentiable_once(*this, std::move(out), "tandem_loss (online)");
   }
 };
 
@@ -291,6 +325,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tenso
     const OptTensor& v0, const OptTensor& count0, double beta_s, double alpha_s, double threshold_s, Str reset,
     double v_reset, Str surrogate, std::optional<double> surrogate_alpha, int64_t t0, int64_t warmup, bool need_state,
     bool need_grad_x, bool need_beta, bool need_alpha, bool need_threshold, bool need_target) {
+  refuse_forward_ad("tandem_loss (online)", x, target, beta, alpha, threshold, v0, count0);
   std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> o;
   {
     at::AutoDispatchBelowADInplaceOrView guard;
@@ -312,6 +347,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> online_inplac
     bool need_grad_x, bool need_beta, bool need_alpha, bool need_threshold, bool need_target) {
   TORCH_CHECK_VALUE(!v.requires_grad() && !count.requires_grad(), "ltl_ext.tandem: the state v and count are "
                     "updated in place and carry no gradient (none crosses time); pass them detached");
+  refuse_forward_ad("tandem_block_", x, target, beta, alpha, threshold, v, count);
   std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> o;
   {
     at::AutoDispatchBelowADInplaceOrView guard;

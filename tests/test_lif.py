@@ -438,3 +438,54 @@ def test_fast_entries_take_plain_calls_and_decline_the_rest():
     assert _C.lif_fwd(*lif_args[:5], True, *lif_args[6:]) is NotImplemented          # a bool for beta_s
     with TorchFunctionMode():
         assert _C.lif_fwd(*lif_args) is NotImplemented
+
+
+def test_forward_mode_ad_is_refused_not_zero():
+    """The fused ops have no forward-mode formulas: a dual input used to give outputs without a tangent (read as 0 by
+    torch.func.jvp and hessian, a silently wrong derivative). Now a clear error; reverse mode (torch.func.grad)
+    still works."""
+    import torch.autograd.forward_ad as fwAD
+    from torch.func import grad, hessian, jvp
+    x = make_input((4, 3), torch.float64, seed=22)
+    with pytest.raises(NotImplementedError, match="forward-mode AD"):
+        jvp(lambda x: lif(x, beta=0.9, threshold=10.0, return_v=True)[1], (x,), (torch.ones_like(x),))
+    with pytest.raises(NotImplementedError, match="forward-mode AD"):     # functorch's wrapped duals too
+        hessian(lambda x: (lif(x, beta=0.9, threshold=10.0, return_v=True)[1] ** 2).sum())(x)
+    with fwAD.dual_level():
+        beta = fwAD.make_dual(torch.tensor(0.9, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64))
+        with pytest.raises(NotImplementedError, match="forward-mode AD"):
+            lif(x, beta=beta)
+        lif(x, beta=0.9)                              # no dual argument: fine inside a level
+    g = grad(lambda x: lif(x, beta=0.9, threshold=0.7, return_v=True)[1].sum())(x)
+    xx = x.clone().requires_grad_()
+    lif(xx, beta=0.9, threshold=0.7, return_v=True)[1].sum().backward()
+    torch.testing.assert_close(g, xx.grad, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("fn", [lif, lif_reference], ids=["lif", "reference"])
+def test_tensor_v_reset_is_refused(fn):
+    """v_reset is a float: torch.ops used to read a tensor's value silently, so a learnable v_reset got no gradient."""
+    v_reset = torch.tensor(0.2, requires_grad=True)
+    with pytest.raises(ValueError, match="v_reset must be a finite float"):
+        fn(torch.rand(3, 4), beta=0.9, reset="hard", v_reset=v_reset)
+    fn(torch.rand(3, 4), beta=0.9, reset="hard", v_reset=1)      # an int is a number
+
+
+def test_double_backward_is_refused_not_zero():
+    """The op is differentiable once: a gradient of its gradient (create_graph=True: a gradient penalty, a Hessian)
+    used to come out as zero or None, with a warning at most. The first-order gradient under create_graph=True is
+    unchanged; differentiating it again raises, also when other terms reach the input (no silent missing term)."""
+    from torch.func import jacrev
+    x = (make_input((6, 4), torch.float64, seed=23) * 0.1 + 0.3).requires_grad_()
+
+    def loss():
+        s, v = lif(x, beta=0.9, threshold=0.7, return_v=True)
+        return (s ** 2).sum() + (v ** 2).sum()
+    plain, = torch.autograd.grad(loss(), x)
+    g, = torch.autograd.grad(loss(), x, create_graph=True)
+    torch.testing.assert_close(g.detach(), plain, rtol=0, atol=0)
+    for second in (lambda: torch.autograd.grad(g.sum(), x, allow_unused=True),
+                   lambda: torch.autograd.grad((g ** 2).sum() + x.sum(), x),
+                   lambda: jacrev(jacrev(lambda x: lif(x, beta=0.9, threshold=0.7, return_v=True)[1].sum()))(x)):
+        with pytest.raises(RuntimeError, match="differentiable once"):
+            second()

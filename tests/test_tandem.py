@@ -261,6 +261,10 @@ def test_inplace_bad_input_and_version():
         tandem_block_(x, y, v.clone().requires_grad_(), c, 0, beta=0.9)
     with pytest.raises(TypeError, match="x_t must be a tensor"):
         online_state([0.0], 3)
+    # the state in the wrong dtype: both refuse it (the reference used to round the state into it, silently)
+    for op in (tandem_block_, tandem_block_reference_):
+        with pytest.raises(TypeError, match="state v must be"):
+            op(x.double(), y.double(), v.clone(), c.clone(), 0, beta=0.9)
     # autograd learns of the update: a graph that saved the state refuses to use it afterwards
     w = torch.tensor(2.0, requires_grad=True)
     saved = w * v
@@ -501,6 +505,19 @@ def test_bad_input():
         tandem_loss(x.int(), y, beta=0.9)
     with pytest.raises(TypeError, match="target"):
         tandem_loss(x, y.int(), beta=0.9)
+    # v_reset is a number: a (learnable) tensor used to be read as one silently, without a gradient
+    v_reset = torch.tensor(0.2, requires_grad=True)
+    for call in (lambda: tandem_loss(x, y, reset="hard", v_reset=v_reset, beta=0.9),
+                 lambda: tandem_loss(x, y, mode="online", reset="hard", v_reset=v_reset, beta=0.9),
+                 lambda: tandem_step(x[0], y, None, None, 0, reset="hard", v_reset=v_reset, beta=0.9),
+                 lambda: tandem_block_(x, y, *online_state(x[0], 5), 0, reset="hard", v_reset=v_reset, beta=0.9)):
+        with pytest.raises(ValueError, match="v_reset must be a finite float"):
+            call()
+    # forward-mode AD is refused, not answered with a zero tangent
+    from torch.func import jvp
+    for mode in ("offline", "online"):
+        with pytest.raises(NotImplementedError, match="forward-mode AD"):
+            jvp(lambda x: tandem_loss(x, y, mode=mode, beta=0.9)[1], (x,), (torch.ones_like(x),))
     # outside [0, 1] is fine; warmup = T - 1 is the last legal value
     tandem_loss(x, y * 4 - 2, mode="online", warmup=4, beta=0.9)
     # the op itself checks what reaches it without the Python wrapper
@@ -518,3 +535,20 @@ def test_empty_neurons():
         s, loss = tandem_loss(x, torch.rand(0), mode=mode, beta=0.9)
         _, loss_ref = tandem_loss_reference(x, torch.rand(0), mode=mode, beta=0.9)
         assert s.shape == (4, 0) and torch.isnan(loss) and torch.isnan(loss_ref)
+
+
+def test_double_backward_is_refused_not_zero():
+    """Every tandem op is differentiable once: a second derivative through it raises instead of silently missing
+    (the online ops' backward returns saved local gradients, which had no history at all)."""
+    x = (torch.rand(5, 4, dtype=torch.float64) * 0.8).requires_grad_()
+    y = torch.rand(4, dtype=torch.float64)
+    calls = {"offline": lambda: tandem_loss(x, y, beta=0.9, threshold=0.5)[1],
+             "online": lambda: tandem_loss(x, y, mode="online", beta=0.9, threshold=0.5)[1],
+             "block": lambda: tandem_block(x, y, None, None, 0, beta=0.9, threshold=0.5)[1],
+             "block_": lambda: tandem_block_(x, y, *online_state(x[0], 5), 0, beta=0.9, threshold=0.5)[1]}
+    for name, loss in calls.items():
+        plain, = torch.autograd.grad(loss(), x)
+        g, = torch.autograd.grad(loss(), x, create_graph=True)
+        torch.testing.assert_close(g.detach(), plain, rtol=0, atol=0, msg=name)
+        with pytest.raises(RuntimeError, match="differentiable once"):
+            torch.autograd.grad((g ** 2).sum() + x.sum(), x)

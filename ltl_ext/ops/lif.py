@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from .library import _C, HAS_C, HAS_CUDA_KERNELS, check_device
-from .params import is_compiling
+from .params import check_v_reset, is_compiling
 
 __all__ = ["lif"]
 
@@ -47,12 +47,29 @@ def check_ready(x, op: str, **state) -> None:
             raise TypeError(f"{name} must be None or a floating tensor of shape x.shape[1:], got {type(t).__name__}")
 
 
+_functorch = torch._C._functorch
+
+
+def refuse_nested_grad(op) -> None:
+    """The ops are differentiable once (csrc/autograd.cpp refuses a double backward and forward-mode AD). Inside two
+    torch.func gradient transforms (``jacrev(jacrev(f))``, ``grad(grad(f))``) the outer one differentiates the op's
+    backward below the inner one's autograd, where no error node can be seen: it would read zero. Refuse it."""
+    stack = _functorch.get_interpreter_stack() or ()
+    if sum(i.key() == _functorch.TransformType.Grad for i in stack) > 1:
+        raise NotImplementedError(f"{op.name()}: is differentiable once; nested torch.func gradient transforms "
+                                  f"(jacrev(jacrev(f)), grad(grad(f)), a Hessian) are not supported")
+
+
 def call_op(fast, boxed, *args):
     """An ltl_ext op through its unboxed entry (``fast``, csrc/bindings.cpp: ~5 us less per call) when that takes
     the call, else through ``torch.ops`` (``boxed``): the entry answers NotImplemented for what it does not handle
     plainly (a __torch_function__ subclass or mode, an unusual argument type), and torch.compile traces the
     torch.ops call (dynamo cannot see into the entry)."""
-    out = fast(*args) if fast is not None and not is_compiling() else NotImplemented
+    if is_compiling():
+        return boxed(*args)
+    if _functorch.maybe_current_level() is not None:     # inside a torch.func transform
+        refuse_nested_grad(boxed)
+    out = fast(*args) if fast is not None else NotImplemented
     return boxed(*args) if out is NotImplemented else out
 
 
@@ -63,6 +80,7 @@ def lif(x: Tensor, *, beta, alpha=1.0, threshold=1.0, reset="soft", v_reset=0.0,
     b, bs = split_param("beta", beta)
     a, as_ = split_param("alpha", alpha)
     th, ths = split_param("threshold", threshold)
+    v_reset = v_reset if type(v_reset) is float else check_v_reset(v_reset)   # never a tensor (no gradient)
     out = call_op(_LIF_FWD_FAST, _LIF_FWD, x, b, a, th, v0, bs, as_, ths, reset, v_reset, surrogate, surrogate_alpha,
                   detach_reset)
     return out if return_v else out[0]

@@ -123,6 +123,14 @@ def _check_param(name: str, p, x: Tensor, check_values: bool) -> Param:
     return _check_float(name, p)
 
 
+def check_v_reset(v_reset) -> float:
+    """``v_reset`` as a float: a finite number, never a tensor. The ops' schema has a float there, and torch.ops would
+    silently read a tensor's value (a host sync on a GPU), leaving a learnable v_reset without a gradient."""
+    if isinstance(v_reset, bool) or not isinstance(v_reset, (int, float)) or not math.isfinite(v_reset):
+        raise ValueError(f"v_reset must be a finite float (not a tensor: it gets no gradient), got {v_reset!r}")
+    return float(v_reset)
+
+
 def check_lif_args(x: Tensor, *, beta, alpha=1.0, threshold=1.0, reset="soft", v_reset=0.0, v0=None,
                    surrogate="sigmoid", surrogate_alpha=None, detach_reset=False,
                    check_values: bool = True) -> LIFParams:
@@ -149,14 +157,13 @@ def check_lif_args(x: Tensor, *, beta, alpha=1.0, threshold=1.0, reset="soft", v
     if isinstance(surrogate_alpha, bool) or not isinstance(surrogate_alpha, (int, float)) \
             or not math.isfinite(surrogate_alpha) or surrogate_alpha <= 0:
         raise ValueError(f"surrogate_alpha must be a positive float, got {surrogate_alpha!r}")
-    if isinstance(v_reset, bool) or not isinstance(v_reset, (int, float)) or not math.isfinite(v_reset):
-        raise ValueError(f"v_reset must be a finite float, got {v_reset!r}")
+    v_reset = check_v_reset(v_reset)
     beta = _check_param("beta", beta, x, check_values)
     alpha = _check_param("alpha", alpha, x, check_values)
     threshold = _check_param("threshold", threshold, x, check_values)
     if v0 is not None:
         _check_state("v0", v0, x, "x.shape[1:]", x.shape[1:])
-    return LIFParams(beta, alpha, threshold, reset, float(v_reset), v0, surrogate, float(surrogate_alpha),
+    return LIFParams(beta, alpha, threshold, reset, v_reset, v0, surrogate, float(surrogate_alpha),
                      bool(detach_reset))
 
 

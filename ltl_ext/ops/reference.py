@@ -167,6 +167,8 @@ def tandem_block_reference_(x: Tensor, target: Tensor, v: Tensor, count: Tensor,
     dtype: uint8 holds the counts of up to 255 steps). Returns ``(spikes [n, *], loss)``."""
     if not (isinstance(v, Tensor) and isinstance(count, Tensor)):
         raise ValueError("tandem_block_ updates the state in place: pass v and count tensors")
+    if isinstance(x, Tensor) and v.dtype != _state_dtype(x.dtype):   # the state is kept in the math type, not rounded
+        raise TypeError(f"the in-place state v must be {_state_dtype(x.dtype)} for x of dtype {x.dtype}, got {v.dtype}")
     if count.dtype not in (torch.uint8, v.dtype):
         raise TypeError(f"the in-place count must be in v's dtype {v.dtype} or uint8, got {count.dtype}")
     if count.dtype == torch.uint8 and t0 + x.shape[0] > 255:
