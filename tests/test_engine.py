@@ -249,3 +249,193 @@ def test_step_profile_ltl_vs_bptt_counts_the_passes_each_method_runs():
              "forward_cl_s": 2.0, "weight_grad_cl_s": 2.0, "input_grad_cl_s": 4.0}]
     assert ltl_vs_bptt(rows) == round(10 / 15, 3)
     assert ltl_vs_bptt(rows, "_cl") == round(6 / 10, 3)
+
+
+# ============================================================================ the step against the method, by hand
+def _hand_pair(conv: bool, learnable=False):
+    """A tiny teacher and a student of the same layout (float64), LIFs in place of the ClampReLUs; the CNN's last
+    neurons feed a pooling and a flatten before the readout."""
+    from ltl_ext.nn import ClampReLU
+
+    def build(act):
+        if conv:
+            return nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), copy.deepcopy(act),
+                                 nn.Conv2d(3, 4, 3, stride=2, padding=1), copy.deepcopy(act), nn.AvgPool2d(3),
+                                 nn.Flatten(), nn.Linear(4, 3))
+        return nn.Sequential(nn.Linear(6, 8), copy.deepcopy(act), nn.Linear(8, 5), copy.deepcopy(act),
+                             nn.Linear(5, 3))
+    torch.manual_seed(0)
+    teacher = build(ClampReLU(2.0)).double()
+    student = build(LIF(beta=0.9, threshold=0.3, reset="soft", surrogate="sigmoid", learnable=learnable)).double()
+    with torch.no_grad():
+        for m in student:
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                m.weight.mul_(3.0)                       # enough current to fire
+    if learnable:
+        student[1].threshold = torch.linspace(0.2, 0.5, 3 if conv else 8, dtype=torch.float64).view(
+            (3, 1, 1) if conv else (8,))
+    shape = (4, 1, 6, 6) if conv else (5, 6)
+    x = 2 * torch.rand(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    return teacher, student, x, torch.arange(shape[0]) % 3
+
+
+def _by_hand(teacher, student, x, y, T, mode, warmup, p, ce_weight):
+    """ltl-method.md §2-§4 written out: y_l = clamp(a_l / pct_p(a_l), 0, 1) (nearest rank, zeros included); each
+    layer's loss from the pure-PyTorch references on its detached input spikes, back-propagated alone; offline
+    CE(mean_t O[t]), online sum_{t >= warmup} CE(O[t] / (t+1)) with O[t-1] detached."""
+    import math
+
+    import torch.nn.functional as F
+
+    from ltl_ext.functional import lif_reference, tandem_loss_reference
+    student.zero_grad(set_to_none=True)
+    B, a = x.shape[0], x
+    h = x.unsqueeze(0).expand(T, *x.shape).reshape(T * B, *x.shape[1:])
+    for t_mod, s_mod in zip(teacher, student):
+        a = t_mod(a).detach()
+        if not isinstance(s_mod, LIF):
+            h = s_mod(h)
+            continue
+        flat = a.flatten().sort().values
+        target = (a / flat[math.ceil(p / 100 * flat.numel()) - 1]).clamp(0, 1)
+        kw = dict(beta=s_mod.beta, threshold=s_mod.threshold, reset=s_mod.reset, surrogate=s_mod.surrogate)
+        hs = h.reshape(T, B, *h.shape[1:])
+        if mode == "offline":
+            s = lif_reference(hs, **kw)
+            loss = ((s.sum(0) / T - target) ** 2).mean()
+        else:
+            s, loss = tandem_loss_reference(hs, target, mode="online", warmup=warmup, **kw)
+        loss.backward()
+        h = s.detach().reshape(h.shape)
+    steps = h.reshape(T, B, -1)
+    if mode == "offline":
+        ce = F.cross_entropy(steps.mean(0), y)
+    else:
+        ce, before = 0.0, torch.zeros_like(steps[0])
+        for t in range(T):
+            o = before.detach() + steps[t]
+            if t >= warmup:
+                ce = ce + F.cross_entropy(o / (t + 1), y)
+            before = o
+    (ce_weight * ce).backward()
+    return {n: q.grad.clone() for n, q in student.named_parameters()}
+
+
+@pytest.mark.parametrize("learnable", [False, "both"])
+@pytest.mark.parametrize("conv", [False, True], ids=["mlp", "cnn-pool"])
+@pytest.mark.parametrize("mode,warmup,extra", [
+    ("offline", 0, {}), ("online", 2, {}), ("online", 3, {"time_block": 3}), ("online", 0, {"time_block": 1}),
+    ("online", 1, {"memory": "constant", "compact_targets": False})],
+    ids=["offline", "online-blocks-2", "online-blocks-3", "online-steps", "constant"])
+def test_one_trainer_step_gives_the_gradients_of_the_method(conv, learnable, mode, warmup, extra):
+    """Not the engine against itself: a LocalTandemTrainer step's gradients (read before the optimiser step) equal
+    those computed from the method's equations with the reference ops, in every mode (blocks of 2 and 3 of T = 4
+    steps, warm-up inside and at a block boundary), learnable per-neuron thresholds and betas included."""
+    from ltl_ext.train import LocalTandemTrainer
+    teacher, student, x, y = _hand_pair(conv, learnable)
+    expected = _by_hand(teacher, student, x, y, 4, mode, warmup, 99.0, 0.7)
+    trainer = LocalTandemTrainer(teacher, copy.deepcopy(student), time_steps=4, mode=mode, warmup=warmup,
+                                 percentile=99.0, ce_weight=0.7, device="cpu", distributed=False, **extra)
+    got = {}
+    trainer.optimizer.step = lambda *a, **k: got.update(
+        {n: q.grad.clone() for n, q in trainer.student.model.named_parameters()})
+    trainer.train_step(x, y)
+    assert got.keys() == expected.keys() and all(bool(g.abs().sum() > 0) for g in expected.values())
+    for n in expected:
+        torch.testing.assert_close(got[n], expected[n], rtol=1e-9, atol=1e-12, msg=n)
+
+
+def test_measuring_losses_leaves_the_running_target_scales_alone():
+    """percentile="running": the scales move once per training batch, never when the losses are only measured
+    (``local_losses`` on validation data); before any training the batch's own percentile stands in."""
+    from ltl_ext.train import LocalTandemTrainer
+    teacher, student, x, y = _hand_pair(conv=False)
+    trainer = LocalTandemTrainer(teacher, student, time_steps=4, percentile="running", device="cpu",
+                                 distributed=False)
+    trainer.local_losses([(x, y)])
+    assert trainer.link.normaliser.scales == {}
+    trainer.train_step(x, y)
+    before = {k: v.clone() for k, v in trainer.link.normaliser.scales.items()}
+    trainer.local_losses([(3 * x, y)])
+    after = trainer.link.normaliser.scales
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+
+
+def test_an_online_step_leaves_the_student_running_whole_sequences():
+    """The blockwise online step runs the LIFs stepwise; after it they are back to whole sequences with no state,
+    so a bare run of the model over [T*B, ...] (or export_nir) is the same as before training."""
+    from ltl_ext.nn import encode
+    from ltl_ext.train import LocalTandemTrainer
+    teacher, student, x, y = _hand_pair(conv=False)
+    trainer = LocalTandemTrainer(teacher, student, time_steps=4, mode="online", lr=1e-12, device="cpu",
+                                 distributed=False)
+    bare = trainer.student.model
+    before = bare(encode(x, 4))
+    trainer.optimizer.step = lambda *a, **k: None
+    trainer.train_step(x, y)
+    assert not any(m.stepwise or m.v is not None or m.count is not None for m in trainer.student.modules()
+                   if isinstance(m, LIF))
+    torch.testing.assert_close(bare(encode(x, 4)), before, rtol=0, atol=0)
+
+
+def test_spikes_updated_in_place_are_not_stored_as_bits():
+    """A spike tensor updated in place after its LIF (``out += identity``, SEW-ResNet style) holds 2s; the next
+    layer's weight gradient must see them, not their bits (the spikes are freed before that backward)."""
+    class SEW(nn.Module):
+        def __init__(self, act):
+            super().__init__()
+            self.l1, self.a1 = nn.Linear(6, 8), copy.deepcopy(act)
+            self.l2, self.a2 = nn.Linear(8, 8), copy.deepcopy(act)
+            self.l3, self.a3 = nn.Linear(8, 5), copy.deepcopy(act)
+            self.fc = nn.Linear(5, 3)
+            self.in_place = False
+
+        def forward(self, x):
+            h = self.a1(self.l1(x))
+            out = self.a2(self.l2(h))
+            if self.in_place:
+                out += h
+            else:
+                out = out + h
+            del h
+            out = self.l3(out)          # the summed spikes live on only in l3's saved input
+            return self.fc(self.a3(out))
+
+    from ltl_ext.nn import ClampReLU
+    torch.manual_seed(0)
+    teacher = SEW(ClampReLU(2.0)).double()
+    student = SpikingModel(SEW(LIF(beta=0.9, threshold=0.3, reset="soft", surrogate="sigmoid")),
+                           time_steps=3).double()
+    x, y = 2 * torch.rand(5, 6, dtype=torch.float64), torch.arange(5) % 3
+    config = LTLConfig(time_steps=3, mode="offline", warmup=0).check()
+    link = tandem.Tandem(teacher, student)
+    grads = []
+    for in_place in (False, True):
+        student.model.in_place = in_place
+        ltl_step(student, link, _NoStep(student), x, y, config)
+        grads.append({n: p.grad.clone() for n, p in student.named_parameters()})
+    assert bool(grads[0]["model.l3.weight"].abs().sum() > 0)
+    for n in grads[0]:
+        torch.testing.assert_close(grads[1][n], grads[0][n], rtol=1e-12, atol=1e-14, msg=n)
+
+
+@pytest.mark.parametrize("kwargs", [{"memory": "constant"}, {"mode": "offline"}])
+def test_calibrate_runs_any_mode_from_a_trainer_with_online_blocks(kwargs):
+    """A trainer built with ``time_block`` calibrates in the constant-memory and offline modes too (the blocks
+    apply to batched online LTL only)."""
+    from ltl_ext.train import LocalTandemTrainer
+    teacher, student, x, y = _hand_pair(conv=False)
+    trainer = LocalTandemTrainer(teacher, student, time_steps=4, mode="online", time_block=2, device="cpu",
+                                 distributed=False)
+    out = trainer.calibrate(copy.deepcopy(student), [(x, y)], steps=1, **kwargs)
+    assert out["steps"] == 1 and out["loss"] > 0
+
+
+@pytest.mark.parametrize("kwargs", [{"ce_weight": -1.0}, {"ce_weight": float("nan")}, {"ce_weight": float("inf")},
+                                    {"lr": float("inf")}, {"weight_decay": float("inf")}, {"lr": True}])
+def test_bad_weights_and_rates_are_refused(kwargs):
+    """A negative readout weight would ascend the CE; NaN or infinite weights and rates make NaN weights a step
+    later: each is refused when the run is defined, naming the argument."""
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        LTLConfig(**kwargs).check()
+    LTLConfig(ce_weight=0.0).check()            # a readout that learns nothing is allowed

@@ -215,3 +215,32 @@ def test_targets_follow_each_teacher_module_mode_not_the_root_flag():
     link = tandem.Tandem(teacher, SpikingModel(convert(teacher, neuron=NEURON), time_steps=2))
     assert all(torch.equal(a, b) for a, b in zip(link.targets(x).values(), want.values()))
     assert not teacher.bn.training and teacher.training and teacher.c.training
+
+
+def test_an_activation_changed_in_place_after_its_capture_is_refused():
+    """The hooks keep a view of each activation: a teacher that updates one in place afterwards (``a += h``) used
+    to hand the student the updated value as its target, silently. Now a clear error; out of place is fine."""
+    class Teacher(nn.Module):
+        def __init__(self, in_place: bool):
+            super().__init__()
+            self.l1, self.act, self.l2, self.in_place = nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3), in_place
+
+        def forward(self, x):
+            a = self.act(self.l1(x))
+            if self.in_place:
+                a += 1.0
+            else:
+                a = a + 1.0
+            return self.l2(a)
+    torch.manual_seed(0)
+    x = torch.rand(5, 4)
+    for in_place in (False, True):
+        teacher = Teacher(in_place).eval()
+        link = tandem.Tandem(teacher, SpikingModel(convert(teacher), time_steps=2))
+        if in_place:
+            with pytest.raises(ValueError, match="in place"):
+                link.targets(x)
+        else:
+            want = torch.relu(teacher.l1(x))
+            got = link.targets(x)["act"]
+            torch.testing.assert_close(got, (want / tandem.percentile(want, 99.9)).clamp(0, 1))

@@ -57,3 +57,30 @@ def test_float16_uses_a_grad_scaler_saved_in_checkpoints(tmp_path):
 def test_bad_precision_is_refused():
     with pytest.raises(ValueError, match="precision"):
         _trainer("fp8")
+
+
+def test_calibration_in_float16_scales_its_loss_like_a_training_step(monkeypatch):
+    """calibrate under "16-mixed" goes through a GradScaler as train_step does: an input scale alpha = 1e-3 makes
+    the LIF's input gradients ~1e-7, which float16 flushes without loss scaling; with it both get the same
+    gradients."""
+    from torch import nn
+
+    from ltl_ext.nn import LIF, ClampReLU
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Linear(6, 16), ClampReLU(2.0), nn.Linear(16, 3))
+    student = nn.Sequential(nn.Linear(6, 16), LIF(alpha=1e-3, threshold=0.3, surrogate="sigmoid"), nn.Linear(16, 3))
+    with torch.no_grad():               # the same currents as alpha = 1
+        student[0].weight.mul_(3e3)
+        student[0].bias.mul_(1e3)
+    x = torch.rand(8, 6, generator=torch.Generator().manual_seed(1))
+    y = torch.arange(8) % 3
+    grads = []
+    monkeypatch.setattr(torch.optim.Adam, "step", lambda self, *a, **k: grads.append(
+        [p.grad.clone() for g in self.param_groups for p in g["params"]]))
+    trainer = LocalTandemTrainer(teacher, student, time_steps=4, mode="online", precision="16-mixed", device="cpu",
+                                 distributed=False)
+    trainer.train_step(x, y)
+    trainer.calibrate(student, [(x, y)], steps=1)
+    assert len(grads) == 2
+    for a, b in zip(*grads):
+        torch.testing.assert_close(b, a, rtol=1e-6, atol=0)

@@ -31,7 +31,7 @@ import functools
 import math
 from contextlib import contextmanager
 from fractions import Fraction
-from typing import Dict, Iterator, List, NamedTuple, Optional, Union
+from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -165,7 +165,7 @@ class Pairs(list):
     def __init__(self, pairs: List[TandemPair], teacher: nn.Module, calls: Dict[str, List[str]]):
         super().__init__(pairs)
         self.teacher = teacher
-        self._store: Dict[str, List[Tensor]] = {n: [] for n in calls}
+        self._store: Dict[str, List[Tuple[Tensor, int]]] = {n: [] for n in calls}   # (activation, its version)
         self._handles: list = []
         self._where = {p.name: (p.student.teacher_name or p.name, p.student.teacher_call) for p in pairs}
 
@@ -175,7 +175,8 @@ class Pairs(list):
 
     def _capture(self, tname: str):
         def hook(module, args, out):
-            self._store[tname].append(out.detach())
+            # a view of the output, not a copy: its version tells whether the teacher changed it in place later
+            self._store[tname].append((out.detach(), out._version))
         return hook
 
     def attach(self) -> None:
@@ -219,7 +220,12 @@ class Pairs(list):
             if len(got) <= k:
                 raise RuntimeError(f"no teacher activation for {name!r} (teacher module {tname!r}, call {k}); run "
                                    f"the teacher on the batch first, with the hooks on")
-            out[name] = got[k]
+            a, version = got[k]
+            if a._version != version:
+                raise ValueError(f"the teacher changes its activation {tname!r} in place after computing it (e.g. "
+                                 f"`out += h` on it): {name!r}'s target would be the changed value; write that "
+                                 f"update out of place (`out = out + h`)")
+            out[name] = a
         return out
 
     def forget(self) -> None:

@@ -391,6 +391,11 @@ class SpikingModel(nn.Module):
         self._stepwise = on
         self.reset_state()
 
+    def end_steps(self) -> None:
+        """After a sequence of :meth:`step` calls: clear the state and put the LIFs back to whole sequences (as a
+        forward does), so that a bare run of the wrapped model (or ``export_nir``) reads ``[T*B, ...]`` again."""
+        self._set_stepwise(False)
+
     def reset_state(self) -> None:
         """Clear every LIF's stepwise state; call before each batch of ``step`` calls."""
         self._step_lifs = [m for _, m in self.lifs()]   # (re)read once per batch, not at every step

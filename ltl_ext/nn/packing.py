@@ -49,6 +49,7 @@ class SpikeStore:
 
     def __init__(self) -> None:
         self._spikes: "weakref.WeakValueDictionary[int, Tensor]" = weakref.WeakValueDictionary()
+        self._versions: "dict[int, int]" = {}        # id -> the tensor's version when marked
         self._hooks = None
         self.packed = 0
 
@@ -56,11 +57,14 @@ class SpikeStore:
         """Remember ``s`` (a LIF's output) as spikes; returns it."""
         root = s if s._base is None else s._base
         self._spikes[id(root)] = root
+        self._versions[id(root)] = root._version
         return s
 
     def is_spikes(self, t: Tensor) -> bool:
+        """Whether ``t`` (or the tensor it views) was marked and still holds the spikes: an in-place update since
+        (``out += identity`` on spikes, SEW-ResNet style) makes values other than 0 and 1, which bits would lose."""
         root = t if t._base is None else t._base
-        return self._spikes.get(id(root)) is root
+        return self._spikes.get(id(root)) is root and root._version == self._versions[id(root)]
 
     def _pack(self, t: Tensor):
         dense = t.is_contiguous() or (t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last))

@@ -29,14 +29,19 @@ def calibrate(teacher: nn.Module, model: SpikingModel, loader: Iterable, base: L
     T = model.time_steps
     if warmup is None:
         warmup = base.warmup if base.warmup < T else default_warmup(T)
+    # the trainer's online blocks apply only where calibration runs batched online LTL too (offline and the
+    # constant-memory mode refuse a time_block)
+    time_block = base.time_block if (mode, memory) == ("online", "batched") else None
     config = LTLConfig(**dict(asdict(base), mode=mode, memory=memory, time_steps=T, warmup=warmup,
-                              lr=float(lr if lr is not None else base.lr))).check()
+                              time_block=time_block, lr=float(lr if lr is not None else base.lr))).check()
     params, toggled = _calibration_params(model, train_thresholds)
     if not params:
         raise ValueError("calibrate: the model has no trainable parameter")
     for p in toggled:
         p.requires_grad_(not p.requires_grad)
     opt = torch.optim.Adam(params, lr=config.lr)
+    # float16 gradients underflow without loss scaling, as in the trainer's own steps
+    scaler = torch.amp.GradScaler(params[0].device.type) if config.precision == "16-mixed" else None
     link = tandem.Tandem(teacher, model, percentile=config.percentile)
     was_training = model.training
     model.train()
@@ -45,7 +50,7 @@ def calibrate(teacher: nn.Module, model: SpikingModel, loader: Iterable, base: L
         it = _cycle(loader)
         for i in _progress(range(steps), progress, desc="calibrate"):
             x, y = next(it)
-            stats = ltl_step(model, link, opt, x.to(device), y.to(device), config)
+            stats = ltl_step(model, link, opt, x.to(device), y.to(device), config, scaler=scaler)
             if i >= steps - tail:
                 for k, v in stats.items():
                     sums[k] = sums.get(k, 0.0) + v / tail

@@ -83,9 +83,16 @@ def ltl_losses(model: SpikingModel, link: "tandem.Tandem", x: Tensor, y: Tensor,
                ) -> Dict[str, float]:
     """The losses of :func:`ltl_step` on a batch, without gradients or update (the constant-memory mode is measured
     in its equal batched online form)."""
-    with autocast(config.precision, x.device):
-        with link.batch(x, mode=config.mode, warmup=config.warmup) as run:
-            _, steps = model(x, return_steps=True)
+    # Measuring must not move the "running" target scales: training updates them, once per training batch. Before
+    # the first training step there are none yet; this batch's percentile then stands in, and is not kept.
+    norm = link.normaliser
+    kept = dict(norm.scales)
+    try:
+        with autocast(config.precision, x.device):
+            with link.batch(x, mode=config.mode, warmup=config.warmup, update=not kept) as run:
+                _, steps = model(x, return_steps=True)
+    finally:
+        norm.scales = kept
     return _stats(readout_loss(_at_least_float32(steps), y, config), run, config)
 
 
@@ -138,7 +145,9 @@ def _blockwise(model: SpikingModel, run: TandemRun, x: Tensor, y: Tensor, config
                     block_sum = current.detach().sum(0)
                     before = block_sum if before is None else before + block_sum
     finally:
-        model.reset_state()
+        # state cleared and the LIFs back to whole sequences, as a forward leaves them: left stepwise, a later
+        # bare run of the model (or export_nir) would cut its [T*B, ...] input into blocks of the last block's size
+        model.end_steps()
     return ce_sum
 
 
