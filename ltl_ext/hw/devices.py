@@ -3,9 +3,10 @@ measurements (:data:`PRESETS`). Re-exported by :mod:`ltl_ext.hw.noise` (``noise.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 from typing import Optional
+
+from ..ops.params import is_finite_number
 
 MODES = ("multiplicative", "additive")
 PHYSICS = ("generic", "pcm")
@@ -47,7 +48,7 @@ class DeviceModel:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         for f in ("programming_sigma", "read_sigma", "threshold_sigma", "beta_sigma", "stuck_off", "stuck_on"):
             v = getattr(self, f)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            if not is_finite_number(v) or v < 0:
                 raise ValueError(f"{f} must be a finite float >= 0, got {v!r}")
             object.__setattr__(self, f, float(v))
         if self.stuck_off + self.stuck_on > 1:
@@ -63,7 +64,7 @@ class DeviceModel:
             raise ValueError(f"physics must be one of {PHYSICS}, got {self.physics!r}")
         for f in ("t", "prog_noise_scale", "read_noise_scale", "drift_scale"):
             v = getattr(self, f)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            if not is_finite_number(v) or v < 0:
                 raise ValueError(f"{f} must be a finite float >= 0, got {v!r}")
             object.__setattr__(self, f, float(v))
         for f in ("dac_bits", "adc_bits"):
@@ -103,7 +104,7 @@ class DeviceModel:
 
     def at(self, t: float) -> "DeviceModel":
         """The same device model ``t`` seconds after programming (only PCM drifts: others come back as they are)."""
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
+        if not is_finite_number(t) or t < 0:
             raise ValueError(f"t must be a finite number of seconds >= 0, got {t!r}")
         return DeviceModel.from_dict(dict(self.to_dict(), t=t)) if self.physics == "pcm" else self
 

@@ -80,7 +80,7 @@ def lif(x: Tensor, *, beta, alpha=1.0, threshold=1.0, reset="soft", v_reset=0.0,
     b, bs = split_param("beta", beta)
     a, as_ = split_param("alpha", alpha)
     th, ths = split_param("threshold", threshold)
-    v_reset = v_reset if type(v_reset) is float else check_v_reset(v_reset)   # never a tensor (no gradient)
+    v_reset = check_v_reset(v_reset)   # never a tensor (no gradient)
     out = call_op(_LIF_FWD_FAST, _LIF_FWD, x, b, a, th, v0, bs, as_, ths, reset, v_reset, surrogate, surrogate_alpha,
                   detach_reset)
     return out if return_v else out[0]

@@ -123,10 +123,16 @@ def _check_param(name: str, p, x: Tensor, check_values: bool) -> Param:
     return _check_float(name, p)
 
 
+def is_finite_number(v) -> bool:
+    """A finite int or float, not a bool (Python's True is an int; it is never a setting here): the one test of every
+    numeric setting (LIF constants, trainer rates, device models)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def check_v_reset(v_reset) -> float:
     """``v_reset`` as a float: a finite number, never a tensor. The ops' schema has a float there, and torch.ops would
     silently read a tensor's value (a host sync on a GPU), leaving a learnable v_reset without a gradient."""
-    if isinstance(v_reset, bool) or not isinstance(v_reset, (int, float)) or not math.isfinite(v_reset):
+    if not is_finite_number(v_reset):
         raise ValueError(f"v_reset must be a finite float (not a tensor: it gets no gradient), got {v_reset!r}")
     return float(v_reset)
 
@@ -154,8 +160,7 @@ def check_lif_args(x: Tensor, *, beta, alpha=1.0, threshold=1.0, reset="soft", v
         raise ValueError(f"surrogate must be one of {tuple(SURROGATES)}, got {surrogate!r}")
     if surrogate_alpha is None:
         surrogate_alpha = SURROGATES[surrogate]
-    if isinstance(surrogate_alpha, bool) or not isinstance(surrogate_alpha, (int, float)) \
-            or not math.isfinite(surrogate_alpha) or surrogate_alpha <= 0:
+    if not is_finite_number(surrogate_alpha) or surrogate_alpha <= 0:
         raise ValueError(f"surrogate_alpha must be a positive float, got {surrogate_alpha!r}")
     v_reset = check_v_reset(v_reset)
     beta = _check_param("beta", beta, x, check_values)

@@ -63,7 +63,7 @@ def tandem_loss(x: Tensor, target: Tensor, *, mode="offline", warmup=0, beta, al
     b, bs = split_param("beta", beta)
     a, as_ = split_param("alpha", alpha)
     th, ts = split_param("threshold", threshold)
-    v_reset = v_reset if type(v_reset) is float else check_v_reset(v_reset)   # never a tensor (no gradient)
+    v_reset = check_v_reset(v_reset)   # never a tensor (no gradient)
     if mode == "offline":
         out = call_op(_OFFLINE_FWD_FAST, _OFFLINE_FWD, x, target, b, a, th, v0, bs, as_, ts, reset, v_reset,
                       surrogate, surrogate_alpha, detach_reset)
@@ -115,7 +115,7 @@ def _online_block(in_place: bool, x, target, v, count, t0, warmup, beta, alpha, 
     b, bs = split_param("beta", beta)
     a, as_ = split_param("alpha", alpha)
     th, ts = split_param("threshold", threshold)
-    v_reset = v_reset if type(v_reset) is float else check_v_reset(v_reset)   # never a tensor (no gradient)
+    v_reset = check_v_reset(v_reset)   # never a tensor (no gradient)
     g = torch.is_grad_enabled()
     needs = (g and x.requires_grad, g and _needs(b), g and _needs(a), g and _needs(th), g and _needs(target))
     lif = (reset, v_reset, surrogate, surrogate_alpha, t0, warmup)

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from ..ltl.convert import TARGET_PERCENTILE
+from ..ops.params import is_finite_number
 
 MODES = ("offline", "online")
 MEMORIES = ("batched", "constant")
@@ -71,11 +71,6 @@ def default_warmup(time_steps: int) -> int:
 TIME_BLOCK = 2
 
 
-def _number(v) -> bool:
-    """A finite int or float, not a bool."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 # ============================================================================================= config
 @dataclass
 class LTLConfig:
@@ -135,11 +130,11 @@ class LTLConfig:
         if not (p is None or p == "running" or (isinstance(p, (int, float)) and not isinstance(p, bool)
                                                  and 0 < p <= 100)):
             raise ValueError(f"percentile must be a number in (0, 100], 'running' or None, got {p!r}")
-        if not (_number(self.lr) and self.lr > 0):
+        if not (is_finite_number(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
-        if not (_number(self.weight_decay) and self.weight_decay >= 0):
+        if not (is_finite_number(self.weight_decay) and self.weight_decay >= 0):
             raise ValueError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
-        if not (_number(self.ce_weight) and self.ce_weight >= 0):   # a negative one would ascend the readout's CE
+        if not (is_finite_number(self.ce_weight) and self.ce_weight >= 0):   # a negative one would ascend the readout's CE
             raise ValueError(f"ce_weight must be a number >= 0 (the readout CE's weight), got {self.ce_weight!r}")
         if self.schedule != "custom":
             from .schedules import schedule
