@@ -398,3 +398,16 @@ def test_an_untraceable_model_with_gelu_is_refused_and_one_without_activations_w
         assert isinstance(convert(DataDependent(nn.ReLU())).act, LIF)
     with pytest.warns(UserWarning, match="no activation before the readout"):
         convert(nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 2)))
+
+
+def test_teacher_init_scale_of_a_sparse_activation_is_its_max_not_a_warning():
+    """pct_99.9 of an activation that is positive on fewer than 0.1 % of its values is 0: the scale is then its max
+    (as for the LTL targets), not the arbitrary scale 1 with a warning that the activation is always zero."""
+    from ltl_ext.ltl.balancing import activation_scales
+    a = torch.zeros(4096, 4)
+    a[0, 0], a[1, 2] = 3.0, 5.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert activation_scales(nn.Sequential(nn.ReLU()), ["0"], a, 99.9) == {"0": 5.0}
+    with pytest.warns(UserWarning, match="never positive"):
+        assert activation_scales(nn.Sequential(nn.ReLU()), ["0"], -a, 99.9) == {"0": 1.0}

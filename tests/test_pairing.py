@@ -32,6 +32,20 @@ def test_percentile_and_normalise():
         tandem.percentile(a, 0)
 
 
+def test_sparse_layer_targets_stay_graded():
+    """More than 0.1 % zeros above pct_99.9: the percentile is 0, and the scale falls back to the max instead of
+    saturating every positive activation to a target of 1 (the old eps clamp did)."""
+    a = torch.zeros(10_000)
+    a[:5] = torch.tensor([0.5, 1.0, 2.0, 3.0, 4.0])
+    assert float(tandem.percentile(a, 99.9)) == 0.0
+    expected = a / 4.0
+    assert torch.equal(tandem.normalise(a, 99.9), expected)
+    assert torch.equal(tandem.TargetNormaliser("batch")("l", a), expected)
+    running = tandem.TargetNormaliser("running")
+    assert torch.equal(running("l", a), expected) and float(running.scales["l"]) == 4.0
+    assert torch.equal(tandem.normalise(-a, 99.9), torch.zeros_like(a))  # never positive: all targets 0, no NaN
+
+
 def test_running_normaliser():
     n = tandem.TargetNormaliser("running", percentile=100, momentum=0.5)
     n("l", torch.tensor([2.0]))

@@ -2,8 +2,9 @@
 neuron fires at the LTL target rates.
 
 Balancing (``init="teacher"``) keeps the neuron the user chose. On ``calib_data`` the ANN's activation a_l at each
-neuron position gets a robust scale ``lambda_l = pct_p(a_l)`` (p = ``percentile``: by default the trainer's target
-percentile for ``mode``, so the initial rates approximate the LTL targets y_l = clamp(a_l / lambda_l, 0, 1)).
+neuron position gets a robust scale ``lambda_l = pct_p(a_l)`` (its max where pct_p is 0; p = ``percentile``: by
+default the trainer's target percentile for ``mode``, so the initial rates approximate the LTL targets
+y_l = clamp(a_l / lambda_l, 0, 1)).
 Every tensor in the student carries a *unit* u (ANN value = u * student value): the input has u = 1, spikes of
 layer l have u = lambda_l. A neuron with input gain alpha and threshold theta fires, in the rate limit (IF, soft
 reset), at ``rate = clamp(alpha * x / theta, 0, 1)``; for rate_l = a_l / lambda_l its input current x = a_l / u
@@ -42,7 +43,7 @@ from .activations import WEIGHT_LAYERS, readout_position
 from .activations import trace as _trace
 from .folding import BN as _BN
 from .swap import DROPOUT as _DROPOUT
-from .tandem import percentile as _percentile
+from .tandem import target_scale
 
 #: modules whose output is a positive-homogeneous function of one input: f(u x) = u f(x) for u > 0.
 _UNIT_PRESERVING = (nn.Identity, nn.Flatten, nn.Unflatten, nn.modules.pooling._AvgPoolNd,
@@ -77,7 +78,8 @@ def _batches(calib_data) -> Iterable[Tensor]:
 @torch.no_grad()
 def activation_scales(model: nn.Module, names: List[str], calib_data, p: float,
                       max_elements: int = 1 << 22) -> Dict[str, float]:
-    """lambda_l = pct_p of the ANN activation at each named module over all calibration data."""
+    """lambda_l = pct_p (:func:`target_scale`) of the ANN activation at each named module over all calibration
+    data."""
     store: Dict[str, List[Tensor]] = {n: [] for n in names}
     gen = torch.Generator().manual_seed(0)
 
@@ -105,9 +107,9 @@ def activation_scales(model: nn.Module, names: List[str], calib_data, p: float,
         a = torch.cat(chunks)
         if a.numel() > max_elements:
             a = a[torch.randint(a.numel(), (max_elements,), generator=gen)]
-        lam = float(_percentile(a, p))
+        lam = float(target_scale(a, p))  # the max where pct_p is 0 (a sparse layer), as for the targets
         if not lam > 0:
-            warnings.warn(f"activation {n!r} is zero on all calibration data (pct_{p} = {lam}); using scale 1",
+            warnings.warn(f"activation {n!r} is never positive on the calibration data (max {lam}); using scale 1",
                           stacklevel=3)
             lam = 1.0
         scales[n] = lam

@@ -39,8 +39,8 @@ from torch import Tensor, nn
 from ..nn import ANN_ACTIVATIONS, LIF, SpikingModel, TandemRun, lifs
 from .activations import expose_activations
 
-__all__ = ["percentile", "normalise", "TargetNormaliser", "TandemPair", "Pairs", "pair", "tandem_batch", "Tandem",
-           "TandemRun", "NORMALISATIONS"]
+__all__ = ["percentile", "target_scale", "normalise", "TargetNormaliser", "TandemPair", "Pairs", "pair",
+           "tandem_batch", "Tandem", "TandemRun", "NORMALISATIONS"]
 
 NORMALISATIONS = ("batch", "running", "none")
 
@@ -72,16 +72,25 @@ def nearest_rank(n: int, p: float) -> int:
 _percentile = percentile  # for functions whose argument is called `percentile`
 
 
+def target_scale(a: Tensor, p: float, percentile_fn=percentile) -> Tensor:
+    """The scale s that maps a teacher activation onto targets in [0, 1]: ``pct_p(a)``, or ``max(a)`` where that
+    percentile is not positive. Why: in a sparse layer more than (100 - p) % of the values are <= 0, so pct_p is
+    0 although some values are positive, and dividing by it (or by a tiny eps) would saturate every one of them to
+    a target of exactly 1. ``percentile_fn(a, p)`` as in :class:`TargetNormaliser`. A 0-d tensor, no host sync."""
+    s = percentile_fn(a, p)
+    return torch.where(s > 0, s, percentile_fn(a, 100.0).to(s.dtype))
+
+
 def normalise(a: Tensor, percentile: Optional[float] = 99.9, *, scale: Union[None, float, Tensor] = None,
               eps: float = 1e-8) -> Tensor:
     """Teacher activation -> target in [0, 1]: ``y = clamp(a / s, 0, 1)`` with ``s = pct_p(a)`` over the whole
-    batch (or the given ``scale``). ``percentile=None`` and no scale: no normalisation, ``a`` is returned.
+    batch (its max where pct_p is not positive: :func:`target_scale`), or the given ``scale``. ``percentile=None`` and no scale: no normalisation, ``a`` is returned.
     Shape: [B, *] -> [B, *], detached."""
     a = a.detach()
     if scale is None:
         if percentile is None:
             return a
-        scale = _percentile(a, percentile)
+        scale = target_scale(a, percentile)
     if isinstance(scale, Tensor):
         scale = scale.to(a.dtype).clamp_min(eps)
     else:
@@ -92,7 +101,8 @@ def normalise(a: Tensor, percentile: Optional[float] = 99.9, *, scale: Union[Non
 class TargetNormaliser:
     """Per-layer target normalisation.
 
-    - ``"batch"`` (default, LTL code): s_l = pct_p(a_l) of the current batch (p = 99.9 offline, 99 online);
+    - ``"batch"`` (default, LTL code): s_l = pct_p(a_l) of the current batch (p = 99.9 offline, 99 online; its max
+      where pct_p is not positive, :func:`target_scale`);
     - ``"running"`` (ours): s_l = EMA of the batch percentile, ``s <- (1 - momentum) s + momentum pct_p(a)``
       (the first batch initialises it); frozen when ``update=False`` (e.g. evaluation);
     - ``"none"``: y_l = a_l.
@@ -124,10 +134,10 @@ class TargetNormaliser:
         if not self.normalises:
             return a.detach()
         if self.mode == "batch":
-            return normalise(a, scale=self.percentile_fn(a, self.percentile))
+            return normalise(a, scale=target_scale(a, self.percentile, self.percentile_fn))
         s = self.scales.get(name)
         if update:
-            p = self.percentile_fn(a, self.percentile).to(torch.float32)
+            p = target_scale(a, self.percentile, self.percentile_fn).to(torch.float32)
             s = p if s is None else (1 - self.momentum) * s.to(p.device) + self.momentum * p
             self.scales[name] = s
         if s is None:
