@@ -84,7 +84,8 @@ def target_scale(a: Tensor, p: float, percentile_fn=percentile) -> Tensor:
 def normalise(a: Tensor, percentile: Optional[float] = 99.9, *, scale: Union[None, float, Tensor] = None,
               eps: float = 1e-8) -> Tensor:
     """Teacher activation -> target in [0, 1]: ``y = clamp(a / s, 0, 1)`` with ``s = pct_p(a)`` over the whole
-    batch (its max where pct_p is not positive: :func:`target_scale`), or the given ``scale``. ``percentile=None`` and no scale: no normalisation, ``a`` is returned.
+    batch (its max where pct_p is not positive: :func:`target_scale`), or the given ``scale``.
+    ``percentile=None`` and no scale: no normalisation, ``a`` is returned.
     Shape: [B, *] -> [B, *], detached."""
     a = a.detach()
     if scale is None:
