@@ -394,3 +394,31 @@ def test_a_per_channel_threshold_needs_the_neuron_dims():
     got = LIF(threshold=per_channel.view(C, 1, 1), time_steps=2)(x)
     assert torch.equal(got, LIF(threshold=per_channel.view(C, 1, 1).expand(C, H, W), time_steps=2)(x))
     assert LIF(threshold=torch.rand(5) + 0.5, time_steps=2)(torch.rand(6, 5)).shape == (6, 5)   # [F] neurons
+
+
+class _SharedNeuron(nn.Module):
+    """One LIF at two places of a hand-written SNN (what convert leaves of a reused activation it cannot trace)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 3)
+        self.act = LIF(beta=0.9, threshold=0.5)
+
+    def forward(self, x):
+        return self.c(self.act(self.b(self.act(self.a(x)))))
+
+
+def test_a_lif_used_at_two_places_is_refused_where_it_would_be_wrong():
+    """Stepwise the two places would share one membrane, and in a tandem run one target would be learnt twice, each
+    without a word: both raise, naming the LIF. Whole-sequence inference from rest (no state kept) stays allowed."""
+    torch.manual_seed(0)
+    m, x = SpikingModel(_SharedNeuron(), time_steps=4), torch.randn(5, 8)
+    assert m(x).shape == (5, 3)
+    m.reset_state()
+    with pytest.raises(ValueError, match="LIF 'act' ran twice in one forward"):
+        m.step(x)
+    for mode in ("offline", "online"):
+        run = TandemRun({"act": m.model.act}, {"act": torch.rand(5, 8)}, mode=mode)
+        with pytest.raises(ValueError, match="LIF 'act' ran twice"), run:
+            m(x)
+    assert m(x).shape == (5, 3)   # after the errors the model runs as before

@@ -35,7 +35,25 @@ __all__ = ["LIF", "ClampReLU", "SpikingModel", "encode", "time_average", "lifs",
 
 _LEARNABLE = {False: (), None: (), "threshold": ("threshold",), "beta": ("beta",), "both": ("threshold", "beta")}
 _TENSOR_PARAMS = ("beta", "threshold", "alpha")
-_STEP_STATE = frozenset(("v", "count", "t", "block"))   # a stepwise LIF's state: never a buffer or parameter
+# a stepwise LIF's state and the pass it last ran in: plain attributes, never a buffer or parameter
+_STEP_STATE = frozenset(("v", "count", "t", "block", "_ran_in"))
+
+
+class _Pass:
+    """The SpikingModel forward (or step) now running, by number: a stepwise or learning LIF module runs once in
+    each. Why: a neuron has state, so an activation module used at two places needs a LIF for each; convert splits
+    reused activations only where torch.fx can trace the model, and a shared LIF would otherwise mix the two places'
+    membranes (stepwise) or learn twice from one target (online) without a word."""
+    current: Optional[int] = None
+    count: int = 0
+
+
+class ReusedLIFError(ValueError):
+    """A LIF module ran twice in one SpikingModel forward (or step); ``lif`` is the module."""
+
+    def __init__(self, lif: "LIF"):
+        super().__init__("a LIF module ran twice in one forward of its SpikingModel")
+        self.lif = lif
 
 
 class ClampReLU(nn.Module):
@@ -136,6 +154,7 @@ class LIF(nn.Module):
         self.v: Optional[Tensor] = None
         self.count: Optional[Tensor] = None
         self.t: int = 0
+        self._ran_in: Optional[int] = None   # the _Pass this LIF last ran in
         for name, value in (("beta", beta), ("threshold", threshold), ("alpha", alpha)):
             self._set_param(name, value)
         self._ready = True
@@ -237,6 +256,10 @@ class LIF(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         run = TandemRun.current()
         name = None if run is None else run.name_of(self)
+        if _Pass.current is not None and (self.stepwise or name is not None):  # (whole sequences from rest, not
+            if self._ran_in == _Pass.current:                                   # learning: sharing is harmless)
+                raise ReusedLIFError(self)
+            self._ran_in = _Pass.current
         if self.stepwise:
             return self._forward_step(x, run, name)
         T = self.time_steps
@@ -414,7 +437,7 @@ class SpikingModel(nn.Module):
                 m.stepwise = False
                 m.reset_state()
             m.time_steps = T
-        out = self.model(encode(x, T, self.encoding))
+        out = self._run(encode(x, T, self.encoding))
         steps = out.reshape(T, B, *out.shape[1:])
         return (steps.mean(0), steps) if return_steps else steps.mean(0)
 
@@ -431,12 +454,27 @@ class SpikingModel(nn.Module):
             m.block = steps
         if self.encoding == "none":          # x holds these steps already: one frame [B, ...], or [steps, B, ...]
             if steps == 1:
-                return self.model(x)
+                return self._run(x)
             if x.dim() < 2 or x.shape[0] != steps:
                 raise ValueError(f"encoding='none': step(x, steps={steps}) takes the block's inputs [steps, B, ...], "
                                  f"got shape {tuple(x.shape)}")
-            return self.model(x.flatten(0, 1))
-        return self.model(encode(x, steps, self.encoding))
+            return self._run(x.flatten(0, 1))
+        return self._run(encode(x, steps, self.encoding))
+
+    def _run(self, x: Tensor) -> Tensor:
+        """The wrapped model on x, as one pass in which each LIF may run once (:class:`_Pass`)."""
+        outer, _Pass.count = _Pass.current, _Pass.count + 1
+        _Pass.current = _Pass.count
+        try:
+            return self.model(x)
+        except ReusedLIFError as e:
+            name = next((n for n, m in self.lifs() if m is e.lif), "?")
+            raise ValueError(f"LIF {name!r} ran twice in one forward (or step) of the SpikingModel: an activation "
+                             f"module used at several places needs a spiking neuron for each (a neuron has state). "
+                             f"ltl_ext.convert splits reused activations only in models torch.fx can trace; give "
+                             f"each use its own activation module in the teacher") from None
+        finally:
+            _Pass.current = outer
 
     def extra_repr(self) -> str:
         return f"time_steps={self._time_steps}, encoding={self.encoding!r}"
