@@ -541,3 +541,17 @@ def test_image_folder_16_bit_grey_is_scaled_not_clipped(tmp_path):
     assert torch.equal(splits.x_train[0, 0], expected) and torch.equal(splits.x_test[1, 0], expected)
     resized = load_dataset("folder", tmp_path, image_size=3)
     assert int(resized.x_train.max()) <= 255 and 100 < int(resized.x_train.max()) < 250   # scaled, not clipped
+
+
+def test_integer_labels_with_empty_classes_warn():
+    """Labels counted from 1 (1 .. 3): class 0 would be an untrained readout unit without a word; a warning says
+    so and what to do. Labels from 0 stay quiet."""
+    x = np.zeros((6, 1, 4, 4), dtype=np.uint8)
+    with pytest.warns(UserWarning, match=r"classes 0 of 0 \.\. 3 have no training image.*subtract 1"):
+        s = DatasetSplits.from_arrays("ones", x, np.array([1, 2, 3, 1, 2, 3]), x[:2], np.array([1, 2]))
+    assert s.num_classes == 4
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert DatasetSplits.from_arrays("zeros", x, np.array([0, 1, 2, 0, 1, 2]), x[:2], np.array([0, 1])
+                                         ).num_classes == 3

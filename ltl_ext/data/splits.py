@@ -7,6 +7,7 @@ with ``mean``/``std`` is the model's (``ltl_ext.models.*(mean=..., std=...)``).
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -190,6 +191,12 @@ class DatasetSplits:
         if class_names is None:
             top = max((int(y.max()) for y in ys if y.numel()), default=-1)
             class_names = [str(i) for i in range(top + 1)]
+            empty = sorted(set(range(top + 1)) - set(ys[0].unique().tolist()))
+            if empty:   # e.g. labels counted from 1: class 0 would get a readout unit that nothing trains
+                shown = ", ".join(map(str, empty[:5])) + (", ..." if len(empty) > 5 else "")
+                warnings.warn(f"{where}: classes {shown} of 0 .. {top} have no training image (labels are class "
+                              f"indices counted from 0); each still gets a readout unit that is never trained. "
+                              f"Labels counted from 1: subtract 1; else pass class_names", stacklevel=2)
         return cls(name, xs[0], ys[0], xs[1], ys[1], tuple(str(c) for c in class_names), source)
 
     @property
