@@ -184,6 +184,27 @@ def test_running_percentile_state_is_checkpointed(teacher, tmp_path):
     assert {k: float(v) for k, v in again.link.normaliser.scales.items()} == {k: float(v) for k, v in scales.items()}
 
 
+def test_calibration_normalises_targets_as_the_trained_run_did(teacher, monkeypatch):
+    """Running normalisation: calibration starts from the trainer's running scales (a fresh normaliser restarted
+    them from the first calibration batch's percentile) and leaves the trainer's own scales as they are."""
+    from ltl_ext.ltl.tandem import TargetNormaliser
+    train = make_loaders(make_splits(64, 32), batch_size=32, seed=0).train
+    trainer = LocalTandemTrainer(teacher, time_steps=2, percentile="running", device="cpu")
+    trainer.fit(train, epochs=1, progress=False)
+    trained = {k: v.clone() for k, v in trainer.link.normaliser.scales.items()}
+    started, fork = [], TargetNormaliser.fork
+
+    def recording_fork(self):
+        twin = fork(self)
+        started.append({k: v.clone() for k, v in twin.scales.items()})
+        return twin
+    monkeypatch.setattr(TargetNormaliser, "fork", recording_fork)
+    trainer.calibrate(copy.deepcopy(trainer.student), train, steps=2, mode="online")
+    assert len(started) == 1 and started[0].keys() == trained.keys() and len(trained) == 4
+    assert all(torch.equal(started[0][k], trained[k]) for k in trained)
+    assert all(torch.equal(trainer.link.normaliser.scales[k], trained[k]) for k in trained)
+
+
 def test_bad_checkpoints_give_clear_errors(teacher, tmp_path):
     trainer = LocalTandemTrainer(teacher, time_steps=2, device="cpu")
     good = trainer.save(tmp_path / "good.pt")

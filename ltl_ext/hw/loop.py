@@ -259,7 +259,7 @@ def calibrate_in_the_loop(trainer, chip: ChipDriver, loader: Iterable, steps: in
             chip.program(name, m.weight.detach(), None if m.bias is None else m.bias.detach())
 
     write_all()
-    link = tandem.Tandem(trainer.teacher, shadow, percentile=config.percentile)
+    link = tandem.Tandem(trainer.teacher, shadow, percentile=trainer.link.normaliser.fork())  # scaled as trained
     tail, sums = max(1, steps // 10), {}
     try:
         it = _cycle(loader)

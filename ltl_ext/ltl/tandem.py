@@ -145,6 +145,15 @@ class TargetNormaliser:
             raise RuntimeError(f"running normalisation has no scale for {name!r} yet; call it with update=True")
         return normalise(a, scale=s)
 
+    def fork(self) -> "TargetNormaliser":
+        """A normaliser for another run on one process (calibrating a chip against a trained run's teacher): the
+        same mode, percentile, momentum and running scales (cloned), the local percentile, updating apart from this
+        one. Why: targets scaled as in training, where a fresh running normaliser would restart from the first
+        calibration batch's percentile."""
+        twin = TargetNormaliser(self.mode, self.percentile, self.momentum)
+        twin.scales = {k: v.detach().clone() for k, v in self.scales.items()}
+        return twin
+
     def state_dict(self) -> dict:
         return {"mode": self.mode, "percentile": self.percentile, "momentum": self.momentum,
                 "scales": {k: v.detach().cpu() for k, v in self.scales.items()}}

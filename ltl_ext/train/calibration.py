@@ -19,10 +19,12 @@ from .progress import _progress
 def calibrate(teacher: nn.Module, model: SpikingModel, loader: Iterable, base: LTLConfig, *, steps: int = 300,
               mode: str = "online", lr: Optional[float] = None, train_thresholds: bool = False,
               memory: str = "batched", warmup: Optional[int] = None, device=None,
-              progress: bool = False) -> Dict[str, Any]:
+              normaliser: Optional[tandem.TargetNormaliser] = None, progress: bool = False) -> Dict[str, Any]:
     """Train ``model`` with LTL against ``teacher`` for ``steps`` batches (cycling ``loader``) with a fresh Adam;
     the run's config is ``base`` with ``mode``, ``memory``, the model's T, ``warmup`` (default ``base``'s when it
-    fits T) and ``lr`` (default ``base``'s). ``LocalTandemTrainer.calibrate`` documents the rest; returns
+    fits T) and ``lr`` (default ``base``'s). The targets are normalised by a fork of ``normaliser`` (the trained
+    run's: running scales continue from where training left them), else as ``base.percentile`` says.
+    ``LocalTandemTrainer.calibrate`` documents the rest; returns
     ``{"steps", "loss", "ce", "local_loss"}`` averaged over the last 10 % of the steps."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be a non-negative int, got {steps!r}")
@@ -42,7 +44,7 @@ def calibrate(teacher: nn.Module, model: SpikingModel, loader: Iterable, base: L
     opt = torch.optim.Adam(params, lr=config.lr)
     # float16 gradients underflow without loss scaling, as in the trainer's own steps
     scaler = torch.amp.GradScaler(params[0].device.type) if config.precision == "16-mixed" else None
-    link = tandem.Tandem(teacher, model, percentile=config.percentile)
+    link = tandem.Tandem(teacher, model, percentile=config.percentile if normaliser is None else normaliser.fork())
     was_training = model.training
     model.train()
     tail, sums = max(1, steps // 10), {}

@@ -240,12 +240,14 @@ class LocalTandemTrainer:
 
         Only ``model``'s own trainable weights learn (for a chip: the programmed weights behind its
         parametrizations, noise fixed); LIF thresholds too if ``train_thresholds``; other LIF parameters stay.
-        Runs ``steps`` batches (cycling ``loader``) with a fresh Adam (``lr`` defaults to the trainer's).
+        Runs ``steps`` batches (cycling ``loader``) with a fresh Adam (``lr`` defaults to the trainer's). Targets
+        are normalised as in training (running scales continue from the trainer's, which stay as they are).
         Returns ``{"steps", "loss", "ce", "local_loss"}`` averaged over the last 10 % of the steps.
         """
         return calibration.calibrate(self.teacher, self._as_spiking(model), loader, self.config, steps=steps,
                                      mode=mode, lr=lr, train_thresholds=train_thresholds, memory=memory,
-                                     warmup=warmup, device=self.device, progress=progress)
+                                     warmup=warmup, device=self.device, normaliser=self.link.normaliser,
+                                     progress=progress)
 
     # ------------------------------------------------------------------------------------------ checkpoints
     def state_dict(self) -> Dict[str, Any]:
