@@ -439,6 +439,27 @@ def test_trainer_on_two_ranks_equals_one_process(tmp_path):
     assert ref["one_sample"][0] == 1
 
 
+def _worker_different_settings(rank, port, out_dir):
+    """Rank 1 is launched with another T and learning rate than rank 0."""
+    _torchrun_env(rank, port)
+    result = {}
+    try:
+        with Distributed.setup("cpu", timeout_s=20) as dist:
+            from ltl_ext.train import LocalTandemTrainer
+            LocalTandemTrainer(make_trainer_teacher(0), time_steps=T + rank, warmup=WARMUP, lr=1e-2 * (1 + rank),
+                               device="cpu", distributed=dist)
+    except BaseException as e:
+        result = {"type": type(e).__name__, "message": str(e)}
+    torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
+
+
+def test_ranks_launched_with_different_settings_all_get_one_clear_error(tmp_path):
+    for res in _spawn(_worker_different_settings, tmp_path, deadline_s=60):
+        assert res.get("type") == "ValueError", res
+        assert f"time_steps: rank 0 {T}, rank 1 {T + 1}" in res["message"], res
+        assert "lr: rank 0 0.01, rank 1 0.02" in res["message"] and "warmup" not in res["message"], res
+
+
 def make_trainer_params_at_init():
     return torch.nn.utils.parameters_to_vector(
         make_trainer(make_trainer_teacher(100), "offline", "batched", Distributed.single("cpu"), 100)

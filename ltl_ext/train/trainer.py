@@ -7,6 +7,7 @@ by :mod:`.checkpoint`). The trainer sees only ``ltl_ext.nn`` / ``ltl_ext.ltl`` (
 """
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 
@@ -82,6 +83,7 @@ class LocalTandemTrainer:
         if seed is not None:
             torch.manual_seed(seed)
         self.dist = _join(distributed, device)
+        _check_same_config(self.dist, self.config)
         self.device = self.dist.device
         teacher = self.dist.broadcast_module(teacher.to(self.device))   # rank 0's teacher on every rank
         self.teacher_spec = teacher_spec if teacher_spec is not None else getattr(teacher, "spec", None)
@@ -292,6 +294,22 @@ class LocalTandemTrainer:
         """
         return state.load_trainer(cls, path, teacher, student, device=device, restore_rng=restore_rng,
                                   distributed=distributed, schedule=schedule, callbacks=callbacks)
+
+
+def _check_same_config(dist: Distributed, config: LTLConfig) -> None:
+    """Several processes: every rank must run the same LTL config. Why: ranks launched with different settings
+    (another T, mode or learning rate) would average gradients of different runs, or hang at a collective one
+    rank does not make. Every rank gets the same error, naming the settings and each rank's value."""
+    if not dist.enabled:
+        return
+    mine = {k: repr(v) for k, v in asdict(config).items()}
+    ranks = dist.gather_object(mine)
+    differ = {k: [r[k] for r in ranks] for k in mine if any(r.get(k) != ranks[0][k] for r in ranks)}
+    if differ:
+        listing = "; ".join(f"{k}: {', '.join(f'rank {i} {v}' for i, v in enumerate(vals))}"
+                            for k, vals in differ.items())
+        raise ValueError(f"the {dist.world_size} processes were given different training settings ({listing}); "
+                         f"launch every rank with the same arguments")
 
 
 def _join(distributed, device) -> Distributed:
