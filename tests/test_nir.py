@@ -82,6 +82,25 @@ def test_export_import_is_bit_exact(arch, shape, tmp_path):
         assert torch.equal(sa, sb)
 
 
+def test_grouped_and_depthwise_convolutions_round_trip(tmp_path):
+    """nir 1.0 types a conv's input with in_channels / groups channels, so a grouped or depthwise conv failed its
+    type check, on export and on reading the file; both now work and come back bit-exact."""
+    torch.manual_seed(0)
+    student = SpikingModel(nn.Sequential(
+        nn.Conv2d(2, 8, 3, padding=1), LIF(beta=0.8, threshold=0.3),
+        nn.Conv2d(8, 8, 3, padding=1, groups=8), LIF(beta=0.9, threshold=0.3),      # depthwise
+        nn.Conv2d(8, 4, 1, groups=2), LIF(beta=0.9, threshold=0.2),                 # grouped
+        nn.Flatten(), nn.Linear(4 * 6 * 6, 3)), time_steps=4).eval()
+    path = tmp_path / "grouped.nir"
+    nir.write(str(path), ltl_ext.export_nir(student, input_shape=(2, 6, 6)))
+    back = ltl_ext.import_nir(path).eval()
+    assert [m.groups for m in back.modules() if isinstance(m, nn.Conv2d)] == [1, 8, 2]
+    x = torch.randn(5, 2, 6, 6) * 2
+    (logits_a, spikes_a), (logits_b, spikes_b) = _spikes(student, x), _spikes(back, x)
+    assert sum(float(s.sum()) for s in spikes_a[1:]) > 0, "a test without spikes proves nothing"
+    assert torch.equal(logits_a, logits_b) and all(torch.equal(a, b) for a, b in zip(spikes_a, spikes_b))
+
+
 def test_file_passes_nir_reading_and_type_checks(tmp_path):
     student = _student("mlp", T=4)
     graph = ltl_ext.export_nir(student)                 # a Linear first layer: the input shape is known

@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..nn import LIF, SpikingModel, lifs
-from .nir_format import DEFAULT_DT, _is_normalize, _nir, _safe, _unique
+from .nir_format import DEFAULT_DT, _fix_grouped_conv_types, _is_normalize, _nir, _safe, _unique
 
 _PASS_MODULES = (nn.Identity, nn.modules.dropout._DropoutNd)
 _ADDS = {operator.add, operator.iadd, torch.add}
@@ -127,6 +127,7 @@ def export_nir(model: nn.Module, *, input_shape: Optional[Sequence[int]] = None,
                 "notes": "; ".join(sorted(notes))}
     if T is not None:   # unknown T is left out: nir.write cannot store None
         metadata["time_steps"] = T
+    _fix_grouped_conv_types(nodes.values())
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata, type_check=True)
 
 

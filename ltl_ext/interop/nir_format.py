@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 from torch import nn
 
 #: seconds per time step in the exported ODEs: SpikingJelly's, snnTorch's and Norse's default for NIR
@@ -17,6 +18,19 @@ def _nir():
         raise ImportError("NIR export/import needs the `nir` package: pip install 'ltl_ext[nir]' "
                           "(or: pip install nir)") from None
     return nir
+
+
+def _fix_grouped_conv_types(nodes) -> None:
+    """nir (1.0.x) types a conv node's input with ``weight.shape[1]`` channels, which is in_channels / groups: a
+    grouped or depthwise conv then fails the graph's type check against its producer, on export and in
+    ``nir.read``. Sets such a node's input channels to ``weight.shape[1] * groups`` (in place)."""
+    nir = _nir()
+    for node in nodes:
+        if isinstance(node, (nir.Conv1d, nir.Conv2d)) and int(node.groups) > 1 \
+                and node.input_type.get("input") is not None:
+            channels = np.array(node.input_type["input"]).copy()
+            channels[0] = node.weight.shape[1] * int(node.groups)
+            node.input_type = {"input": channels}
 
 
 def _is_normalize(m: nn.Module) -> bool:

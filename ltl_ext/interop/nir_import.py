@@ -19,7 +19,7 @@ from torch import nn
 
 from ..nn import LIF, SpikingModel
 from ..nn.encoding import ENCODINGS
-from .nir_format import DEFAULT_DT, _nir, _safe, _unique
+from .nir_format import DEFAULT_DT, _fix_grouped_conv_types, _nir, _safe, _unique
 
 
 def import_nir(graph_or_path, *, dt: Optional[float] = None, time_steps: Optional[int] = None) -> SpikingModel:
@@ -33,7 +33,12 @@ def import_nir(graph_or_path, *, dt: Optional[float] = None, time_steps: Optiona
     them. The model is a ``torch.fx.GraphModule`` whose submodules are named after the NIR nodes.
     """
     nir = _nir()
-    graph = nir.read(str(graph_or_path)) if isinstance(graph_or_path, (str, Path)) else graph_or_path
+    if isinstance(graph_or_path, (str, Path)):
+        graph = nir.read(str(graph_or_path), type_check=False)
+        _fix_grouped_conv_types(graph.nodes.values())   # (nir.read's own check fails on them)
+        graph.infer_types()
+    else:
+        graph = graph_or_path
     if not isinstance(graph, nir.NIRGraph):
         raise TypeError(f"import_nir takes a nir.NIRGraph or a path to a NIR file, got {type(graph).__name__}")
     meta = graph.metadata if isinstance(graph.metadata, dict) else {}
