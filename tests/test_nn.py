@@ -262,7 +262,7 @@ def test_blocks_of_steps_match_the_batched_forward():
 
 
 @pytest.mark.parametrize("stepwise", [False, True], ids=["batched", "blocks"])
-@pytest.mark.parametrize("param", ["scalar", "per_channel", "per_neuron"])
+@pytest.mark.parametrize("param", ["scalar", "per_channel", "per_neuron", "batch_dim"])
 @pytest.mark.parametrize("tandem", [None, "offline", "online"])
 def test_lif_runs_channels_last_without_a_copy(param, tandem, stepwise):
     """A channels-last [T*B, C, H, W] current gives the spikes, losses and gradients of its NCHW twin, as
@@ -274,7 +274,9 @@ def test_lif_runs_channels_last_without_a_copy(param, tandem, stepwise):
     x = torch.rand(T * B, C, H, W, generator=g) * 1.5
     y = torch.rand(B, C, H, W, generator=g)
     threshold = {"scalar": 0.5, "per_channel": torch.rand(C, 1, 1, generator=g) + 0.3,
-                 "per_neuron": torch.rand(C, H, W, generator=g) + 0.3}[param]
+                 "per_neuron": torch.rand(C, H, W, generator=g) + 0.3,
+                 # [1, C, 1, 1], the BatchNorm-style shape: channels-last once failed in a permute with it
+                 "batch_dim": torch.rand(1, C, 1, 1, generator=g) + 0.3}[param]
     results = []
     for fmt in (torch.contiguous_format, torch.channels_last):
         lif = LIF(beta=0.8, threshold=threshold, reset="soft", surrogate="sigmoid", learnable="threshold",
@@ -422,3 +424,64 @@ def test_a_lif_used_at_two_places_is_refused_where_it_would_be_wrong():
         with pytest.raises(ValueError, match="LIF 'act' ran twice"), run:
             m(x)
     assert m(x).shape == (5, 3)   # after the errors the model runs as before
+
+
+def test_lif_scalar_cache_never_hides_the_buffer_it_caches():
+    """A 0-d threshold buffer is cached as a float for the op. Three legal ways of changing the buffer behind
+    ``__setattr__`` ran the neuron with the old cached threshold, without a word: functional_call, parametrize's
+    remove_parametrizations(leave_parametrized=True) and an in-place edit."""
+    torch.manual_seed(0)
+    x = torch.rand(4 * 3, 5) * 2
+    want = LIF(threshold=1.2, time_steps=4)(x)
+    lif = LIF(time_steps=4)                                                      # threshold 0.6, cached
+    assert not torch.equal(lif(x), want)
+    assert torch.equal(torch.func.functional_call(lif, {"threshold": torch.tensor(1.2)}, (x,)), want)
+    assert not torch.equal(lif(x), want)                                         # the buffer is back
+
+    class Twice(nn.Module):
+        def forward(self, t):
+            return 2 * t
+    parametrize.register_parametrization(lif, "threshold", Twice())
+    assert torch.equal(lif(x), want)
+    parametrize.remove_parametrizations(lif, "threshold", leave_parametrized=True)
+    assert torch.equal(lif(x), want)
+
+    lif = LIF(time_steps=4)
+    with torch.no_grad():
+        lif.threshold.fill_(1.2)
+    assert torch.equal(lif(x), want)
+    assert torch.equal(copy.deepcopy(lif)(x), want) and isinstance(copy.deepcopy(lif).lif_kwargs()["threshold"],
+                                                                   float)   # (a copy still takes the fast path)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_stepwise_inference_keeps_a_float32_membrane_for_16_bit_inputs(dtype):
+    """The whole-sequence LIF keeps V in float32 for 16-bit inputs; stepwise inference carried V between steps in
+    x's dtype, rounding it at every step: step() fired differently from forward() (~0.5 % of spikes in bf16)."""
+    torch.manual_seed(0)
+    T, B, N = 32, 16, 128
+    x = (torch.rand(T * B, N) * 0.3).to(dtype)
+    lif = LIF(beta=0.97, threshold=1.0, reset="soft", time_steps=T)
+    whole = lif(x)
+    lif.stepwise = True
+    lif.reset_state()
+    steps = torch.cat([lif(x[t * B:(t + 1) * B]) for t in range(T)])
+    assert steps.dtype == dtype and lif.v.dtype == torch.float32
+    assert torch.equal(steps, whole)
+
+
+def test_encodings_refuse_what_they_cannot_encode():
+    """NaN passed the poisson range check (rand < NaN is no spike: NaN pixels silently went dark), an integer
+    batch failed deep in torch.rand_like, and a sequence model given a 1-D or 0-d tensor raised an IndexError."""
+    x = torch.rand(2, 3)
+    x[0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        encode(x, 4, "poisson")
+    with pytest.raises(TypeError, match="floating"):
+        encode(torch.ones(2, 3, dtype=torch.uint8), 4, "poisson")
+    m = SpikingModel(nn.Sequential(nn.Linear(3, 4), LIF()), time_steps=4, encoding="none")
+    for bad in (torch.rand(3), torch.tensor(1.0)):
+        with pytest.raises(ValueError, match="time-major sequences"):
+            m(bad)
+    with pytest.raises(ValueError, match="0-d"):
+        SpikingModel(nn.Sequential(nn.Linear(3, 4), LIF()), time_steps=4)(torch.tensor(1.0))

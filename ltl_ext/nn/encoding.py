@@ -31,10 +31,15 @@ def encode(x: Tensor, time_steps: int, encoding: str = "direct") -> Tensor:
             raise ValueError(f"encoding='none' takes time-major sequences [T={time_steps}, B, ...], got shape "
                              f"{tuple(x.shape)}")
         return x.flatten(0, 1)
+    if x.dim() < 1:
+        raise ValueError(f"encoding={encoding!r} takes a batch [B, ...], got a 0-d tensor")
     xs = x.unsqueeze(0).expand(time_steps, *x.shape).reshape(time_steps * x.shape[0], *x.shape[1:])
     if encoding == "poisson":
+        if not x.is_floating_point():
+            raise TypeError(f"poisson encoding takes floating intensities in [0, 1], got dtype {x.dtype}; scale and "
+                            f"convert it, e.g. x.float() / 255 for 8-bit images")
         lo, hi = torch.aminmax(x)          # one sync per batch: firing probabilities must be probabilities
-        if float(lo) < 0 or float(hi) > 1:
+        if not (float(lo) >= 0 and float(hi) <= 1):   # (so written that NaN fails: rand < NaN would be no spike)
             raise ValueError(f"poisson encoding takes intensities in [0, 1] (firing probabilities), got values in "
                              f"[{float(lo):.3g}, {float(hi):.3g}]: pass raw images (ltl_ext's loaders do; the zoo's "
                              f"models normalise inside), not mean/std-normalised ones")

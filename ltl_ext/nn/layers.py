@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from .. import functional
 from ..ops.lif import math_dtype
-from ..ops.params import RESETS, SURROGATES, check_lif_values
+from ..ops.params import RESETS, SURROGATES, check_lif_values, is_compiling
 from .encoding import ENCODINGS, encode, time_average  # noqa: F401 (re-exported: ltl_ext.nn.layers.encode)
 from .tandem_run import TandemRun
 
@@ -105,10 +105,12 @@ class LIF(nn.Module):
     the neuron shape without batch, e.g. ``[C, H, W]`` or ``[F]`` (chip mismatch; as many dims as the neurons,
     ``[C, 1, 1]`` per channel: a ``[C]`` is refused). Assign to change them,
     e.g. ``lif.threshold = torch.full((64, 16, 16), 0.6)``: the value becomes a buffer or parameter as
-    ``learnable`` says (a new shape makes a new ``nn.Parameter``: build the optimiser afterwards). Do not mutate
-    a scalar *buffer* in place (it is cached as a float for the op's fast scalar path; assignment, ``.to()``
-    and ``load_state_dict`` refresh the cache); ``load_state_dict`` accepts per-neuron values even into a
-    scalar module. ``torch.nn.utils.parametrize`` works on ``threshold`` / ``beta`` (the noise models use it).
+    ``learnable`` says (a new shape makes a new ``nn.Parameter``: build the optimiser afterwards). Prefer
+    assignment to in-place edits: it checks the values (a scalar *buffer* is cached as a float for the op's fast
+    scalar path; an in-place edit or a swapped-in tensor is noticed, but a GPU buffer's new value is then passed as
+    a tensor until the next assignment or ``.to()``); ``load_state_dict`` accepts per-neuron values even into a
+    scalar module. ``torch.nn.utils.parametrize`` and ``torch.func.functional_call`` work on ``threshold`` / ``beta``
+    (the noise models use parametrize).
 
     Tandem mode: inside an active :class:`~ltl_ext.nn.tandem_run.TandemRun` that names this LIF, the forward
     computes the layer's local loss against the run's target (:func:`ltl_ext.functional.tandem_loss`, or
@@ -137,7 +139,7 @@ class LIF(nn.Module):
             raise ValueError(f"surrogate must be one of {tuple(SURROGATES)}, got {surrogate!r}")
         self.learnable = learnable or False
         self._learn = _LEARNABLE[learnable]
-        self._scalars: Dict[str, Optional[float]] = {}
+        self._scalars: Dict[str, Optional[Tuple[Tensor, int, float]]] = {}   # name -> (buffer, its version, value)
         self.reset = reset
         self.v_reset = float(v_reset)
         self.surrogate = surrogate
@@ -199,9 +201,29 @@ class LIF(nn.Module):
         self._refresh_scalar(name)
 
     def _refresh_scalar(self, name: str) -> None:
-        """Cache a 0-d, non-learnable buffer as a float (the op's fast scalar path, no device sync)."""
+        """Cache a 0-d, non-learnable buffer as a float (the op's fast scalar path, no device sync), with the buffer
+        and its version counter, so that :meth:`_scalar` can tell when the cache no longer describes it."""
         t = self._buffers.get(name)
-        self._scalars[name] = float(t) if (t is not None and t.dim() == 0 and not t.requires_grad) else None
+        ok = t is not None and t.dim() == 0 and not t.requires_grad and not t.is_inference()  # (no version counter)
+        self._scalars[name] = (t, t._version, float(t)) if ok else None
+
+    def _scalar(self, name: str) -> Optional[float]:
+        """The cached float of buffer ``name``, or None: use the tensor. The cache holds only while that very buffer
+        is there, unchanged: ``torch.func.functional_call`` swaps buffers in behind ``__setattr__``,
+        ``parametrize.remove_parametrizations`` writes the parametrized value into the original buffer, and an
+        in-place edit changes it; each would otherwise run the neuron silently with the old value. A 0-d CPU
+        buffer is re-read on a miss (no device sync; copies and unpickled modules start a new version count).
+        torch.compile traces the tensor (it cannot guard on a version counter)."""
+        if is_compiling():
+            return None
+        c = self._scalars.get(name)
+        t = self._buffers.get(name)
+        if c is not None and c[0] is t and t._version == c[1]:
+            return c[2]
+        if t is not None and t.dim() == 0 and t.device.type == "cpu" and not t.requires_grad and not t.is_inference():
+            self._refresh_scalar(name)
+            return self._scalars[name][2]
+        return None
 
     def _apply(self, fn, *args, **kwargs):
         out = super()._apply(fn, *args, **kwargs)
@@ -220,8 +242,7 @@ class LIF(nn.Module):
 
     def lif_kwargs(self) -> dict:
         """Keyword arguments for ``ltl_ext.functional.lif`` / ``tandem_loss`` / ``tandem_step`` (no v0)."""
-        # the float cache is valid only while the value is still a plain buffer (not parametrized since)
-        beta, threshold, alpha = (self._scalars.get(n) if n in self._buffers else None for n in _TENSOR_PARAMS)
+        beta, threshold, alpha = (self._scalar(n) for n in _TENSOR_PARAMS)
         if beta is None:
             beta = self.beta.clamp(0.0, 1.0) if self.beta.requires_grad else self.beta
         if threshold is None:
@@ -290,9 +311,13 @@ class LIF(nn.Module):
                                                            None if name is None else run.target(name),
                                                            (self.v, self.count))
         if name is None:
-            s, v = functional.lif(xs, v0=v, return_v=True, **kwargs)
+            # the op returns V in x's dtype; a float16/bfloat16 V carried from block to block would be rounded at
+            # every step, unlike the whole-sequence forward's float32 state: run the block in the math type
+            md = math_dtype(xs.dtype)
+            s, v = functional.lif(xs.to(md), v0=v, return_v=True, **kwargs)
             v = v.detach()
             count = s.detach().sum(0) if count is None else count + s.detach().sum(0)
+            s = s.to(xs.dtype)
         else:
             if run.mode != "online":
                 raise RuntimeError("a stepwise LIF learns online only: run it in a TandemRun with mode='online'")
@@ -309,7 +334,7 @@ class LIF(nn.Module):
             t = getattr(self, n)
             return f"{float(t.detach()):.4g}" if t.dim() == 0 else f"tensor{tuple(t.shape)}"
         s = f"beta={show('beta')}, threshold={show('threshold')}, reset={self.reset!r}"
-        if self._scalars.get("alpha") != 1.0:
+        if self.alpha.dim() != 0 or float(self.alpha.detach()) != 1.0:
             s += f", alpha={show('alpha')}"
         if self.reset == "hard" and self.v_reset != 0.0:
             s += f", v_reset={self.v_reset:g}"
@@ -348,10 +373,10 @@ def _time_major(x: Tensor, n: int, kwargs: dict, target: Optional[Tensor], state
     if not (x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)):
         return xs, kwargs, target, states, lambda t: t
 
-    def last(p):                                   # a parameter broadcast to [C, H, W] -> [H, W, C]
+    def last(p):          # a parameter broadcast to [C, H, W] -> [H, W, C]; one with a batch dim [1, C, 1, 1] too
         if not isinstance(p, Tensor) or p.dim() == 0:
             return p
-        return p.reshape((1,) * (3 - p.dim()) + tuple(p.shape)).permute(1, 2, 0)
+        return p.reshape((1,) * (3 - p.dim()) + tuple(p.shape)).movedim(-3, -1)
 
     def back(t):
         return t.permute(0, 1, 4, 2, 3) if t.dim() == 5 else t.permute(0, 3, 1, 2)
@@ -427,7 +452,7 @@ class SpikingModel(nn.Module):
             m.reset_state()
 
     def forward(self, x: Tensor, return_steps: bool = False) -> Union[Tensor, Tuple[Tensor, Tensor]]:
-        T, B = self._time_steps, x.shape[1 if self.encoding == "none" else 0]
+        T = self._time_steps
         # The LIFs are the wrapped model's, not ours: another SpikingModel around the same student (another T, or
         # left stepwise by its step calls) may have retuned them since. A LIF told the wrong T unfolds [T*B, ...]
         # with the wrong B, silently mixing samples and steps; so every forward tells them ours (one module walk).
@@ -437,8 +462,9 @@ class SpikingModel(nn.Module):
                 m.stepwise = False
                 m.reset_state()
             m.time_steps = T
-        out = self._run(encode(x, T, self.encoding))
-        steps = out.reshape(T, B, *out.shape[1:])
+        xs = encode(x, T, self.encoding)   # (it checks x's shape: read B after)
+        out = self._run(xs)
+        steps = out.reshape(T, xs.shape[0] // T, *out.shape[1:])
         return (steps.mean(0), steps) if return_steps else steps.mean(0)
 
     def step(self, x: Tensor, steps: int = 1) -> Tensor:

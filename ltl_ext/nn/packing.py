@@ -42,9 +42,9 @@ class SpikeStore:
     """``saved_tensors_hooks`` that keep marked spike tensors as bits (see the module docstring).
 
     :meth:`mark` registers a spike tensor (weakly: it is forgotten when freed); a saved tensor is packed when it
-    or the tensor it is a view of was marked, and it is dense (contiguous, or channels-last; a strided view is kept as it is). Use it as
-    a context manager around the forward; nesting is allowed (PyTorch stacks the hooks). ``packed`` counts the
-    tensors it packed.
+    or the tensor it is a view of was marked, and it is dense (contiguous, or channels-last; a strided view is kept
+    as it is). Use it as a context manager around the forward; nesting is allowed (PyTorch stacks the hooks).
+    ``packed`` counts the tensors it packed.
     """
 
     def __init__(self) -> None:
