@@ -163,3 +163,48 @@ def test_custom_schedule_factory_and_grad_clip(tmp_path):
 def test_bad_knobs_are_refused_at_construction(tmp_path, bad):
     with pytest.raises(ValueError):
         _tiny_run(tmp_path, **bad)
+
+
+@pytest.mark.parametrize("resume", [False, True], ids=["same-trainer", "loaded"])
+def test_cosine_is_retimed_when_a_later_fit_extends_the_run(tmp_path, resume):
+    """fit(epochs=2) then fit(epochs=4) (or a resume with more epochs): the cosine anneals over the 4 epochs from
+    epoch 3 on; kept at its first horizon, epoch 3 would train at lr = 0 and epoch 4 on a rising lr."""
+    import math
+    trainer, data = _tiny_run(tmp_path, schedule="cosine")
+    trainer.fit(data, epochs=2, progress=False)
+    if resume:
+        from ltl_ext import LocalTandemTrainer
+        trainer.save(tmp_path / "ckpt.pt")
+        trainer = LocalTandemTrainer.load(tmp_path / "ckpt.pt", device="cpu", distributed=False)
+    trainer.fit(data, epochs=4, progress=False)
+    cos4 = [1e-2 * (1 + math.cos(math.pi * e / 4)) / 2 for e in (2, 3)]
+    assert [h["lr"] for h in trainer.history] == pytest.approx([1e-2, 5e-3] + cos4)
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)   # annealed to 0 at its end
+
+
+def test_reduce_lr_on_plateau_is_refused_before_training(tmp_path):
+    """Its step() needs a metric the once-per-epoch step does not pass: a clear TypeError before the first step,
+    not a bare one after the first epoch's training and evaluation."""
+    trainer, data = _tiny_run(tmp_path, schedule=lambda opt: torch.optim.lr_scheduler.ReduceLROnPlateau(opt))
+    with pytest.raises(TypeError, match="ReduceLROnPlateau"):
+        trainer.fit(data, epochs=1, progress=False)
+    assert trainer.global_step == 0
+
+
+def test_a_factory_for_a_run_with_a_named_schedule_is_refused_on_load(tmp_path):
+    """schedule= on load is for custom factories; for a named schedule it would be silently ignored."""
+    from ltl_ext import LocalTandemTrainer
+    trainer, data = _tiny_run(tmp_path, schedule="step:1:0.5")
+    trainer.fit(data, epochs=1, progress=False)
+    trainer.save(tmp_path / "ckpt.pt")
+    with pytest.raises(ValueError, match="named schedule 'step:1:0.5'"):
+        LocalTandemTrainer.load(tmp_path / "ckpt.pt", device="cpu", distributed=False,
+                                schedule=lambda opt: torch.optim.lr_scheduler.ExponentialLR(opt, 0.1))
+
+
+def test_one_callback_may_be_passed_alone_and_a_function_is_refused(tmp_path):
+    trainer, data = _tiny_run(tmp_path, callbacks=CSVLogger(tmp_path / "history.csv"))
+    trainer.fit(data, epochs=1, progress=False)
+    assert len(list(csv.DictReader(open(tmp_path / "history.csv")))) == 1
+    with pytest.raises(TypeError, match="fit\\(callback="):
+        CallbackList(lambda entry: None)

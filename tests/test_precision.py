@@ -84,3 +84,22 @@ def test_calibration_in_float16_scales_its_loss_like_a_training_step(monkeypatch
     assert len(grads) == 2
     for a, b in zip(*grads):
         torch.testing.assert_close(b, a, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "16-mixed"])
+def test_firing_rates_are_counted_in_full_precision(precision):
+    """Under autocast the spikes are 16-bit: a layer's spike count summed in float16 overflows to inf past 65504
+    (here 8 steps x 8 samples x 2047 neurons, all firing), and in bfloat16 it is rounded to 8 bits (to 2^17)."""
+    from torch import nn
+
+    from ltl_ext.nn import LIF, ClampReLU
+    teacher = nn.Sequential(nn.Linear(6, 2047), ClampReLU(2.0), nn.Linear(2047, 3))
+    student = nn.Sequential(nn.Linear(6, 2047), LIF(), nn.Linear(2047, 3))
+    with torch.no_grad():               # a current of 1 >= the threshold 0.6: every neuron fires at every step
+        student[0].weight.zero_()
+        student[0].bias.fill_(1.0)
+    trainer = LocalTandemTrainer(teacher, student, time_steps=8, precision=precision, device="cpu",
+                                 distributed=False)
+    report = trainer.evaluate([(torch.rand(8, 6), torch.arange(8) % 3)])
+    assert report["firing_rate"] == {"1": 1.0}
+    assert report["spikes_per_sample"] == 8 * 2047

@@ -523,3 +523,26 @@ def test_local_losses_are_means_over_samples(teacher):
     for name, value in whole["local_loss"].items():
         expected = sum(p["local_loss"][name] * n for p, n in zip(per_batch, sizes)) / 40
         assert value == pytest.approx(expected, rel=1e-9)
+
+
+def test_checkpoint_and_best_checkpoint_must_be_different_files(teacher, data, tmp_path):
+    """One file for both: each epoch's last save would overwrite the best epoch's, so load(best) gave the last."""
+    trainer = LocalTandemTrainer(teacher, time_steps=2, device="cpu")
+    with pytest.raises(ValueError, match="same file"):
+        trainer.fit(data.train, epochs=1, val_loader=data.val, progress=False, checkpoint=tmp_path / "c.pt",
+                    best_checkpoint=tmp_path / "." / "c.pt")
+    assert trainer.global_step == 0
+
+
+@pytest.mark.parametrize("kw", [dict(checkpoint_every=2), dict(checkpoint_every=2.5, checkpoint="c.pt"),
+                                dict(checkpoint_every=0, checkpoint="c.pt"),
+                                dict(checkpoint_every="2", checkpoint="c.pt"), dict(max_steps=0), dict(max_steps=-1)])
+def test_bad_step_counts_of_fit_are_refused(teacher, data, tmp_path, kw):
+    """Each of these used to pass: checkpoint_every without checkpoint= saved nothing, 2.5 saved only at epoch
+    ends, "2" failed with a bare TypeError, and max_steps <= 0 still trained a step per epoch."""
+    if "checkpoint" in kw:
+        kw = dict(kw, checkpoint=tmp_path / kw["checkpoint"])
+    trainer = LocalTandemTrainer(teacher, time_steps=2, device="cpu")
+    with pytest.raises(ValueError, match="checkpoint_every|max_steps"):
+        trainer.fit(data.train, epochs=1, progress=False, **kw)
+    assert trainer.global_step == 0 and not (tmp_path / "c.pt").exists()

@@ -44,6 +44,11 @@ class CallbackList(Callback):
 
     def __init__(self, callbacks: Optional[Iterable[Callback]] = None):
         self.callbacks: List[Callback] = []
+        if isinstance(callbacks, Callback):   # callbacks=CSVLogger(...): one callback, not a list of them
+            callbacks = [callbacks]
+        elif callbacks is not None and not isinstance(callbacks, Iterable):   # a function, say (fit's callback=)
+            raise TypeError(f"callbacks must be a list of ltl_ext.train.callbacks.Callback instances, got "
+                            f"{type(callbacks).__name__} (a function per epoch goes to fit(callback=...))")
         for cb in callbacks or ():
             if not isinstance(cb, Callback):
                 raise TypeError(f"callbacks must be ltl_ext.train.callbacks.Callback instances, got "

@@ -134,7 +134,8 @@ class LTLConfig:
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
         if not (is_finite_number(self.weight_decay) and self.weight_decay >= 0):
             raise ValueError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
-        if not (is_finite_number(self.ce_weight) and self.ce_weight >= 0):   # a negative one would ascend the readout's CE
+        # a negative ce_weight would ascend the readout's cross-entropy
+        if not (is_finite_number(self.ce_weight) and self.ce_weight >= 0):
             raise ValueError(f"ce_weight must be a number >= 0 (the readout CE's weight), got {self.ce_weight!r}")
         if self.schedule != "custom":
             from .schedules import schedule

@@ -41,7 +41,9 @@ def evaluate_spiking(model: nn.Module, loader: Iterable, *, teacher: Optional[nn
     def counter(name):
         def hook(module, inputs, output):
             out = output[0] if isinstance(output, tuple) else output
-            spikes[name] += float(out.sum())
+            # summed in float64: under autocast the spikes are float16 (whose sum overflows to inf past 65504)
+            # or bfloat16 (whose sum is rounded to 8 bits)
+            spikes[name] += float(out.sum(dtype=torch.float64))
             neurons[name] += out.numel()
         return hook
 

@@ -20,7 +20,10 @@ import math
 import time
 import warnings
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+
+from torch.optim import lr_scheduler
 
 from .checkpoint import rng_state, set_rng_state, write_json
 from .evaluation import per_layer
@@ -36,10 +39,22 @@ def fit(trainer, train_loader: Iterable, epochs: int, val_loader: Optional[Itera
     arguments); returns its history."""
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
+    for name, value in (("checkpoint_every", checkpoint_every), ("max_steps", max_steps)):
+        # a float, 0 or a negative value would not fail: saves at odd steps (or never), a step beyond the limit
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"fit: {name} must be a positive int (steps) or None, got {value!r}")
+    if checkpoint_every is not None and checkpoint is None:
+        # without a file to write, checkpoint_every would silently save nothing
+        raise ValueError("fit: checkpoint_every needs checkpoint= (the file the mid-epoch checkpoints go to)")
     if best_checkpoint is not None and val_loader is None:
         # the best epoch is chosen on validation: without it best.pt would silently never be written
         raise ValueError("fit: best_checkpoint needs a val_loader (the best epoch is chosen on validation); "
                          "pass val_loader=, or use checkpoint= alone to keep the last epoch")
+    if best_checkpoint is not None and checkpoint is not None and Path(best_checkpoint).resolve() == Path(
+            checkpoint).resolve():
+        # the last epoch's save would overwrite the best one's, and load(best_checkpoint) give the last epoch
+        raise ValueError(f"fit: checkpoint and best_checkpoint are the same file ({checkpoint}); give them "
+                         f"different paths (e.g. run/last.pt and run/best.pt)")
     warn_if_nothing_to_train(trainer.epoch, epochs)
     dist = trainer.dist
     train_loader = dist.shard_loader(train_loader, train=True)
@@ -107,16 +122,41 @@ def warn_if_nothing_to_train(done: int, epochs: int, stacklevel: int = 4) -> Non
 
 def start_schedule(trainer, epochs: int) -> None:
     """Build the trainer's learning-rate scheduler once, for a run of ``epochs`` epochs (a resumed run keeps its
-    own)."""
-    if trainer.scheduler is not None or trainer.config.schedule == "none":
+    own; a named cosine is re-timed when ``epochs`` moves the run's end, :func:`_retime_cosine`)."""
+    if trainer.config.schedule == "none":
+        return
+    if trainer.scheduler is not None:
+        if (trainer.config.schedule != "custom" and epochs != trainer.schedule_epochs and epochs > trainer.epoch
+                and isinstance(trainer.scheduler, lr_scheduler.CosineAnnealingLR)):
+            _retime_cosine(trainer, epochs)
         return
     if trainer.config.schedule == "custom":
         if trainer._schedule_factory is None:
             raise ValueError("this run was trained with a custom scheduler factory: pass schedule= (the same "
                              "factory) to LocalTandemTrainer.load to resume it")
-        trainer.scheduler = trainer._schedule_factory(trainer.optimizer)
+        scheduler = trainer._schedule_factory(trainer.optimizer)
+        if isinstance(scheduler, lr_scheduler.ReduceLROnPlateau):
+            # its step() needs a metric, which the once-per-epoch step does not pass: refused here, before any
+            # training, rather than with a bare TypeError once the first epoch is trained and evaluated
+            raise TypeError("schedule: ReduceLROnPlateau steps on a metric, which the trainer's once-per-epoch "
+                            "scheduler.step() does not pass; use a schedule that needs none (StepLR, ExponentialLR, "
+                            "'cosine', 'step:E1,E2:gamma', ...)")
+        trainer.scheduler = scheduler
     else:
         trainer.scheduler = schedule_by_name(trainer.config.schedule, max(epochs, 1))(trainer.optimizer)
+    trainer.schedule_epochs = epochs
+
+
+def _retime_cosine(trainer, epochs: int) -> None:
+    """Anneal the named cosine over ``epochs`` from here on: a run extended by a later ``fit`` (or a resume with
+    more epochs) would otherwise keep the first horizon, whose lr is 0 at its end, so the next epoch would train at
+    lr = 0 and the ones after it on a rising lr. The lr becomes the closed form at the current epoch for the new
+    horizon; CosineAnnealingLR's recursive step continues exactly from a lr on its curve."""
+    sched = trainer.scheduler
+    sched.T_max = epochs
+    for group, base in zip(trainer.optimizer.param_groups, sched.base_lrs):
+        group["lr"] = sched.eta_min + (base - sched.eta_min) * (1 + math.cos(math.pi * sched.last_epoch / epochs)) / 2
+    sched._last_lr = [group["lr"] for group in trainer.optimizer.param_groups]   # what get_last_lr() reports
     trainer.schedule_epochs = epochs
 
 

@@ -58,6 +58,11 @@ def load_trainer(cls, path, teacher: Optional[nn.Module] = None, student: Option
     """A ``cls`` (the trainer class) rebuilt from the checkpoint at ``path``; ``LocalTandemTrainer.load`` documents
     the arguments. Every way the checkpoint can fail to fit raises :class:`CheckpointError`."""
     state = load_checkpoint(path, kind=CKPT_KIND)
+    named = state["config"].get("schedule") if isinstance(state.get("config"), dict) else None
+    if schedule is not None and named not in (None, "custom"):
+        # a resumed run keeps its own schedule: a factory passed for another one would be silently ignored
+        raise ValueError(f"{path}: this run uses the named schedule {named!r}, which is rebuilt from the checkpoint; "
+                         f"schedule= is only for runs trained with a custom scheduler factory")
     try:
         config = LTLConfig(**state["config"]).check()
         if teacher is None:
