@@ -485,3 +485,10 @@ def test_encodings_refuse_what_they_cannot_encode():
             m(bad)
     with pytest.raises(ValueError, match="0-d"):
         SpikingModel(nn.Sequential(nn.Linear(3, 4), LIF()), time_steps=4)(torch.tensor(1.0))
+
+
+@pytest.mark.parametrize("T", [0, -1, 2.7, True, "4"])
+def test_a_lif_refuses_a_time_steps_that_is_not_a_positive_int(T):
+    """LIF(time_steps=0) failed later with ZeroDivisionError, and 2.7 silently ran as T = 2."""
+    with pytest.raises(ValueError, match="time_steps must be a positive int"):
+        LIF(time_steps=T)

@@ -146,7 +146,10 @@ class LIF(nn.Module):
         self.surrogate_alpha = surrogate_alpha
         self.detach_reset = bool(detach_reset)
         self.min_threshold = float(min_threshold)
-        self.time_steps = None if time_steps is None else int(time_steps)
+        if time_steps is not None and (isinstance(time_steps, bool) or not isinstance(time_steps, int)
+                                       or time_steps < 1):   # (int(2.7) would run T = 2 without a word)
+            raise ValueError(f"time_steps must be a positive int or None, got {time_steps!r}")
+        self.time_steps = time_steps
         self.stepwise = bool(stepwise)
         # which teacher activation this neuron learns from (set by convert; None = the module of the same name)
         self.teacher_name: Optional[str] = None
