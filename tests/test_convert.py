@@ -411,3 +411,49 @@ def test_teacher_init_scale_of_a_sparse_activation_is_its_max_not_a_warning():
         assert activation_scales(nn.Sequential(nn.ReLU()), ["0"], a, 99.9) == {"0": 5.0}
     with pytest.warns(UserWarning, match="never positive"):
         assert activation_scales(nn.Sequential(nn.ReLU()), ["0"], -a, 99.9) == {"0": 1.0}
+
+
+class ClampedLogits(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(6, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.fc2(F.relu(self.fc1(x))).clamp(-5, 5)  # a clamp after the readout, not an activation
+
+
+def test_a_clamp_after_the_readout_is_kept_not_refused():
+    ann = ClampedLogits().eval()
+    student = convert(ann, neuron=IF)
+    assert [n for n, _ in lifs(student)] == ["relu"]
+    x = torch.randn(4, 6) * 100
+    assert SpikingModel(student, time_steps=2)(x).abs().max() <= 5
+
+
+def test_bad_calibration_data_is_refused_clearly():
+    ann = mlp(in_features=8, hidden=(6,)).eval()
+    for empty in (torch.zeros(0, 8), []):
+        with pytest.raises(ValueError, match="calib_data holds no input"):
+            convert(ann, neuron=IF, init="teacher", calib_data=empty)
+    for wrong in ([{"x": torch.rand(4, 8)}], torch.rand(4, 8).numpy()):
+        with pytest.raises(TypeError, match="calib_data must be a tensor"):
+            convert(ann, neuron=IF, init="teacher", calib_data=wrong)
+
+
+def test_fold_batchnorm_refuses_a_conv_transpose():
+    conv, bn = nn.ConvTranspose2d(4, 4, 3), nn.BatchNorm2d(4).eval()  # dim 0 of its weight is its input channels
+    with pytest.raises(TypeError, match="ConvTranspose2d"):
+        fold_batchnorm(conv, bn)
+
+
+def test_a_weight_normed_conv_keeps_its_bn_and_the_function():
+    torch.manual_seed(0)
+    x = torch.randn(8, 3, 6, 6)
+    ann = with_bn_stats(nn.Sequential(nn.utils.parametrizations.weight_norm(nn.Conv2d(3, 4, 3)), nn.BatchNorm2d(4),
+                                      nn.ReLU(), nn.Flatten(), nn.Linear(64, 3)), x)
+    with pytest.warns(UserWarning, match="BatchNorm not folded"):
+        folded = convert(ann, neuron=False)
+    with torch.no_grad():
+        assert torch.allclose(folded(x), ann(x), atol=1e-6)  # and the teacher's own conv still works
+    with pytest.raises(ValueError, match="parametrized"):
+        fold_batchnorm(folded[0], folded[1])

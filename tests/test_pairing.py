@@ -258,3 +258,14 @@ def test_an_activation_changed_in_place_after_its_capture_is_refused():
             want = torch.relu(teacher.l1(x))
             got = link.targets(x)["act"]
             torch.testing.assert_close(got, (want / tandem.percentile(want, 99.9)).clamp(0, 1))
+
+
+def test_activations_convert_keeps_after_the_readout_need_no_student_lif():
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3), nn.Hardtanh(-3, 3)).eval()
+    student = convert(teacher, neuron=LIF(beta=1.0, threshold=1.0, reset="soft"))
+    assert isinstance(student[3], nn.Hardtanh)   # kept by convert: it acts on the logits
+    link = tandem.Tandem(teacher, student)
+    assert list(link.targets(torch.randn(5, 6))) == ["1"]
+    with pytest.raises(ValueError, match=r"teacher activations with no student LIF: \['1'\]"):
+        tandem.Tandem(teacher, nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3), LIF()))

@@ -31,7 +31,7 @@ from torch import nn
 from ..nn import LIF, ClampReLU
 from ..nn.zoo import Normalize
 
-__all__ = ["expose_activations", "modularise", "readout_position", "trace", "WEIGHT_LAYERS"]
+__all__ = ["before_readout", "expose_activations", "modularise", "readout_position", "trace", "WEIGHT_LAYERS"]
 
 WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
@@ -133,6 +133,18 @@ def readout_position(model: nn.Module, graph: fx.Graph) -> int:
     return last[-1] if last else len(nodes)
 
 
+def before_readout(model: nn.Module, graph: Optional[fx.Graph]) -> List[str]:
+    """The modules called before the readout (the last weight layer), in call order with repeats; in module order
+    when there is no graph (an untraceable model). The activations among them are those ``convert`` turns into
+    neurons."""
+    if graph is not None:
+        order = [n.target for n in graph.nodes if n.op == "call_module"]
+    else:
+        order = [n for n, _ in model.named_modules()]
+    weights = [i for i, n in enumerate(order) if isinstance(model.get_submodule(n), WEIGHT_LAYERS)]
+    return order[:weights[-1]] if weights else order
+
+
 def modularise(model: nn.Module, graph: fx.Graph) -> Dict[str, nn.Module]:
     """Step 1 on ``graph`` (edited in place): each functional activation becomes a ``call_module`` node of a new
     activation module named after the node; returns ``{name: module}`` (to be registered on the model's root).
@@ -145,7 +157,8 @@ def modularise(model: nn.Module, graph: fx.Graph) -> Dict[str, nn.Module]:
         try:
             module = _activation_module(node)
         except ValueError as e:
-            refused.append(str(e))
+            if i < readout:   # after the readout any clamp is fine (e.g. of the logits): it stays as written
+                refused.append(str(e))
             continue
         if module is None:
             if i >= readout:

@@ -67,12 +67,24 @@ _CAT_TARGETS = {torch.cat, torch.stack, torch.concat}
 
 # ------------------------------------------------------------------------------------------------ calibration
 def _batches(calib_data) -> Iterable[Tensor]:
-    """Tensors from a tensor [N, ...] (in chunks of 256) or an iterable of tensors / (x, y, ...) tuples."""
+    """Tensors from a tensor [N, ...] (in chunks of 256) or an iterable of tensors / (x, y, ...) tuples; a
+    ``TypeError`` for anything else (a dict batch, a numpy array), a ``ValueError`` when it holds no input."""
     if isinstance(calib_data, Tensor):
-        yield from calib_data.split(256)
-        return
-    for batch in calib_data:
-        yield batch[0] if isinstance(batch, (tuple, list)) else batch
+        batches = calib_data.split(256)
+    elif isinstance(calib_data, Iterable) and not hasattr(calib_data, "__array__"):   # a numpy array: refused
+        batches = (b[0] if isinstance(b, (tuple, list)) and b else b for b in calib_data)
+    else:
+        batches = [calib_data]
+    empty = True
+    for x in batches:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"init='teacher': calib_data must be a tensor [N, ...] or an iterable of tensors or "
+                            f"(x, y) batches of them; got a batch of type {type(x).__name__}")
+        if x.numel():
+            empty = False
+            yield x
+    if empty:   # else each scale would be measured on nothing
+        raise ValueError("init='teacher': calib_data holds no input (an empty tensor or loader)")
 
 
 @torch.no_grad()
@@ -227,7 +239,7 @@ class _Units:
                     out = g
                 elif isinstance(m, _BN):
                     raise ValueError(f"init='teacher' needs every BatchNorm folded; {node.target!r} could not be "
-                                     f"(it does not directly follow a conv/linear)")
+                                     f"(no conv/linear directly before it, or a parametrized one)")
                 elif not isinstance(m, _UNIT_PRESERVING):
                     self.warn(node.target, f"init='teacher': module {node.target!r} ({type(m).__name__}) is "
                                            f"assumed to preserve the scale of its input")

@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.fx as fx
 from torch import nn
+from torch.nn.utils import parametrize
 
 from .activations import WEIGHT_LAYERS
 from .swap import set_submodule
@@ -30,8 +31,15 @@ def fold_batchnorm(layer: nn.Module, bn: BN) -> None:
 
         W' = W * gamma / sqrt(var + eps),   b' = (b - mean) * gamma / sqrt(var + eps) + beta
     """
+    # a ConvTranspose's weight is [in, out / groups, ...]: its dim 0 is no output channel, scaling it would be wrong
+    if not isinstance(layer, WEIGHT_LAYERS):
+        raise TypeError(f"fold_batchnorm folds into a Conv1d/2d/3d or Linear, got {type(layer).__name__}")
     if not bn.track_running_stats or bn.running_mean is None:
         raise ValueError("cannot fold a BatchNorm without running statistics (track_running_stats=False)")
+    if parametrize.is_parametrized(layer):   # weight norm & co: assigning a folded weight would not be exact
+        raise ValueError(f"cannot fold a BatchNorm into a {type(layer).__name__} whose parameters are parametrized "
+                         f"(weight_norm & co); remove that first: torch.nn.utils.parametrize.remove_parametrizations"
+                         f"(layer, 'weight')")
     w = layer.weight
     if w.shape[0] != bn.num_features:
         raise ValueError(f"BatchNorm has {bn.num_features} features but the layer has {w.shape[0]} outputs")
@@ -80,11 +88,15 @@ def fold_all(model: nn.Module, graph: Optional[fx.Graph]) -> None:
     folded = set()
     for layer_name, bn_name in bn_pairs(model, graph):
         bn = model.get_submodule(bn_name)
-        if bn.track_running_stats and bn.running_mean is not None:
-            fold_batchnorm(model.get_submodule(layer_name), bn)
+        # a parametrized layer (weight_norm & co) is left, with its BN: removing its parametrization here would also
+        # strip the teacher's layer, whose class a deep copy shares
+        layer = model.get_submodule(layer_name)
+        if bn.track_running_stats and bn.running_mean is not None and not parametrize.is_parametrized(layer):
+            fold_batchnorm(layer, bn)
             set_submodule(model, bn_name, nn.Identity())
             folded.add(bn_name)
     left = [n for n, m in model.named_modules() if isinstance(m, BN) and n not in folded]
     if left:
         warnings.warn(f"convert: BatchNorm not folded (no conv/linear directly before it, one of the "
-                      f"two called more than once, or no running statistics): {left}", stacklevel=3)
+                      f"two called more than once, no running statistics, or a parametrized conv/linear): {left}",
+                      stacklevel=3)

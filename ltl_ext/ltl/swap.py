@@ -20,7 +20,7 @@ from torch import nn
 
 from ..nn import ANN_ACTIVATIONS as ACTIVATIONS
 from ..nn import LIF
-from .activations import WEIGHT_LAYERS, refuse, unsupported_module
+from .activations import before_readout, refuse, unsupported_module
 
 DROPOUT = (nn.modules.dropout._DropoutNd,)
 DROPOUT_FUNCTIONS = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout,
@@ -99,17 +99,12 @@ def neuron_names(model: nn.Module, graph: Optional[fx.Graph]) -> List[str]:
     in call order (module order when there is no graph). Raises a ``ValueError`` naming the activation modules no
     neuron can stand for (GELU & co) before it; warns (at ``convert``'s caller) where the neuron cannot follow the
     activation: a LeakyReLU's negative slope, a Hardtanh below 0."""
-    if graph is not None:
-        order = [n.target for n in graph.nodes if n.op == "call_module"]
-    else:
-        order = [n for n, _ in model.named_modules()]
-    weights = [i for i, n in enumerate(order) if isinstance(model.get_submodule(n), WEIGHT_LAYERS)]
-    last = weights[-1] if weights else len(order)
+    order = before_readout(model, graph)
     # (a traced model's were refused by modularise already; an untraceable one's GELU & co stayed analog silently)
-    refuse([f"{n!r} ({type(model.get_submodule(n)).__name__})" for n in order[:last]
+    refuse([f"{n!r} ({type(model.get_submodule(n)).__name__})" for n in order
             if unsupported_module(model.get_submodule(n))])
     names: List[str] = []
-    for n in order[:last]:
+    for n in order:
         m = model.get_submodule(n)
         if isinstance(m, ACTIVATIONS) and n not in names:
             names.append(n)

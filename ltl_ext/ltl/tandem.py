@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from ..nn import ANN_ACTIVATIONS, LIF, SpikingModel, TandemRun, lifs
-from .activations import expose_activations
+from .activations import before_readout, expose_activations, trace
 
 __all__ = ["percentile", "target_scale", "normalise", "TargetNormaliser", "TandemPair", "Pairs", "pair",
            "tandem_batch", "Tandem", "TandemRun", "NORMALISATIONS"]
@@ -299,8 +299,11 @@ def pair(teacher: nn.Module, student: nn.Module, *, strict: bool = True, hooks: 
             continue
         used.setdefault(tname, []).append(name)
         pairs.append(TandemPair(name, t_modules[tname], lif))
+    # strict: every teacher activation convert turns into a neuron needs a student LIF; those it keeps as they are
+    # (called after the readout, e.g. on the logits, or never called) have none
+    sites = set(before_readout(teacher, trace(teacher)[0])) if strict else set()
     unmatched = [n for n, m in t_modules.items()
-                 if n and isinstance(m, ANN_ACTIVATIONS + (LIF,)) and n not in used] if strict else []
+                 if n in sites and isinstance(m, ANN_ACTIVATIONS + (LIF,)) and n not in used]
     if missing or unmatched:
         msg = ["teacher and student do not line up:"]
         if missing:
