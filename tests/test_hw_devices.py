@@ -169,3 +169,34 @@ def test_device_model_flags_must_be_booleans():
     with pytest.raises(TypeError, match="differential"):
         DeviceModel(0.1, mode="additive", differential=1)
     assert not DeviceModel.preset("pcm", drift_compensation=False).drift_compensation
+
+
+def test_converter_ranges_are_not_fixed_on_a_silent_layer():
+    """The DAC/ADC ranges are fixed at a chip's first forward. When that forward was one step of a stepwise run
+    (trainer.calibrate with time blocks or memory="constant"), a hidden layer that had not spiked yet fixed the
+    next layer's DAC range at 1e-12 (and its ADC range at the bias alone): every later spike was flattened and the
+    readout gave the same output for every input, without an error."""
+    s = SpikingModel(nn.Sequential(nn.Linear(4, 6), LIF(), nn.Linear(6, 3)), time_steps=4)
+    with torch.no_grad():
+        s.model[0].weight.fill_(0.05)       # X = 0.2 per step: the LIF first fires at the 4th step
+        s.model[0].bias.zero_()
+    dev = DeviceModel(0.0, dac_bits=4, adc_bits=4)
+    x = torch.ones(2, 4)
+    chip, ref = noise.program(s, dev, seed=0), noise.program(s, dev, seed=0)
+    chip.reset_state()
+    chip.step(x)                            # the chip's first forward: one step, no spike reaches the readout
+    chip.end_steps()
+    readout = noise.analog_layers(chip)[1][1].converters
+    assert readout.in_range.numel() == 0 and readout.out_range.numel() == 0     # waiting for a signal
+    torch.testing.assert_close(chip(x), ref(x))
+    assert float(readout.in_range) == 1.0
+
+
+def test_pcm_scales_are_refused_on_generic_devices():
+    """prog_noise_scale / read_noise_scale / drift_scale scale the PCM statistics only: on the RRAM preset they were
+    accepted and ignored, so a "twice the programming noise" sweep measured the same chip every time."""
+    for kw in (dict(prog_noise_scale=2.0), dict(read_noise_scale=0.0), dict(drift_scale=0.5)):
+        with pytest.raises(ValueError, match="physics='pcm'"):
+            DeviceModel.preset("rram", **kw)
+        assert getattr(DeviceModel.preset("pcm", **kw), next(iter(kw))) == next(iter(kw.values()))
+    DeviceModel.preset("rram", prog_noise_scale=1.0)       # the default is fine everywhere

@@ -104,3 +104,20 @@ def test_protocol_errors(tiny_trainer):
         loop.calibrate_in_the_loop(trainer, object(), train, steps=1)
     with pytest.raises(ValueError, match="variant"):
         loop.calibrate_in_the_loop(trainer, sim, train, steps=1, variant="voltage")
+
+
+def test_simulated_chip_checks_the_bias_it_is_given():
+    """A bias of the wrong shape used to be broadcast into the layer (a [1] bias set every neuron's bias), and a bias
+    for a layer without one raised an AttributeError."""
+    from torch import nn
+    from ltl_ext.nn import LIF, SpikingModel
+    torch.manual_seed(0)
+    s = SpikingModel(nn.Sequential(nn.Linear(4, 6), LIF(), nn.Linear(6, 3, bias=False)), time_steps=2)
+    sim = loop.SimulatedChip(s, DeviceModel(0.1), seed=0)
+    with pytest.raises(ValueError, match=r"bias of shape \(6,\)"):
+        sim.program("0", torch.zeros(6, 4), torch.ones(1))
+    with pytest.raises(ValueError, match="no bias"):
+        sim.program("2", torch.zeros(3, 6), torch.ones(3))
+    assert sim.writes == 0
+    sim.program("0", torch.zeros(6, 4), torch.ones(6))
+    assert sim.writes == 1

@@ -6,10 +6,11 @@ levels on ``[-r, r]`` (zero is a level, so binary spikes pass a DAC of any width
 
     q(v) = round(clamp(v, -r, r) / step) * step,   step = 2 r / (2^bits - 2)      (straight-through gradient)
 
-The ranges ``r`` are fixed once per layer, at the chip's first forward, to the largest magnitude seen then (the
-periphery's gain set on a first batch), and stay in buffers (``in_range``, ``out_range``), so a saved chip keeps
-them and calibration cannot change them. The bias is added digitally after the ADC is modelled as part of the
-layer output (the ADC reads ``W x + b``; a digital bias would only shift the range).
+The ranges ``r`` are fixed once per layer, at the chip's first forward that brings the converter a non-zero
+signal, to the largest magnitude seen then (the periphery's gain set on a first batch), and stay in buffers
+(``in_range``, ``out_range``), so a saved chip keeps them and calibration cannot change them. The bias is added
+digitally after the ADC is modelled as part of the layer output (the ADC reads ``W x + b``; a digital bias would
+only shift the range).
 """
 from __future__ import annotations
 
@@ -51,14 +52,22 @@ class Converters(nn.Module):
             return v
         r = getattr(self, name)
         if r.numel() == 0:          # first forward: the periphery's range
-            r = v.detach().abs().max().clamp_min(1e-12).to(torch.float32)
+            peak = v.detach().abs().max().to(torch.float32)
+            if peak == 0:
+                # no gain can be set on an all-zero signal (a layer that has not spiked yet, e.g. the first step
+                # of a stepwise run): fixed here it would be ~0 and flatten every later input to the layer, so
+                # zeros (exact at any width) pass and the range waits for a signal
+                return v
+            r = peak
             setattr(self, name, r)
         return _SymmetricSTE.apply(v, r.to(v.dtype), bits)
 
     def dac(self, x: Tensor) -> Tensor:
         return self._quantise(x, "in_range", self.dac_bits)
 
-    def adc(self, y: Tensor) -> Tensor:
+    def adc(self, y: Tensor, x: Optional[Tensor] = None) -> Tensor:
+        if self.adc_bits is not None and self.out_range.numel() == 0 and x is not None and not bool(x.any()):
+            return y    # an all-zero input ``x`` leaves only the bias at the output: no gain for the signal
         return self._quantise(y, "out_range", self.adc_bits)
 
     def extra_repr(self) -> str:
@@ -70,7 +79,7 @@ def _dac_hook(layer: nn.Module, args):
 
 
 def _adc_hook(layer: nn.Module, args, out):
-    return layer.converters.adc(out)
+    return layer.converters.adc(out, args[0])
 
 
 def attach_converters(layer: nn.Module, dac_bits: Optional[int], adc_bits: Optional[int]) -> None:

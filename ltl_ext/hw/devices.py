@@ -78,6 +78,11 @@ class DeviceModel:
                                  "read_noise_scale); leave programming_sigma and read_sigma at 0")
         elif self.t or self.drift_compensation:
             raise ValueError("only physics='pcm' drifts: t and drift_compensation need physics='pcm'")
+        elif (self.prog_noise_scale, self.read_noise_scale, self.drift_scale) != (1.0, 1.0, 1.0):
+            # scales of the PCM statistics, read by nothing else: preset("rram", prog_noise_scale=2) gave the
+            # unscaled chip without a word (generic devices take programming_sigma / read_sigma)
+            raise ValueError("prog_noise_scale, read_noise_scale and drift_scale scale the PCM model: they need "
+                             "physics='pcm' (generic devices: programming_sigma, read_sigma)")
         if self.differential and self.physics == "generic" and (self.mode != "additive" or self.read_sigma):
             raise ValueError("generic differential pairs take an additive programming_sigma (in units of "
                              "g_max) and no read_sigma: pass mode='additive', read_sigma=0")

@@ -136,6 +136,13 @@ class SimulatedChip:
         if tuple(weight.shape) != tuple(target.shape):
             raise ValueError(f"layer {layer!r} takes weights of shape {tuple(target.shape)}, got "
                              f"{tuple(weight.shape)}")
+        if bias is not None:
+            # checked like the weight: copy_ would broadcast a [1] bias into every neuron without a word
+            if m.bias is None:
+                raise ValueError(f"layer {layer!r} has no bias to program")
+            if tuple(bias.shape) != tuple(m.bias.shape):
+                raise ValueError(f"layer {layer!r} takes a bias of shape {tuple(m.bias.shape)}, got "
+                                 f"{tuple(bias.shape)}")
         with torch.no_grad():
             target.copy_(weight)
             if bias is not None:
