@@ -309,6 +309,16 @@ def test_bptt_baseline_learns(teacher, data):
     assert len(bptt.history) == 2
 
 
+def test_bptt_fit_refuses_an_empty_loader_and_bad_epochs(teacher):
+    """An empty loader was recorded as a trained epoch with loss 0; epochs=2.5 ran range() into a TypeError."""
+    bptt = BPTTTrainer(convert(teacher, neuron=LIF()), time_steps=2, device="cpu")
+    with pytest.raises(ValueError, match="yielded no sample in epoch 1"):
+        bptt.fit([], epochs=1, progress=False)
+    assert bptt.history == []
+    with pytest.raises(ValueError, match="epochs must be a non-negative int"):
+        bptt.fit([], epochs=2.5, progress=False)
+
+
 def test_bad_arguments(teacher):
     with pytest.raises(ValueError, match="mode"):
         LocalTandemTrainer(teacher, mode="sideways")

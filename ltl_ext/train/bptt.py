@@ -40,15 +40,20 @@ class BPTTTrainer:
 
     def fit(self, loader: Iterable, epochs: int = 1, val_loader: Optional[Iterable] = None,
             progress: bool = True) -> List[Dict[str, Any]]:
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+            raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
         warn_if_nothing_to_train(len(self.history), epochs, stacklevel=3)
         for epoch in range(len(self.history), epochs):
             self.student.train()
-            t0, loss_sum, b = time.perf_counter(), 0.0, 0
+            t0, loss_sum, seen = time.perf_counter(), 0.0, 0
             for x, y in _progress(loader, progress, desc=f"BPTT epoch {epoch + 1}/{epochs}",
                                   total=_len_or_none(loader)):
-                loss_sum += self.train_step(x, y)["loss"]
-                b += 1
-            entry = {"epoch": epoch + 1, "seconds": time.perf_counter() - t0, "loss": loss_sum / max(b, 1)}
+                loss_sum += self.train_step(x, y)["loss"] * len(y)   # a mean over samples, as LTL's epochs report
+                seen += len(y)
+            if seen == 0:   # else the epoch would be recorded with a loss of 0, as if trained
+                raise ValueError(f"fit: the training loader yielded no sample in epoch {epoch + 1} (an empty data "
+                                 f"set, or a batch size larger than the data with drop_last?)")
+            entry = {"epoch": epoch + 1, "seconds": time.perf_counter() - t0, "loss": loss_sum / seen}
             if val_loader is not None:
                 entry["student_acc"] = evaluate_spiking(self.student, val_loader, device=self.device)["student_acc"]
             self.history.append(entry)
