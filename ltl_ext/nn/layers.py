@@ -223,10 +223,11 @@ class LIF(nn.Module):
         t = self._buffers.get(name)
         if c is not None and c[0] is t and t._version == c[1]:
             return c[2]
-        if t is not None and t.dim() == 0 and t.device.type == "cpu" and not t.requires_grad and not t.is_inference():
-            self._refresh_scalar(name)
-            return self._scalars[name][2]
-        return None
+        if t is None or t.device.type != "cpu":
+            return None
+        self._refresh_scalar(name)
+        c = self._scalars[name]
+        return None if c is None else c[2]
 
     def _apply(self, fn, *args, **kwargs):
         out = super()._apply(fn, *args, **kwargs)

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from ..nn import SpikingModel
 from .config import default_device, place_student
 from .evaluation import evaluate_spiking
-from .fit import warn_if_nothing_to_train
+from .fit import check_epochs, warn_if_nothing_to_train
 from .progress import _len_or_none, _progress
 
 
@@ -40,8 +40,7 @@ class BPTTTrainer:
 
     def fit(self, loader: Iterable, epochs: int = 1, val_loader: Optional[Iterable] = None,
             progress: bool = True) -> List[Dict[str, Any]]:
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-            raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
+        check_epochs(epochs)
         warn_if_nothing_to_train(len(self.history), epochs, stacklevel=3)
         for epoch in range(len(self.history), epochs):
             self.student.train()

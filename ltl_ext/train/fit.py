@@ -37,8 +37,7 @@ def fit(trainer, train_loader: Iterable, epochs: int, val_loader: Optional[Itera
         best_checkpoint=None) -> List[Dict[str, Any]]:
     """Train ``trainer`` until ``epochs`` epochs are done in total (``LocalTandemTrainer.fit`` documents the
     arguments); returns its history."""
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-        raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
+    check_epochs(epochs)
     for name, value in (("checkpoint_every", checkpoint_every), ("max_steps", max_steps)):
         # a float, 0 or a negative value would not fail: saves at odd steps (or never), a step beyond the limit
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -109,6 +108,12 @@ def fit(trainer, train_loader: Iterable, epochs: int, val_loader: Optional[Itera
             trainer.save(best_checkpoint)
     trainer.callbacks.on_fit_end(trainer, trainer.history)
     return trainer.history
+
+
+def check_epochs(epochs) -> None:
+    """``epochs`` (the run's total, as both trainers count it) must be a non-negative int."""
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
 
 
 def warn_if_nothing_to_train(done: int, epochs: int, stacklevel: int = 4) -> None:
