@@ -10,6 +10,11 @@ each convolution alone (``conv_layers``): forward, weight gradient and input gra
 them), the weight gradient as GEMMs on unfolded input, and the three oneDNN passes again with every tensor in
 channels_last, to show which of them sets the floor and what the layout would change.
 
+The online forms (blocks of 2 steps, and constant memory) are profiled too, at the trainer's default warm-up (3T/4)
+and at warm-up 0: ``learning_steps`` (T - warm-up) is how many time steps carry a local loss and so a weight
+gradient, which is what makes online LTL's step cheaper than offline's, not its block size (the two forms' conv
+backward shrinks with the learning steps; at warm-up 0 their steps cost about what offline's does).
+
     python scripts/step_profile.py --write                  # -> docs/results/step_profile.json
     python scripts/step_profile.py --device cuda --write    # GPU: self device time by kind, and the step's wall
                                                             # time -> docs/results/step_profile_cuda.json
@@ -26,6 +31,7 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -42,13 +48,14 @@ KINDS = {"aten::mkldnn_convolution": "conv_forward", "aten::convolution_backward
          "aten::_convolution": "conv_forward", "aten::cudnn_convolution": "conv_forward",
          "aten::cudnn_convolution_backward": "conv_backward", "ltl_ext::lif_fwd": "lif_ops", "ltl_ext::lif_bwd": "lif_ops",
          "ltl_ext::tandem_offline_fwd": "lif_ops", "ltl_ext::tandem_offline_bwd": "lif_ops",
-         "ltl_ext::tandem_online": "lif_ops"}
+         "ltl_ext::tandem_online": "lif_ops", "ltl_ext::tandem_online_": "lif_ops"}
 
 
-def profile_step(method: str, T: int, batch: int, device: str = "cpu") -> dict:
+def profile_step(method: str, T: int, batch: int, device: str = "cpu", warmup: Optional[int] = None) -> dict:
     """Seconds by kind of op for one step of ``method`` (after a warm-up step): self CPU time on the CPU, self
-    kernel time on a GPU (plus ``wall_s``, the median unprofiled step)."""
-    step = train_memory.build_step(method, T, batch, device)
+    kernel time on a GPU (plus ``wall_s``, the median unprofiled step). ``warmup``: the online methods' (None: the
+    trainer's default)."""
+    step = train_memory.build_step(method, T, batch, device, warmup=warmup)
     cuda = device == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     step()
@@ -158,12 +165,16 @@ def main(argv=None) -> int:
         ap.error("--device cuda: no GPU here")
     if args.device == "cpu":
         torch.set_num_threads(1)
+    from ltl_ext.train.config import default_warmup
     rows = []
-    for method in ("bptt", "ltl_offline"):
-        s = profile_step(method, args.T, args.batch, args.device)
-        rows.append({"method": method, "T": args.T, "batch": args.batch, **{k: round(v, 4) for k, v in s.items()}})
+    online = [(m, w) for m in ("ltl_online", "ltl_constant") for w in (default_warmup(args.T), 0)]
+    for method, warmup in [("bptt", None), ("ltl_offline", None)] + online:
+        s = profile_step(method, args.T, args.batch, args.device, warmup)
+        rows.append({"method": method, "T": args.T, "batch": args.batch,
+                     **({} if warmup is None else {"warmup": warmup}),
+                     "learning_steps": args.T - (warmup or 0), **{k: round(v, 4) for k, v in s.items()}})
         print(rows[-1], flush=True)
-    bptt, ltl = rows
+    bptt, ltl = rows[:2]
     for r in rows:
         r["total_vs_bptt"] = round(r["total"] / bptt["total"], 3)
     if args.device == "cpu":    # the convolutions' floor for offline LTL (the teacher's counted apart)

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -78,9 +79,11 @@ class _Block(torch.nn.Sequential):
     """One conv or fc block (conv/linear, BN, LIF): SpikingJelly memopt's checkpoint unit."""
 
 
-def build_step(method: str, T: int, batch: int, device: str, precision: str = "32", network=None):
+def build_step(method: str, T: int, batch: int, device: str, precision: str = "32", network=None,
+               warmup: Optional[int] = None):
     """``step()`` running one training step of ``method`` on a fixed synthetic batch, for the zoo's VGG-11 or
-    ``network()`` (a factory of CIFAR-shaped models)."""
+    ``network()`` (a factory of CIFAR-shaped models); ``warmup`` for the online LTL methods (None: the trainer's
+    default, 3T/4)."""
     from ltl_ext import BPTTTrainer, LocalTandemTrainer, convert, models
     torch.manual_seed(0)
     teacher = (network or models.vgg11)()
@@ -89,7 +92,7 @@ def build_step(method: str, T: int, batch: int, device: str, precision: str = "3
     if method in LTL:
         mode, memory = LTL[method]
         trainer = LocalTandemTrainer(teacher, time_steps=T, mode=mode, memory=memory, device=device,
-                                     precision=precision)
+                                     precision=precision, **({} if warmup is None else {"warmup": warmup}))
         return lambda: trainer.train_step(x, y)
     student = convert(teacher.eval())
     for p in student.parameters():
