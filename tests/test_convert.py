@@ -457,3 +457,75 @@ def test_a_weight_normed_conv_keeps_its_bn_and_the_function():
         assert torch.allclose(folded(x), ann(x), atol=1e-6)  # and the teacher's own conv still works
     with pytest.raises(ValueError, match="parametrized"):
         fold_batchnorm(folded[0], folded[1])
+
+
+def _weight_normed_mlp(parametrized: bool):
+    """An MLP whose hidden layers are weight-normed (parametrization form), or the same function with plain layers
+    (the weight-normed ones' weights copied in)."""
+    torch.manual_seed(0)
+    ann = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
+    if parametrized:
+        for k in (0, 2):
+            nn.utils.parametrizations.weight_norm(ann[k])
+            with torch.no_grad():
+                ann[k].parametrizations.weight.original0.mul_(1.7)    # g away from ||v||: a weight of its own
+    return ann
+
+
+def test_init_random_reinitialises_a_parametrized_layer_as_a_plain_one():
+    """reset_parameters() on a parametrized layer writes into a computed copy of its weight: the student kept the
+    teacher's weight-normed weights under init="random", silently. It must draw the values a plain layer does."""
+    normed, plain = _weight_normed_mlp(True), _weight_normed_mlp(False)
+    torch.manual_seed(1)
+    a = convert(normed)
+    torch.manual_seed(1)
+    b = convert(plain)
+    for k in (0, 2):
+        assert nn.utils.parametrize.is_parametrized(a[k], "weight")       # the parametrization stays
+        assert not torch.allclose(a[k].weight, normed[k].weight)
+        assert torch.allclose(a[k].weight, b[k].weight, atol=1e-6)
+        assert torch.equal(a[k].bias, b[k].bias)
+
+
+def test_init_teacher_balances_a_parametrized_layer_as_a_plain_one():
+    """Balancing scaled the weights in place (weight.mul_): on a parametrized layer that scaled a copy and left the
+    layer unbalanced, silently. Assigned through the parametrization, the student is the plain teacher's."""
+    normed, plain = _weight_normed_mlp(True), _weight_normed_mlp(False)
+    with torch.no_grad():
+        for k in (0, 2):
+            plain[k].weight.copy_(normed[k].weight)
+    x = torch.rand(64, 6)
+    a = convert(normed, neuron=IF, init="teacher", calib_data=x)
+    b = convert(plain, neuron=IF, init="teacher", calib_data=x)
+    assert not torch.allclose(b[2].weight, plain[2].weight)               # balancing did scale this layer
+    for k in (0, 2, 4):
+        assert torch.allclose(a[k].weight, b[k].weight, rtol=1e-5, atol=1e-6)
+        assert torch.allclose(a[k].bias, b[k].bias, rtol=1e-5, atol=1e-6)
+
+
+def test_assign_through_a_parametrization_without_right_inverse_is_refused_clearly():
+    from ltl_ext.ltl.weights import assign
+
+    class Doubled(nn.Module):
+        def forward(self, w):
+            return 2 * w
+    layer = nn.Linear(3, 2)
+    nn.utils.parametrize.register_parametrization(layer, "weight", Doubled())
+    with pytest.raises(ValueError, match="Doubled.*right_inverse"):
+        assign(layer, "weight", torch.zeros(2, 3))
+
+
+@pytest.mark.parametrize("apply,needle", [
+    (lambda m: nn.utils.weight_norm(m), "parametrizations.weight_norm"),
+    (lambda m: nn.utils.spectral_norm(m), "parametrizations.spectral_norm"),
+    (lambda m: nn.utils.prune.l1_unstructured(m, "weight", amount=0.5), r"prune.remove\(layer, 'weight'\)")],
+    ids=["weight_norm", "spectral_norm", "prune"])
+def test_hook_forms_of_weight_reparametrisation_are_refused_clearly(apply, needle):
+    """Their hooks compute the weight; convert's copy drops every hook (and deep-copying the computed weight
+    crashed with an autograd error): the student's weight would be a stale tensor training never reaches."""
+    ann = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)                 # weight_norm's deprecation
+        apply(ann[0])
+    with pytest.raises(ValueError, match=r"module '0' \(Linear\).*" + needle):
+        convert(ann)

@@ -44,6 +44,7 @@ from .activations import trace as _trace
 from .folding import BN as _BN
 from .swap import DROPOUT as _DROPOUT
 from .tandem import target_scale
+from .weights import assign
 
 #: modules whose output is a positive-homogeneous function of one input: f(u x) = u f(x) for u > 0.
 _UNIT_PRESERVING = (nn.Identity, nn.Flatten, nn.Unflatten, nn.modules.pooling._AvgPoolNd,
@@ -269,9 +270,10 @@ class _Units:
             g = self.group_of[name].root()
             u_out = g.unit if g.unit is not None else u_in
             layer = self.model.get_submodule(name)
-            layer.weight.mul_(u_in / u_out)
+            # assign: a parametrized weight is computed at every read, an in-place mul_ would scale that copy
+            assign(layer, "weight", layer.weight * (u_in / u_out))
             if layer.bias is not None:
-                layer.bias.div_(u_out)
+                assign(layer, "bias", layer.bias / u_out)
         for name, gain in self.gains.items():
             lif = self.model.get_submodule(name)
             lif.alpha = lif.alpha * gain

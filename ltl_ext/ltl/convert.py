@@ -1,6 +1,7 @@
 """Turn any ANN into its spiking student: :func:`convert`.
 
-Steps, on a copy of the ANN without its hooks (the ANN itself is never modified):
+Steps, on a copy of the ANN without its hooks (the ANN itself is never modified; a layer whose weight a hook
+computes, the hook forms of weight norm, spectral norm and pruning, is refused with the parametrization to use):
 
 1. **Functional activations** (``F.relu``, ``torch.relu``, ``x.relu()``, ``F.relu6``, ``F.hardtanh``,
    ``F.leaky_relu``, ``torch.clamp(x, 0, m)`` / ``x.clamp(min=0)`` / ``clamp_min(x, 0)``) become activation modules
@@ -25,7 +26,8 @@ Steps, on a copy of the ANN without its hooks (the ANN itself is never modified)
 5. **Activations** (``ReLU``, ``ReLU6``, ``Hardtanh``, ``ClampReLU``; ``LeakyReLU`` with a warning) become deep
    copies of ``neuron`` at the same module name. The last weight layer (the readout) stays a non-spiking
    ``Linear``/conv whose output current, averaged over T, is the logits; activations after it are kept.
-6. **Initialisation**: ``"random"`` re-initialises every conv/linear (``reset_parameters``, as the paper does);
+6. **Initialisation**: ``"random"`` re-initialises every conv/linear (``reset_parameters``, as the paper does; a
+   parametrized one through its parametrization, :mod:`.weights`);
    ``"teacher"`` keeps the folded weights and balances the layers (below).
 
 Balancing (``init="teacher"``) keeps the neuron the user chose and moves the scale of each activation into the
@@ -54,6 +56,7 @@ from .balancing import activation_scales, balance
 from .folding import fold_all, fold_batchnorm
 from .swap import copy_without_hooks, drop_functional_dropout, neuron_names, split_reused, to_neurons
 from .swap import drop_dropout as _drop_dropout
+from .weights import reinitialise
 
 __all__ = ["convert", "expose_activations", "fold_batchnorm", "ACTIVATIONS", "TARGET_PERCENTILE"]
 
@@ -159,7 +162,7 @@ def convert(ann: nn.Module, *, neuron: Optional[nn.Module] = None, init: str = "
     if init == "random":
         for m in model.modules():
             if isinstance(m, WEIGHT_LAYERS):
-                m.reset_parameters()
+                reinitialise(m)      # (a parametrized layer's reset_parameters would write into a computed copy)
     else:
         balance(model, scales)
     model.train(training)

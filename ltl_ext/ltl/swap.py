@@ -37,9 +37,34 @@ def set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
     setattr(root.get_submodule(parent) if parent else root, field, module)
 
 
+def _weight_hooks():
+    """The hook objects through which a module's weight is computed: the hook forms of weight norm, spectral norm
+    and pruning (``torch.nn.utils.weight_norm``, ``spectral_norm``, ``prune``), with what to do instead of each."""
+    from torch.nn.utils import prune
+    from torch.nn.utils.spectral_norm import SpectralNorm
+    from torch.nn.utils.weight_norm import WeightNorm
+    return {WeightNorm: "torch.nn.utils.weight_norm (the deprecated hook form): use torch.nn.utils.parametrizations."
+                        "weight_norm, or remove it first with torch.nn.utils.remove_weight_norm(layer)",
+            SpectralNorm: "torch.nn.utils.spectral_norm (the hook form): use torch.nn.utils.parametrizations."
+                          "spectral_norm, or remove it first with torch.nn.utils.remove_spectral_norm(layer)",
+            prune.BasePruningMethod: "torch.nn.utils.prune (a hook recomputing weight = weight_orig * mask): make "
+                                     "the pruning permanent first with torch.nn.utils.prune.remove(layer, 'weight'), "
+                                     "or apply the mask as a parametrization (torch.nn.utils.parametrize)"}
+
+
 def copy_without_hooks(model: nn.Module) -> nn.Module:
     """``copy.deepcopy(model)`` whose modules carry none of ``model``'s forward/backward hooks (the teacher may
-    carry a trainer's capture hooks; deep-copying those would copy their closures, the trainer and its teacher)."""
+    carry a trainer's capture hooks; deep-copying those would copy their closures, the trainer and its teacher).
+
+    A hook that computes a module's weight (weight norm, spectral norm or pruning in their hook forms) is part of
+    the layer, not an observer: without it the copy's weight would be a stale tensor that training never reaches.
+    Such a model is refused with a ``ValueError`` naming the module and the parametrization form to use."""
+    weight_hooks = _weight_hooks()
+    for name, m in model.named_modules():
+        for hook in m._forward_pre_hooks.values():
+            why = next((w for kind, w in weight_hooks.items() if isinstance(hook, kind)), None)
+            if why is not None:
+                raise ValueError(f"convert: module {name!r} ({type(m).__name__}) computes its weight through {why}")
     memo = {}
     for m in model.modules():
         for attr in _HOOK_DICTS:
