@@ -1,14 +1,16 @@
 """Where the time of one training step goes: our BPTT against offline LTL, per kind of op (``torch.profiler``).
 
-The same network and batch as ``train_memory.py`` (the zoo's VGG-11, CIFAR-shaped synthetic batch, one thread);
-one warm-up step, then one profiled step per method. Self CPU time is summed by kind: convolution forward,
-convolution backward (input and weight gradients for BPTT, weight gradients only for LTL: its layers' inputs are
-detached spikes), the fused LIF / tandem ops, and the rest. From the convolutions alone it derives the floor of
-offline LTL's step time relative to BPTT's, ``(conv fwd + conv bwd of LTL) / (conv fwd + conv bwd of BPTT)``,
-with the teacher's own forward convolutions excluded from LTL's figure (counted apart). On the CPU it also times
-each convolution alone (``conv_layers``): forward, weight gradient and input gradient (oneDNN, as autograd runs
-them), the weight gradient as GEMMs on unfolded input, and the three oneDNN passes again with every tensor in
-channels_last, to show which of them sets the floor and what the layout would change.
+The same network and batch as ``train_memory.py`` (the zoo's VGG-11, CIFAR-shaped synthetic batch, one thread); one
+warm-up step per method, then ``--rounds`` rounds that profile one step of each method in turn, the median per kind
+of op over the rounds (one profiled step alone moved by a quarter between runs on a shared VM). Self CPU time is
+summed by kind: convolution forward, convolution backward (input and weight gradients for BPTT, weight gradients
+only for LTL: its layers' inputs are detached spikes), the fused LIF / tandem ops, and the rest. From the
+convolutions alone it derives the floor of offline LTL's step time relative to BPTT's, ``(conv fwd + conv bwd of
+LTL) / (conv fwd + conv bwd of BPTT)``, with the teacher's own forward convolutions excluded from LTL's figure
+(counted apart). On the CPU it also times each convolution alone (``conv_layers``): forward, weight gradient and
+input gradient (oneDNN, as autograd runs them), the weight gradient as GEMMs on unfolded input, and the three oneDNN
+passes again with every tensor in channels_last, to show which of them sets the floor and what the layout would
+change.
 
 The online forms (blocks of 2 steps, and constant memory) are profiled too, at the trainer's default warm-up (3T/4)
 and at warm-up 0: ``learning_steps`` (T - warm-up) is how many time steps carry a local loss and so a weight
@@ -42,24 +44,19 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 import train_memory  # noqa: E402
-from evidence import interleaved_medians  # noqa: E402
+from evidence import interleaved_medians, upper_median  # noqa: E402
 
 KINDS = {"aten::mkldnn_convolution": "conv_forward", "aten::convolution_backward": "conv_backward",
          "aten::_convolution": "conv_forward", "aten::cudnn_convolution": "conv_forward",
-         "aten::cudnn_convolution_backward": "conv_backward", "ltl_ext::lif_fwd": "lif_ops", "ltl_ext::lif_bwd": "lif_ops",
+         "aten::cudnn_convolution_backward": "conv_backward",
+         "ltl_ext::lif_fwd": "lif_ops", "ltl_ext::lif_bwd": "lif_ops",
          "ltl_ext::tandem_offline_fwd": "lif_ops", "ltl_ext::tandem_offline_bwd": "lif_ops",
          "ltl_ext::tandem_online": "lif_ops", "ltl_ext::tandem_online_": "lif_ops"}
 
 
-def profile_step(method: str, T: int, batch: int, device: str = "cpu", warmup: Optional[int] = None) -> dict:
-    """Seconds by kind of op for one step of ``method`` (after a warm-up step): self CPU time on the CPU, self
-    kernel time on a GPU (plus ``wall_s``, the median unprofiled step). ``warmup``: the online methods' (None: the
-    trainer's default)."""
-    step = train_memory.build_step(method, T, batch, device, warmup=warmup)
-    cuda = device == "cuda"
+def profile_once(step, cuda: bool) -> dict:
+    """Seconds by kind of op for one call of ``step``: self CPU time on the CPU, self kernel time on a GPU."""
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    step()
-    sync()
     with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
         step()
         sync()
@@ -70,15 +67,37 @@ def profile_step(method: str, T: int, batch: int, device: str = "cpu", warmup: O
             continue
         seconds[KINDS.get(e.key, "other")] += getattr(e, attr) / 1e6
     seconds["total"] = sum(seconds.values())
-    if cuda:
-        walls = []
-        for _ in range(5):
-            t0 = time.perf_counter()
-            step()
-            sync()
-            walls.append(time.perf_counter() - t0)
-        seconds["wall_s"] = statistics.median(walls)
-    return dict(seconds)
+    return seconds
+
+
+def profile_steps(cases: dict, T: int, batch: int, device: str, rounds: int) -> dict:
+    """``{name: seconds by kind}`` for ``cases`` (name -> (method, warmup)): every step built and warmed up once,
+    then profiled in ``rounds`` rounds that profile each in turn (a slow spell of a shared machine then hits every
+    method alike), the median per kind over the rounds; on a GPU also ``wall_s``, the median of 5 unprofiled
+    steps (CUDA-synchronised)."""
+    cuda = device == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    steps = {name: train_memory.build_step(method, T, batch, device, warmup=warmup)
+             for name, (method, warmup) in cases.items()}
+    for step in steps.values():
+        step()
+        sync()
+    runs = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            runs[name].append(profile_once(step, cuda))
+    out = {}
+    for name, seen in runs.items():
+        out[name] = {k: upper_median([r.get(k, 0.0) for r in seen]) for k in seen[0]}
+        if cuda:
+            walls = []
+            for _ in range(5):
+                t0 = time.perf_counter()
+                steps[name]()
+                sync()
+                walls.append(time.perf_counter() - t0)
+            out[name]["wall_s"] = statistics.median(walls)
+    return out
 
 
 def teacher_conv_seconds(T: int, batch: int) -> float:
@@ -159,20 +178,26 @@ def main(argv=None) -> int:
     ap.add_argument("--T", type=int, default=8)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--rounds", type=int, default=3, help="profiled steps per method, one per round, in turn")
     ap.add_argument("--write", action="store_true", help="write docs/results/step_profile[_cuda].json")
     args = ap.parse_args(argv)
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
     if args.device == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda: no GPU here")
     if args.device == "cpu":
         torch.set_num_threads(1)
     from ltl_ext.train.config import default_warmup
+    cases = {"bptt": ("bptt", None), "ltl_offline": ("ltl_offline", None)}
+    for method in ("ltl_online", "ltl_constant"):
+        for warmup in (default_warmup(args.T), 0):
+            cases[f"{method} warmup {warmup}"] = (method, warmup)
+    seconds = profile_steps(cases, args.T, args.batch, args.device, args.rounds)
     rows = []
-    online = [(m, w) for m in ("ltl_online", "ltl_constant") for w in (default_warmup(args.T), 0)]
-    for method, warmup in [("bptt", None), ("ltl_offline", None)] + online:
-        s = profile_step(method, args.T, args.batch, args.device, warmup)
+    for name, (method, warmup) in cases.items():
         rows.append({"method": method, "T": args.T, "batch": args.batch,
-                     **({} if warmup is None else {"warmup": warmup}),
-                     "learning_steps": args.T - (warmup or 0), **{k: round(v, 4) for k, v in s.items()}})
+                     **({} if warmup is None else {"warmup": warmup}), "learning_steps": args.T - (warmup or 0),
+                     "rounds": args.rounds, **{k: round(v, 4) for k, v in seconds[name].items()}})
         print(rows[-1], flush=True)
     bptt, ltl = rows[:2]
     for r in rows:
