@@ -200,3 +200,15 @@ def test_pcm_scales_are_refused_on_generic_devices():
             DeviceModel.preset("rram", **kw)
         assert getattr(DeviceModel.preset("pcm", **kw), next(iter(kw))) == next(iter(kw.values()))
     DeviceModel.preset("rram", prog_noise_scale=1.0)       # the default is fine everywhere
+
+
+@pytest.mark.parametrize("dev", [DeviceModel.preset("pcm", t=100.0), DeviceModel(0.1, read_sigma=0.05)],
+                         ids=["pcm", "generic"])
+def test_a_chip_aged_inside_a_read_noise_off_block_still_reads_with_noise(dev):
+    """noise.at copied the chip's temporary read-noise-off switch: a copy made inside read_noise(chip, False) gave
+    the same output at every read for ever after, silently."""
+    chip, x = noise.program(_student(), dev, seed=0), torch.randn(4, 64)
+    with noise.read_noise(chip, False):
+        aged = noise.at(chip, 3600.0)
+        assert torch.equal(chip(x), chip(x))                # the block itself still holds for the chip
+    assert not torch.equal(aged(x), aged(x))

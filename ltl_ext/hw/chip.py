@@ -229,13 +229,17 @@ def chip_info(chip: nn.Module) -> dict:
 def at(chip: nn.Module, t: float) -> nn.Module:
     """The same chip ``t`` seconds after programming: a copy with the same devices (programming errors, drift
     exponents, stuck devices) and the same programmed weights, drifted to ``t`` (PCM; other physics do not age).
-    ``at(at(chip, 10), 3600)`` equals ``at(chip, 3600)``: ``t`` is absolute, counted from programming."""
+    ``at(at(chip, 10), 3600)`` equals ``at(chip, 3600)``: ``t`` is absolute, counted from programming. The copy
+    reads with noise, as every chip does, also when made inside a ``read_noise(chip, False)`` block: that block
+    switches off the chip it was given, for its duration, and no copy of it."""
     info = chip_info(chip)
     dev = DeviceModel.from_dict(info["device"]).at(t)    # validates t
     aged = _copy_model(chip)
     for m in aged.modules():
         if isinstance(m, PairWeight):
             m.t = dev.t
+        if isinstance(m, (AnalogWeight, PairWeight)):
+            m.read_enabled = True     # (else a copy made inside read_noise(chip, False) never had read noise again)
     aged._ltl_chip = dict(info, device=dev.to_dict())
     return aged
 
