@@ -257,3 +257,45 @@ def test_export_does_not_overwrite_a_file(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "exists already" in err and "--overwrite" in err
     assert target.read_bytes() == b"a checkpoint"
+
+
+def test_eval_never_overwrites_results_unasked(run, npz, tmp_path, capsys):
+    """eval --out used to replace eval.json and acc_per_step.png without asking (in a training run's folder, the
+    run's own test plot); --out naming a file crashed with a traceback after the evaluation."""
+    base = ["eval", str(run / "best.pt"), "--data", "npz", "--data-dir", str(npz), "--quiet", "--out"]
+    (tmp_path / "acc_per_step.png").write_bytes(b"the user's plot")
+    assert main(base + [str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "acc_per_step.png already" in err and "--overwrite" in err
+    assert (tmp_path / "acc_per_step.png").read_bytes() == b"the user's plot" and not (tmp_path / "eval.json").exists()
+    assert main(base + [str(tmp_path), "--overwrite"]) == 0
+    assert json.loads((tmp_path / "eval.json").read_text())["samples"] == 32
+    assert main(base + [str(npz)]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_bad_data_flags_fail_in_one_line_before_training(run, npz, tmp_path, capsys):
+    """A data set without test images used to train to the end, then crash in the final evaluation; bad
+    --batch-size/--workers (eval), --teacher-epochs/--teacher-lr, --image-size and an --out that is a file crashed
+    with tracebacks; a checkpoint not made for robustness's data crashed in a matrix product."""
+    data = dict(np.load(npz))
+    np.savez(tmp_path / "no_test.npz", **dict(data, x_test=data["x_test"][:0], y_test=data["y_test"][:0]))
+    out = str(tmp_path / "out")
+    train = ["train", "--data", "npz", "--data-dir", str(npz), "--arch", "mlp", "-T", "2", "--quiet", "--out", out]
+    evaluate = ["eval", str(run / "best.pt"), "--data", "npz", "--data-dir", str(npz), "--quiet"]
+    cases = [(["train", "--data", "npz", "--data-dir", str(tmp_path / "no_test.npz"), "--quiet", "--out", out],
+              "no test images"),
+             (evaluate + ["--batch-size", "0"], "--batch-size must be >= 1"),
+             (evaluate + ["--workers", "-1"], "--workers must be >= 0"),
+             (train + ["--teacher-epochs", "-1"], "--teacher-epochs must be >= 0"),
+             (train + ["--teacher-lr", "-0.1"], "--teacher-lr must be >= 0"),
+             (["train", "--data", "folder", "--data-dir", str(tmp_path), "--image-size", "0", "--quiet", "--out",
+               out], "image_size must be a positive"),
+             (train[:-1] + [str(npz)], "is a file, not a folder"),
+             (["robustness", "--checkpoint", str(run / "best.pt"), "--steps", "1", "--quiet", "--out", out],
+              "was trained for 4 classes")]
+    for argv, needle in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and needle in err, (argv, err)
+    assert not (tmp_path / "out").exists()                                     # nothing ran, nothing written

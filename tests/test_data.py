@@ -555,3 +555,62 @@ def test_integer_labels_with_empty_classes_warn():
         warnings.simplefilter("error")
         assert DatasetSplits.from_arrays("zeros", x, np.array([0, 1, 2, 0, 1, 2]), x[:2], np.array([0, 1])
                                          ).num_classes == 3
+
+
+def test_label_shape_and_class_name_mistakes_are_refused():
+    """One-hot label rows, class_names given as one string (one class per character) or with a name twice (its
+    string labels would all map to the last copy, the other never trained) say what is wrong, not a
+    misleading shape or a silent mapping."""
+    x = np.zeros((6, 1, 4, 4), dtype=np.uint8)
+    one_hot = np.eye(3)[np.arange(6) % 3]
+    with pytest.raises(DataError, match=r"train labels must be one class per image \(\[N\]\), got shape \[6, 3\]"):
+        DatasetSplits.from_arrays("oh", x, one_hot, x[:2], np.arange(2))
+    assert DatasetSplits.from_arrays("col", x, (np.arange(6) % 3)[:, None], x[:2], [[0], [1]]).y_train.tolist() \
+        == [0, 1, 2, 0, 1, 2]                                                 # a column [N, 1] is still N labels
+    with pytest.raises(DataError, match="class_names must be a sequence of names, got the one string 'abc'"):
+        DatasetSplits.from_arrays("s", x, np.arange(6) % 3, x[:2], np.arange(2), class_names="abc")
+    with pytest.raises(DataError, match=r"class_names must be distinct, got \['cat'\] more than once"):
+        DatasetSplits.from_arrays("d", x, np.array(["cat", "dog", "emu"] * 2), x[:2], np.array(["cat", "dog"]),
+                                  class_names=["cat", "cat", "dog", "emu"])
+
+
+def test_subset_refuses_a_negative_count(embedded):
+    """subset(train=-5) used to keep all but the last 5 samples (a negative slice bound), silently."""
+    with pytest.raises(ValueError, match="must be >= 0, got -5"):
+        embedded.subset(train=-5)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        load_dataset("embedded", limit=-1)
+
+
+def test_image_folder_refuses_empty_class_folders_and_bad_sizes(tmp_path):
+    """A class folder without images became a class no image trains (a readout unit never trained), without a
+    word; image_size <= 0 crashed inside PIL with a ValueError that does not name the flag."""
+    for split in ("train", "val"):
+        for name in ("a", "b"):
+            write_png(tmp_path / split / name / "0.png", make_images(1, (4, 4), 0)[0])
+    (tmp_path / "train" / "empty").mkdir()
+    with pytest.raises(DataError, match="class folders without images under .*train: empty"):
+        load_dataset("folder", tmp_path)
+    (tmp_path / "train" / "empty").rmdir()
+    assert load_dataset("folder", tmp_path).num_classes == 2
+    for bad in (0, -3):
+        with pytest.raises(DataError, match=f"image_size must be a positive number of pixels, got {bad}"):
+            load_dataset("folder", tmp_path, image_size=bad)
+
+
+def test_sequences_save_returns_the_file_written_and_refuse_an_empty_train_split(tmp_path):
+    """numpy appends .npz to a name without it: save_sequences returned the name without, a file that does not
+    exist. An empty train split crashed later in num_classes with a RuntimeError about max()."""
+    from ltl_ext.data.sequences import SequenceSplits, load_sequences, save_sequences
+
+    x, y = np.zeros((4, 3, 2), np.float32), np.array([0, 1, 0, 1])
+    path = save_sequences(tmp_path / "seq", x, y, x[:2], y[:2])
+    assert path == tmp_path / "seq.npz" and path.is_file()
+    assert load_sequences(path).num_classes == 2
+    assert save_sequences(tmp_path / "s.npz", x, y, x[:2], y[:2]) == tmp_path / "s.npz"
+    with pytest.raises(DataError, match="the train split is empty"):
+        SequenceSplits(torch.zeros(0, 3, 2), torch.zeros(0, dtype=torch.int64), torch.zeros(2, 3, 2),
+                       torch.tensor([0, 1]))
+    no_test = SequenceSplits(torch.zeros(2, 3, 2), torch.tensor([0, 2]), torch.zeros(0, 3, 2),
+                             torch.zeros(0, dtype=torch.int64))
+    assert no_test.num_classes == 3

@@ -91,8 +91,28 @@ def _val_fraction(args) -> float:
 
 
 def _load_data(args):
+    """The data set the data flags (:func:`add_data_args`) name, the flags checked before anything runs on it."""
     from .. import data as ltl_data
-    return ltl_data.load_dataset(args.data, args.data_dir, limit=_limit(args), image_size=args.image_size)
+    _positive("--batch-size", args.batch_size)
+    _positive("--workers", args.workers, allow_zero=True)
+    splits = ltl_data.load_dataset(args.data, args.data_dir, limit=_limit(args), image_size=args.image_size)
+    _require_test(splits)
+    return splits
+
+
+def _require_test(splits) -> None:
+    """The commands report test figures: data without test images fail here, not after a whole training run."""
+    if splits.x_test.shape[0] == 0:
+        raise UserError(f"no test images in {splits.describe()}: the accuracy is reported on the test split")
+
+
+def _out_folder(text: str) -> Path:
+    """``--out`` as the folder a command writes into; an existing file there (a data set, a checkpoint) is refused
+    before anything runs."""
+    out = Path(text)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder: choose a folder for the results")
+    return out
 
 
 def _limit(args) -> Optional[int]:

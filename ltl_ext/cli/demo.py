@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from .common import (RUN_FILES, UserError, _build_teacher, _final_test, _finish, _first_images, _limit, _metrics,
-                     _positive, _say, _torch)
+                     _out_folder, _positive, _say, _torch)
 
 
 #: The demo recipe: sized to finish in a few minutes on 2 CPU cores (its wall time and figures: the artefact
@@ -69,7 +69,7 @@ def run(args) -> int:
         recipe["teacher_epochs"] = _positive("--teacher-epochs", args.teacher_epochs, allow_zero=True)
     if args.init is not None:
         recipe["init"] = args.init
-    out = Path(args.out)
+    out = _out_folder(args.out)
     _check_out(out)
     progress = not args.quiet
     splits = ltl_data.load_dataset("embedded", limit=_limit(args))

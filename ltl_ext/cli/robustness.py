@@ -9,7 +9,7 @@ from typing import List
 
 from ..hw import drift_study, noise, robustness as study
 from ..hw.robustness import DEFAULT_DEVICES, DEFAULT_SIGMAS, _say, plot, run_study, table
-from .common import DATASETS, UserError
+from .common import DATASETS, UserError, _check_fits, _out_folder, _require_test
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -96,10 +96,14 @@ def run(args) -> int:
                            ("--calib-batch-size", args.calib_batch_size, 1)):
         if v < low:
             raise _user_error(f"{flag} must be >= {low}, got {v}")
-    out = Path(args.out)
+    out = _out_folder(args.out)
     result = out / ("drift.json" if args.preset else "robustness.json")
     if result.exists() and not args.overwrite:   # a study takes long: its results are never replaced unasked
         raise _user_error(f"{result} holds an earlier study: pass --overwrite to replace it, or choose another --out")
+    if args.data != "embedded" and not args.data_dir:
+        raise _user_error(f"--data {args.data} needs --data-dir PATH (nothing is ever downloaded)")
+    splits = ltl_data.load_dataset(args.data, args.data_dir)    # a wrong path fails before any training
+    _require_test(splits)
     progress = not args.quiet
     ckpt = args.checkpoint
     if ckpt is None:
@@ -115,9 +119,7 @@ def run(args) -> int:
     elif not Path(ckpt).exists():
         raise _user_error(f"--checkpoint {ckpt}: no such file (a best.pt or last.pt written by demo or train)")
     trainer = LocalTandemTrainer.load(ckpt, device=args.device, restore_rng=False)
-    if args.data != "embedded" and not args.data_dir:
-        raise _user_error(f"--data {args.data} needs --data-dir PATH (nothing is ever downloaded)")
-    splits = ltl_data.load_dataset(args.data, args.data_dir)
+    _check_fits(trainer.teacher_spec, splits, str(ckpt))
 
     def calib_loader(chip_seed):   # each chip: its own batch order, from its seed (reproducible chip by chip)
         return ltl_data.make_loaders(splits, batch_size=args.calib_batch_size, augment=False, seed=chip_seed).train

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 from .common import (ARCHS, RUN_FILES, UserError, _arch_kwargs, _build_teacher, _check_fits, _default_arch,
-                     _distributed, _final_test, _finish, _first_images, _load_data, _metrics, _percentile, _positive,
-                     _say, _torch, _val_fraction, add_data_args)
+                     _distributed, _final_test, _finish, _first_images, _load_data, _metrics, _out_folder, _percentile,
+                     _positive, _say, _torch, _val_fraction, add_data_args)
 from ..train.callbacks import CallbackList, CSVLogger, TensorBoardLogger
 from ..train.config import DEFAULT_LR
 
@@ -132,11 +132,13 @@ def _train(args, dist) -> int:
     from ..train import LocalTandemTrainer, load_teacher, save_teacher, train_teacher
     _positive("--epochs", args.epochs, allow_zero=True)
     _positive("--time-steps", args.time_steps)
-    _positive("--batch-size", args.batch_size)
+    _positive("--teacher-epochs", args.teacher_epochs, allow_zero=True)
+    if not args.teacher_lr >= 0:         # negative (or nan): SGD would refuse it once the teacher starts training
+        raise UserError(f"--teacher-lr must be >= 0, got {args.teacher_lr}")
     percentile = _percentile(args.percentile, args.mode)
     if args.exact_targets and args.memory != "constant":
         raise UserError("--exact-targets applies to --memory constant (the only mode that compacts its targets)")
-    out = Path(args.out)
+    out = _out_folder(args.out)
     device = dist.device
     progress = not args.quiet and dist.is_main
     splits = _load_data(args)

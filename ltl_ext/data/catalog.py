@@ -82,6 +82,8 @@ def load_dataset(name: str = "embedded", data_dir: Optional[Union[str, os.PathLi
         raise DataError(f"unknown data set {name!r}; expected one of: {', '.join(DATASETS)}")
     if image_size is not None and name != "folder":
         raise DataError(f"{name}: image_size applies to the folder data set only")
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
+        raise DataError(f"folder: image_size must be a positive number of pixels, got {image_size!r}")
     if name == "embedded":
         if data_dir is not None:
             raise DataError(f"embedded: takes no data_dir (got {data_dir}); for the full set use "

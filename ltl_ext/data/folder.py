@@ -126,6 +126,11 @@ def load_image_folder(data_dir: Path, image_size: Optional[int] = None) -> Datas
     train_files = _class_tree(train_dir, classes)
     if not train_files:
         raise DataError(f"folder: no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) under {train_dir}")
+    with_images = {label for _, label in train_files}
+    empty = [name for label, name in enumerate(classes) if label not in with_images]
+    if empty:           # a class with no training image would get a readout unit that nothing trains
+        raise DataError(f"folder: class folders without images under {train_dir}: {', '.join(empty[:5])}; add "
+                        f"images ({', '.join(sorted(IMAGE_EXTENSIONS))}) or remove them")
     test_files = _test_files(data_dir, classes)
 
     # first pass: headers only (PIL reads pixels lazily) -> one colour mode and one size for all

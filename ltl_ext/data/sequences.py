@@ -51,6 +51,8 @@ class SequenceSplits:
                 raise DataError(f"x_{part} must be [N, T, *sample] (at least 3 dims), got {tuple(x.shape)}")
             if y.dim() != 1 or y.shape[0] != x.shape[0]:
                 raise DataError(f"y_{part} must be [N] with N = {x.shape[0]}, got {tuple(y.shape)}")
+        if self.x_train.shape[0] == 0:
+            raise DataError("the train split is empty: x_train must hold at least one sequence [N >= 1, T, ...]")
         if self.x_train.shape[1:] != self.x_test.shape[1:]:
             raise DataError(f"train and test sequences differ in shape: {tuple(self.x_train.shape[1:])} vs "
                             f"{tuple(self.x_test.shape[1:])}")
@@ -65,12 +67,15 @@ class SequenceSplits:
 
     @property
     def num_classes(self) -> int:
-        return int(max(self.y_train.max(), self.y_test.max())) + 1
+        return int(torch.cat([self.y_train, self.y_test]).max()) + 1     # the test split may be empty
 
 
 def save_sequences(path, x_train, y_train, x_test, y_test, class_names: Optional[List[str]] = None) -> Path:
-    """Write the ``.npz`` layout above (``x_*`` ``[N, T, *sample]``)."""
+    """Write the ``.npz`` layout above (``x_*`` ``[N, T, *sample]``); returns the file written (``path``, with
+    ``.npz`` appended when it lacks it, as numpy does)."""
     path = Path(path)
+    if not path.name.endswith(".npz"):      # numpy appends it: return the name of the file that exists
+        path = path.with_name(path.name + ".npz")
     arrays = {k: np.asarray(v) for k, v in zip(_KEYS, (x_train, y_train, x_test, y_test))}
     if class_names is not None:
         arrays["class_names"] = np.asarray(class_names, dtype=str)

@@ -65,6 +65,8 @@ def stratified_indices(labels: Tensor, n: int) -> Tensor:
     Returns:
         int64 ``[min(n, N)]``, increasing.
     """
+    if n < 0:                                           # a negative slice bound would drop samples from the end
+        raise ValueError(f"the number of samples to keep must be >= 0, got {n}")
     total = labels.numel()
     if n >= total:
         return torch.arange(total)
@@ -175,9 +177,21 @@ class DatasetSplits:
         for x in (x_train, x_test):
             x = images_to_uint8(images_to_nchw(np.asarray(x), where), where)
             xs.append(torch.from_numpy(np.ascontiguousarray(x)))
-        labels = [np.asarray(y).reshape(-1) for y in (y_train, y_test)]
+        labels = []
+        for split, y in (("train", y_train), ("test", y_test)):
+            y = np.asarray(y)
+            if sum(size > 1 for size in y.shape) > 1:   # one-hot rows [N, K] would flatten into N * K labels
+                raise DataError(f"{where}: {split} labels must be one class per image ([N]), got shape "
+                                f"{list(y.shape)}; for one-hot rows pass y.argmax(1)")
+            labels.append(y.reshape(-1))
         if class_names is not None:
+            if isinstance(class_names, (str, bytes)):   # one string would become one class per character
+                raise DataError(f"{where}: class_names must be a sequence of names, got the one string "
+                                f"{class_names[:40]!r}")
             class_names = [c.decode() if isinstance(c, bytes) else str(c) for c in class_names]
+            repeated = sorted({c for c in class_names if class_names.count(c) > 1})
+            if repeated:                # a string label would map to the last of its copies, leaving a class empty
+                raise DataError(f"{where}: class_names must be distinct, got {repeated[:5]} more than once")
         if any(y.dtype.kind in "US" for y in labels):
             labels, class_names = _labels_from_names(labels, class_names, where)
         ys = []
