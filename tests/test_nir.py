@@ -265,3 +265,17 @@ def test_a_chip_exports_what_it_computes_or_refuses():
     with noise.read_noise(noisy, False):
         back = ltl_ext.import_nir(ltl_ext.export_nir(noisy)).eval()
         assert torch.equal(_spikes(noisy, x)[0], _spikes(back, x)[0])
+
+
+def test_time_steps_must_be_whole_numbers(tmp_path):
+    """import_nir(time_steps=2.5) ran T = 2 (int() of it) and time_steps=True T = 1, without a word; export_nir
+    refused a numpy integer T (what nir.read gives back as metadata["time_steps"])."""
+    student = SpikingModel(nn.Sequential(nn.Linear(4, 3), LIF(), nn.Linear(3, 2)), time_steps=4)
+    graph = ltl_ext.export_nir(student)
+    for bad in (2.5, True, 0, "3"):
+        with pytest.raises(ValueError, match="time_steps must be a positive int"):
+            ltl_ext.import_nir(graph, time_steps=bad)
+    nir.write(str(tmp_path / "s.nir"), graph)
+    read_back = nir.read(str(tmp_path / "s.nir")).metadata["time_steps"]
+    assert ltl_ext.export_nir(student, time_steps=read_back).metadata["time_steps"] == 4
+    assert ltl_ext.import_nir(tmp_path / "s.nir").time_steps == 4

@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..nn import LIF, SpikingModel, lifs
-from .nir_format import DEFAULT_DT, _fix_grouped_conv_types, _is_normalize, _nir, _safe, _unique
+from .nir_format import DEFAULT_DT, _fix_grouped_conv_types, _is_normalize, _nir, _safe, _time_steps, _unique
 
 _PASS_MODULES = (nn.Identity, nn.modules.dropout._DropoutNd)
 _ADDS = {operator.add, operator.iadd, torch.add}
@@ -59,8 +59,7 @@ def export_nir(model: nn.Module, *, input_shape: Optional[Sequence[int]] = None,
                          "none (convert an ANN first: ltl_ext.convert)")
     T = time_steps if time_steps is not None else (model.time_steps if isinstance(model, SpikingModel)
                                                    else neurons[0][1].time_steps)
-    if T is not None and (isinstance(T, bool) or not isinstance(T, int) or T < 1):  # None: not recorded
-        raise ValueError(f"time_steps must be a positive int, got {T!r}")
+    T = None if T is None else _time_steps(T)     # None: not recorded
     input_shape = _input_shape(student, input_shape)
     gm = fx.GraphModule(student, _LeafTracer().trace(student))
     shapes = _shapes(gm, student, input_shape)

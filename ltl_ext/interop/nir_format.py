@@ -2,6 +2,7 @@
 normalisation (conventions: :mod:`.nir`)."""
 from __future__ import annotations
 
+import numbers
 import re
 
 import numpy as np
@@ -18,6 +19,14 @@ def _nir():
         raise ImportError("NIR export/import needs the `nir` package: pip install 'ltl_ext[nir]' "
                           "(or: pip install nir)") from None
     return nir
+
+
+def _time_steps(T) -> int:
+    """``T`` as a plain int, refusing what is not a positive whole number (``int(2.5)`` would run T = 2 without a
+    word); numpy integers (``nir.read`` gives the metadata's ``time_steps`` back as one) pass."""
+    if isinstance(T, bool) or not isinstance(T, numbers.Integral) or T < 1:
+        raise ValueError(f"time_steps must be a positive int, got {T!r}")
+    return int(T)
 
 
 def _fix_grouped_conv_types(nodes) -> None:

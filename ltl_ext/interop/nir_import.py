@@ -19,7 +19,7 @@ from torch import nn
 
 from ..nn import LIF, SpikingModel
 from ..nn.encoding import ENCODINGS
-from .nir_format import DEFAULT_DT, _fix_grouped_conv_types, _nir, _safe, _unique
+from .nir_format import DEFAULT_DT, _fix_grouped_conv_types, _nir, _safe, _time_steps, _unique
 
 
 def import_nir(graph_or_path, *, dt: Optional[float] = None, time_steps: Optional[int] = None) -> SpikingModel:
@@ -75,7 +75,7 @@ def import_nir(graph_or_path, *, dt: Optional[float] = None, time_steps: Optiona
     if encoding not in ENCODINGS:
         raise ValueError(f"the NIR graph's metadata['encoding'] is {encoding!r}; ltl_ext knows {ENCODINGS}")
     return SpikingModel(model, encoding=encoding) if T is None else \
-        SpikingModel(model, time_steps=int(T), encoding=encoding)
+        SpikingModel(model, time_steps=_time_steps(T), encoding=encoding)
 
 
 def _topological(graph) -> List[str]:

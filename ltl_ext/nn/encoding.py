@@ -19,13 +19,15 @@ def encode(x: Tensor, time_steps: int, encoding: str = "direct") -> Tensor:
     """Encode a batch ``x`` [B, ...] over T steps into ``[T*B, ...]`` (time-major).
 
     - ``"direct"``: the (normalised) input is the first layer's current at every step: x repeated T times.
-    - ``"poisson"``: rate coding, S[t] ~ Bernoulli(clamp(x, 0, 1)) independently per step (x must be in [0, 1],
-      e.g. pixel intensities, not mean/std-normalised values).
+    - ``"poisson"``: rate coding, S[t] ~ Bernoulli(x) independently per step, spikes in x's dtype (x must be in
+      [0, 1], e.g. pixel intensities, not mean/std-normalised values; others raise).
     - ``"none"``: x already is a sequence ``[T, B, ...]`` (event frames, audio features, pre-encoded spikes),
       time-major; it is only folded to ``[T*B, ...]``. Its teacher sees the time-average (:func:`time_average`).
     """
     if encoding not in ENCODINGS:
         raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+    if isinstance(time_steps, bool) or not isinstance(time_steps, int) or time_steps < 1:   # (0 gave an empty batch)
+        raise ValueError(f"time_steps must be a positive int, got {time_steps!r}")
     if encoding == "none":
         if x.dim() < 2 or x.shape[0] != time_steps:
             raise ValueError(f"encoding='none' takes time-major sequences [T={time_steps}, B, ...], got shape "
@@ -38,12 +40,16 @@ def encode(x: Tensor, time_steps: int, encoding: str = "direct") -> Tensor:
         if not x.is_floating_point():
             raise TypeError(f"poisson encoding takes floating intensities in [0, 1], got dtype {x.dtype}; scale and "
                             f"convert it, e.g. x.float() / 255 for 8-bit images")
-        lo, hi = torch.aminmax(x)          # one sync per batch: firing probabilities must be probabilities
+        # one sync per batch: firing probabilities must be probabilities (an empty batch has none to check)
+        lo, hi = torch.aminmax(x) if x.numel() else (0.0, 0.0)
         if not (float(lo) >= 0 and float(hi) <= 1):   # (so written that NaN fails: rand < NaN would be no spike)
             raise ValueError(f"poisson encoding takes intensities in [0, 1] (firing probabilities), got values in "
                              f"[{float(lo):.3g}, {float(hi):.3g}]: pass raw images (ltl_ext's loaders do; the zoo's "
                              f"models normalise inside), not mean/std-normalised ones")
-        xs = (torch.rand_like(xs) < xs).to(x.dtype)
+        # drawn in float32 at least: a float16 / bfloat16 uniform has 11 / 8 bits, which skews small rates (a
+        # bfloat16 rate of 0.001 fired about 3 times as often)
+        u = torch.rand(xs.shape, dtype=torch.promote_types(x.dtype, torch.float32), device=x.device)
+        xs = (u < xs).to(x.dtype)
     return xs
 
 

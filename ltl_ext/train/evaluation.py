@@ -22,6 +22,26 @@ def _lifs(model: nn.Module) -> Dict[str, LIF]:
     return {name: m for name, m in model.named_modules() if isinstance(m, LIF)}
 
 
+def _correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Which samples ``logits`` [B, classes] classify right, ``[B]`` bool, refusing labels that are not class
+    indices: labels ``[B, 1]`` (or one-hot ``[B, B]``) would broadcast against the predictions ``[B]`` and count
+    every pair, and a label outside the classes (1-based labels, say) would count as a wrong answer."""
+    if y.shape != logits.shape[:1]:
+        raise ValueError(f"labels must be class indices of shape [B] = [{logits.shape[0]}], got shape "
+                         f"{tuple(y.shape)} (a column [B, 1]: y.squeeze(1); one-hot [B, classes]: y.argmax(1))")
+    check_labels(y, logits.shape[1])
+    return logits.argmax(1) == y
+
+
+def check_labels(y: torch.Tensor, classes: int) -> None:
+    """Labels must index the model's ``classes`` outputs: a ``ValueError`` names those that do not (cross-entropy
+    would fail obscurely on the CPU and with a device assert on CUDA; accuracy would just count them wrong)."""
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= classes):
+        bad = sorted(set(y[(y < 0) | (y >= classes)].tolist()))
+        raise ValueError(f"labels {bad[:10]}{' ...' if len(bad) > 10 else ''} lie outside the model's {classes} "
+                         f"classes [0, {classes - 1}]: the data and the model do not match")
+
+
 # ============================================================================================= evaluation
 @torch.no_grad()
 def evaluate_spiking(model: nn.Module, loader: Iterable, *, teacher: Optional[nn.Module] = None, device=None,
@@ -48,8 +68,10 @@ def evaluate_spiking(model: nn.Module, loader: Iterable, *, teacher: Optional[nn
         return hook
 
     handles = [m.register_forward_hook(counter(n)) for n, m in lifs.items()]
-    was_training = model.training
-    model.eval()
+    # a teacher left in training mode would be scored with dropout on, and its BN statistics moved by the test set
+    modes = [(m, m.training) for m in (model, teacher) if m is not None]
+    for m, _ in modes:
+        m.eval()
     correct, correct_t, teacher_correct, n = 0, None, 0, 0
     try:
         for i, (x, y) in enumerate(_progress(loader, progress, desc="eval", total=_len_or_none(loader))):
@@ -57,18 +79,21 @@ def evaluate_spiking(model: nn.Module, loader: Iterable, *, teacher: Optional[nn
                 break
             x, y = x.to(device), y.to(device)
             logits, steps = model(x, return_steps=True)                     # [B, classes], [T, B, classes]
-            correct += int((logits.argmax(1) == y).sum())
+            correct += int(_correct(logits, y).sum())
             T = steps.shape[0]
+            # summed in float32 at least: a float16 readout (autocast) summed over T steps overflows to inf
+            steps = steps.to(torch.promote_types(steps.dtype, torch.float32))
             running = steps.cumsum(0) / torch.arange(1, T + 1, device=device, dtype=steps.dtype).view(T, 1, 1)
             c = (running.argmax(2) == y.unsqueeze(0)).sum(1).cpu()
             correct_t = c if correct_t is None else correct_t + c
             if teacher is not None:
-                teacher_correct += int((teacher(x).argmax(1) == y).sum())
+                teacher_correct += int(_correct(teacher(x), y).sum())
             n += len(y)
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
+        for m, was_training in modes:
+            m.train(was_training)
     if n == 0 and not allow_empty:
         raise ValueError("the evaluation loader yields no sample")
     T = getattr(model, "time_steps", None) or (len(correct_t) if correct_t is not None else 1)
@@ -97,11 +122,13 @@ def evaluate_ann(model: nn.Module, loader: Iterable, device=None) -> float:
     was_training = model.training
     model.eval()
     correct = n = 0
-    for x, y in loader:
-        x, y = x.to(device), y.to(device)
-        correct += int((model(x).argmax(1) == y).sum())
-        n += len(y)
-    model.train(was_training)
+    try:
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            correct += int(_correct(model(x), y).sum())
+            n += len(y)
+    finally:
+        model.train(was_training)
     if n == 0:
         raise ValueError("the evaluation loader yields no sample")
     return 100.0 * correct / n
@@ -124,7 +151,8 @@ def local_losses(student: SpikingModel, link, loader: Iterable, config: LTLConfi
             n += len(y)
     finally:
         student.train(was_training)
-    n = max(n, 1)
+    if n == 0:       # (zeros would read as a perfect student)
+        raise ValueError("the loader yields no sample (or max_batches < 1): no loss to measure")
     return {"loss": sums.get("loss", 0.0) / n, "ce": sums.get("ce", 0.0) / n, "local_loss": per_layer(sums, n)}
 
 

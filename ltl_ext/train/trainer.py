@@ -183,21 +183,17 @@ class LocalTandemTrainer:
                               global_step=self.global_step)
 
     def _check_labels(self, x: Tensor, y: Tensor) -> None:
-        """Labels must index the model's outputs: a ``ValueError`` names those that do not (cross-entropy would
-        fail obscurely on the CPU and with a device assert on CUDA; accuracy would just count them wrong)."""
+        """Labels must index the model's outputs (:func:`.evaluation.check_labels`)."""
         if self._num_classes is None:     # the teacher's output width, from one sample (no hooks are disturbed:
             with torch.no_grad():         # the next step's teacher forward overwrites what they captured)
                 self._num_classes = int(self.teacher(x[:1].to(self.device)).shape[-1])
-        c = self._num_classes
-        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= c):
-            bad = sorted(set(y[(y < 0) | (y >= c)].tolist()))
-            raise ValueError(f"labels {bad[:10]}{' ...' if len(bad) > 10 else ''} lie outside the model's {c} "
-                             f"classes [0, {c - 1}]: the data and the model do not match")
+        evaluation.check_labels(y, self._num_classes)
 
     # ------------------------------------------------------------------------------------------ evaluate
     def local_losses(self, loader: Iterable, max_batches: Optional[int] = None) -> Dict[str, Any]:
         """The LTL losses on ``loader`` without training: ``{"loss", "ce", "local_loss": {layer: loss}}``, each
-        averaged over batches (online constant-memory runs are measured in the equal batched online form)."""
+        a mean over samples (online constant-memory runs are measured in the equal batched online form); an empty
+        loader raises ``ValueError``."""
         return evaluation.local_losses(self.student, self.link, loader, self.config, device=self.device,
                                        max_batches=max_batches)
 
