@@ -614,3 +614,25 @@ def test_sequences_save_returns_the_file_written_and_refuse_an_empty_train_split
     no_test = SequenceSplits(torch.zeros(2, 3, 2), torch.tensor([0, 2]), torch.zeros(0, 3, 2),
                              torch.zeros(0, dtype=torch.int64))
     assert no_test.num_classes == 3
+
+
+def test_image_folder_takes_a_labelled_test_folder_as_the_test_split(tmp_path):
+    """With train/, val/ and test/ all labelled, val/ was read as the test set and test/ ignored, silently: the
+    reported test accuracy was on val/. A labelled test/ is the test set now; val/ stands in only without one
+    (ImageNet's layout, Tiny ImageNet's unlabelled test/, a test/unknown/ placeholder)."""
+    classes = ["a", "b"]
+    for split, n, seed in (("train", 3, 0), ("val", 2, 100), ("test", 1, 200)):
+        for label, name in enumerate(classes):
+            for i, img in enumerate(make_images(n, (4, 4), seed + label)):
+                write_png(tmp_path / split / name / f"{i}.png", img)
+    with pytest.warns(UserWarning, match="val is not read"):
+        splits = load_dataset("folder", tmp_path)
+    assert splits.y_test.tolist() == [0, 1]                                 # test/'s one image per class
+    assert np.array_equal(splits.x_test[1, 0].numpy(), make_images(1, (4, 4), 201)[0])
+    for name in classes:
+        for f in (tmp_path / "test" / name).iterdir():
+            f.unlink()
+        (tmp_path / "test" / name).rmdir()
+    write_png(tmp_path / "test" / "unknown" / "0.png", make_images(1, (4, 4), 7)[0])   # an unlabelled test/
+    with pytest.warns(UserWarning, match="not in .*train: unknown; the test split is .*val"):
+        assert load_dataset("folder", tmp_path).y_test.tolist() == [0, 0, 1, 1]

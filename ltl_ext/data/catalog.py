@@ -29,7 +29,7 @@ DATASETS = {
     "kmnist": "a folder of the 4 IDX files",
     "cifar10": "a folder holding cifar-10-batches-py/ or cifar-10-batches-bin/ (or that folder)",
     "cifar100": "a folder holding cifar-100-python/ or cifar-100-binary/ (or that folder)",
-    "folder": "a folder with train/<class>/* and val/<class>/* or test/<class>/*",
+    "folder": "a folder with train/<class>/* and test/<class>/* (or val/<class>/* without a labelled test/)",
     "npz": "a .npz file with x_train, y_train, x_test, y_test",
 }
 

@@ -2,8 +2,12 @@
 
     DATA_DIR/train/<class>/**/*.png|jpg|...      one folder per class; files may sit in sub-folders
                                                  (Tiny ImageNet: train/<wnid>/images/*.JPEG)
-    DATA_DIR/val/<class>/**/*.png|jpg|...        the test split: val/ if present, else test/;
-    DATA_DIR/val/images/*  + val_annotations.txt   or Tiny ImageNet's flat val/ with its annotation file
+    DATA_DIR/test/<class>/**/*.png|jpg|...       the test split: test/ if its images are labelled (in class
+    DATA_DIR/val/<class>/**/*.png|jpg|...        folders), else val/ (ImageNet's layout; Tiny ImageNet's test/
+    DATA_DIR/val/images/*  + val_annotations.txt   has no labels), also Tiny ImageNet's flat val/ with its
+                                                 annotation file. The validation split is always carved from
+                                                 train/ (``val_fraction``): next to a labelled test/, val/ is
+                                                 not read (a warning says so)
 
 Classes are the train folder names, sorted (label = position). All images become one colour mode: ``L`` (grey,
 1 channel) when every image is grey, else ``RGB`` (3 channels). Images must share one size unless
@@ -11,6 +15,7 @@ Classes are the train folder names, sorted (label = position). All images become
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -20,7 +25,7 @@ from .splits import DataError, DatasetSplits
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp"})
 _GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})
-_TEST_FOLDERS = ("val", "test")
+_TEST_FOLDERS = ("test", "val")   # a labelled test/ is the test set; val/ stands in without one
 _TINY_IMAGENET_ANNOTATIONS = "val_annotations.txt"
 
 
@@ -57,6 +62,9 @@ def _tiny_imagenet_val(folder: Path, classes: list[str]) -> list[tuple[Path, int
 
 
 def _test_files(data_dir: Path, classes: list[str]) -> list[tuple[Path, int]]:
+    """The labelled test images: from the first of ``_TEST_FOLDERS`` that has any. A test/ whose folders are not
+    train's classes (an unlabelled placeholder such as test/unknown/) gives way to val/, with a warning."""
+    passed_over = None   # why test/ was not taken
     for name in _TEST_FOLDERS:
         folder = data_dir / name
         if not folder.is_dir():
@@ -65,12 +73,22 @@ def _test_files(data_dir: Path, classes: list[str]) -> list[tuple[Path, int]]:
             return _tiny_imagenet_val(folder, classes)
         unknown = sorted(p.name for p in folder.iterdir() if p.is_dir() and _visible(p) and p.name not in classes)
         if unknown and not (len(unknown) == 1 and unknown[0] == "images"):
-            raise DataError(f"folder: {folder} has class folders not in {data_dir / 'train'}: "
-                            f"{', '.join(unknown[:5])}")
+            problem = f"folder: {folder} has class folders not in {data_dir / 'train'}: {', '.join(unknown[:5])}"
+            if name == "test" and (data_dir / "val").is_dir():
+                passed_over = problem
+                continue
+            raise DataError(problem)
         files = _class_tree(folder, classes)
         if files:
+            if passed_over:
+                warnings.warn(f"{passed_over}; the test split is {folder}", stacklevel=3)
+            elif name == "test" and (data_dir / "val").is_dir():
+                warnings.warn(f"folder: the test split is {folder}; {data_dir / 'val'} is not read (the validation "
+                              f"split is carved from train/, val_fraction)", stacklevel=3)
             return files
-    raise DataError(f"folder: expected a test split as {data_dir}/val/<class>/* or {data_dir}/test/<class>/* "
+    if passed_over:
+        raise DataError(passed_over)
+    raise DataError(f"folder: expected a test split as {data_dir}/test/<class>/* or {data_dir}/val/<class>/* "
                     f"(or Tiny ImageNet's val/images + val_annotations.txt); found none with images")
 
 
