@@ -299,3 +299,48 @@ def test_bad_data_flags_fail_in_one_line_before_training(run, npz, tmp_path, cap
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and needle in err, (argv, err)
     assert not (tmp_path / "out").exists()                                     # nothing ran, nothing written
+
+
+def test_eval_and_teacher_refuse_data_whose_classes_are_named_otherwise(npz, tmp_path, capsys):
+    """Labels are positions among the sorted class names: a checkpoint evaluated on data with the same number of
+    classes but other names (one class renamed shifts every label) used to be scored against a permuted mapping,
+    without a word. The names travel in the spec; old checkpoints without them still load."""
+    from ltl_ext.train.checkpoint import load_checkpoint, save_checkpoint
+    data = dict(np.load(npz))
+    for name, classes in (("named", ["ant", "bee", "cat", "dog"]), ("renamed", ["zebra", "bee", "cat", "dog"])):
+        classes = np.array(classes)
+        np.savez(tmp_path / f"{name}.npz", **dict(data, y_train=classes[data["y_train"]],
+                                                  y_test=classes[data["y_test"]]))
+    out = tmp_path / "run"
+    assert main(["train", "--data", "npz", "--data-dir", str(tmp_path / "named.npz"), "--arch", "mlp", "--hidden",
+                 "8", "-T", "2", "--batch-size", "16", "--out", str(out)] + TINY) == 0
+    evaluate = ["eval", str(out / "best.pt"), "--data", "npz", "--quiet", "--data-dir"]
+    assert main(evaluate + [str(tmp_path / "named.npz")]) == 0
+    capsys.readouterr()
+    assert main(evaluate + [str(tmp_path / "renamed.npz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "label 0 is 'ant' there, 'bee' here" in err and "class_names" in err
+    assert main(evaluate + [str(npz)]) == 0                   # integer labels: no names to compare
+    assert main(["train", "--data", "npz", "--data-dir", str(tmp_path / "renamed.npz"), "--teacher",
+                 str(out / "teacher.pt"), "-T", "2", "--out", str(tmp_path / "student")] + TINY) == 2
+    assert "wrong classes" in capsys.readouterr().err and not (tmp_path / "student").exists()
+    old = load_checkpoint(out / "best.pt", kind="ltl_trainer")       # as written before the names were stored
+    del old["teacher_spec"]["class_names"]
+    save_checkpoint(old, tmp_path / "old.pt", kind="ltl_trainer")
+    assert main(["eval", str(tmp_path / "old.pt"), "--data", "npz", "--quiet", "--data-dir",
+                 str(tmp_path / "renamed.npz")]) == 0
+
+
+def test_architecture_flags_must_match_the_teacher_they_come_with(run, npz, tmp_path, capsys):
+    """train --teacher with --arch/--channels/--hidden used to ignore them and write them to settings.json as the
+    run's architecture; flags that describe the teacher still pass (test_overwrite_keeps_the_teacher...)."""
+    base = ["train", "--data", "npz", "--data-dir", str(npz), "--teacher", str(run / "teacher.pt"), "-T", "2",
+            "--quiet", "--out", str(tmp_path / "out")]
+    for flags, needle in ((["--arch", "mlp"], "--arch mlp contradicts"),
+                          (["--channels", "4,8,16"], "--channels 4,8,16 contradicts"),
+                          (["--hidden", "256"], "whose hidden is 16"),
+                          (["--arch", "cnn_small", "--hidden", "16", "--channels", "4,8"], "channels is [4, 8, 8]")):
+        assert main(base + flags) == 2, flags
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and needle in err, err
+    assert not (tmp_path / "out").exists()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -140,7 +141,9 @@ def _build_teacher(arch: str, splits, extra: Optional[Dict[str, Any]] = None):
             raise UserError(f"--arch {arch} needs an image size divisible by 16, got {h}")
         kwargs["input_size"] = h
     kwargs.update(extra or {})
-    return MODELS[arch](**kwargs), {"arch": arch, "kwargs": kwargs}
+    # the class names travel with the spec (teacher.pt, every checkpoint): labels are positions in them, so data
+    # with other names in the same positions can be refused (:func:`_check_fits`) rather than scored permuted
+    return MODELS[arch](**kwargs), {"arch": arch, "kwargs": kwargs, "class_names": list(splits.class_names)}
 
 
 def _check_fits(spec: Optional[Dict[str, Any]], splits, where) -> None:
@@ -153,6 +156,53 @@ def _check_fits(spec: Optional[Dict[str, Any]], splits, where) -> None:
     for what, model, data in checks:
         if model is not None and model != data:
             raise UserError(f"{where} was trained for {model} {what}, but {splits.name} has {data}")
+    names, data_names = (spec or {}).get("class_names"), list(splits.class_names)
+    # a checkpoint from before names were stored, or integer labels on either side: nothing to compare
+    if names is None or _index_names(names) or _index_names(data_names) or list(names) == data_names:
+        return
+    i = next((i for i, (a, b) in enumerate(zip(names, data_names)) if a != b), None)
+    label = "" if i is None else f" (label {i} is {names[i]!r} there, {data_names[i]!r} here)"
+    raise UserError(f"{where} was trained with the classes {_shown(names)}, but {splits.name} has "
+                    f"{_shown(data_names)}{label}, so its labels would be scored against the wrong classes; for "
+                    f".npz data give class_names in the model's order")
+
+
+def _index_names(names) -> bool:
+    """The names integer labels get ("0", "1", ...): they say nothing about which class a label stands for."""
+    return list(names) == [str(i) for i in range(len(names))]
+
+
+def _shown(names, n: int = 10) -> str:
+    return "[" + ", ".join(map(repr, names[:n])) + (", ...]" if len(names) > n else "]")
+
+
+def _spec_arguments(spec: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """A zoo model's builder arguments from its spec, the builder's defaults filling the gaps; None if unknown."""
+    from ..nn.zoo import MODELS
+    build = MODELS.get((spec or {}).get("arch"))
+    if build is None:
+        return None
+    args = inspect.signature(build).bind_partial(**spec.get("kwargs", {}))
+    args.apply_defaults()
+    return dict(args.arguments)
+
+
+def _check_teacher_flags(args, spec: Optional[Dict[str, Any]], where) -> None:
+    """With ``--teacher`` the model is the loaded one: ``--arch``, ``--channels`` and ``--hidden`` must describe it.
+    Why: they would be ignored, yet written to settings.json as the run's architecture."""
+    arch, built = (spec or {}).get("arch"), _spec_arguments(spec) or {}
+    if args.arch is not None and args.arch != arch:
+        raise UserError(f"--arch {args.arch} contradicts --teacher {where}, which is a {arch}: drop --arch (the "
+                        f"teacher's architecture is used)")
+    for key, value in _arch_kwargs(arch, args.channels, args.hidden).items():
+        have = built.get(key)
+        if _as_list(value) != _as_list(have):
+            raise UserError(f"--{key} {getattr(args, key)} contradicts --teacher {where}, whose {key} is "
+                            f"{_as_list(have)}: drop --{key} (the teacher's widths are used)")
+
+
+def _as_list(value):
+    return list(value) if isinstance(value, (list, tuple)) else value
 
 
 def _arch_kwargs(arch: str, channels: Optional[str], hidden: Optional[str]) -> Dict[str, Any]:

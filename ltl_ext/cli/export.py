@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
-from .common import UserError, _table
+from .common import UserError, _spec_arguments, _table
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -37,13 +36,9 @@ def _floats(flag: str, text: str) -> Tuple[float, ...]:
 
 def _spec_input_shape(spec) -> Optional[Tuple[int, ...]]:
     """(C, S, S) or (F,) from a zoo model's spec, its builder's defaults filling the gaps; None if unknown."""
-    from ..nn import zoo
-    build = getattr(zoo, (spec or {}).get("arch", ""), None)
-    if build is None:
+    kw = _spec_arguments(spec)
+    if kw is None:
         return None
-    args = inspect.signature(build).bind_partial(**spec.get("kwargs", {}))
-    args.apply_defaults()
-    kw = args.arguments
     if "input_size" in kw and "in_channels" in kw:
         return (int(kw["in_channels"]), int(kw["input_size"]), int(kw["input_size"]))
     if "in_features" in kw:

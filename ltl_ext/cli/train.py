@@ -6,9 +6,9 @@ import shutil
 import time
 from pathlib import Path
 
-from .common import (ARCHS, RUN_FILES, UserError, _arch_kwargs, _build_teacher, _check_fits, _default_arch,
-                     _distributed, _final_test, _finish, _first_images, _load_data, _metrics, _out_folder, _percentile,
-                     _positive, _say, _torch, _val_fraction, add_data_args)
+from .common import (ARCHS, RUN_FILES, UserError, _arch_kwargs, _build_teacher, _check_fits, _check_teacher_flags,
+                     _default_arch, _distributed, _final_test, _finish, _first_images, _load_data, _metrics,
+                     _out_folder, _percentile, _positive, _say, _torch, _val_fraction, add_data_args)
 from ..train.callbacks import CallbackList, CSVLogger, TensorBoardLogger
 from ..train.config import DEFAULT_LR
 
@@ -150,6 +150,7 @@ def _train(args, dist) -> int:
     if args.teacher and not args.resume:   # read before --overwrite clears OUT: it may be OUT/teacher.pt
         teacher, spec, _ = load_teacher(args.teacher)
         _check_fits(spec, splits, args.teacher)
+        _check_teacher_flags(args, spec, args.teacher)
     _prepare_out(args, out, dist.is_main)     # once the flags, the data and the teacher are known to be good
     dist.barrier("preparing the output folder")
     ckpt = out / "last.pt"

@@ -11,6 +11,7 @@ import json
 import os
 import random
 import tempfile
+from collections import Counter, OrderedDict
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -35,6 +36,7 @@ def save_checkpoint(state: Dict[str, Any], path, *, kind: str) -> Path:
     An interrupted save leaves the previous checkpoint intact (never a half-written file under ``path``).
     """
     path = Path(path)
+    _check_plain(state, "state")         # before anything is written: the old file stays
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = dict(state, format=FORMAT, kind=kind)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -51,6 +53,30 @@ def save_checkpoint(state: Dict[str, Any], path, *, kind: str) -> Path:
             pass
         raise
     return path
+
+
+#: what the ``weights_only`` loader reads back: containers are walked, other values must be tensors or of exactly
+#: these types (a NumPy float is a ``float`` subclass, which it refuses)
+_PLAIN = {torch.Size, torch.device, torch.dtype, bool, int, float, complex, str, bytes, bytearray, type(None)}
+_CONTAINERS = (dict, OrderedDict, Counter, list, tuple, set)
+
+
+def _check_plain(obj, where: str) -> None:
+    """Refuse what :func:`load_checkpoint` could not read back (a NumPy float in a teacher's ``meta``, say), naming
+    where it is. Why: ``torch.save`` writes anything, and the file would then be refused as corrupt when loaded."""
+    if type(obj) in _CONTAINERS:
+        items = obj.items() if isinstance(obj, dict) else enumerate(obj)
+        for key, value in items:
+            _check_plain(value, f"{where}[{key!r}]")
+    elif not isinstance(obj, Tensor) and type(obj) not in _PLAIN and type(obj) not in _user_safe_types():
+        raise TypeError(f"checkpoint {where} is a {type(obj).__module__}.{type(obj).__qualname__}, which the safe "
+                        f"(weights_only) loader cannot read back: store it as a number, string, list, dict or tensor "
+                        f"(e.g. float(x), x.tolist())")
+
+
+def _user_safe_types() -> set:
+    """Types the user allowed with ``torch.serialization.add_safe_globals`` (entries may be ``(type, name)``)."""
+    return {g[0] if isinstance(g, tuple) else g for g in torch.serialization.get_safe_globals()}
 
 
 def load_checkpoint(path, *, kind: Optional[str] = None, map_location="cpu") -> Dict[str, Any]:

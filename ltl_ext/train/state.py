@@ -77,7 +77,13 @@ def load_trainer(cls, path, teacher: Optional[nn.Module] = None, student: Option
         trainer.config = config
         trainer.student_converted = state["student_converted"]
         _load_module(trainer.teacher, state["teacher"], "teacher", path)
+        built = [id(p) for p in trainer.student.parameters()]
         _load_module(trainer.student, state["student"], "student", path)
+        if [id(p) for p in trainer.student.parameters()] != built:
+            # a learnable LIF value of another shape (per-neuron into a scalar module) loads as a new Parameter,
+            # which the optimiser (and DDP) built with the trainer do not hold: it would silently never train again
+            trainer.optimizer = trainer._make_optimizer(trainer.student.parameters(), config.lr)
+            trainer.replica = trainer.dist.wrap(trainer.student)
         trainer.optimizer.load_state_dict(state["optimizer"])
         trainer.link.load_state_dict(state.get("link") or {})
         trainer.epoch, trainer.step_in_epoch = int(state["epoch"]), int(state["step_in_epoch"])
