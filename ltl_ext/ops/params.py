@@ -137,6 +137,29 @@ def check_v_reset(v_reset) -> float:
     return float(v_reset)
 
 
+def check_surrogate_alpha(surrogate_alpha) -> Optional[float]:
+    """``surrogate_alpha`` as a float, or None (the surrogate's default): a positive finite number, never a tensor or a
+    bool. The ops' schema has an optional float there, and torch.ops would silently read a tensor's value (a learnable
+    one would get no gradient) and True as 1.0."""
+    if surrogate_alpha is None:
+        return None
+    if not is_finite_number(surrogate_alpha) or surrogate_alpha <= 0:
+        raise ValueError(f"surrogate_alpha must be a positive float, got {surrogate_alpha!r}")
+    return float(surrogate_alpha)
+
+
+def check_x(x) -> None:
+    """``x`` [T, *]: a floating tensor with at least one time step (of a block or a run)."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a torch.Tensor of shape [T, ...], got {type(x).__name__}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"x must be float16, bfloat16, float32 or float64, got {x.dtype}; convert it with .float()")
+    if x.dim() < 1:
+        raise ValueError("x must have a leading time dimension: shape [T, ...], got a 0-d tensor")
+    if x.shape[0] < 1:
+        raise ValueError("x has T = 0 time steps; the LIF needs T >= 1 (x.shape[0] is time)")
+
+
 def check_lif_args(x: Tensor, *, beta, alpha=1.0, threshold=1.0, reset="soft", v_reset=0.0, v0=None,
                    surrogate="sigmoid", surrogate_alpha=None, detach_reset=False,
                    check_values: bool = True) -> LIFParams:
@@ -146,22 +169,14 @@ def check_lif_args(x: Tensor, *, beta, alpha=1.0, threshold=1.0, reset="soft", v
     ``check_values=False`` (the fused ops) leaves the values of tensor parameters to the C++ glue (CPU) and to
     :func:`check_lif_values` where they are set (see the module docstring); float values are always checked.
     """
-    if not isinstance(x, Tensor):
-        raise TypeError(f"x must be a torch.Tensor of shape [T, ...], got {type(x).__name__}")
-    if x.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"x must be float16, bfloat16, float32 or float64, got {x.dtype}; convert it with .float()")
-    if x.dim() < 1:
-        raise ValueError("x must have a leading time dimension: shape [T, ...], got a 0-d tensor")
-    if x.shape[0] < 1:
-        raise ValueError("x has T = 0 time steps; the LIF needs T >= 1 (x.shape[0] is time)")
+    check_x(x)
     if reset not in RESETS:
         raise ValueError(f"reset must be one of {RESETS}, got {reset!r}")
     if surrogate not in SURROGATES:
         raise ValueError(f"surrogate must be one of {tuple(SURROGATES)}, got {surrogate!r}")
+    surrogate_alpha = check_surrogate_alpha(surrogate_alpha)
     if surrogate_alpha is None:
         surrogate_alpha = SURROGATES[surrogate]
-    if not is_finite_number(surrogate_alpha) or surrogate_alpha <= 0:
-        raise ValueError(f"surrogate_alpha must be a positive float, got {surrogate_alpha!r}")
     v_reset = check_v_reset(v_reset)
     beta = _check_param("beta", beta, x, check_values)
     alpha = _check_param("alpha", alpha, x, check_values)
@@ -214,7 +229,7 @@ def check_warmup(mode: str, warmup: int, T: int) -> None:
         raise ValueError(f"mode must be 'offline' or 'online', got {mode!r}")
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
         raise ValueError(f"warmup must be a non-negative int, got {warmup!r}")
-    if mode == "online" and warmup >= T:
+    if mode == "online" and 0 < T <= warmup:   # T = 0 (or a 0-d x) is x's own error, which its check reports
         raise ValueError(f"warmup = {warmup} leaves no step to learn from with T = {T}; use warmup < T")
 
 

@@ -18,7 +18,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .params import LIFParams, check_lif_args, check_step_args, check_target, check_warmup
+from .params import LIFParams, check_lif_args, check_step_args, check_target, check_warmup, check_x
 
 
 def surrogate_grad(u: Tensor, kind: str, a: float) -> Tensor:
@@ -145,8 +145,7 @@ def tandem_block_reference(x: Tensor, target: Tensor, v: Optional[Tensor], count
     ``tandem_step`` losses (the same gradient). Blocks of n = 1 are :func:`tandem_step_reference`; one block of
     n = T is the online :func:`tandem_loss_reference`. Memory O(n N).
     """
-    if not isinstance(x, Tensor) or x.dim() < 1:
-        raise ValueError("x must be a tensor [n, *] with the block's time steps first")
+    check_x(x)   # x [n, *]: its steps are stacked below (n = 0 would stack nothing)
     if isinstance(t0, bool) or not isinstance(t0, int) or t0 < 0:
         raise ValueError(f"t0 must be the non-negative index of the block's first step, got {t0!r}")
     spikes, loss = [], None
@@ -165,9 +164,14 @@ def tandem_block_reference_(x: Tensor, target: Tensor, v: Tensor, count: Tensor,
                             surrogate_alpha=None, detach_reset=False):
     """:func:`tandem_block_reference` with the state ``v``, ``count`` [*] updated in place (the count in its own
     dtype: uint8 holds the counts of up to 255 steps). Returns ``(spikes [n, *], loss)``."""
+    check_x(x)
     if not (isinstance(v, Tensor) and isinstance(count, Tensor)):
         raise ValueError("tandem_block_ updates the state in place: pass v and count tensors")
-    if isinstance(x, Tensor) and v.dtype != _state_dtype(x.dtype):   # the state is kept in the math type, not rounded
+    for name, state in (("v", v), ("count", count)):   # before anything is written (not v updated, then count refused)
+        if state.shape != x.shape[1:]:
+            raise ValueError(f"the in-place state {name} must be a tensor of the neuron shape x.shape[1:] = "
+                             f"{tuple(x.shape[1:])}, got shape {tuple(state.shape)}")
+    if v.dtype != _state_dtype(x.dtype):   # the state is kept in the math type, not rounded
         raise TypeError(f"the in-place state v must be {_state_dtype(x.dtype)} for x of dtype {x.dtype}, got {v.dtype}")
     if count.dtype not in (torch.uint8, v.dtype):
         raise TypeError(f"the in-place count must be in v's dtype {v.dtype} or uint8, got {count.dtype}")

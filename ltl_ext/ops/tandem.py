@@ -31,7 +31,7 @@ from torch import Tensor
 
 from .library import _C, HAS_C
 from .lif import call_op, check_ready, check_same_device, grad_like, math_dtype, split_param
-from .params import check_continued_state, check_v_reset, check_warmup
+from .params import check_continued_state, check_surrogate_alpha, check_v_reset, check_warmup
 
 __all__ = ["tandem_loss", "tandem_block", "tandem_block_", "online_state", "tandem_step"]
 
@@ -50,6 +50,14 @@ def _needs(t: Optional[Tensor]) -> bool:
     return t is not None and t.requires_grad
 
 
+def check_target_type(target) -> None:
+    """A target that is not a tensor gets a TypeError here (the op's schema would answer with a dispatcher message, the
+    online wrappers with an AttributeError); its dtype, shape, device and values are the op's to check."""
+    if not isinstance(target, Tensor):
+        raise TypeError(f"target must be a floating tensor with the shape of one time step of x, got "
+                        f"{type(target).__name__}")
+
+
 # ---- public API ---------------------------------------------------------------------------------------------
 
 def tandem_loss(x: Tensor, target: Tensor, *, mode="offline", warmup=0, beta, alpha=1.0, threshold=1.0,
@@ -58,12 +66,14 @@ def tandem_loss(x: Tensor, target: Tensor, *, mode="offline", warmup=0, beta, al
     """The local tandem loss of one layer, fused: LIF over ``x`` [T, *] and the MSE of its firing rate to
     ``target`` [*]. Returns ``(spikes [T, *] detached, loss)``; see ``tandem_loss_reference``."""
     check_ready(x, "tandem_loss", v0=v0)
+    check_target_type(target)
     if mode != "offline" or type(warmup) is not int or warmup != 0:   # (the common case needs no check)
         check_warmup(mode, warmup, x.shape[0] if x.dim() else 0)
     b, bs = split_param("beta", beta)
     a, as_ = split_param("alpha", alpha)
     th, ts = split_param("threshold", threshold)
     v_reset = check_v_reset(v_reset)   # never a tensor (no gradient)
+    surrogate_alpha = check_surrogate_alpha(surrogate_alpha)   # the same, and never True (read as 1.0)
     if mode == "offline":
         out = call_op(_OFFLINE_FWD_FAST, _OFFLINE_FWD, x, target, b, a, th, v0, bs, as_, ts, reset, v_reset,
                       surrogate, surrogate_alpha, detach_reset)
@@ -110,12 +120,14 @@ def _online_block(in_place: bool, x, target, v, count, t0, warmup, beta, alpha, 
     ``tandem_online`` (a new state returned), after the checks both share."""
     if isinstance(t0, bool) or not isinstance(t0, int) or t0 < 0:
         raise ValueError(f"t0 must be the non-negative index of the block's first step, got {t0!r}")
+    check_target_type(target)
     check_continued_state(t0, v, count)
     check_warmup("offline", warmup, t0 + 1)
     b, bs = split_param("beta", beta)
     a, as_ = split_param("alpha", alpha)
     th, ts = split_param("threshold", threshold)
     v_reset = check_v_reset(v_reset)   # never a tensor (no gradient)
+    surrogate_alpha = check_surrogate_alpha(surrogate_alpha)   # the same, and never True (read as 1.0)
     g = torch.is_grad_enabled()
     needs = (g and x.requires_grad, g and _needs(b), g and _needs(a), g and _needs(th), g and _needs(target))
     lif = (reset, v_reset, surrogate, surrogate_alpha, t0, warmup)
