@@ -158,9 +158,12 @@ struct LifBackward : public Node {
     for (size_t i = 0; i < 5; ++i) any |= (need[i] = task_should_compute_output(i));
     if (!any) return out;
     const LifScalars& s = saved_.s;
+    // unpacked before below_autograd: a non-reentrant torch.utils.checkpoint recomputes the forward at the first
+    // unpack, and with autograd off there it would save nothing (CheckpointError)
+    const Tensor x = saved_.x.unpack(), beta = saved_.beta.unpack(), alpha = saved_.alpha.unpack(),
+                 threshold = saved_.threshold.unpack(), v0 = saved_.v0.unpack();
     auto [gx, g_v0, g_beta, g_alpha, g_threshold] = below_autograd([&] {
-      return lif_bwd_op().call(opt(grads[0]), opt(grads[1]), saved_.x.unpack(), opt(saved_.beta.unpack()),
-                               opt(saved_.alpha.unpack()), opt(saved_.threshold.unpack()), opt(saved_.v0.unpack()),
+      return lif_bwd_op().call(opt(grads[0]), opt(grads[1]), x, opt(beta), opt(alpha), opt(threshold), opt(v0),
                                s.beta_s, s.alpha_s, s.threshold_s, s.reset, s.v_reset, s.surrogate,
                                s.surrogate_alpha, s.detach_reset, need[4], need[1], need[2], need[3]);
     });

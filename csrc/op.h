@@ -174,6 +174,8 @@ inline at::Tensor reduce_grad(const ParamTensor& q, const Param& layout, const a
   at::Tensor r;
   if (q.expanded) {
     r = g.view(c.neuron_shape).sum_to_size(q.given.sizes());
+  } else if (c.p.N == 0) {  // no neuron shares a value: a zero gradient (the layout below would divide by 0)
+    r = g.new_zeros(q.given.sizes());
   } else if (layout.period == c.p.N) {
     r = g.sizes() == q.given.sizes() ? g : g.view(q.given.sizes());  // per neuron: g is the gradient
   } else {

@@ -139,3 +139,41 @@ def test_tandem_parameters_in_every_broadcast_shape(op, layout):
     for name, a, b in zip(["loss", "x", "beta", "threshold"], *results):
         assert a.shape == b.shape and a.dtype == b.dtype, name
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12, msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("op", ["lif", "offline", "online"])
+def test_no_neurons_with_a_broadcast_learnable_parameter(op):
+    """A neuron dim of size 0 with a parameter broadcast over it (per channel) divided by zero in the C++ gradient
+    reduction: the process died of SIGFPE. The parameter's gradient is zeros of its shape, as the reference's."""
+    x = torch.randn(5, 2, 3, 0, 5, dtype=torch.float64, requires_grad=True)
+    grads = []
+    for fused in (True, False):
+        beta = torch.full((3, 1, 1), 0.9, dtype=torch.float64, requires_grad=True)
+        if op == "lif":
+            out = (lif if fused else lif_reference)(x, beta=beta).sum()
+        else:
+            fn = tandem_loss if fused else tandem_loss_reference
+            out = fn(x, torch.rand(2, 3, 0, 5, dtype=torch.float64), mode=op, beta=beta)[1]
+        if out.requires_grad:
+            out.backward()
+        grads.append(beta.grad)
+    assert grads[0] is not None and torch.equal(grads[0], torch.zeros(3, 1, 1, dtype=torch.float64))
+    assert grads[1] is None or torch.equal(grads[0], grads[1])
+
+
+@pytest.mark.parametrize("op", ["lif", "offline", "online"])
+def test_non_reentrant_checkpointing_gives_the_plain_gradient(op):
+    """The LIF op's backward unpacked its saved tensors with autograd off, so a non-reentrant torch.utils.checkpoint
+    recomputed nothing and raised CheckpointError ('saved during forward: 1, during recomputation: 0')."""
+    from torch.utils.checkpoint import checkpoint
+    x0, y = _problem(shape=(6,), dtype=torch.float64)
+
+    def run(x):
+        if op == "lif":
+            return lif(x * 1.0, beta=0.9).sum()
+        return tandem_loss(x * 1.0, y, mode=op, beta=0.9)[1]
+    x = x0.clone().requires_grad_(True)
+    checkpoint(run, x, use_reentrant=False).backward()
+    plain = x0.clone().requires_grad_(True)
+    run(plain).backward()
+    assert torch.equal(x.grad, plain.grad)
