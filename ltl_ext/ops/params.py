@@ -203,6 +203,14 @@ def _check_state(name: str, state, x: Tensor, where: str, shape) -> None:
                          f"{tuple(shape)}")
 
 
+def check_target_type(target) -> None:
+    """A target that is not a tensor gets a TypeError (before anything reads its attributes: the fused ops' schema
+    would answer with a dispatcher message, the online wrappers with an AttributeError)."""
+    if not isinstance(target, Tensor):
+        raise TypeError(f"target must be a floating tensor with the shape of one time step of x, got "
+                        f"{type(target).__name__}")
+
+
 def check_target(target, x: Tensor, *, time_dim: bool = True, check_values: bool = True) -> Tensor:
     """The teacher target of a tandem loss: same shape as one time step of ``x``, same device, no NaN.
 
@@ -210,7 +218,8 @@ def check_target(target, x: Tensor, *, time_dim: bool = True, check_values: bool
     every gradient of the layer into NaN. ``check_values=False`` (the fused ops): the NaN check is the C++ glue's
     on the CPU, and is not made per call on a GPU (a host sync).
     """
-    if not isinstance(target, Tensor) or not target.is_floating_point():
+    check_target_type(target)
+    if not target.is_floating_point():
         raise TypeError("target must be a floating tensor with the shape of one time step of x")
     want = x.shape[1:] if time_dim else x.shape
     if target.shape != want:

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from .library import _C, HAS_C
 from .lif import call_op, check_ready, check_same_device, grad_like, math_dtype, split_param
-from .params import check_continued_state, check_surrogate_alpha, check_v_reset, check_warmup
+from .params import check_continued_state, check_surrogate_alpha, check_target_type, check_v_reset, check_warmup
 
 __all__ = ["tandem_loss", "tandem_block", "tandem_block_", "online_state", "tandem_step"]
 
@@ -48,14 +48,6 @@ _ONLINE_INPLACE_FAST = getattr(_C, "tandem_online_", None) if HAS_C else None
 
 def _needs(t: Optional[Tensor]) -> bool:
     return t is not None and t.requires_grad
-
-
-def check_target_type(target) -> None:
-    """A target that is not a tensor gets a TypeError here (the op's schema would answer with a dispatcher message, the
-    online wrappers with an AttributeError); its dtype, shape, device and values are the op's to check."""
-    if not isinstance(target, Tensor):
-        raise TypeError(f"target must be a floating tensor with the shape of one time step of x, got "
-                        f"{type(target).__name__}")
 
 
 # ---- public API ---------------------------------------------------------------------------------------------

@@ -36,7 +36,10 @@ def _correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def check_labels(y: torch.Tensor, classes: int) -> None:
     """Labels must index the model's ``classes`` outputs: a ``ValueError`` names those that do not (cross-entropy
     would fail obscurely on the CPU and with a device assert on CUDA; accuracy would just count them wrong)."""
-    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= classes):
+    if not y.numel():
+        return
+    lo, hi = torch.stack(torch.aminmax(y)).tolist()        # one host sync for both ends
+    if lo < 0 or hi >= classes:
         bad = sorted(set(y[(y < 0) | (y >= classes)].tolist()))
         raise ValueError(f"labels {bad[:10]}{' ...' if len(bad) > 10 else ''} lie outside the model's {classes} "
                          f"classes [0, {classes - 1}]: the data and the model do not match")
@@ -87,7 +90,7 @@ def evaluate_spiking(model: nn.Module, loader: Iterable, *, teacher: Optional[nn
             c = (running.argmax(2) == y.unsqueeze(0)).sum(1).cpu()
             correct_t = c if correct_t is None else correct_t + c
             if teacher is not None:
-                teacher_correct += int(_correct(teacher(x), y).sum())
+                teacher_correct += int((teacher(x).argmax(1) == y).sum())    # y checked by _correct above
             n += len(y)
     finally:
         for h in handles:
