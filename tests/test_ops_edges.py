@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from ltl_ext.nn import LIF
 from ltl_ext.functional import (lif, lif_reference, online_state, tandem_block, tandem_block_, tandem_block_reference,
                                 tandem_block_reference_, tandem_loss, tandem_loss_reference, tandem_step,
                                 tandem_step_reference)
@@ -59,6 +60,37 @@ def test_surrogate_alpha_is_a_number(value):
     _refused_by_all(_every_op(x, y, surrogate_alpha=value), ValueError, "surrogate_alpha must be a positive float")
     for call in _every_op(x, y, surrogate_alpha=3).values():   # an int is a number
         call()
+
+
+@pytest.mark.parametrize("value", ["False", 1, None], ids=["string", "int", "None"])
+def test_detach_reset_is_a_bool(value):
+    """detach_reset="False" ran the references and nn.LIF with the reset detached (bool("False") is True), and the
+    fused ops answered with the dispatcher's schema message: now every op, its reference and nn.LIF refuse it."""
+    x, y = _problem()
+    _refused_by_all(_every_op(x, y, detach_reset=value), TypeError, "detach_reset must be True or False")
+    with pytest.raises(TypeError, match="detach_reset must be True or False"):
+        LIF(0.9, 1.0, detach_reset=value)
+    for call in _every_op(x, y, detach_reset=np.bool_(True)).values():   # numpy's bool is a bool
+        call()
+
+
+@pytest.mark.parametrize("fn", [tandem_block_, tandem_block_reference_])
+def test_inplace_state_that_shares_memory_is_refused(fn):
+    """tandem_block_(x, y, v, v, ...) took the same tensor as v and count, each update overwriting the other: a wrong
+    state with no error. State that shares memory with the other state or the inputs is refused before any write."""
+    x, y = _problem()
+    v, c = online_state(x[0], 4)
+    v32 = torch.zeros(x.shape[1:])
+    flat = torch.zeros(2 * x[0].numel())
+    for args, names in [((x, y, v32, v32), "v and count"), ((x, y, flat[:3], flat[1:4]), "v and count"),
+                        ((x, y, x[0], c), "x and v"), ((x, y, v, y), "target and count")]:
+        before = [t.clone() for t in args]
+        with pytest.raises(ValueError, match=f"{names} share memory"):
+            fn(*args, 0, beta=0.9)
+        assert all(torch.equal(a, b) for a, b in zip(args, before))
+    fn(x, y, v, c, 0, beta=0.9)   # a state of its own
+    state = torch.zeros(2, *x.shape[1:])
+    fn(x, y, state[0], state[1], 0, beta=0.9)   # views of one buffer that do not overlap
 
 
 @pytest.mark.parametrize("target", [[0.5, 0.5, 0.5], 0.5], ids=["list", "float"])

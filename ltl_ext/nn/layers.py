@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from .. import functional
 from ..ops.lif import math_dtype
-from ..ops.params import RESETS, SURROGATES, check_lif_values, is_compiling
+from ..ops.params import RESETS, SURROGATES, check_flag, check_lif_values, is_compiling
 from .encoding import ENCODINGS, encode, time_average  # noqa: F401 (re-exported: ltl_ext.nn.layers.encode)
 from .tandem_run import TandemRun
 
@@ -144,7 +144,7 @@ class LIF(nn.Module):
         self.v_reset = float(v_reset)
         self.surrogate = surrogate
         self.surrogate_alpha = surrogate_alpha
-        self.detach_reset = bool(detach_reset)
+        self.detach_reset = check_flag("detach_reset", detach_reset)
         self.min_threshold = float(min_threshold)
         if time_steps is not None and (isinstance(time_steps, bool) or not isinstance(time_steps, int)
                                        or time_steps < 1):   # (int(2.7) would run T = 2 without a word)

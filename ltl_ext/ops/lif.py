@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from .library import _C, HAS_C, HAS_CUDA_KERNELS, check_device
-from .params import check_surrogate_alpha, check_v_reset, is_compiling
+from .params import check_flag, check_surrogate_alpha, check_v_reset, is_compiling
 
 __all__ = ["lif"]
 
@@ -82,6 +82,7 @@ def lif(x: Tensor, *, beta, alpha=1.0, threshold=1.0, reset="soft", v_reset=0.0,
     th, ths = split_param("threshold", threshold)
     v_reset = check_v_reset(v_reset)   # never a tensor (no gradient)
     surrogate_alpha = check_surrogate_alpha(surrogate_alpha)   # the same, and never True (read as 1.0)
+    detach_reset = check_flag("detach_reset", detach_reset)
     out = call_op(_LIF_FWD_FAST, _LIF_FWD, x, b, a, th, v0, bs, as_, ths, reset, v_reset, surrogate, surrogate_alpha,
                   detach_reset)
     return out if return_v else out[0]

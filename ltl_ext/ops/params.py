@@ -148,6 +148,14 @@ def check_surrogate_alpha(surrogate_alpha) -> Optional[float]:
     return float(surrogate_alpha)
 
 
+def check_flag(name: str, value) -> bool:
+    """A yes/no setting (``detach_reset``) as a bool: True, False or a numpy bool, nothing else. ``bool()`` of the
+    string "False" is True, and the ops' schema would refuse it with a dispatcher message."""
+    if isinstance(value, bool) or (type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
 def check_x(x) -> None:
     """``x`` [T, *]: a floating tensor with at least one time step (of a block or a run)."""
     if not isinstance(x, Tensor):
@@ -184,7 +192,7 @@ def check_lif_args(x: Tensor, *, beta, alpha=1.0, threshold=1.0, reset="soft", v
     if v0 is not None:
         _check_state("v0", v0, x, "x.shape[1:]", x.shape[1:])
     return LIFParams(beta, alpha, threshold, reset, v_reset, v0, surrogate, float(surrogate_alpha),
-                     bool(detach_reset))
+                     check_flag("detach_reset", detach_reset))
 
 
 def _check_state(name: str, state, x: Tensor, where: str, shape) -> None:
@@ -230,6 +238,27 @@ def check_target(target, x: Tensor, *, time_dim: bool = True, check_values: bool
     if check_values and not is_compiling() and bool(torch.isnan(target).any()):
         raise ValueError("target contains NaN; check the teacher's activations and their normalisation")
     return target
+
+
+def check_unshared_state(**tensors) -> None:
+    """The in-place online block writes ``v`` and ``count`` while it reads ``x`` and the target: two of them in
+    overlapping memory (``v`` passed as ``count``, say) would update each other mid-block, a wrong state with no
+    error. Views of one buffer that do not overlap (``state[0]``, ``state[1]``) are fine."""
+    if is_compiling():   # (traced tensors have no addresses to compare)
+        return
+    spans = []
+    for name, t in tensors.items():
+        if not isinstance(t, Tensor) or t.device.type == "meta" or t.numel() == 0:
+            continue
+        last = sum((n - 1) * abs(st) for n, st in zip(t.shape, t.stride()))   # the farthest element, in elements
+        start = t.data_ptr()
+        end = start + (last + 1) * t.element_size()
+        for other, (device, s0, e0) in spans:
+            if device == t.device and start < e0 and s0 < end:
+                raise ValueError(f"tandem_block_: {other} and {name} share memory; the state is updated in place, "
+                                 f"so v and count must be tensors of their own (ltl_ext.functional.online_state "
+                                 f"makes them)")
+        spans.append((name, (t.device, start, end)))
 
 
 def check_warmup(mode: str, warmup: int, T: int) -> None:

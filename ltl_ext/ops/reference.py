@@ -18,7 +18,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .params import LIFParams, check_lif_args, check_step_args, check_target, check_warmup, check_x
+from .params import (LIFParams, check_lif_args, check_step_args, check_target, check_unshared_state, check_warmup,
+                     check_x)
 
 
 def surrogate_grad(u: Tensor, kind: str, a: float) -> Tensor:
@@ -177,6 +178,7 @@ def tandem_block_reference_(x: Tensor, target: Tensor, v: Tensor, count: Tensor,
         raise TypeError(f"the in-place count must be in v's dtype {v.dtype} or uint8, got {count.dtype}")
     if count.dtype == torch.uint8 and t0 + x.shape[0] > 255:
         raise ValueError(f"a uint8 count holds at most 255 steps, but this call ends at step {t0 + x.shape[0]}")
+    check_unshared_state(x=x, target=target, v=v, count=count)
     # the graph saves the state it read (for beta's gradient): a copy, so the update below cannot invalidate it
     s, loss, v_new, count_new = tandem_block_reference(
         x, target, v.clone(), count.to(v.dtype), t0, warmup=warmup, beta=beta, alpha=alpha, threshold=threshold,

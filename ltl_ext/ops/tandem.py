@@ -31,7 +31,8 @@ from torch import Tensor
 
 from .library import _C, HAS_C
 from .lif import call_op, check_ready, check_same_device, grad_like, math_dtype, split_param
-from .params import check_continued_state, check_surrogate_alpha, check_target_type, check_v_reset, check_warmup
+from .params import (check_continued_state, check_flag, check_surrogate_alpha, check_target_type,
+                     check_unshared_state, check_v_reset, check_warmup)
 
 __all__ = ["tandem_loss", "tandem_block", "tandem_block_", "online_state", "tandem_step"]
 
@@ -66,6 +67,7 @@ def tandem_loss(x: Tensor, target: Tensor, *, mode="offline", warmup=0, beta, al
     th, ts = split_param("threshold", threshold)
     v_reset = check_v_reset(v_reset)   # never a tensor (no gradient)
     surrogate_alpha = check_surrogate_alpha(surrogate_alpha)   # the same, and never True (read as 1.0)
+    detach_reset = check_flag("detach_reset", detach_reset)
     if mode == "offline":
         out = call_op(_OFFLINE_FWD_FAST, _OFFLINE_FWD, x, target, b, a, th, v0, bs, as_, ts, reset, v_reset,
                       surrogate, surrogate_alpha, detach_reset)
@@ -85,7 +87,7 @@ def tandem_block(x: Tensor, target: Tensor, v: Optional[Tensor], count: Optional
     ``tandem_loss`` (no gradient crosses time), in memory that grows with the block, not with T."""
     check_ready(x, "tandem_block", v=v, count=count)
     out = _online_block(False, x, target, v, count, t0, warmup, beta, alpha, threshold, reset, v_reset, surrogate,
-                        surrogate_alpha)
+                        surrogate_alpha, detach_reset)
     return out[0], out[1], out[2], out[3]
 
 
@@ -101,15 +103,18 @@ def tandem_block_(x: Tensor, target: Tensor, v: Tensor, count: Tensor, t0: int, 
     if v is None or count is None:
         raise ValueError("tandem_block_ updates the state in place: pass v and count tensors "
                          "(ltl_ext.functional.online_state makes the zero state)")
+    check_unshared_state(x=x, target=target, v=v, count=count)
     out = _online_block(True, x, target, v, count, t0, warmup, beta, alpha, threshold, reset, v_reset, surrogate,
-                        surrogate_alpha)
+                        surrogate_alpha, detach_reset)
     return out[0], out[1]
 
 
+
 def _online_block(in_place: bool, x, target, v, count, t0, warmup, beta, alpha, threshold, reset, v_reset, surrogate,
-                  surrogate_alpha):
+                  surrogate_alpha, detach_reset):
     """The online op over a block from the state (v, count): ``tandem_online_`` (the state updated in place) or
-    ``tandem_online`` (a new state returned), after the checks both share."""
+    ``tandem_online`` (a new state returned), after the checks both share. ``detach_reset`` is only checked: online
+    LTL has no gradient through time, so there is no reset path to detach."""
     if isinstance(t0, bool) or not isinstance(t0, int) or t0 < 0:
         raise ValueError(f"t0 must be the non-negative index of the block's first step, got {t0!r}")
     check_target_type(target)
@@ -120,6 +125,7 @@ def _online_block(in_place: bool, x, target, v, count, t0, warmup, beta, alpha, 
     th, ts = split_param("threshold", threshold)
     v_reset = check_v_reset(v_reset)   # never a tensor (no gradient)
     surrogate_alpha = check_surrogate_alpha(surrogate_alpha)   # the same, and never True (read as 1.0)
+    check_flag("detach_reset", detach_reset)
     g = torch.is_grad_enabled()
     needs = (g and x.requires_grad, g and _needs(b), g and _needs(a), g and _needs(th), g and _needs(target))
     lif = (reset, v_reset, surrogate, surrogate_alpha, t0, warmup)
