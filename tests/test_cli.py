@@ -9,6 +9,7 @@ import pytest
 from ltl_ext.cli import main
 
 TINY = ["--epochs", "1", "--teacher-epochs", "1", "--quiet"]
+WITH_TEACHER = ["--epochs", "1", "--quiet"]   # TINY for a run given its --teacher (it trains none)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,7 @@ def test_train_resume_and_reuse_teacher(run, npz, tmp_path, capsys):
     assert json.loads((run / "metrics.json").read_text())["epochs"] == 2
     rc = main(["train", "--data", "npz", "--data-dir", str(npz), "--teacher", str(run / "teacher.pt"), "-T", "4",
                "--mode", "online", "--memory", "constant", "--batch-size", "16", "--out", str(tmp_path),
-               "--schedule", "step:1:0.5", "--grad-clip", "5", "--weight-decay", "1e-4"] + TINY)
+               "--schedule", "step:1:0.5", "--grad-clip", "5", "--weight-decay", "1e-4"] + WITH_TEACHER)
     assert rc == 0
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["mode"] == "online" and m["memory"] == "constant" and m["config"]["warmup"] == 3
@@ -69,8 +70,8 @@ def test_train_resume_and_reuse_teacher(run, npz, tmp_path, capsys):
 
 def test_runs_are_not_overwritten(npz, tmp_path, capsys):
     base = ["train", "--data", "npz", "--data-dir", str(npz), "--arch", "mlp", "--hidden", "8", "-T", "2",
-            "--batch-size", "16", "--out", str(tmp_path)] + TINY
-    assert main(base) == 0
+            "--batch-size", "16", "--out", str(tmp_path)] + WITH_TEACHER
+    assert main(base + ["--teacher-epochs", "1"]) == 0
     before = {f: (tmp_path / f).read_bytes() for f in ("last.pt", "metrics.json", "teacher.pt")}
     assert main(base) == 2
     err = capsys.readouterr().err
@@ -221,8 +222,8 @@ def test_overwrite_keeps_the_teacher_it_starts_from(npz, tmp_path, capsys):
     """--overwrite --teacher OUT/teacher.pt (a new student from the same teacher) used to delete that teacher
     before reading it; a teacher that cannot be read must fail before anything of the old run is deleted."""
     base = ["train", "--data", "npz", "--data-dir", str(npz), "--arch", "mlp", "--hidden", "8", "-T", "2",
-            "--batch-size", "16", "--out", str(tmp_path)] + TINY
-    assert main(base) == 0
+            "--batch-size", "16", "--out", str(tmp_path)] + WITH_TEACHER
+    assert main(base + ["--teacher-epochs", "1"]) == 0
     teacher = (tmp_path / "teacher.pt").read_bytes()
     last = (tmp_path / "last.pt").read_bytes()
     assert main(base + ["--overwrite", "--teacher", str(tmp_path / "missing.pt")]) == 2
@@ -322,7 +323,7 @@ def test_eval_and_teacher_refuse_data_whose_classes_are_named_otherwise(npz, tmp
     assert len(err.splitlines()) == 1 and "label 0 is 'ant' there, 'bee' here" in err and "class_names" in err
     assert main(evaluate + [str(npz)]) == 0                   # integer labels: no names to compare
     assert main(["train", "--data", "npz", "--data-dir", str(tmp_path / "renamed.npz"), "--teacher",
-                 str(out / "teacher.pt"), "-T", "2", "--out", str(tmp_path / "student")] + TINY) == 2
+                 str(out / "teacher.pt"), "-T", "2", "--out", str(tmp_path / "student")] + WITH_TEACHER) == 2
     assert "wrong classes" in capsys.readouterr().err and not (tmp_path / "student").exists()
     old = load_checkpoint(out / "best.pt", kind="ltl_trainer")       # as written before the names were stored
     del old["teacher_spec"]["class_names"]
@@ -344,3 +345,33 @@ def test_architecture_flags_must_match_the_teacher_they_come_with(run, npz, tmp_
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and needle in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_teacher_from_another_split_is_refused(run, npz, tmp_path, capsys):
+    """train --teacher with another --seed (or --val-fraction, --limit, data set) than the teacher's run used to
+    train: its validation split then held images the teacher had trained on, and every validation figure (and the
+    epoch they select) looked better than it was. The teacher file records its split; a mismatch is refused."""
+    base = ["train", "--data", "npz", "--data-dir", str(npz), "--teacher", str(run / "teacher.pt"), "-T", "2",
+            "--quiet", "--out", str(tmp_path / "out")]
+    for flags, needle in ((["--seed", "1"], "seed 0; this run: seed 1"),
+                          (["--val-fraction", "0.5"], "val_fraction 0.1; this run: val_fraction 0.5"),
+                          (["--limit", "40"], "limit None; this run: limit 40")):
+        assert main(base + flags) == 2, flags
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "another train/validation split" in err and needle in err, err
+    assert not (tmp_path / "out").exists()
+    assert main(base + ["--seed", "1", "--val-fraction", "0", "--epochs", "0"]) == 0   # no validation: nothing leaks
+
+
+def test_teacher_training_flags_are_refused_with_a_loaded_teacher(run, npz, tmp_path, capsys):
+    """train --teacher with --teacher-epochs / --teacher-lr ignored them but wrote them to settings.json as if they
+    had trained the teacher. Now refused; a run that trains its teacher records the values it used."""
+    base = ["train", "--data", "npz", "--data-dir", str(npz), "--teacher", str(run / "teacher.pt"), "-T", "2",
+            "--quiet", "--out", str(tmp_path / "out")]
+    for flags in (["--teacher-epochs", "3"], ["--teacher-lr", "0.1"]):
+        assert main(base + flags) == 2, flags
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"{flags[0]} train this run's teacher" in err, err
+    assert not (tmp_path / "out").exists()
+    settings = json.loads((run / "settings.json").read_text())
+    assert settings["teacher_epochs"] == 1 and settings["teacher_lr"] == 0.05

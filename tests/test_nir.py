@@ -149,6 +149,9 @@ def test_a_model_carrying_its_normalisation_round_trips_exactly(tmp_path):
     back = ltl_ext.import_nir(tmp_path / "s.nir").eval()
     x = torch.rand(6, 1, 28, 28)
     assert torch.equal(_spikes(back, x)[0], _spikes(student, x)[0])
+    # normalization= on top of the model's own normalised the raw input twice, with no error
+    with pytest.raises(ValueError, match="normalises its input already .*input_norm"):
+        ltl_ext.export_nir(student, input_shape=(1, 28, 28), normalization=([0.3], [0.4]))
 
 
 @pytest.mark.parametrize("bad,needle", [

@@ -201,6 +201,29 @@ def _check_teacher_flags(args, spec: Optional[Dict[str, Any]], where) -> None:
                             f"{_as_list(have)}: drop --{key} (the teacher's widths are used)")
 
 
+def _split_record(data: str, limit: Optional[int], seed: int, val_fraction: float) -> Dict[str, Any]:
+    """What fixes a run's train/validation split (:func:`~ltl_ext.data.validation_split`), as a teacher file records
+    it: the data set, its --limit, the --seed and the --val-fraction."""
+    return {"data": data, "limit": limit, "seed": seed, "val_fraction": val_fraction}
+
+
+def _check_teacher_split(meta: Optional[Dict[str, Any]], split: Dict[str, Any], where) -> None:
+    """A teacher trained by this CLI on another train/validation split (another --seed, --val-fraction, --limit or
+    data set) trained on images that this run holds out for validation: every validation figure, and the epoch
+    they select, would then look better than it is, with no error. Teachers without the record (older files, the
+    Python API's) are not compared."""
+    theirs = (meta or {}).get("split")
+    if not isinstance(theirs, dict) or not split["val_fraction"]:
+        return
+    differ = [k for k in split if theirs.get(k) != split[k]]
+    if differ:
+        def flags(rec):
+            return ", ".join(f"{k} {rec.get(k)}" for k in differ)
+        raise UserError(f"--teacher {where} was trained on another train/validation split ({flags(theirs)}; this run: "
+                        f"{flags(split)}), so this run's validation images include some the teacher trained on: use "
+                        f"the teacher's settings, --val-fraction 0 (no validation), or let this run train its teacher")
+
+
 def _as_list(value):
     return list(value) if isinstance(value, (list, tuple)) else value
 

@@ -6,7 +6,8 @@ import time
 from pathlib import Path
 
 from .common import (RUN_FILES, UserError, _build_teacher, _final_test, _finish, _first_images, _limit, _metrics,
-                     _out_folder, _positive, _say, _torch)
+                     _out_folder, _positive, _say, _split_record, _torch)
+from ..data.loaders import DEFAULT_VAL_FRACTION
 
 
 #: The demo recipe: sized to finish in a few minutes on 2 CPU cores (its wall time and figures: the artefact
@@ -79,7 +80,9 @@ def run(args) -> int:
     _say(progress, f"{splits.describe()}\nteacher: {recipe['arch']}, {recipe['teacher_epochs']} epochs")
     history = train_teacher(teacher, train_loader, recipe["teacher_epochs"], lr=recipe["teacher_lr"],
                             device=args.device, progress=progress, val_loader=val_loader)
-    save_teacher(teacher, spec, out / "teacher.pt", {"data": "embedded", "history": history})
+    save_teacher(teacher, spec, out / "teacher.pt", {"data": "embedded", "history": history,
+                                                     "split": _split_record("embedded", _limit(args), args.seed,
+                                                                            DEFAULT_VAL_FRACTION)})
     val_accs = [h["val_acc"] for h in history if "val_acc" in h]    # none when --limit leaves no validation split
     _say(progress, (f"teacher validation accuracy {max(val_accs):.2f}%; " if val_accs else "")
          + f"LTL {args.mode}, T = {recipe['time_steps']}")

@@ -7,13 +7,18 @@ import time
 from pathlib import Path
 
 from .common import (ARCHS, RUN_FILES, UserError, _arch_kwargs, _build_teacher, _check_fits, _check_teacher_flags,
-                     _default_arch, _distributed, _final_test, _finish, _first_images, _load_data, _metrics,
-                     _out_folder, _percentile, _positive, _say, _torch, _val_fraction, add_data_args)
+                     _check_teacher_split, _default_arch, _distributed, _final_test, _finish, _first_images, _limit,
+                     _load_data, _metrics, _out_folder, _percentile, _positive, _say, _split_record, _torch,
+                     _val_fraction, add_data_args)
 from ..train.callbacks import CallbackList, CSVLogger, TensorBoardLogger
 from ..train.config import DEFAULT_LR
 
 #: flags that may differ when a run is resumed (where and how to run, how far); every other flag defines the run
 RESUMABLE = ("epochs", "resume", "overwrite", "out", "device", "workers", "quiet", "func", "command")
+
+
+#: The teacher this command trains when no --teacher is given.
+TEACHER_EPOCHS, TEACHER_LR = 10, 0.05
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -27,8 +32,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="hidden fc width(s) of cnn_small (one) or mlp (a list)")
     p.add_argument("--teacher", default=None, metavar="CKPT",
                    help="a teacher checkpoint (teacher.pt of an earlier run); default: train one")
-    p.add_argument("--teacher-epochs", type=int, default=10)
-    p.add_argument("--teacher-lr", type=float, default=0.05)
+    p.add_argument("--teacher-epochs", type=int, default=None,
+                   help=f"epochs of the teacher this run trains (default {TEACHER_EPOCHS}; not with --teacher)")
+    p.add_argument("--teacher-lr", type=float, default=None,
+                   help=f"its SGD learning rate (default {TEACHER_LR}; not with --teacher)")
     p.add_argument("--mode", choices=("offline", "online"), default="offline")
     p.add_argument("--memory", choices=("batched", "constant"), default="batched",
                    help="online mode: in blocks of --time-block steps (default) or one step at a time")
@@ -125,6 +132,24 @@ def _prepare_out(args, out: Path, is_main: bool) -> None:
     write_json(out / "settings.json", _settings(args))
 
 
+def _teacher_training_flags(args) -> None:
+    """--teacher-epochs and --teacher-lr train this run's teacher: checked, and their defaults filled in (so
+    settings.json records what trained it). With --teacher no teacher is trained; given there, they would be
+    ignored, yet recorded as if they had trained it. (--resume compares them with the run's settings.json.)"""
+    given = [flag for flag, v in (("--teacher-epochs", args.teacher_epochs), ("--teacher-lr", args.teacher_lr))
+             if v is not None]
+    if args.teacher and given and not args.resume:
+        raise UserError(f"{' and '.join(given)} train this run's teacher, but --teacher {args.teacher} loads one: "
+                        f"drop {' and '.join(given)}")
+    if args.teacher:
+        return
+    args.teacher_epochs = TEACHER_EPOCHS if args.teacher_epochs is None else args.teacher_epochs
+    args.teacher_lr = TEACHER_LR if args.teacher_lr is None else args.teacher_lr
+    _positive("--teacher-epochs", args.teacher_epochs, allow_zero=True)
+    if not args.teacher_lr >= 0:         # negative (or nan): SGD would refuse it once the teacher starts training
+        raise UserError(f"--teacher-lr must be >= 0, got {args.teacher_lr}")
+
+
 def _train(args, dist) -> int:
     t_start = time.perf_counter()
     _torch(args)
@@ -132,9 +157,7 @@ def _train(args, dist) -> int:
     from ..train import LocalTandemTrainer, load_teacher, save_teacher, train_teacher
     _positive("--epochs", args.epochs, allow_zero=True)
     _positive("--time-steps", args.time_steps)
-    _positive("--teacher-epochs", args.teacher_epochs, allow_zero=True)
-    if not args.teacher_lr >= 0:         # negative (or nan): SGD would refuse it once the teacher starts training
-        raise UserError(f"--teacher-lr must be >= 0, got {args.teacher_lr}")
+    _teacher_training_flags(args)
     percentile = _percentile(args.percentile, args.mode)
     if args.exact_targets and args.memory != "constant":
         raise UserError("--exact-targets applies to --memory constant (the only mode that compacts its targets)")
@@ -146,11 +169,13 @@ def _train(args, dist) -> int:
     train_loader, val_loader, test_loader = ltl_data.make_loaders(
         splits, batch_size=args.batch_size, val_fraction=_val_fraction(args), augment=augment, seed=args.seed,
         num_workers=args.workers)
+    split = _split_record(args.data, _limit(args), args.seed, _val_fraction(args))
     teacher = spec = None
     if args.teacher and not args.resume:   # read before --overwrite clears OUT: it may be OUT/teacher.pt
-        teacher, spec, _ = load_teacher(args.teacher)
+        teacher, spec, meta = load_teacher(args.teacher)
         _check_fits(spec, splits, args.teacher)
         _check_teacher_flags(args, spec, args.teacher)
+        _check_teacher_split(meta, split, args.teacher)
     _prepare_out(args, out, dist.is_main)     # once the flags, the data and the teacher are known to be good
     dist.barrier("preparing the output folder")
     ckpt = out / "last.pt"
@@ -168,7 +193,7 @@ def _train(args, dist) -> int:
             history = train_teacher(teacher, train_loader, args.teacher_epochs, lr=args.teacher_lr, device=device,
                                     progress=progress, val_loader=val_loader)
             if dist.is_main:
-                save_teacher(teacher, spec, out / "teacher.pt", {"data": args.data, "history": history})
+                save_teacher(teacher, spec, out / "teacher.pt", {"data": args.data, "history": history, "split": split})
         try:
             trainer = LocalTandemTrainer(
                 teacher, time_steps=args.time_steps, mode=args.mode, warmup=args.warmup, memory=args.memory,

@@ -43,7 +43,8 @@ def export_nir(model: nn.Module, *, input_shape: Optional[Sequence[int]] = None,
         dt: seconds per step in the NIR time constants.
         normalization: ``(mean, std)`` per channel (or per feature) applied to the raw input before the student
             (``x' = (x - mean) / std``); put in front of the graph as an affine node. ``None``: the graph takes
-            inputs already normalised.
+            the input the student takes (raw when the student has its own ``Normalize``, which is exported; a
+            student with one refuses ``normalization``: it would normalise twice).
 
     Returns: ``nir.NIRGraph`` with one ``Input`` and one ``Output`` node, type-checked by NIR.
     """
@@ -57,6 +58,10 @@ def export_nir(model: nn.Module, *, input_shape: Optional[Sequence[int]] = None,
     if not neurons:
         raise ValueError("export_nir takes a spiking student (a model with ltl_ext.nn.LIF layers); this model has "
                          "none (convert an ANN first: ltl_ext.convert)")
+    inner = next((name for name, m in student.named_modules() if _is_normalize(m)), None)
+    if normalization is not None and inner is not None:
+        raise ValueError(f"normalization=: the student normalises its input already (its module {inner!r}), so the "
+                         f"graph would normalise twice; drop normalization= (the graph takes raw input as it is)")
     T = time_steps if time_steps is not None else (model.time_steps if isinstance(model, SpikingModel)
                                                    else neurons[0][1].time_steps)
     T = None if T is None else _time_steps(T)     # None: not recorded
@@ -121,8 +126,8 @@ def export_nir(model: nn.Module, *, input_shape: Optional[Sequence[int]] = None,
     metadata = {"producer": f"ltl_ext {_version()}", "dt": float(dt),
                 "encoding": model.encoding if isinstance(model, SpikingModel) else "direct",
                 "readout": "output current of the last layer at every step; logits = its mean over time_steps",
-                "input": "raw (normalised in the graph)" if normalization is not None or any(
-                    _is_normalize(m) for m in student.modules()) else "as the student takes it (no normalisation)",
+                "input": "raw (normalised in the graph)" if normalization is not None or inner is not None
+                else "as the student takes it (no normalisation)",
                 "notes": "; ".join(sorted(notes))}
     if T is not None:   # unknown T is left out: nir.write cannot store None
         metadata["time_steps"] = T
