@@ -250,7 +250,7 @@ def main(argv=None) -> int:
         name = ("train_memory" + ("" if args.device == "cpu" else f"_{args.device}")
                 + ("" if args.precision == "32" else f"_{args.precision}"))
         path = write_artefact(name, {"network": "vgg11 (zoo), CIFAR-shaped synthetic batch", "rows": rows},
-                              command="python " + " ".join([Path(__file__).name] + (argv or sys.argv[1:])))
+                              command="python " + " ".join(["scripts/" + Path(__file__).name] + (argv or sys.argv[1:])))
         print(f"wrote {path}")
     return 0
 
