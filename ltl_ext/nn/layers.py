@@ -95,6 +95,7 @@ class LIF(nn.Module):
         learnable: ``False``, ``"threshold"``, ``"beta"`` or ``"both"``: which of threshold / beta are
             ``nn.Parameter`` s. In the forward a learnable threshold is clamped to ``>= min_threshold`` and a
             learnable beta to [0, 1] (the op validates its arguments; clamping keeps training from breaking it).
+            Assigning ``lif.learnable`` later re-registers them (new parameters: build the optimiser afterwards).
         time_steps: T, used to unfold ``[T*B, ...]``; :class:`SpikingModel` sets it.
         stepwise: if True each forward is the next ``block`` time steps ``[block*B, ...]`` (default one step,
             ``[B, ...]``) and the state ``v``, ``count``, ``t`` is kept (detached) between calls until
@@ -146,9 +147,9 @@ class LIF(nn.Module):
         self.surrogate_alpha = surrogate_alpha
         self.detach_reset = check_flag("detach_reset", detach_reset)
         self.min_threshold = float(min_threshold)
-        if time_steps is not None and (isinstance(time_steps, bool) or not isinstance(time_steps, int)
-                                       or time_steps < 1):   # (int(2.7) would run T = 2 without a word)
-            raise ValueError(f"time_steps must be a positive int or None, got {time_steps!r}")
+        if not (math.isfinite(self.min_threshold) and self.min_threshold > 0):   # (NaN fails too)
+            # the clamp is what keeps a learnt threshold > 0, and on the GPU nothing else checks it per call
+            raise ValueError(f"min_threshold must be a finite float > 0, got {min_threshold!r}")
         self.time_steps = time_steps
         self.stepwise = bool(stepwise)
         # which teacher activation this neuron learns from (set by convert; None = the module of the same name)
@@ -169,6 +170,15 @@ class LIF(nn.Module):
         if name in _STEP_STATE:   # plain attributes, set every step: Module.__setattr__'s checks cost ~4 us each
             self.__dict__[name] = value
             return
+        if name == "time_steps":  # checked at every assignment (SpikingModel sets it per forward: a plain attribute)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                # (int(2.7) would run T = 2 without a word; 0 failed in the forward with a ZeroDivisionError)
+                raise ValueError(f"time_steps must be a positive int or None, got {value!r}")
+            self.__dict__[name] = value
+            return
+        if name == "learnable" and self.__dict__.get("_ready", False):
+            self._set_learnable(value)   # re-registers threshold / beta: setting the flag alone would change nothing
+            return
         # plain buffer/parameter: (re)register; parametrized (torch.nn.utils.parametrize): its property setter
         if name in _TENSOR_PARAMS and self.__dict__.get("_ready", False) and (
                 name in self._buffers or name in self._parameters):
@@ -176,8 +186,27 @@ class LIF(nn.Module):
         else:
             super().__setattr__(name, value)
 
-    def _set_param(self, name: str, value) -> None:
-        """(Re)register ``name`` as a buffer or, if learnable, a parameter holding ``value``."""
+    def _set_learnable(self, learnable) -> None:
+        """``lif.learnable = ...`` after construction: threshold / beta become parameters or buffers as it says
+        (new ``nn.Parameter`` s: build the optimiser afterwards)."""
+        if learnable is True:
+            learnable = "both"
+        if learnable not in _LEARNABLE:
+            raise ValueError(f"learnable must be False, 'threshold', 'beta' or 'both', got {learnable!r}")
+        changed = set(self._learn) ^ set(_LEARNABLE[learnable])
+        hidden = sorted(n for n in changed if n not in self._buffers and n not in self._parameters)
+        if hidden:   # its tensor lives in the parametrization: changing the flag alone would change nothing
+            raise ValueError(f"cannot make {hidden} (un)learnable: parametrized (torch.nn.utils.parametrize); "
+                             f"set learnable before registering the parametrization, or remove it first")
+        for n in changed - set(_LEARNABLE[learnable]):   # a buffer again: its learnt value must be valid unclamped;
+            check_lif_values(**{n: getattr(self, n).detach()})   # checked before anything changes
+        self.__dict__["learnable"], self._learn = learnable or False, _LEARNABLE[learnable]
+        for n in sorted(changed):
+            self._set_param(n, getattr(self, n))
+
+    def _set_param(self, name: str, value, check: bool = True) -> None:
+        """(Re)register ``name`` as a buffer or, if learnable, a parameter holding ``value`` (its values checked
+        unless ``check`` is False: a learnt value loaded from a checkpoint, which the forward clamps)."""
         old = self._parameters.get(name, self._buffers.get(name))
         if isinstance(value, Tensor):
             new = value.detach()
@@ -186,9 +215,15 @@ class LIF(nn.Module):
             if old is not None:
                 new = new.to(old.device)
         else:
-            new = torch.tensor(float(value), dtype=old.dtype if old is not None else torch.get_default_dtype(),
+            try:
+                value = float(value)
+            except (TypeError, ValueError):   # (float()'s own message names neither the parameter nor the fix)
+                raise TypeError(f"LIF {name} must be a float or a tensor (per-neuron values: a tensor of the neuron "
+                                f"shape), got {type(value).__name__}") from None
+            new = torch.tensor(value, dtype=old.dtype if old is not None else torch.get_default_dtype(),
                                device=old.device if old is not None else None)
-        check_lif_values(**{name: new})   # here, once, not per call: the fused ops never sync to read values
+        if check:
+            check_lif_values(**{name: new})   # here, once, not per call: the fused ops never sync to read values
         if name in self._learn:
             if isinstance(old, nn.Parameter) and old.shape == new.shape:
                 with torch.no_grad():  # keep the Parameter object: optimisers hold it
@@ -238,8 +273,14 @@ class LIF(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         for n in _TENSOR_PARAMS:  # accept per-neuron values into a scalar module (and back)
             key = prefix + n
-            if key in state_dict and state_dict[key].shape != getattr(self, n).shape:
-                self._set_param(n, state_dict[key])   # the right shape (and valid values); loaded below
+            if key not in state_dict:
+                continue
+            # values checked as an assignment checks them (a GPU op never reads them), except learnt ones: they may
+            # have left the range while training (the forward clamps them), and their checkpoint must load
+            if state_dict[key].shape != getattr(self, n).shape:
+                self._set_param(n, state_dict[key], check=n not in self._learn)   # the right shape; loaded below
+            elif n not in self._learn:
+                check_lif_values(**{n: state_dict[key].detach()})
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         for n in _TENSOR_PARAMS:
             self._refresh_scalar(n)

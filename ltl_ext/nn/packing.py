@@ -55,6 +55,8 @@ class SpikeStore:
 
     def mark(self, s: Tensor) -> Tensor:
         """Remember ``s`` (a LIF's output) as spikes; returns it."""
+        if s.is_inference():   # made under torch.inference_mode: no graph will save it, and it has no version
+            return s           # counter to read (local losses computed for validation raised a RuntimeError here)
         root = s if s._base is None else s._base
         self._spikes[id(root)] = root
         self._versions[id(root)] = root._version

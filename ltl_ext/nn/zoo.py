@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
+import numbers
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -50,9 +51,11 @@ class Normalize(nn.Module):
     def __init__(self, mean: Sequence[float], std: Sequence[float]):
         super().__init__()
         mean_t, std_t = torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
-        if mean_t.dim() != 1 or mean_t.shape != std_t.shape or not bool((std_t > 0).all()):
-            raise ValueError(f"Normalize needs mean and std of C floats each, std > 0; got {list(mean)}, "
-                             f"{list(std)}")
+        # (a NaN mean made every output NaN, an infinite std every output 0, without a word)
+        if (mean_t.dim() != 1 or mean_t.numel() == 0 or mean_t.shape != std_t.shape or not bool((std_t > 0).all())
+                or not bool(mean_t.isfinite().all()) or not bool(std_t.isfinite().all())):
+            raise ValueError(f"Normalize needs mean and std of C finite floats each (C >= 1), std > 0; got "
+                             f"{mean!r}, {std!r}")
         self.register_buffer("mean", mean_t)
         self.register_buffer("std", std_t)
 
@@ -69,6 +72,22 @@ def _input_norm(mean: Optional[Sequence[float]], std: Optional[Sequence[float]])
     if (mean is None) != (std is None):
         raise ValueError("pass both mean and std (the input normalisation), or neither")
     return nn.Identity() if mean is None else Normalize(mean, std)
+
+
+def _check_sizes(num_classes: int, in_channels: int, input_norm: Optional[nn.Module], what: str = "in_channels"):
+    """Refuse sizes that build a model which is silently wrong, or fails deep in torch at its first forward: no
+    classes (logits ``[B, 0]``), and a :class:`Normalize` whose C is not the model's input channels (one mean for 3
+    channels broadcast over all of them; 3 for 1 channel made a 3-channel input the first conv refused)."""
+    for name, v in (("num_classes", num_classes), (what, in_channels)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    if not isinstance(input_norm, Normalize):
+        return
+    c = input_norm.mean.numel()
+    # (an MLP's in_features are C * H * W of an image [B, C, H, W], or of the same flattened, where one value fits)
+    if (c != in_channels) if what == "in_channels" else (in_channels % c != 0):
+        raise ValueError(f"mean and std have {c} values but the model takes {in_channels} input {what[3:]}: "
+                         f"give one per input channel (e.g. splits.mean, splits.std of the same data)")
 
 
 def _act(activation: Optional[nn.Module]) -> nn.Module:
@@ -103,11 +122,17 @@ class VGG(nn.Module):
                  batch_norm: bool = True, dropout: float = 0.2, bn_eps: float = 1e-4,
                  input_norm: Optional[nn.Module] = None):
         super().__init__()
+        _check_sizes(num_classes, in_channels, input_norm)
         self.input_norm = input_norm if input_norm is not None else nn.Identity()
+        if min((c for c, _ in convs), default=1) < 1 or min(hidden, default=1) < 1:
+            raise ValueError(f"every layer needs >= 1 channel / unit, got convs {[c for c, _ in convs]}, "
+                             f"hidden {list(hidden)}")
         blocks, cin, size = [], in_channels, input_size
         for cout, stride in convs:
             blocks.append(_conv_block(cin, cout, stride, activation, batch_norm, bn_eps))
             cin, size = cout, (size + 2 - 3) // stride + 1
+        if size < 1:       # (a Linear of 0 inputs, refused by the first forward deep in torch)
+            raise ValueError(f"input_size {input_size!r} leaves no features after the convs; give the input's size")
         self.features = nn.Sequential(*blocks)
         fin, fcs = cin * size * size, []
         for h in hidden:
@@ -178,6 +203,7 @@ class MLP(nn.Module):
                  activation: Optional[nn.Module] = None, batch_norm: bool = True, dropout: float = 0.2,
                  bn_eps: float = 1e-4, input_norm: Optional[nn.Module] = None):
         super().__init__()
+        _check_sizes(num_classes, in_features, input_norm, what="in_features")
         self.input_norm = input_norm if input_norm is not None else nn.Identity()
         layers, fin = [], in_features
         for i, h in enumerate(hidden):
@@ -237,6 +263,11 @@ class ResNet(nn.Module):
                  blocks: Sequence[int] = (2, 2, 2), activation: Optional[nn.Module] = None,
                  batch_norm: bool = True, input_norm: Optional[nn.Module] = None):
         super().__init__()
+        _check_sizes(num_classes, in_channels, input_norm)
+        if len(widths) == 0 or len(widths) != len(blocks) or any(int(n) < 1 for n in blocks):
+            # (zip dropped the stages one of them lacked, and a 0 still built one block, without a word)
+            raise ValueError(f"widths and blocks need one entry per stage, each stage >= 1 block; got widths "
+                             f"{list(widths)}, blocks {list(blocks)}")
         self.input_norm = input_norm if input_norm is not None else nn.Identity()
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=not batch_norm)
         self.bn1 = nn.BatchNorm2d(widths[0]) if batch_norm else nn.Identity()
