@@ -9,9 +9,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..nn import SpikingModel
+from ..ops.params import is_finite_number
 from .config import default_device, place_student
-from .evaluation import evaluate_spiking
-from .fit import check_epochs, warn_if_nothing_to_train
+from .evaluation import check_labels, evaluate_spiking
+from .fit import check_epochs, class_labels, no_batch_error, unpack_batch, warn_if_nothing_to_train
 from .progress import _len_or_none, _progress
 
 
@@ -21,6 +22,9 @@ class BPTTTrainer:
     steps, CE on the time-averaged readout, Adam. The baseline of the LTL-vs-BPTT comparison."""
 
     def __init__(self, student: nn.Module, time_steps: int = 16, lr: float = 1e-3, device=None):
+        # lr = 0 would "train" every epoch without changing a weight (Adam itself takes it); as LTLConfig checks
+        if not (is_finite_number(lr) and lr > 0):
+            raise ValueError(f"lr must be a positive number, got {lr!r}")
         self.device = default_device(device)
         if not isinstance(student, SpikingModel):
             student = SpikingModel(student, time_steps=time_steps)
@@ -31,10 +35,13 @@ class BPTTTrainer:
         self.history: List[Dict[str, Any]] = []
 
     def train_step(self, x: Tensor, y: Tensor) -> Dict[str, float]:
-        x, y = x.to(self.device), y.to(self.device)
+        x, y = x.to(self.device), class_labels(y).to(self.device)
         self.optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(self.student(x), y)      # spikes keep their graph: BPTT through every layer
+        logits = self.student(x)                        # spikes keep their graph: BPTT through every layer
+        check_labels(y, logits.shape[-1])               # else a bare IndexError (CPU) or a device assert (CUDA)
+        loss = F.cross_entropy(logits, y)
         loss.backward()
+        _check_finite(loss, self.optimizer, x)
         self.optimizer.step()
         return {"loss": float(loss.detach()), "ce": float(loss.detach())}
 
@@ -42,16 +49,17 @@ class BPTTTrainer:
             progress: bool = True) -> List[Dict[str, Any]]:
         check_epochs(epochs)
         warn_if_nothing_to_train(len(self.history), epochs, stacklevel=3)
-        for epoch in range(len(self.history), epochs):
+        first = len(self.history)
+        for epoch in range(first, epochs):
             self.student.train()
             t0, loss_sum, seen = time.perf_counter(), 0.0, 0
-            for x, y in _progress(loader, progress, desc=f"BPTT epoch {epoch + 1}/{epochs}",
-                                  total=_len_or_none(loader)):
+            for batch in _progress(loader, progress, desc=f"BPTT epoch {epoch + 1}/{epochs}",
+                                   total=_len_or_none(loader)):
+                x, y = unpack_batch(batch, "fit")
                 loss_sum += self.train_step(x, y)["loss"] * len(y)   # a mean over samples, as LTL's epochs report
                 seen += len(y)
             if seen == 0:   # else the epoch would be recorded with a loss of 0, as if trained
-                raise ValueError(f"fit: the training loader yielded no sample in epoch {epoch + 1} (an empty data "
-                                 f"set, or a batch size larger than the data with drop_last?)")
+                raise no_batch_error(epoch, epoch > first, "sample")
             entry = {"epoch": epoch + 1, "seconds": time.perf_counter() - t0, "loss": loss_sum / seen}
             if val_loader is not None:
                 entry["student_acc"] = evaluate_spiking(self.student, val_loader, device=self.device)["student_acc"]
@@ -61,3 +69,15 @@ class BPTTTrainer:
     def evaluate(self, loader: Iterable, **kw) -> Dict[str, Any]:
         return evaluate_spiking(self.student, loader, device=self.device, **kw)
 
+
+def _check_finite(loss: Tensor, opt: torch.optim.Optimizer, x: Tensor) -> None:
+    """A NaN or infinite loss or gradient stops training before the optimiser step, as LTL's steps do. Why the
+    gradient too: a NaN input pixel fires no spike, so the loss stays finite, but the first layer's weight gradient
+    (spikes' surrogate times the input) is NaN: the weights turned NaN in silence and the accuracy collapsed."""
+    grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
+    finite = torch.stack([torch.isfinite(loss).all()] + [torch.isfinite(g).all() for g in grads]).all()
+    if bool(finite):
+        return
+    where = "the loss" if not bool(torch.isfinite(loss)) else "the gradient (the loss is finite)"
+    cause = "the input batch holds NaN or inf" if not bool(torch.isfinite(x).all()) else "lower the learning rate"
+    raise FloatingPointError(f"BPTT: non-finite values in {where}; the weights were not updated ({cause})")

@@ -12,7 +12,8 @@ from ..ltl import tandem
 from ..nn import LIF, SpikingModel
 from .config import LTLConfig, default_warmup
 from .engine import ltl_step
-from .evaluation import per_layer
+from .evaluation import check_labels, per_layer
+from .fit import class_labels, unpack_batch
 from .progress import _progress
 
 
@@ -50,9 +51,15 @@ def calibrate(teacher: nn.Module, model: SpikingModel, loader: Iterable, base: L
     tail, sums = max(1, steps // 10), {}
     try:
         it = _cycle(loader)
+        classes = None
         for i in _progress(range(steps), progress, desc="calibrate"):
-            x, y = next(it)
-            stats = ltl_step(model, link, opt, x.to(device), y.to(device), config, scaler=scaler)
+            x, y = unpack_batch(next(it), "calibrate")
+            x, y = x.to(device), class_labels(y).to(device)
+            if classes is None:    # the teacher's output width, from one sample (as the trainer's steps check)
+                with torch.no_grad():
+                    classes = int(teacher(x[:1]).shape[-1])
+            check_labels(y, classes)   # else a bare IndexError (CPU) or a device assert (CUDA) in the CE
+            stats = ltl_step(model, link, opt, x, y, config, scaler=scaler)
             if i >= steps - tail:
                 for k, v in stats.items():
                     sums[k] = sums.get(k, 0.0) + v / tail
@@ -96,11 +103,17 @@ def _calibration_params(model: nn.Module, train_thresholds: bool):
 
 
 def _cycle(loader):
+    passes = 0
     while True:
         empty = True
         for batch in loader:
             empty = False
             yield batch
         if empty:
-            raise ValueError("the loader yields no batch")
+            # after a first pass, the loader was a one-shot iterator (a generator, iter(loader)): say so, rather
+            # than call a loader that yielded batches empty
+            raise ValueError("calibrate: the loader yields no batch" if not passes else
+                             "calibrate: the loader yielded no batch on its second pass (a one-shot iterator or "
+                             "generator?); steps cycle the loader: pass a DataLoader or a list of batches")
+        passes += 1
 

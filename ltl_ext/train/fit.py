@@ -23,6 +23,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
+import torch
+from torch import Tensor
 from torch.optim import lr_scheduler
 
 from .checkpoint import rng_state, set_rng_state, write_json
@@ -45,6 +47,15 @@ def fit(trainer, train_loader: Iterable, epochs: int, val_loader: Optional[Itera
     if checkpoint_every is not None and checkpoint is None:
         # without a file to write, checkpoint_every would silently save nothing
         raise ValueError("fit: checkpoint_every needs checkpoint= (the file the mid-epoch checkpoints go to)")
+    if callback is not None and not callable(callback):
+        # else a TypeError only once the first epoch is trained and evaluated
+        raise TypeError(f"fit: callback must be a function of the epoch's history entry, got {type(callback).__name__}"
+                        f" (Callback objects go to LocalTandemTrainer(callbacks=[...]))")
+    for name, path, example in (("checkpoint", checkpoint, "last.pt"), ("best_checkpoint", best_checkpoint, "best.pt"),
+                                ("metrics_path", metrics_path, "history.json")):
+        if path is not None and Path(path).is_dir():
+            # else an IsADirectoryError at the first save, after an epoch (or checkpoint_every steps) of training
+            raise ValueError(f"fit: {name} must be a file path, got the directory {path} (e.g. {Path(path) / example})")
     if best_checkpoint is not None and val_loader is None:
         # the best epoch is chosen on validation: without it best.pt would silently never be written
         raise ValueError("fit: best_checkpoint needs a val_loader (the best epoch is chosen on validation); "
@@ -60,6 +71,7 @@ def fit(trainer, train_loader: Iterable, epochs: int, val_loader: Optional[Itera
     progress = progress and dist.is_main
     start_schedule(trainer, epochs)
     trainer.callbacks.on_fit_start(trainer)
+    first = trainer.epoch                # epochs before it in this call read the loader: see no_batch_error
     while trainer.epoch < epochs:
         skip, resume_rng = _begin_epoch(trainer, train_loader)
         t0 = time.perf_counter() - trainer._epoch_sums.get("seconds", 0.0)
@@ -67,7 +79,8 @@ def fit(trainer, train_loader: Iterable, epochs: int, val_loader: Optional[Itera
         bar = _progress(train_loader, progress, desc=f"LTL {trainer.mode} epoch {trainer.epoch + 1}/{epochs}",
                         total=_len_or_none(train_loader))
         seen = 0
-        for i, (x, y) in enumerate(bar):
+        for i, batch in enumerate(bar):
+            x, y = unpack_batch(batch, "fit")
             seen += 1
             if i < skip:
                 if i == skip - 1:
@@ -89,8 +102,7 @@ def fit(trainer, train_loader: Iterable, epochs: int, val_loader: Optional[Itera
             if max_steps is not None and trainer.step_in_epoch >= max_steps:
                 break
         if seen == 0:
-            raise ValueError(f"fit: the training loader yielded no batch in epoch {trainer.epoch + 1} (an empty "
-                             f"data set, or a batch size larger than the data with drop_last?)")
+            raise no_batch_error(trainer.epoch, trainer.epoch > first)
         trainer._epoch_sums["seconds"] = time.perf_counter() - t0
         if checkpoint is not None:       # the epoch's training is saved before anything can fail in evaluation
             trainer.save(checkpoint)
@@ -108,6 +120,45 @@ def fit(trainer, train_loader: Iterable, epochs: int, val_loader: Optional[Itera
             trainer.save(best_checkpoint)
     trainer.callbacks.on_fit_end(trainer, trainer.history)
     return trainer.history
+
+
+def unpack_batch(batch, where: str) -> Tuple[Tensor, Tensor]:
+    """A loader's batch as ``(inputs, labels)`` tensors. Why: a dict, a triple or numpy arrays would otherwise fail
+    deep inside a step with an AttributeError or an unpacking error that does not say what the loader must yield."""
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        kind = f"a {type(batch).__name__}" + (f" of {len(batch)}" if isinstance(batch, (tuple, list)) else "")
+        raise TypeError(f"{where}: the loader must yield (inputs, labels) pairs, got {kind} (a dict or a longer "
+                        f"tuple: wrap the loader, e.g. ((b['image'], b['label']) for b in loader))")
+    x, y = batch
+    if not isinstance(x, Tensor) or not isinstance(y, Tensor):
+        raise TypeError(f"{where}: inputs and labels must be torch tensors, got {type(x).__name__} and "
+                        f"{type(y).__name__} (numpy arrays: torch.from_numpy)")
+    return x, y
+
+
+def class_labels(y: Tensor) -> Tensor:
+    """Labels as the int64 class indices ``[B]`` the cross-entropy takes. Why: int32 labels (numpy's default on some
+    platforms) made the cross-entropy fail with a bare dtype error, and one-hot float labels ``[B, classes]`` trained
+    silently as soft targets (offline LTL, BPTT) while evaluation refuses them."""
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise TypeError(f"labels must be integer class indices, got dtype {y.dtype} (one-hot [B, classes]: "
+                        f"y.argmax(1); class indices held as floats: y.long())")
+    if y.dim() != 1:
+        raise ValueError(f"labels must be class indices of shape [B], got shape {tuple(y.shape)} (a column "
+                         f"[B, 1]: y.squeeze(1))")
+    return y.long()
+
+
+def no_batch_error(epoch: int, after_batches: bool, what: str = "batch") -> ValueError:
+    """The error of an epoch (0-based ``epoch``) whose loader yielded nothing. Why ``after_batches``: a one-shot
+    iterator (a generator, ``iter(loader)``) yields its batches in the first epoch and nothing after; called an
+    empty data set, that would send the user looking at the data instead of at the loader."""
+    if after_batches:
+        return ValueError(f"fit: the training loader yielded no {what} in epoch {epoch + 1}, after yielding some "
+                          f"in the epoch before: a one-shot iterator or generator? Each epoch iterates the loader "
+                          f"anew: pass a DataLoader or a list of batches")
+    return ValueError(f"fit: the training loader yielded no {what} in epoch {epoch + 1} (an empty data set, or a "
+                      f"batch size larger than the data with drop_last?)")
 
 
 def check_epochs(epochs) -> None:
@@ -146,9 +197,15 @@ def start_schedule(trainer, epochs: int) -> None:
             raise TypeError("schedule: ReduceLROnPlateau steps on a metric, which the trainer's once-per-epoch "
                             "scheduler.step() does not pass; use a schedule that needs none (StepLR, ExponentialLR, "
                             "'cosine', 'step:E1,E2:gamma', ...)")
+        if scheduler is not None and not (hasattr(scheduler, "step") and hasattr(scheduler, "state_dict")):
+            # else an AttributeError once the first epoch is trained (step) or at the first save (state_dict)
+            raise TypeError(f"schedule: the factory must return a learning-rate scheduler (torch.optim.lr_scheduler"
+                            f".StepLR(opt, ...), say) or None, got {type(scheduler).__name__}")
         trainer.scheduler = scheduler
     else:
-        trainer.scheduler = schedule_by_name(trainer.config.schedule, max(epochs, 1))(trainer.optimizer)
+        factory = schedule_by_name(trainer.config.schedule, max(epochs, 1))
+        # None for the other names of no schedule ("constant", "None", " none "), which the config accepts
+        trainer.scheduler = None if factory is None else factory(trainer.optimizer)
     trainer.schedule_epochs = epochs
 
 

@@ -98,6 +98,11 @@ class LocalTandemTrainer:
             self._teacher_hooks.append(self.teacher.register_forward_pre_hook(time_average))
         if not isinstance(student, SpikingModel):
             student = SpikingModel(student, time_steps=time_steps, encoding=encoding)
+        elif student.encoding != encoding:
+            # the step, the teacher's view of sequences and the checkpoint's config follow ``encoding``: a student
+            # encoding otherwise trained (poisson under "direct") or failed deep in a layer (sequences, "none")
+            raise ValueError(f"the student SpikingModel encodes its input as {student.encoding!r} but "
+                             f"encoding={encoding!r}: pass encoding={student.encoding!r} (or a bare student)")
         student.time_steps = time_steps          # the SpikingModel passes T on to its LIFs
         self.student = place_student(student, self.device,
                                      all_steps_at_once=self.config.block_steps() == self.config.time_steps)
@@ -147,6 +152,18 @@ class LocalTandemTrainer:
     # ------------------------------------------------------------------------------------------ one step
     def train_step(self, x: Tensor, y: Tensor) -> Dict[str, float]:
         """One LTL step on a batch (all layers at once); returns the losses as floats."""
+        y = fit_loop.class_labels(y)
+        if not x.is_floating_point():      # else a bare dtype error deep in the first layer
+            raise TypeError(f"inputs must be floating point, got {x.dtype} (8-bit images: x.float() / 255, the "
+                            f"[0, 1] range ltl_ext.data's loaders yield)")
+        # else a bare batch-size error in the cross-entropy, or none at all when encoding="none" is given [B, ...]
+        # where B happens to equal T
+        time_major = self.config.encoding == "none" and x.dim() > 1
+        batch = x.shape[1] if time_major else x.shape[0]
+        if y.shape[0] != batch:
+            layout = "time-major [T, B, ...] (encoding='none')" if time_major else "[B, ...]"
+            raise ValueError(f"{y.shape[0]} labels for a batch of {batch} inputs (shape {tuple(x.shape)}, read as "
+                             f"{layout}): the inputs and labels of a batch must match")
         self._check_labels(x, y)
         return ltl_step(self.replica, self.link, self.optimizer, x.to(self.device), y.to(self.device),
                         self.config, scaler=self.scaler)
