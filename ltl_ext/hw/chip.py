@@ -134,9 +134,13 @@ def _neuron_shapes(model: nn.Module, example_input, lifs) -> Dict[int, tuple]:
                 shapes.setdefault(_id, tuple(args[0].shape[1:]))
         handles.append(lif.register_forward_pre_hook(hook))
     was_training = model.training
+    # the dry forward draws read noise (and Poisson input spikes) from the global generators: forked, so that a
+    # chip made with an example input gives the same results after torch.manual_seed as one made without
+    device = getattr(example_input, "device", torch.device("cpu"))
+    accel = [] if device.type == "cpu" else [device]
     try:
         model.eval()
-        with torch.no_grad():
+        with torch.random.fork_rng(devices=accel, device_type=device.type), torch.no_grad():
             model(example_input)
     finally:
         model.train(was_training)
@@ -172,6 +176,12 @@ def program(student: nn.Module, dev: DeviceModel, seed: int = 0, *, example_inpu
     if getattr(student, "_ltl_chip", None) is not None or any(
             isinstance(m, (AnalogWeight, PairWeight, NeuronMismatch, Converters)) for m in student.modules()):
         raise ValueError("this model is already a chip; program the clean student (noise.unprogram(chip) gives one)")
+    foreign = [n for n, m in analog_layers(student) if parametrize.is_parametrized(m, "weight")]
+    if foreign:
+        # a weight under another parametrization (e.g. weight_norm) keeps its tensors in original0/1: calibration
+        # would train nothing of the layer and unprogram would fail with an AttributeError deep in parametrize
+        raise ValueError(f"the weights of {foreign} are already parametrized (e.g. weight_norm): bake them into plain "
+                         f"weights first (torch.nn.utils.parametrize.remove_parametrizations(layer, 'weight'))")
     chip = _copy_model(student)
     layers = analog_layers(chip)
     if not layers:

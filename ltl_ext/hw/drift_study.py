@@ -45,8 +45,9 @@ def run_drift_study(trainer, calib_loader, test_loader: Iterable, *, preset: str
                     callback=None) -> Dict[str, Any]:
     """The study (module docstring). ``calib_loader``: a loader or ``seed -> loader``; ``in_the_loop``: ``None``,
     ``"spikes"`` or ``"membrane"``. Returns a JSON-able dict."""
-    if chips < 1 or steps < 0:
-        raise ValueError(f"need chips >= 1 and steps >= 0, got {chips}, {steps}")
+    if any(isinstance(v, bool) or not isinstance(v, int) for v in (chips, steps)) or chips < 1 or steps < 0:
+        # (chips=2.0 failed in range() only after the ideal and control runs; steps=True ran one step)
+        raise ValueError(f"need ints chips >= 1 and steps >= 0, got {chips!r}, {steps!r}")
     times = sorted(float(t) for t in drift_times)
     if not times or times[0] <= 0 or calib_time <= 0:
         raise ValueError(f"drift times and calib_time must be > 0 s, got {drift_times}, {calib_time}")

@@ -66,7 +66,8 @@ from .pairs import PairWeight
 
 __all__ = ["DeviceModel", "PRESETS", "AnalogWeight", "PairWeight", "NeuronMismatch", "program", "at", "unprogram",
            "save_chip", "load_chip",
-           "chip_info", "noise_aware", "analog_layers", "lif_layers", "noise_buffers", "programmed_parameters"]
+           "chip_info", "noise_aware", "read_noise", "analog_layers", "lif_layers", "noise_buffers",
+           "programmed_parameters"]
 
 
 # -------------------------------------------------------------------------------------- noise-aware training
@@ -81,9 +82,14 @@ def noise_aware(model: nn.Module, read_sigma: float = 0.1, mode: str = "multipli
     dev = DeviceModel(programming_sigma=0.0, mode=mode, read_sigma=read_sigma)
     done, handles = [], []
     try:
-        for i, (_, m) in enumerate(analog_layers(model)):
+        for i, (name, m) in enumerate(analog_layers(model)):
             if parametrize.is_parametrized(m, "weight"):
-                continue  # already a chip layer: it has its own read noise setting
+                if any(isinstance(p, (AnalogWeight, PairWeight)) for p in m.parametrizations.weight):
+                    continue  # already a chip layer: it has its own read noise setting
+                # another parametrization (e.g. weight_norm): skipping it trained the layer without noise, unnoticed
+                raise ValueError(f"layer {name!r} has a parametrized weight (e.g. weight_norm) that "
+                                 f"noise_aware cannot add read noise to: remove the parametrization first "
+                                 f"(torch.nn.utils.parametrize.remove_parametrizations(layer, 'weight'))")
             parametrize.register_parametrization(m, "weight", AnalogWeight(m.weight, dev, 0, i))
             done.append(m)
             handles += [m.register_state_dict_post_hook(_plain_keys),
@@ -119,6 +125,8 @@ def _parametrized_keys(module, state_dict, prefix, *args) -> None:
 @contextlib.contextmanager
 def read_noise(chip: nn.Module, enabled: bool) -> Iterator[nn.Module]:
     """Switch a chip's read noise on/off for a block (e.g. ``enabled=False`` to evaluate deterministically)."""
+    if not isinstance(enabled, bool):   # read_noise(chip, "off") is truthy: it left the noise on without a word
+        raise TypeError(f"enabled must be True or False, got {enabled!r}")
     params = [m for m in chip.modules() if isinstance(m, (AnalogWeight, PairWeight))]
     old = [p.read_enabled for p in params]
     try:

@@ -117,6 +117,7 @@ class PairWeight(nn.Module):
         self.register_buffer("nu", nu.to(w.device))
         n = 2 * w.numel()
         n_off, n_on = int(round(dev.stuck_off * n)), int(round(dev.stuck_on * n))
+        n_on = min(n_on, n - n_off)    # both rounded up: never more stuck devices than the pairs have
         mask, value = torch.zeros(n, dtype=torch.bool), torch.zeros(n, dtype=w.dtype)
         if n_off + n_on:
             perm = torch.randperm(n, generator=generators("stuck"))

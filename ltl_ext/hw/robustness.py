@@ -188,8 +188,9 @@ def run_study(trainer, calib_loader: Iterable, test_loader: Iterable, *, sigmas:
     ``(name, DeviceModel kwargs)``; a setting without randomness (levels only) is measured on one chip.
     ``callback(results)`` is called after every chip (to write partial results). Returns a JSON-able dict.
     """
-    if chips < 1:
-        raise ValueError(f"chips must be >= 1, got {chips}")
+    if isinstance(chips, bool) or not isinstance(chips, int) or chips < 1:
+        # (chips=2.0 failed in range() only after the ideal and control runs)
+        raise ValueError(f"chips must be an int >= 1, got {chips!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         # a negative count skipped calibration silently ("after" = "before") and passed the protocol's <= 300
         raise ValueError(f"steps must be an int >= 0, got {steps!r}")

@@ -32,6 +32,16 @@ def binomial_se(acc: float, n: int) -> float:
     return 100.0 * math.sqrt(p * (1 - p) / n)
 
 
+def _accuracies(name: str, values: Sequence[float]) -> list:
+    """``values`` as a list of finite floats: a NaN accuracy made every comparison false, so the claim came out
+    "not measurable" instead of an error (tensors and generators are taken too)."""
+    out = [float(v) for v in values]
+    bad = [v for v in out if not math.isfinite(v)]
+    if bad:
+        raise ValueError(f"{name} must be finite accuracies (%), got {bad}: a chip or its evaluation failed")
+    return out
+
+
 def _mean_sd(values: Sequence[float]) -> tuple:
     k = len(values)
     m = sum(values) / k
@@ -40,6 +50,7 @@ def _mean_sd(values: Sequence[float]) -> tuple:
 
 def cost_resolution(ideal: float, before: Sequence[float], n: int) -> float:
     """Twice the standard error of ``ideal - mean(before)`` (module docstring), in points."""
+    before = _accuracies("before", before)
     if not before:
         raise ValueError("no chip measured")
     m, sd = _mean_sd(before)
@@ -56,6 +67,10 @@ def verdict(ideal: float, before: Sequence[float], after: Sequence[float], n: in
     samples. Returns ``status`` (``"holds"``, ``"fails"``, ``"not measurable"``), ``strict``, ``recovered``
     (without the control), ``cost``, ``resolution``, ``gain``, ``reason``.
     """
+    before, after = _accuracies("before", before), _accuracies("after", after)
+    ideal = _accuracies("ideal", [ideal])[0]
+    if control is not None:
+        control = _accuracies("control", [control])[0]
     if len(before) != len(after) or not before:
         raise ValueError(f"need one 'after' per 'before' chip, got {len(before)} and {len(after)}")
     if not 0 < target <= 1:
