@@ -31,7 +31,8 @@ from torch import nn
 from ..nn import LIF, ClampReLU
 from ..nn.zoo import Normalize
 
-__all__ = ["before_readout", "expose_activations", "modularise", "readout_position", "trace", "WEIGHT_LAYERS"]
+__all__ = ["before_readout", "expose_activations", "modularise", "readout_position", "rewire_in_place", "trace",
+           "WEIGHT_LAYERS"]
 
 WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
@@ -43,6 +44,10 @@ _FUNCTIONAL = {F.relu: "relu", torch.relu: "relu", torch.relu_: "relu", "relu": 
                "clip": "clamp", "clip_": "clamp",
                torch.clamp_min: "clamp_min", torch.clamp_min_: "clamp_min", "clamp_min": "clamp_min",
                "clamp_min_": "clamp_min"}
+#: in-place forms: their input holds the activation afterwards (by target; or by the index of ``inplace``)
+_IN_PLACE = {torch.relu_, "relu_", F.hardtanh_, F.leaky_relu_, torch.clamp_, "clamp_", "clip_", torch.clamp_min_,
+             "clamp_min_"}
+_INPLACE_ARG = {F.relu: 1, F.relu6: 1, F.hardtanh: 3, F.leaky_relu: 2}
 #: nonlinearities a spiking neuron (rate in [0, 1] x scale) cannot stand for
 _UNSUPPORTED_MODULES = (nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.ELU, nn.SELU, nn.CELU, nn.Softplus, nn.Mish,
                         nn.Hardswish, nn.Hardsigmoid, nn.PReLU, nn.RReLU, nn.LogSigmoid, nn.Softsign, nn.Tanhshrink,
@@ -125,6 +130,39 @@ def _activation_module(node: fx.Node) -> Optional[nn.Module]:
     return ClampReLU(float(hi))
 
 
+def _in_place(node: fx.Node) -> bool:
+    """Whether the functional activation ``node`` writes its result into its input."""
+    if node.target in _IN_PLACE:
+        return True
+    i = _INPLACE_ARG.get(node.target) if node.op == "call_function" else None
+    return i is not None and bool(_arg(node, i, "inplace", False))
+
+
+def _read_after(call: fx.Node, src: fx.Node) -> None:
+    """Every node after ``call`` reading ``src`` reads ``call``'s output instead (``src`` changed in place)."""
+    n = call.next
+    while n.op != "root":
+        if src in n.all_input_nodes:
+            n.replace_input_with(src, call)
+        n = n.next
+
+
+def rewire_in_place(model: nn.Module, graph: fx.Graph) -> bool:
+    """On ``graph`` (edited in place): the nodes reading the input of an in-place activation module
+    (``nn.ReLU(inplace=True)``) after its call read its output instead; whether any did. Why: the neuron that
+    replaces it writes nothing in place, so after ``self.act(h)`` with the result unused the next layer read h
+    raw, and the neuron's spikes went nowhere."""
+    changed = False
+    for node in list(graph.nodes):
+        if (node.op == "call_module" and getattr(model.get_submodule(node.target), "inplace", False) is True
+                and node.args and isinstance(node.args[0], fx.Node)):
+            src = node.args[0]
+            later = len(src.users)
+            _read_after(node, src)
+            changed = changed or len(src.users) != later
+    return changed
+
+
 def readout_position(model: nn.Module, graph: fx.Graph) -> int:
     """Index in ``graph.nodes`` of the last weight layer's call (the readout); len(nodes) if there is none."""
     nodes = list(graph.nodes)
@@ -175,6 +213,8 @@ def modularise(model: nn.Module, graph: fx.Graph) -> Dict[str, nn.Module]:
         with graph.inserting_after(node):
             call = graph.call_module(name, (node.args[0],))
         node.replace_all_uses_with(call)
+        if _in_place(node):   # later reads of its input see the activated value (`h.relu_()`, result unused):
+            _read_after(call, node.args[0])   # else the module's output went nowhere and the next layer got h raw
         graph.erase_node(node)
     refuse(refused)
     return new

@@ -108,7 +108,13 @@ def activation_scales(model: nn.Module, names: List[str], calib_data, p: float,
     model.eval()
     try:
         for x in _batches(calib_data):
-            model(x.to(device))
+            try:
+                model(x.to(device))
+            except (RuntimeError, ValueError) as e:   # else a shape/dtype error deep in torch, with no word of calib
+                raise ValueError(f"init='teacher': the model fails on a calib_data batch of shape {tuple(x.shape)}, "
+                                 f"{x.dtype} ({type(e).__name__}: {e}); give calib_data as a batch [N, ...] of "
+                                 f"inputs the model takes (a single sample needs its batch dim: x[None]), or an "
+                                 f"iterable of such batches") from e
     finally:
         for h in handles:
             h.remove()
@@ -240,7 +246,8 @@ class _Units:
                     out = g
                 elif isinstance(m, _BN):
                     raise ValueError(f"init='teacher' needs every BatchNorm folded; {node.target!r} could not be "
-                                     f"(no conv/linear directly before it, or a parametrized one)")
+                                     f"(no conv/linear directly before it, a parametrized one, or no running "
+                                     f"statistics: track_running_stats=False)")
                 elif not isinstance(m, _UNIT_PRESERVING):
                     self.warn(node.target, f"init='teacher': module {node.target!r} ({type(m).__name__}) is "
                                            f"assumed to preserve the scale of its input")

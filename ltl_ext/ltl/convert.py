@@ -50,7 +50,7 @@ from torch import nn
 
 from ..nn import ANN_ACTIVATIONS as ACTIVATIONS
 from ..nn import LIF
-from .activations import WEIGHT_LAYERS, expose_activations, modularise
+from .activations import WEIGHT_LAYERS, expose_activations, modularise, rewire_in_place
 from .activations import trace as _trace
 from .balancing import activation_scales, balance
 from .folding import fold_all, fold_batchnorm
@@ -123,8 +123,9 @@ def convert(ann: nn.Module, *, neuron: Optional[nn.Module] = None, init: str = "
         for name, m in functional.items():
             model.add_module(name, m)
         split_from = {} if keep_activations else split_reused(model, graph, reused)
+        rewired = not keep_activations and rewire_in_place(model, graph)   # nn.ReLU(inplace=True) as a statement
         dropped = drop_dropout and drop_functional_dropout(graph)
-        if functional or split_from or dropped:
+        if functional or split_from or rewired or dropped:
             model = fx.GraphModule(model, graph, class_name=type(ann).__name__)
             graph = model.graph
     elif not keep_activations:

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..nn import ANN_ACTIVATIONS as ACTIVATIONS
 from ..nn import LIF
-from .activations import before_readout, refuse, unsupported_module
+from .activations import WEIGHT_LAYERS, before_readout, refuse, unsupported_module
 
 DROPOUT = (nn.modules.dropout._DropoutNd,)
 DROPOUT_FUNCTIONS = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout,
@@ -139,6 +139,17 @@ def neuron_names(model: nn.Module, graph: Optional[fx.Graph]) -> List[str]:
             elif isinstance(m, nn.Hardtanh) and m.min_val < 0:
                 warnings.warn(f"convert: {n!r} is a Hardtanh with min_val = {m.min_val} < 0; a spiking neuron "
                               f"clips at 0", stacklevel=3)
+            elif isinstance(m, nn.Hardtanh) and m.min_val > 0:   # (the same clamp written x.clamp(lo, hi) is refused)
+                warnings.warn(f"convert: {n!r} is a Hardtanh with min_val = {m.min_val} > 0; a spiking neuron's "
+                              f"rate goes down to 0, so the teacher's floor is lost", stacklevel=3)
+    if graph is None:   # module order stands in for call order: an activation defined after the readout stayed analog
+        kept = [n for n, m in model.named_modules() if isinstance(m, ACTIVATIONS) and n not in names]
+        weights = [n for n, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)]
+        if kept and weights:
+            warnings.warn(f"convert: the model does not trace, so its readout is taken to be the conv/linear defined "
+                          f"last, {weights[-1]!r}; the activations defined after it stay as they are, not neurons: "
+                          f"{kept}. If one is called before the readout, define the modules in call order or make "
+                          f"the model torch.fx-traceable", stacklevel=3)
     return names
 
 

@@ -92,6 +92,8 @@ def normalise(a: Tensor, percentile: Optional[float] = 99.9, *, scale: Union[Non
         if percentile is None:
             return a
         scale = target_scale(a, percentile)
+    if a.is_floating_point():   # a floor a's dtype can hold: 1e-8 is 0 in float16, and an all-zero (dead) layer's
+        eps = max(eps, torch.finfo(a.dtype).tiny)   # 0 / 0 made every target NaN
     if isinstance(scale, Tensor):
         scale = scale.to(a.dtype).clamp_min(eps)
     else:
@@ -258,6 +260,9 @@ class Pairs(list):
         if not isinstance(normaliser, TargetNormaliser):
             if isinstance(normaliser, (int, float)) and not isinstance(normaliser, bool):
                 normaliser = TargetNormaliser("batch", float(normaliser))
+            elif normaliser == "running":   # one made here per call restarted its EMA at every batch: batch mode
+                raise ValueError("targets('running') would start a new running scale at every call (each batch's "
+                                 "own percentile); make one TargetNormaliser('running') and pass it at every call")
             else:
                 normaliser = TargetNormaliser(normaliser)
         return {name: normaliser(name, a) for name, a in self.activations().items()}
@@ -275,6 +280,14 @@ class Pairs(list):
         self.remove()
 
 
+#: teacher modules that are no activation: a student LIF of the same name is misplaced, not paired
+_NOT_ACTIVATIONS = (nn.modules.conv._ConvNd, nn.Linear, nn.Bilinear, nn.modules.batchnorm._NormBase, nn.LayerNorm,
+                    nn.GroupNorm, nn.Identity, nn.Flatten, nn.Unflatten, nn.modules.dropout._DropoutNd,
+                    nn.modules.pooling._AvgPoolNd, nn.modules.pooling._MaxPoolNd,
+                    nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd, nn.Sequential,
+                    nn.ModuleList, nn.ModuleDict, nn.Embedding)
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.model if isinstance(model, SpikingModel) else model
 
@@ -285,7 +298,8 @@ def pair(teacher: nn.Module, student: nn.Module, *, strict: bool = True, hooks: 
     and hook the teacher so its activations are captured at every forward.
 
     ``student`` may be a :class:`SpikingModel` (its wrapped model's names are used). Raises ``ValueError`` naming
-    the student LIFs with no teacher module, and (``strict``) the teacher activations with no student LIF.
+    the student LIFs with no teacher module of their name, or one that is no activation (a conv/linear, BN, pooling,
+    dropout, ...), and (``strict``) the teacher activations with no student LIF.
     Returns :class:`Pairs`, a list of ``(name, teacher_module, student_lif)``; ``hooks=False`` leaves the teacher
     untouched until :meth:`Pairs.attach` / :meth:`Pairs.capturing`.
     """
@@ -297,6 +311,12 @@ def pair(teacher: nn.Module, student: nn.Module, *, strict: bool = True, hooks: 
         if tname not in t_modules or tname == "":
             missing.append(name if tname == name else f"{name} (teacher name {tname!r})")
             continue
+        if isinstance(t_modules[tname], _NOT_ACTIVATIONS):
+            # a hand-built student whose indices are shifted (no Identity where the teacher's BN was) paired its LIF
+            # with the teacher's BN or Linear output, silently, under strict=False
+            missing.append(f"{name} (the teacher's {tname!r} is a {type(t_modules[tname]).__name__}, not an "
+                           f"activation)")
+            continue
         used.setdefault(tname, []).append(name)
         pairs.append(TandemPair(name, t_modules[tname], lif))
     # strict: every teacher activation convert turns into a neuron needs a student LIF; those it keeps as they are
@@ -307,7 +327,7 @@ def pair(teacher: nn.Module, student: nn.Module, *, strict: bool = True, hooks: 
     if missing or unmatched:
         msg = ["teacher and student do not line up:"]
         if missing:
-            msg.append(f"  student LIF layers with no teacher module of that name: {missing}")
+            msg.append(f"  student LIF layers with no teacher activation of that name: {missing}")
         if unmatched:
             msg.append(f"  teacher activations with no student LIF: {unmatched}")
         # strict=False is for pair() / Tandem() callers, and only helps with unmatched teacher activations
