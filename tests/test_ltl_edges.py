@@ -10,6 +10,7 @@ from torch import nn
 from ltl_ext.ltl import convert, tandem
 from ltl_ext.ltl.activations import expose_activations
 from ltl_ext.nn import LIF
+from ltl_ext.nn.zoo import mlp
 
 
 def test_float16_all_zero_activation_gives_zero_targets_not_nan():
@@ -162,3 +163,16 @@ def test_in_place_activation_module_called_as_a_statement_feeds_its_neuron_to_th
     x = torch.randn(16, 4, generator=torch.Generator().manual_seed(0))
     teacher = _InPlaceModule().eval()
     assert torch.allclose(convert(teacher, neuron=False)(x), teacher(x))   # activations kept: the same function
+
+
+def test_tandem_takes_batch_by_name_as_target_normaliser_does():
+    """``Tandem(percentile="batch")`` raised, where ``TargetNormaliser("batch")`` and ``Pairs.targets("batch")`` take
+    the name; it is the batch percentile at its default p, as a float p gives it."""
+    torch.manual_seed(0)
+    teacher = mlp(num_classes=3, in_features=8, hidden=(6,), dropout=0.0).eval()
+    student = convert(teacher)
+    by_name, by_value = (tandem.Tandem(teacher, student, percentile=p) for p in ("batch", 99.9))
+    assert (by_name.normaliser.mode, by_name.normaliser.percentile) == ("batch", 99.9)
+    x = torch.rand(5, 8)
+    a, b = by_name.targets(x), by_value.targets(x)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -168,3 +168,14 @@ def test_local_losses_under_inference_mode():
             snn(x)
         losses[ctx.__name__] = run.losses["1"]
     assert torch.equal(losses["no_grad"], losses["inference_mode"].clone())
+
+
+@pytest.mark.parametrize("name", ["beta", "threshold", "alpha"])
+def test_lif_parameter_given_as_a_bool_is_refused(name):
+    """``LIF(beta=True)`` ran with beta = 1 (float(True)), a neuron without leak, where the functional ops refuse a
+    bool; a bool tensor was read as 0/1 the same way. Both are refused, at construction and at assignment."""
+    with pytest.raises(TypeError, match=f"LIF {name} must be a float"):
+        LIF(**{name: True})
+    lif = LIF()
+    with pytest.raises(TypeError, match=f"LIF {name} must be a float"):
+        setattr(lif, name, torch.ones(3, dtype=torch.bool))

@@ -204,3 +204,11 @@ def test_bptt_stops_on_a_nan_input_instead_of_training_nan_weights():
     with pytest.raises(FloatingPointError, match="gradient.*input batch holds NaN"):
         b.fit(loader, epochs=1, progress=False)
     assert all(torch.equal(p, q) for p, q in zip(b.student.parameters(), before))
+
+
+@pytest.mark.parametrize("seed", [1.5, "1", True])
+def test_a_seed_that_is_not_an_int_is_refused(seed):
+    """``LocalTandemTrainer(seed=1.5)`` seeded with 1 through torch.manual_seed (and "1" failed deep in it): a run
+    that reads as seeded by 1.5 could not be repeated from its settings."""
+    with pytest.raises(TypeError, match="seed must be an int"):
+        LocalTandemTrainer(tiny_teacher(), time_steps=T, device="cpu", distributed=False, seed=seed)

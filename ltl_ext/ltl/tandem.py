@@ -386,8 +386,10 @@ class Tandem:
                                                percentile_fn=percentile_fn)
         elif isinstance(percentile, (int, float)) and not isinstance(percentile, bool):
             self.normaliser = TargetNormaliser("batch", float(percentile), percentile_fn=percentile_fn)
+        elif percentile == "batch":   # the name TargetNormaliser and Pairs.targets take: the default p
+            self.normaliser = TargetNormaliser("batch", percentile_fn=percentile_fn)
         else:
-            raise ValueError(f"percentile must be a float in (0, 100], 'running', None or a TargetNormaliser, "
+            raise ValueError(f"percentile must be a float in (0, 100], 'batch', 'running', None or a TargetNormaliser, "
                              f"got {percentile!r}")
 
     @torch.no_grad()

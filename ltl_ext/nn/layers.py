@@ -208,6 +208,9 @@ class LIF(nn.Module):
         """(Re)register ``name`` as a buffer or, if learnable, a parameter holding ``value`` (its values checked
         unless ``check`` is False: a learnt value loaded from a checkpoint, which the forward clamps)."""
         old = self._parameters.get(name, self._buffers.get(name))
+        if isinstance(value, bool) or (isinstance(value, Tensor) and value.dtype == torch.bool):
+            # (float(True) is 1.0: LIF(beta=True) ran with beta = 1, no leak, where the functional ops refuse bools)
+            raise TypeError(f"LIF {name} must be a float or a floating tensor, got {value!r}")
         if isinstance(value, Tensor):
             new = value.detach()
             if not new.is_floating_point():
