@@ -35,6 +35,15 @@ __all__ = ["LIF", "ClampReLU", "SpikingModel", "encode", "time_average", "lifs",
 
 _LEARNABLE = {False: (), None: (), "threshold": ("threshold",), "beta": ("beta",), "both": ("threshold", "beta")}
 _TENSOR_PARAMS = ("beta", "threshold", "alpha")
+
+
+def _learnable_mode(learnable) -> Union[bool, str]:
+    """``learnable`` as the key of :data:`_LEARNABLE` it names (True is "both"; None is False), or a ValueError."""
+    if learnable is True:
+        learnable = "both"
+    if learnable not in _LEARNABLE:
+        raise ValueError(f"learnable must be False, 'threshold', 'beta' or 'both', got {learnable!r}")
+    return learnable or False
 # a stepwise LIF's state and the pass it last ran in: plain attributes, never a buffer or parameter
 _STEP_STATE = frozenset(("v", "count", "t", "block", "_ran_in"))
 
@@ -130,15 +139,12 @@ class LIF(nn.Module):
                  time_steps: Optional[int] = None,
                  stepwise: bool = False):
         super().__init__()
-        if learnable is True:
-            learnable = "both"
-        if learnable not in _LEARNABLE:
-            raise ValueError(f"learnable must be False, 'threshold', 'beta' or 'both', got {learnable!r}")
+        learnable = _learnable_mode(learnable)
         if reset not in RESETS:
             raise ValueError(f"reset must be one of {RESETS}, got {reset!r}")
         if surrogate not in SURROGATES:
             raise ValueError(f"surrogate must be one of {tuple(SURROGATES)}, got {surrogate!r}")
-        self.learnable = learnable or False
+        self.learnable = learnable
         self._learn = _LEARNABLE[learnable]
         self._scalars: Dict[str, Optional[Tuple[Tensor, int, float]]] = {}   # name -> (buffer, its version, value)
         self.reset = reset
@@ -189,10 +195,7 @@ class LIF(nn.Module):
     def _set_learnable(self, learnable) -> None:
         """``lif.learnable = ...`` after construction: threshold / beta become parameters or buffers as it says
         (new ``nn.Parameter`` s: build the optimiser afterwards)."""
-        if learnable is True:
-            learnable = "both"
-        if learnable not in _LEARNABLE:
-            raise ValueError(f"learnable must be False, 'threshold', 'beta' or 'both', got {learnable!r}")
+        learnable = _learnable_mode(learnable)
         changed = set(self._learn) ^ set(_LEARNABLE[learnable])
         hidden = sorted(n for n in changed if n not in self._buffers and n not in self._parameters)
         if hidden:   # its tensor lives in the parametrization: changing the flag alone would change nothing
@@ -200,7 +203,7 @@ class LIF(nn.Module):
                              f"set learnable before registering the parametrization, or remove it first")
         for n in changed - set(_LEARNABLE[learnable]):   # a buffer again: its learnt value must be valid unclamped;
             check_lif_values(**{n: getattr(self, n).detach()})   # checked before anything changes
-        self.__dict__["learnable"], self._learn = learnable or False, _LEARNABLE[learnable]
+        self.__dict__["learnable"], self._learn = learnable, _LEARNABLE[learnable]
         for n in sorted(changed):
             self._set_param(n, getattr(self, n))
 

@@ -109,7 +109,6 @@ def tandem_block_(x: Tensor, target: Tensor, v: Tensor, count: Tensor, t0: int, 
     return out[0], out[1]
 
 
-
 def _online_block(in_place: bool, x, target, v, count, t0, warmup, beta, alpha, threshold, reset, v_reset, surrogate,
                   surrogate_alpha, detach_reset):
     """The online op over a block from the state (v, count): ``tandem_online_`` (the state updated in place) or

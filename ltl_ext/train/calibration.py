@@ -12,7 +12,7 @@ from ..ltl import tandem
 from ..nn import LIF, SpikingModel
 from .config import LTLConfig, default_warmup
 from .engine import ltl_step
-from .evaluation import check_labels, per_layer
+from .evaluation import check_teacher_labels, per_layer
 from .fit import class_labels, unpack_batch
 from .progress import _progress
 
@@ -55,10 +55,7 @@ def calibrate(teacher: nn.Module, model: SpikingModel, loader: Iterable, base: L
         for i in _progress(range(steps), progress, desc="calibrate"):
             x, y = unpack_batch(next(it), "calibrate")
             x, y = x.to(device), class_labels(y).to(device)
-            if classes is None:    # the teacher's output width, from one sample (as the trainer's steps check)
-                with torch.no_grad():
-                    classes = int(teacher(x[:1]).shape[-1])
-            check_labels(y, classes)   # else a bare IndexError (CPU) or a device assert (CUDA) in the CE
+            classes = check_teacher_labels(teacher, x, y, classes)   # else an IndexError / device assert in the CE
             stats = ltl_step(model, link, opt, x, y, config, scaler=scaler)
             if i >= steps - tail:
                 for k, v in stats.items():

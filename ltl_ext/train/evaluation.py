@@ -45,6 +45,17 @@ def check_labels(y: torch.Tensor, classes: int) -> None:
                          f"classes [0, {classes - 1}]: the data and the model do not match")
 
 
+def check_teacher_labels(teacher: nn.Module, x: torch.Tensor, y: torch.Tensor, classes: Optional[int]) -> int:
+    """:func:`check_labels` of a training batch against the teacher's output width, which is read from one sample of
+    ``x`` (on the teacher's device) when ``classes`` is None; returns it for the next batch. No capturing hook is
+    disturbed: the step's own teacher forward overwrites what they caught."""
+    if classes is None:
+        with torch.no_grad():
+            classes = int(teacher(x[:1]).shape[-1])
+    check_labels(y, classes)
+    return classes
+
+
 # ============================================================================================= evaluation
 @torch.no_grad()
 def evaluate_spiking(model: nn.Module, loader: Iterable, *, teacher: Optional[nn.Module] = None, device=None,

@@ -204,10 +204,7 @@ class LocalTandemTrainer:
 
     def _check_labels(self, x: Tensor, y: Tensor) -> None:
         """Labels must index the model's outputs (:func:`.evaluation.check_labels`)."""
-        if self._num_classes is None:     # the teacher's output width, from one sample (no hooks are disturbed:
-            with torch.no_grad():         # the next step's teacher forward overwrites what they captured)
-                self._num_classes = int(self.teacher(x[:1].to(self.device)).shape[-1])
-        evaluation.check_labels(y, self._num_classes)
+        self._num_classes = evaluation.check_teacher_labels(self.teacher, x[:1].to(self.device), y, self._num_classes)
 
     # ------------------------------------------------------------------------------------------ evaluate
     def local_losses(self, loader: Iterable, max_batches: Optional[int] = None) -> Dict[str, Any]:
