@@ -34,9 +34,10 @@ def _visible(path: Path) -> bool:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    """Image files under ``folder`` (recursively), sorted by path."""
-    return sorted(p for p in folder.rglob("*")
-                  if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and _visible(p))
+    """Image files under ``folder`` (recursively), sorted by path; none from hidden folders (``.ipynb_checkpoints``
+    and the like hold copies, which would count twice)."""
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+                  and all(part[:1] != "." for part in p.relative_to(folder).parts))
 
 
 def _class_tree(folder: Path, classes: list[str]) -> list[tuple[Path, int]]:
@@ -105,7 +106,8 @@ def _read_images(files: list[tuple[Path, int]], mode: str, size: Optional[tuple[
     images = []
     for path, _ in files:
         with Image.open(path) as img:
-            divisor = _WIDE_GREY.get(img.mode) if mode == "L" else None
+            # scaled in colour sets too: convert("RGB") clips a wide grey image as convert("L") does
+            divisor = _WIDE_GREY.get(img.mode)
             img = img.convert(mode if divisor is None else "F")
             if size is not None and img.size != size:
                 img = img.resize(size, Image.BILINEAR)
@@ -113,7 +115,8 @@ def _read_images(files: list[tuple[Path, int]], mode: str, size: Optional[tuple[
                 pixels = np.asarray(img, dtype=np.float64) / divisor
                 if pixels.size and (pixels.min() < 0 or pixels.max() > 255.0 + 1e-6):
                     raise DataError(f"{path}: expected 16-bit grey values in [0, 65535] or float ones in [0, 1]")
-                images.append(np.rint(pixels).astype(np.uint8))
+                grey = np.rint(pixels).astype(np.uint8)
+                images.append(grey if mode == "L" else np.repeat(grey[:, :, None], 3, axis=2))
             else:
                 images.append(np.asarray(img, dtype=np.uint8))
     return np.stack(images)

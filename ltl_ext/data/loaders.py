@@ -10,6 +10,8 @@ seen once it calls ``train_loader.sampler.set_epoch(epoch)`` (or restores ``samp
 """
 from __future__ import annotations
 
+import numbers
+import warnings
 from typing import Iterator, NamedTuple, Optional
 
 import torch
@@ -101,10 +103,12 @@ class EpochBatchSampler(Sampler[BatchKey]):
 
     def __init__(self, num_samples: int, batch_size: int, *, shuffle: bool, seed: int = 0,
                  drop_last: bool = False) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):   # True ran as 1
+            raise TypeError(f"batch_size must be an int, got {batch_size!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.num_samples, self.batch_size, self.shuffle = num_samples, batch_size, shuffle
-        self.seed, self.drop_last, self.epoch = int(seed), drop_last, 0
+        self.seed, self.drop_last, self.epoch = check_seed(seed), drop_last, 0
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next ``iter()`` produce epoch ``epoch``."""
@@ -150,13 +154,20 @@ class Loaders(NamedTuple):
     test: DataLoader
 
 
+def check_seed(seed) -> int:
+    """``seed`` as a Python int; a float or a string is refused (1.5 was cut to 1 for the split, then failed)."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    return int(seed)                                    # numpy ints: torch's manual_seed refuses them
+
+
 def validation_split(labels: Tensor, fraction: float, seed: int = 0) -> tuple[Tensor, Tensor]:
     """Carve a stratified, seeded validation set out of the training labels.
 
     Every class gives ``round(fraction * n_c)`` of its ``n_c`` samples (at least one when ``fraction > 0`` and the
     class has two or more, never all of them), chosen by a permutation drawn from ``seed``; so the split is the
     same on every machine and for every ``num_workers``, and the class balance of the validation set is that of
-    the training set.
+    the training set. A class of a single sample stays in train, with a warning (the validation split lacks it).
 
     Args:
         labels: int64 ``[N]``.
@@ -165,16 +176,25 @@ def validation_split(labels: Tensor, fraction: float, seed: int = 0) -> tuple[Te
     Returns:
         ``(train_indices, val_indices)``: int64, increasing, disjoint, together ``arange(N)``.
     """
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= fraction < 1.0:
+    # numbers.Real admits numpy floats (np.float32(0.1) was refused as "not a number")
+    if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not 0.0 <= fraction < 1.0:
         raise ValueError(f"val_fraction must be a number in [0, 1), got {fraction!r}")
-    generator = torch.Generator().manual_seed(int(seed) * _SEED_MIX % (2 ** 63) + 1)
+    seed = check_seed(seed)
+    generator = torch.Generator().manual_seed(seed * _SEED_MIX % (2 ** 63) + 1)
     is_val = torch.zeros(labels.numel(), dtype=torch.bool)
+    alone = []                                          # classes of one sample: they stay in train
     if fraction > 0:
         for c in torch.unique(labels).tolist():
             members = torch.nonzero(labels == c).flatten()
             n = members.numel()
             k = min(max(round(fraction * n), 1), n - 1) if n >= 2 else 0
             is_val[members[torch.randperm(n, generator=generator)[:k]]] = True
+            if n < 2:
+                alone.append(c)
+    if alone:   # validation accuracy then says nothing about them (and is None when every class is one sample)
+        shown = ", ".join(map(str, alone[:5])) + (", ..." if len(alone) > 5 else "")
+        warnings.warn(f"val_fraction={fraction}: classes {shown} have a single training sample, kept for training; "
+                      f"the validation split has none of them", stacklevel=2)
     return torch.nonzero(~is_val).flatten(), torch.nonzero(is_val).flatten()
 
 
@@ -210,6 +230,10 @@ def make_loaders(splits: DatasetSplits, batch_size: int = 128, *, val_fraction: 
         the train loader shuffles (a new order each epoch), validation and test keep the file order with no
         augmentation. ``train.sampler`` is the :class:`EpochBatchSampler` (``set_epoch``, ``state_dict``).
     """
+    if not isinstance(splits, DatasetSplits):
+        raise TypeError(f"make_loaders takes a DatasetSplits (from load_dataset or DatasetSplits.from_arrays), got "
+                        f"{type(splits).__name__}")
+    seed = check_seed(seed)
     if augment is None:
         augment = splits.in_channels == 3
     train_idx, val_idx = validation_split(splits.y_train, val_fraction, seed)
@@ -217,7 +241,7 @@ def make_loaders(splits: DatasetSplits, batch_size: int = 128, *, val_fraction: 
                                crop_padding=default_crop_padding(splits) if augment else None)
     if len(train_data) == 0:
         raise ValueError("make_loaders: no training sample left after the validation split")
-    eval_batch = test_batch_size or batch_size
+    eval_batch = batch_size if test_batch_size is None else test_batch_size   # 0 must be refused, not replaced
 
     def loader(data: TensorBatches, shuffle: bool, size: int) -> DataLoader:
         sampler = EpochBatchSampler(len(data), size, shuffle=shuffle, seed=seed, drop_last=drop_last and shuffle)
@@ -226,8 +250,11 @@ def make_loaders(splits: DatasetSplits, batch_size: int = 128, *, val_fraction: 
         return DataLoader(data, batch_size=None, sampler=sampler, num_workers=num_workers, pin_memory=pin_memory,
                           generator=torch.Generator().manual_seed(seed))
 
+    train = loader(train_data, True, batch_size)
+    if len(train) == 0:             # drop_last with fewer samples than one batch: every epoch would train on nothing
+        raise ValueError(f"make_loaders: drop_last=True drops all {len(train_data)} training samples (batch_size "
+                         f"{batch_size}); lower batch_size or pass drop_last=False")
     val = None
     if val_idx.numel():
         val = loader(TensorBatches(splits.x_train[val_idx], splits.y_train[val_idx]), False, eval_batch)
-    return Loaders(loader(train_data, True, batch_size), val,
-                   loader(TensorBatches(splits.x_test, splits.y_test), False, eval_batch))
+    return Loaders(train, val, loader(TensorBatches(splits.x_test, splits.y_test), False, eval_batch))

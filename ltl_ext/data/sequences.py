@@ -21,16 +21,17 @@ from __future__ import annotations
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple
+from typing import Iterator, List, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from .loaders import check_seed, validation_split
 from .splits import DataError
 
-__all__ = ["SequenceSplits", "load_sequences", "save_sequences", "SequenceBatches", "sequence_loaders",
-           "time_averaged"]
+__all__ = ["SequenceSplits", "load_sequences", "save_sequences", "SequenceBatches", "SequenceLoaders",
+           "sequence_loaders", "time_averaged"]
 
 _KEYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -51,6 +52,14 @@ class SequenceSplits:
                 raise DataError(f"x_{part} must be [N, T, *sample] (at least 3 dims), got {tuple(x.shape)}")
             if y.dim() != 1 or y.shape[0] != x.shape[0]:
                 raise DataError(f"y_{part} must be [N] with N = {x.shape[0]}, got {tuple(y.shape)}")
+            # a label -1 (an "unlabelled" marker) or one past class_names made num_classes silently wrong
+            if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
+                raise DataError(f"y_{part} must hold integer labels 0 .. classes-1, got {y.dtype}")
+            if y.numel() and int(y.min()) < 0:
+                raise DataError(f"y_{part} must hold labels >= 0, got {int(y.min())}")
+            if self.class_names is not None and y.numel() and int(y.max()) >= len(self.class_names):
+                raise DataError(f"y_{part} has the label {int(y.max())} but class_names names "
+                                f"{len(self.class_names)} classes")
         if self.x_train.shape[0] == 0:
             raise DataError("the train split is empty: x_train must hold at least one sequence [N >= 1, T, ...]")
         if self.x_train.shape[1:] != self.x_test.shape[1:]:
@@ -67,6 +76,8 @@ class SequenceSplits:
 
     @property
     def num_classes(self) -> int:
+        if self.class_names is not None:                 # named classes count even when no label uses them
+            return len(self.class_names)
         return int(torch.cat([self.y_train, self.y_test]).max()) + 1     # the test split may be empty
 
 
@@ -98,6 +109,9 @@ def load_sequences(path) -> SequenceSplits:
             names = npz["class_names"].tolist() if "class_names" in npz.files else None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise DataError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from None
+    for k, x in (("x_train", x_train), ("x_test", x_test)):
+        if x.dtype.kind not in "biuf":                  # strings failed deep in numpy's float conversion
+            raise DataError(f"{path}: {k} must hold numbers (float currents, spikes or counts), got {x.dtype}")
     for k, y in (("y_train", y_train), ("y_test", y_test)):
         if not np.issubdtype(y.dtype, np.integer) or (y.size and y.min() < 0):
             raise DataError(f"{path}: {k} must hold integer labels >= 0, got {y.dtype}")
@@ -117,7 +131,7 @@ class SequenceBatches:
     def __init__(self, x: Tensor, y: Tensor, batch_size: int, *, shuffle: bool = False, seed: int = 0):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        self.x, self.y, self.batch_size, self.shuffle, self.seed = x, y, batch_size, shuffle, seed
+        self.x, self.y, self.batch_size, self.shuffle, self.seed = x, y, batch_size, shuffle, check_seed(seed)
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -133,11 +147,30 @@ class SequenceBatches:
             yield self.x[idx].transpose(0, 1).contiguous(), self.y[idx]
 
 
-def sequence_loaders(splits: SequenceSplits, batch_size: int = 64, *, seed: int = 0
-                     ) -> Tuple[SequenceBatches, SequenceBatches]:
-    """``(train, test)``: the train batches reshuffled every pass, the test batches in file order."""
-    return (SequenceBatches(splits.x_train, splits.y_train, batch_size, shuffle=True, seed=seed),
-            SequenceBatches(splits.x_test, splits.y_test, batch_size))
+class SequenceLoaders(NamedTuple):
+    """What :func:`sequence_loaders` returns when given ``val_fraction``: ``train, val, test = ...``."""
+
+    train: SequenceBatches
+    val: Optional[SequenceBatches]
+    test: SequenceBatches
+
+
+def sequence_loaders(splits: SequenceSplits, batch_size: int = 64, *, seed: int = 0,
+                     val_fraction: Optional[float] = None
+                     ) -> Union[Tuple[SequenceBatches, SequenceBatches], SequenceLoaders]:
+    """``(train, test)``: the train batches reshuffled every pass, the test batches in file order.
+
+    With ``val_fraction`` (a number in [0, 1)): :class:`SequenceLoaders` ``(train, val, test)``, ``val`` held out
+    of each class of the train split as :func:`~ltl_ext.data.make_loaders` does (:func:`validation_split`, seeded
+    by ``seed``; ``None`` for 0), in file order. Select on ``val``; evaluate ``test`` once, at the end.
+    """
+    test = SequenceBatches(splits.x_test, splits.y_test, batch_size)
+    if val_fraction is None:                            # the two-way split of old calls: train, test = ...
+        return SequenceBatches(splits.x_train, splits.y_train, batch_size, shuffle=True, seed=seed), test
+    train_idx, val_idx = validation_split(splits.y_train, val_fraction, seed)
+    val = SequenceBatches(splits.x_train[val_idx], splits.y_train[val_idx], batch_size) if val_idx.numel() else None
+    return SequenceLoaders(SequenceBatches(splits.x_train[train_idx], splits.y_train[train_idx], batch_size,
+                                           shuffle=True, seed=seed), val, test)
 
 
 def time_averaged(loader):

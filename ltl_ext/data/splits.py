@@ -7,6 +7,7 @@ with ``mean``/``std`` is the model's (``ltl_ext.models.*(mean=..., std=...)``).
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import warnings
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -41,12 +42,19 @@ def images_to_nchw(x: np.ndarray, source: str) -> np.ndarray:
 
 
 def images_to_uint8(x: np.ndarray, source: str) -> np.ndarray:
-    """Pixel values as uint8: uint8 as is, integers in [0, 255] cast, floats in [0, 1] scaled by 255."""
+    """Pixel values as uint8: uint8 as is, integers in [0, 255] cast, floats in [0, 1] scaled by 255, booleans
+    (binary images) as 0 / 255. Integers that are all 0 or 1 are refused: as 8-bit values they would be black."""
     if x.dtype == np.uint8:
         return x
     if x.size == 0:
         return x.astype(np.uint8)
+    if x.dtype == np.bool_:
+        return x.astype(np.uint8) * np.uint8(255)
     lo, hi = x.min(), x.max()
+    if np.issubdtype(x.dtype, np.integer) and lo >= 0 and hi == 1:
+        # binary images stored as ints: cast, a pixel that is on would read 1/255 (float 0/1 ones read 1.0)
+        raise DataError(f"{source}: integer pixel values that are all 0 or 1 would be near-black 8-bit values; "
+                        f"binary images: pass them as bool (x.astype(bool)) or as floats in [0, 1]")
     if np.issubdtype(x.dtype, np.integer) and lo >= 0 and hi <= 255:
         return x.astype(np.uint8)
     if np.issubdtype(x.dtype, np.floating) and lo >= 0.0 and hi <= 1.0:
@@ -65,6 +73,9 @@ def stratified_indices(labels: Tensor, n: int) -> Tensor:
     Returns:
         int64 ``[min(n, N)]``, increasing.
     """
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):   # 0.5 failed deep in slicing, True kept 1
+        raise TypeError(f"the number of samples to keep must be an int, got {n!r}")
+    n = int(n)
     if n < 0:                                           # a negative slice bound would drop samples from the end
         raise ValueError(f"the number of samples to keep must be >= 0, got {n}")
     total = labels.numel()
@@ -174,8 +185,12 @@ class DatasetSplits:
         string classes by their sorted names (label = position in ``class_names``)."""
         where = source or name
         xs = []
-        for x in (x_train, x_test):
-            x = images_to_uint8(images_to_nchw(np.asarray(x), where), where)
+        for split, x in (("train", x_train), ("test", x_test)):
+            try:
+                x = np.asarray(x)
+            except ValueError:              # a list of images of different sizes: numpy's "inhomogeneous shape"
+                raise DataError(f"{where}: {split} images differ in shape; resize them to one size first") from None
+            x = images_to_uint8(images_to_nchw(x, where), where)
             xs.append(torch.from_numpy(np.ascontiguousarray(x)))
         labels = []
         for split, y in (("train", y_train), ("test", y_test)):
@@ -202,15 +217,22 @@ class DatasetSplits:
                 raise DataError(f"{where}: labels must be integers in [0, classes) or class-name strings, got "
                                 f"{y.dtype}")
             ys.append(torch.from_numpy(y.astype(np.int64)))
-        if class_names is None:
+        named = class_names is not None
+        if not named:
             top = max((int(y.max()) for y in ys if y.numel()), default=-1)
             class_names = [str(i) for i in range(top + 1)]
-            empty = sorted(set(range(top + 1)) - set(ys[0].unique().tolist()))
-            if empty:   # e.g. labels counted from 1: class 0 would get a readout unit that nothing trains
-                shown = ", ".join(map(str, empty[:5])) + (", ..." if len(empty) > 5 else "")
-                warnings.warn(f"{where}: classes {shown} of 0 .. {top} have no training image (labels are class "
-                              f"indices counted from 0); each still gets a readout unit that is never trained. "
-                              f"Labels counted from 1: subtract 1; else pass class_names", stacklevel=2)
+        # a class with no training image (labels counted from 1, a name found only in the test labels, a class
+        # of class_names absent from x_train) gets a readout unit that nothing trains
+        empty = sorted(set(range(len(class_names))) - set(ys[0].unique().tolist()))
+        if empty and not named:
+            shown = ", ".join(map(str, empty[:5])) + (", ..." if len(empty) > 5 else "")
+            warnings.warn(f"{where}: classes {shown} of 0 .. {len(class_names) - 1} have no training image (labels "
+                          f"are class indices counted from 0); each still gets a readout unit that is never "
+                          f"trained. Labels counted from 1: subtract 1; else pass class_names", stacklevel=2)
+        elif empty:
+            shown = ", ".join(repr(str(class_names[i])) for i in empty[:5]) + (", ..." if len(empty) > 5 else "")
+            warnings.warn(f"{where}: classes {shown} have no training image; each still gets a readout unit that "
+                          f"is never trained (its test images cannot be classified right)", stacklevel=2)
         return cls(name, xs[0], ys[0], xs[1], ys[1], tuple(str(c) for c in class_names), source)
 
     @property
