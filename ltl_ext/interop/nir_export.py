@@ -204,8 +204,8 @@ def _pair(v) -> np.ndarray:
 
 def _module_node(nir, name: str, m: nn.Module, shape_in, shape_out, dt: float, notes: set):
     """The NIR node for one student module (shapes of one sample, without batch)."""
-    def arr(t):
-        return t.detach().to("cpu", torch.float32).numpy().copy()
+    def arr(t):   # float64 stays float64 (import_nir gives it back as such), any other float is written as float32
+        return t.detach().to("cpu", torch.float64 if t.dtype == torch.float64 else torch.float32).numpy().copy()
 
     if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)) and parametrize.is_parametrized(m, "weight") \
             and not torch.equal(m.weight, m.weight):
@@ -223,7 +223,7 @@ def _module_node(nir, name: str, m: nn.Module, shape_in, shape_out, dt: float, n
     if isinstance(m, (nn.Conv1d, nn.Conv2d)):
         if m.padding_mode != "zeros":
             raise ValueError(f"{name}: NIR convolutions pad with zeros, this one pads with {m.padding_mode!r}")
-        bias = arr(m.bias) if m.bias is not None else np.zeros(m.out_channels, np.float32)
+        bias = arr(m.bias) if m.bias is not None else np.zeros(m.out_channels, arr(m.weight).dtype)
         if isinstance(m, nn.Conv1d):
             return nir.Conv1d(input_shape=int(shape_in[-1]), weight=arr(m.weight), stride=m.stride[0],
                               padding=m.padding if isinstance(m.padding, str) else m.padding[0],

@@ -10,7 +10,7 @@ import math
 import operator
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
@@ -31,6 +31,9 @@ def import_nir(graph_or_path, *, dt: Optional[float] = None, time_steps: Optiona
     ``alpha = dt*r``), Affine/Linear -> ``nn.Linear``, Conv -> ``nn.Conv1d/2d``, AvgPool2d -> ``nn.AvgPool2d``,
     SumPool2d -> ``nn.AvgPool2d(divisor_override=1)``, Flatten -> ``nn.Flatten``; a node with several inputs sums
     them. The model is a ``torch.fx.GraphModule`` whose submodules are named after the NIR nodes.
+
+    Its dtype is the weights': float64 when every Affine/Linear/Conv weight array is float64 (a float64 student's
+    export, or a graph built with numpy's default float; ``model.float()`` makes it float32), else float32.
     """
     nir = _nir()
     if isinstance(graph_or_path, (str, Path)):
@@ -51,6 +54,7 @@ def import_nir(graph_or_path, *, dt: Optional[float] = None, time_steps: Optiona
     preds: Dict[str, List[str]] = defaultdict(list)
     for a, b in graph.edges:
         preds[b].append(a)
+    dtype = _dtype(nir, graph.nodes.values())
     fx_graph, root, values, out = fx.Graph(), nn.Module(), {}, None
     for name in _topological(graph):
         node = graph.nodes[name]
@@ -66,10 +70,10 @@ def import_nir(graph_or_path, *, dt: Optional[float] = None, time_steps: Optiona
             out = x
             continue
         attr = _unique(_safe(name), root._modules)
-        root.add_module(attr, _torch_module(nir, name, node, dt))
+        root.add_module(attr, _torch_module(nir, name, node, dt, dtype))
         values[name] = fx_graph.call_module(attr, (x,))
     fx_graph.output(out)
-    model = fx.GraphModule(root, fx_graph, class_name="NIRModel")
+    model = fx.GraphModule(root, fx_graph, class_name="NIRModel").to(dtype)   # (pooling, Normalize: no arrays)
     T = time_steps if time_steps is not None else meta.get("time_steps")
     encoding = str(meta.get("encoding", "direct"))     # export_nir records the student's input encoding
     if encoding not in ENCODINGS:
@@ -100,24 +104,37 @@ def _topological(graph) -> List[str]:
     return order
 
 
-def _scalar_or_tensor(a, name: str, what: str) -> Union[float, torch.Tensor]:
+def _dtype(nir, nodes) -> torch.dtype:
+    """The imported model's dtype: float64 when every weight array (Affine, Linear, Conv) is float64, else float32.
+    The neurons' arrays do not count: NIR holds time constants, which export_nir writes in float64 for any model."""
+    weights = [np.asarray(n.weight).dtype for n in nodes
+               if isinstance(n, (nir.Affine, nir.Linear, nir.Conv1d, nir.Conv2d)) and not _is_normalizer(n)]
+    return torch.float64 if weights and all(d == np.float64 for d in weights) else torch.float32
+
+
+def _is_normalizer(node) -> bool:
+    """A node export_nir wrote for the input normalisation (it comes back as the zoo's Normalize)."""
+    meta = node.metadata if isinstance(getattr(node, "metadata", None), dict) else {}
+    return "ltl_ext_normalize_mean" in meta and "ltl_ext_normalize_std" in meta
+
+
+def _scalar_or_tensor(a, name: str, what: str, dtype: torch.dtype) -> torch.Tensor:
     a = np.asarray(a, dtype=np.float64)
     if not np.isfinite(a).all():
         raise ValueError(f"NIR node {name!r}: {what} must be finite")
     u = np.unique(a)
-    return float(u[0]) if u.size == 1 else torch.from_numpy(a.astype(np.float32))
+    return torch.tensor(u[0], dtype=dtype) if u.size == 1 else torch.from_numpy(a).to(dtype)
 
 
-def _torch_module(nir, name: str, node, dt: float) -> nn.Module:
+def _torch_module(nir, name: str, node, dt: float, dtype: torch.dtype) -> nn.Module:
     def t(a):
-        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64)).to(dtype)
 
-    meta = node.metadata if isinstance(getattr(node, "metadata", None), dict) else {}
-    if "ltl_ext_normalize_mean" in meta and "ltl_ext_normalize_std" in meta:
+    if _is_normalizer(node):
         from ..nn import zoo
         if hasattr(zoo, "Normalize"):
-            return zoo.Normalize(np.asarray(meta["ltl_ext_normalize_mean"]).tolist(),
-                                 np.asarray(meta["ltl_ext_normalize_std"]).tolist())
+            return zoo.Normalize(np.asarray(node.metadata["ltl_ext_normalize_mean"]).tolist(),
+                                 np.asarray(node.metadata["ltl_ext_normalize_std"]).tolist())
 
     if isinstance(node, (nir.LIF, nir.IF)):
         v_reset = np.unique(np.asarray(node.v_reset, np.float64))
@@ -132,14 +149,14 @@ def _torch_module(nir, name: str, node, dt: float) -> nn.Module:
             if not (tau >= dt).all():
                 raise ValueError(f"NIR node {name!r}: tau < dt ({dt:g} s) is unstable in discrete time")
             beta, alpha = 1.0 - dt / tau, np.asarray(node.r, np.float64) * dt / tau
-        return LIF(beta=_scalar_or_tensor(beta, name, "tau"), alpha=_scalar_or_tensor(alpha, name, "r"),
-                   threshold=_scalar_or_tensor(node.v_threshold, name, "v_threshold"), reset="hard",
+        return LIF(beta=_scalar_or_tensor(beta, name, "tau", dtype), alpha=_scalar_or_tensor(alpha, name, "r", dtype),
+                   threshold=_scalar_or_tensor(node.v_threshold, name, "v_threshold", dtype), reset="hard",
                    v_reset=float(v_reset[0]))
     if isinstance(node, (nir.Affine, nir.Linear)):
         w = np.asarray(node.weight)
         if w.ndim != 2:
             raise ValueError(f"NIR node {name!r}: only 2-D {type(node).__name__} weights map to nn.Linear")
-        m = nn.Linear(w.shape[1], w.shape[0], bias=isinstance(node, nir.Affine))
+        m = nn.Linear(w.shape[1], w.shape[0], bias=isinstance(node, nir.Affine), dtype=dtype)
         with torch.no_grad():
             m.weight.copy_(t(w))
             if m.bias is not None:
@@ -152,7 +169,8 @@ def _torch_module(nir, name: str, node, dt: float) -> nn.Module:
         def plain(v):
             return v if isinstance(v, str) else tuple(int(i) for i in np.atleast_1d(v))
         m = cls(w.shape[1] * int(node.groups), w.shape[0], tuple(w.shape[2:]), stride=plain(node.stride),
-                padding=plain(node.padding), dilation=plain(node.dilation), groups=int(node.groups), bias=True)
+                padding=plain(node.padding), dilation=plain(node.dilation), groups=int(node.groups), bias=True,
+                dtype=dtype)
         with torch.no_grad():
             m.weight.copy_(t(w))
             m.bias.copy_(t(node.bias))

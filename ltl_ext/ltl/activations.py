@@ -21,6 +21,8 @@ no longer stay inside each layer.
 """
 from __future__ import annotations
 
+import operator
+import warnings
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -28,6 +30,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from ..nn import ANN_ACTIVATIONS as ACTIVATIONS
 from ..nn import LIF, ClampReLU
 from ..nn.zoo import Normalize
 
@@ -48,6 +51,19 @@ _FUNCTIONAL = {F.relu: "relu", torch.relu: "relu", torch.relu_: "relu", "relu": 
 _IN_PLACE = {torch.relu_, "relu_", F.hardtanh_, F.leaky_relu_, torch.clamp_, "clamp_", "clip_", torch.clamp_min_,
              "clamp_min_"}
 _INPLACE_ARG = {F.relu: 1, F.relu6: 1, F.hardtanh: 3, F.leaky_relu: 2}
+#: calls whose output may share memory with their first argument: an in-place write into one changes the other
+_VIEW_FUNCTIONS = {operator.getitem, torch.narrow, torch.select, torch.transpose, torch.permute, torch.squeeze,
+                   torch.unsqueeze, torch.flatten, torch.reshape, torch.chunk, torch.split, torch.tensor_split,
+                   torch.unbind, torch.t, torch.movedim, torch.swapaxes, torch.swapdims, torch.diagonal,
+                   torch.as_strided, torch.unflatten, operator.iadd, operator.isub, operator.imul, operator.itruediv}
+_VIEW_METHODS = {"view", "view_as", "reshape", "reshape_as", "flatten", "unflatten", "transpose", "permute",
+                 "squeeze", "unsqueeze", "narrow", "select", "chunk", "split", "tensor_split", "unbind", "t",
+                 "expand", "expand_as", "movedim", "swapaxes", "swapdims", "diagonal", "unfold", "as_strided",
+                 "contiguous", "detach", "__getitem__"}
+#: those of them that may take a part of the tensor (which need not overlap another part written in place)
+_PARTIAL_VIEWS = {operator.getitem, torch.narrow, torch.select, torch.chunk, torch.split, torch.tensor_split,
+                  torch.unbind, torch.diagonal, torch.as_strided, "__getitem__", "narrow", "select", "chunk", "split",
+                  "tensor_split", "unbind", "diagonal", "as_strided", "unfold"}
 #: nonlinearities a spiking neuron (rate in [0, 1] x scale) cannot stand for
 _UNSUPPORTED_MODULES = (nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.ELU, nn.SELU, nn.CELU, nn.Softplus, nn.Mish,
                         nn.Hardswish, nn.Hardsigmoid, nn.PReLU, nn.RReLU, nn.LogSigmoid, nn.Softsign, nn.Tanhshrink,
@@ -138,23 +154,76 @@ def _in_place(node: fx.Node) -> bool:
     return i is not None and bool(_arg(node, i, "inplace", False))
 
 
+def _alias_source(node: fx.Node) -> Optional[fx.Node]:
+    """The node whose tensor ``node``'s output may share memory with (a view of it, or itself); None if none."""
+    first = node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
+    if node.op == "call_function" and (node.target in _VIEW_FUNCTIONS or node.target in _IN_PLACE):
+        return first
+    in_place = node.op == "call_method" and node.target.endswith("_") and not node.target.startswith("__")
+    if in_place or (node.op == "call_method" and node.target in _VIEW_METHODS):   # in place: x.add_(y) is x
+        return first
+    return None
+
+
+def _stale_reads(src: fx.Node, later: set) -> Tuple[List[str], List[str]]:
+    """Reads, by nodes in ``later``, of tensors sharing memory with ``src`` (other than ``src``), as
+    ``(sure, maybe)``: ``sure`` where a tensor ``src`` is a view of (so holding the written values) is read whole,
+    ``maybe`` where only a part of it is read, or another view of it (it may not overlap ``src``)."""
+    chain = [src]     # src and the tensors it is a view of
+    while _alias_source(chain[-1]) is not None:
+        chain.append(_alias_source(chain[-1]))
+    aliases, todo = [], [chain[-1]]     # the base tensor and its views (and theirs) made before
+    while todo:
+        a = todo.pop()
+        aliases.append(a)
+        todo.extend(u for u in a.users if u not in later and _alias_source(u) is a)
+    sure, maybe = [], []
+    for a in aliases:
+        for u in a.users:
+            if a is not src and u in later:
+                part = _alias_source(u) is a and u.target in _PARTIAL_VIEWS
+                (sure if a in chain and not part else maybe).append(f"{u.name!r} reads {a.name!r}")
+    return sure, maybe
+
+
 def _read_after(call: fx.Node, src: fx.Node) -> None:
-    """Every node after ``call`` reading ``src`` reads ``call``'s output instead (``src`` changed in place)."""
+    """Every node after ``call`` reading ``src`` reads ``call``'s output instead (``src`` changed in place).
+
+    Only ``src``'s reads can be pointed at ``call``'s output: where a tensor ``src`` is a view of (``h`` in
+    ``h[:, :4].relu_()``) is read after ``call``, a ``ValueError`` names the node; where maybe (a part of it, another
+    view of it), a warning."""
+    after = []
     n = call.next
     while n.op != "root":
+        after.append(n)
+        n = n.next
+    sure, maybe = _stale_reads(src, set(after))
+    why = (f"the in-place activation {call.target!r} writes into {src.name!r}, a view of a tensor read after it "
+           f"({'; '.join(sure or maybe)}); the module that replaces it (a spiking neuron in the student) writes "
+           f"nothing in place, so those reads {'would' if sure else 'may'} see the values from before the activation. "
+           f"Write it out of place and use its result, e.g. h = torch.cat([h[:, :4].relu(), h[:, 4:]], 1) for "
+           f"h[:, :4].relu_()")
+    if sure:
+        raise ValueError(f"convert: {why}")
+    if maybe:
+        warnings.warn(f"convert: {why} (no matter if they read another part of it)", stacklevel=4)
+    for n in after:
         if src in n.all_input_nodes:
             n.replace_input_with(src, call)
-        n = n.next
 
 
 def rewire_in_place(model: nn.Module, graph: fx.Graph) -> bool:
     """On ``graph`` (edited in place): the nodes reading the input of an in-place activation module
-    (``nn.ReLU(inplace=True)``) after its call read its output instead; whether any did. Why: the neuron that
-    replaces it writes nothing in place, so after ``self.act(h)`` with the result unused the next layer read h
-    raw, and the neuron's spikes went nowhere."""
+    (``nn.ReLU(inplace=True)``) that becomes a neuron (before the readout) after its call read its output instead;
+    whether any did. Why: the neuron that replaces it writes nothing in place, so after ``self.act(h)`` with the
+    result unused the next layer read h raw, and the neuron's spikes went nowhere. Raises a ``ValueError`` where
+    its input is a view of a tensor read later (``self.act(h[:, :4])``; :func:`_read_after`)."""
     changed = False
-    for node in list(graph.nodes):
-        if (node.op == "call_module" and getattr(model.get_submodule(node.target), "inplace", False) is True
+    readout = readout_position(model, graph)
+    for i, node in enumerate(list(graph.nodes)):
+        # (an in-place module that stays, after the readout or no activation, still writes in place)
+        if (i < readout and node.op == "call_module" and isinstance(model.get_submodule(node.target), ACTIVATIONS)
+                and getattr(model.get_submodule(node.target), "inplace", False) is True
                 and node.args and isinstance(node.args[0], fx.Node)):
             src = node.args[0]
             later = len(src.users)

@@ -42,6 +42,7 @@ from ..nn.zoo import Normalize
 from .activations import WEIGHT_LAYERS, readout_position
 from .activations import trace as _trace
 from .folding import BN as _BN
+from .folding import FoldError
 from .swap import DROPOUT as _DROPOUT
 from .tandem import target_scale
 from .weights import assign
@@ -110,6 +111,8 @@ def activation_scales(model: nn.Module, names: List[str], calib_data, p: float,
         for x in _batches(calib_data):
             try:
                 model(x.to(device))
+            except FoldError:   # (a BN folded over the wrong dim: it says so, calib_data is not the matter)
+                raise
             except (RuntimeError, ValueError) as e:   # else a shape/dtype error deep in torch, with no word of calib
                 raise ValueError(f"init='teacher': the model fails on a calib_data batch of shape {tuple(x.shape)}, "
                                  f"{x.dtype} ({type(e).__name__}: {e}); give calib_data as a batch [N, ...] of "

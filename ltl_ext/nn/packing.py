@@ -45,6 +45,13 @@ class SpikeStore:
     or the tensor it is a view of was marked, and it is dense (contiguous, or channels-last; a strided view is kept
     as it is). Use it as a context manager around the forward; nesting is allowed (PyTorch stacks the hooks).
     ``packed`` counts the tensors it packed.
+
+    Spikes changed in place after :meth:`mark` are not packed: the tensor's version counter tells. An edit through
+    ``s.data`` (``s.data.add_(x)``, ``s.data[...] = v``) does not move that counter (``.data`` is a tensor with a
+    counter of its own; autograd cannot see such edits either), so values other than 0 and 1 written that way are
+    packed, and come back from the bits as 1 where the float spikes were freed before the backward. Edit marked
+    spikes in place only as ``s`` or ``s.detach()`` (which share the counter), or out of place. Checking the values
+    at each pack instead would cost a pass over every saved tensor and, on a GPU, a device sync.
     """
 
     def __init__(self) -> None:
