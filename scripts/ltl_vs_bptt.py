@@ -10,7 +10,8 @@ Measured per method and T:
     saved_tensors_hooks; unique storages, the model's parameters excluded). For the constant-memory form the peak
     is over the per-step graphs (each is freed by its own backward).
 Optionally (--epochs N) it also trains LTL offline and BPTT for N epochs on the embedded subset at --conv-T and
-records test accuracy per epoch (the paper's "faster convergence" claim).
+records validation accuracy per epoch (the paper's "faster convergence" claim; the validation split carved from
+the training images by make_loaders: the test set is not read).
 
     python scripts/ltl_vs_bptt.py --out runs/ltl_vs_bptt            # T in 8 16 32, timing + memory
     python scripts/ltl_vs_bptt.py --epochs 3 --conv-T 8 --out runs/ltl_vs_bptt_conv
@@ -119,18 +120,18 @@ def measure(make, batches, steps, warmup_steps):
     return {"step_s": statistics.median(times), "step_s_all": times, "saved_bytes": meter.peak}
 
 
-def convergence(teacher, T, epochs, train_loader, test_loader):
+def convergence(teacher, T, epochs, train_loader, val_loader):
     out = {}
     torch.manual_seed(1)
     ltl = LocalTandemTrainer(teacher, time_steps=T, mode="offline", lr=1e-3, device="cpu")
-    ltl.fit(train_loader, epochs, val_loader=test_loader, progress=False)
-    out["LTL offline"] = [{"epoch": h["epoch"], "acc": h["student_acc"], "seconds": h["seconds"]}
+    ltl.fit(train_loader, epochs, val_loader=val_loader, progress=False)
+    out["LTL offline"] = [{"epoch": h["epoch"], "acc": h["val_student_acc"], "seconds": h["seconds"]}
                           for h in ltl.history]
     torch.manual_seed(1)
     bptt = BPTTTrainer(SpikingModel(convert(teacher, neuron=LIF()), time_steps=T), time_steps=T, lr=1e-3,
                        device="cpu")
-    bptt.fit(train_loader, epochs, val_loader=test_loader, progress=False)
-    out["BPTT"] = [{"epoch": h["epoch"], "acc": h["student_acc"], "seconds": h["seconds"]} for h in bptt.history]
+    bptt.fit(train_loader, epochs, val_loader=val_loader, progress=False)
+    out["BPTT"] = [{"epoch": h["epoch"], "acc": h["val_student_acc"], "seconds": h["seconds"]} for h in bptt.history]
     return out
 
 
@@ -149,7 +150,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     channels = tuple(int(c) for c in args.channels.split(","))
     splits = data.load_dataset("embedded")
-    train_loader, _, test_loader = data.make_loaders(splits, batch_size=args.batch_size, augment=False, seed=0)
+    train_loader, val_loader, _ = data.make_loaders(splits, batch_size=args.batch_size, augment=False, seed=0)
     teacher = make_teacher(channels, args.hidden, args.teacher_epochs, train_loader)
     batches = [b for _, b in zip(range(args.steps + args.warmup_steps + 1), train_loader)]
     n_embedded = len(splits.y_train)
@@ -167,7 +168,7 @@ def main(argv=None):
             write_json(Path(args.out) / "ltl_vs_bptt.json", results)
     if args.epochs:
         results["convergence"] = {"T": args.conv_T, "epochs": convergence(teacher, args.conv_T, args.epochs,
-                                                                           train_loader, test_loader)}
+                                                                           train_loader, val_loader)}
         write_json(Path(args.out) / "ltl_vs_bptt.json", results)
     print(table(results))
     return 0
@@ -185,7 +186,7 @@ def table(results) -> str:
                     f"{r['step_s'] / b['step_s']:.2f}x | {r['saved_bytes'] / b['saved_bytes']:.2f}x |")
     conv = results.get("convergence")
     if conv:
-        rows += ["", f"test accuracy per epoch (embedded subset, T = {conv['T']}):", "",
+        rows += ["", f"validation accuracy per epoch (embedded subset, T = {conv['T']}):", "",
                  "| method | " + " | ".join(f"epoch {e['epoch']}" for e in conv["epochs"]["BPTT"]) + " |",
                  "|---|" + "---|" * len(conv["epochs"]["BPTT"])]
         for name, hist in conv["epochs"].items():

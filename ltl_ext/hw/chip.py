@@ -14,6 +14,7 @@ import contextlib
 import copy
 import os
 import tempfile
+import warnings
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -161,13 +162,26 @@ def _copy_model(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model, memo)
 
 
+def _warn_zero_layers(layers: List[Tuple[str, nn.Module]]) -> None:
+    """Warn about layers whose weights are all zero. Why: each layer's device range ``w_max`` is its largest
+    programmed weight, so such a layer stays (about) 0 under every device model, quantisation and additive noise
+    included, and the chip looks robust; almost always an untrained or wrongly loaded model."""
+    zero = [name for name, m in layers if not bool(m.weight.detach().any())]
+    if zero:
+        warnings.warn(f"program: the weights of layer(s) {zero} are all zero, so on the chip they stay 0 whatever "
+                      f"the device noise (each layer's range is its largest weight): an untrained or wrongly loaded "
+                      f"model? (warnings.filterwarnings('ignore', 'program: the weights') if it is on purpose)",
+                      stacklevel=3)
+
+
 def program(student: nn.Module, dev: DeviceModel, seed: int = 0, *, example_input: Optional[Tensor] = None
             ) -> nn.Module:
     """A reproducible chip instance of ``student`` under device model ``dev`` (a deep copy; the input is untouched).
 
     Same ``(student, dev, seed)`` -> the same chip; another seed -> another chip. ``example_input`` (a batch the
     model accepts) fixes the neuron shapes for the neuron mismatch at once; without it they are fixed at the
-    chip's first forward (same draw).
+    chip's first forward (same draw). A layer whose weights are all zero is warned about (a ``UserWarning``: it
+    would stay 0 under any device noise).
     """
     if not isinstance(dev, DeviceModel):
         raise TypeError(f"dev must be a noise.DeviceModel, got {type(dev).__name__}")
@@ -186,6 +200,7 @@ def program(student: nn.Module, dev: DeviceModel, seed: int = 0, *, example_inpu
     layers = analog_layers(chip)
     if not layers:
         raise ValueError("the model has no Linear/Conv layer to program onto the chip")
+    _warn_zero_layers(layers)
     for i, (_, m) in enumerate(layers):
         if dev.differential:
             def streams(purpose, _i=i):
@@ -257,7 +272,12 @@ def at(chip: nn.Module, t: float) -> nn.Module:
 def unprogram(chip: nn.Module) -> nn.Module:
     """A clean (ideal) model holding the chip's *programmed* weights and nominal neuron parameters.
 
-    The chip is left untouched. ``program(unprogram(chip), dev, seed)`` has the same noise as ``chip``.
+    The chip is left untouched. ``program(unprogram(chip), dev, seed)`` is the same chip only while the programmed
+    weights are the ones ``chip`` was programmed with (no calibration since): the draws come from the seed, but
+    each layer's ``w_max`` (the quantisation levels, the scale of additive noise and of stuck-on devices, a pair's
+    conductance scale) and PCM's weight-dependent noise and drift are taken from the weights being programmed, so
+    after calibration the new chip's devices differ. Converter ranges (``dac_bits``/``adc_bits``) are set again at
+    the new chip's first forward. To keep a calibrated chip, keep it (or ``save_chip`` / ``load_chip``).
     """
     kinds = chip_info(chip).get("thresholds", {})
     clean = _copy_model(chip)
@@ -330,7 +350,10 @@ def load_chip(path: str, student: nn.Module, map_location=None) -> nn.Module:
         raise ValueError(f"cannot read chip file {path!r}: {e}") from e
     if not isinstance(blob, dict) or blob.get("format") != CHIP_FORMAT:
         raise ValueError(f"{path!r} is not a chip file ({CHIP_FORMAT}); save one with noise.save_chip")
-    chip = program(student, DeviceModel.from_dict(blob["device"]), int(blob["seed"]))
+    with warnings.catch_warnings():
+        # the student gives only the architecture here: its weights (zero or not) are replaced by the file's
+        warnings.filterwarnings("ignore", message="program: the weights of layer")
+        chip = program(student, DeviceModel.from_dict(blob["device"]), int(blob["seed"]))
     try:
         chip.load_state_dict(blob["state_dict"], strict=True)
     except RuntimeError as e:

@@ -151,6 +151,9 @@ class SimulatedChip:
 
     @torch.no_grad()
     def run(self, inputs: Tensor) -> Recording:
+        # a driver takes the host's batch wherever it lies: a chip simulated on a GPU fed a loader's CPU batch
+        # (chip_accuracy) failed with a device mismatch in its first layer
+        inputs = inputs.to(_device_of(self.__chip))
         T, B = self.time_steps, inputs.shape[0]
         with _recording(self.__chip.model, self.exposes_membrane) as (spikes, currents):
             _, steps = self.__chip(inputs, return_steps=True)
@@ -161,6 +164,14 @@ class SimulatedChip:
             named = dict(lifs(self.__chip.model))
             membrane = {n: membrane_trace(c.reshape(T, B, *c.shape[1:]), named[n])[1] for n, c in currents.items()}
         return Recording(shaped, steps.detach(), membrane)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    """Where ``model``'s tensors lie (its first parameter or buffer; the CPU for a model without any)."""
+    t = next(model.parameters(), None)
+    if t is None:
+        t = next(model.buffers(), None)
+    return torch.device("cpu") if t is None else t.device
 
 
 def _online_error(S: Tensor, y: Tensor, warmup: int) -> tuple:
@@ -184,7 +195,7 @@ def _host_step(shadow: SpikingModel, link, rec: Recording, x: Tensor, y: Tensor,
         handles.append(m.register_forward_pre_hook(lambda mod, a, _n=name: currents.__setitem__(_n, a[0])))
         # the next layer gets the chip's spikes, not the shadow's: each layer learns on what it really receives
         handles.append(m.register_forward_hook(
-            lambda mod, a, out, _n=name: rec.spikes[_n].reshape(out.shape).to(out.dtype)))
+            lambda mod, a, out, _n=name: rec.spikes[_n].reshape(out.shape).to(out.device, out.dtype)))
     try:
         _, steps = shadow(x, return_steps=True)          # steps: [T, B, classes], the readout current per step
     finally:
@@ -194,8 +205,8 @@ def _host_step(shadow: SpikingModel, link, rec: Recording, x: Tensor, y: Tensor,
     total, local = 0.0, {}
     for name, m in named.items():
         X = currents[name].reshape(T, B, *currents[name].shape[1:])
-        S = rec.spikes[name].to(X.dtype)
-        H = rec.membrane[name] if use_membrane else membrane_trace(X.detach(), m)[1]
+        S = rec.spikes[name].to(X.device, X.dtype)    # a driver may record on the host, the shadow be on a GPU
+        H = rec.membrane[name].to(X.device) if use_membrane else membrane_trace(X.detach(), m)[1]
         g, value = _online_error(S, targets[name], config.warmup)
         kw = m.lif_kwargs()
         theta, alpha = kw["threshold"], kw["alpha"]
@@ -205,7 +216,7 @@ def _host_step(shadow: SpikingModel, link, rec: Recording, x: Tensor, y: Tensor,
         coeff = (g * functional.surrogate_grad(H - theta, m.surrogate, a) * alpha).detach()
         total = total + (coeff * X).sum()       # d/dW of this = the exact online LTL gradient (module docstring)
         local[name] = value
-    chip_steps = steps + (rec.output.to(steps.dtype) - steps).detach()   # value from the chip, gradient from W_out
+    chip_steps = steps + (rec.output.to(steps.device, steps.dtype) - steps).detach()  # the chip's value, W_out's grad
     ce = readout_loss(chip_steps, y, config)
     return config.ce_weight * ce + total, float(ce.detach()), local
 
@@ -298,8 +309,10 @@ def chip_accuracy(chip: ChipDriver, loader: Iterable, max_batches: Optional[int]
     for i, (x, y) in enumerate(loader):
         if max_batches is not None and i >= max_batches:
             break
-        out = chip.run(x).output.mean(0)
-        correct += int((out.argmax(1).cpu() == y).sum())
+        pred = chip.run(x).output.mean(0).argmax(1)
+        # the labels to the predictions' device: labels on a GPU against predictions on the host (or the other way
+        # round) failed with a device mismatch
+        correct += int((pred == y.to(pred.device)).sum())
         n += len(y)
     if n == 0:
         raise ValueError("the loader yields no batch")

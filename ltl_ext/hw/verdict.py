@@ -42,6 +42,19 @@ def _accuracies(name: str, values: Sequence[float]) -> list:
     return out
 
 
+def _check_percent(values: Sequence[float]) -> None:
+    """Accuracies are in percent. Why: fractions (0.93 for 93 %) gave a cost a hundred times too small for the
+    binomial resolution, so every claim came out "not measurable" without an error. All of them at or below 1
+    (and not all 0) are taken for fractions: no model worth a recovery claim is that bad in percent. The range
+    allows 1e-6 points of rounding (``correct * (100 / n)`` gives 100.00000000000001 for 11 of 11)."""
+    out = [v for v in values if not -1e-6 <= v <= 100.0 + 1e-6]
+    if out:
+        raise ValueError(f"accuracies must be in percent, 0 to 100, got {out}")
+    if 0.0 < max(values, default=0.0) <= 1.0:
+        raise ValueError(f"accuracies must be in percent (93.0 for 93 %), got only values <= 1 ({list(values)}): "
+                         f"fractions? multiply them by 100")
+
+
 def _mean_sd(values: Sequence[float]) -> tuple:
     k = len(values)
     m = sum(values) / k
@@ -53,6 +66,7 @@ def cost_resolution(ideal: float, before: Sequence[float], n: int) -> float:
     before = _accuracies("before", before)
     if not before:
         raise ValueError("no chip measured")
+    _check_percent([_accuracies("ideal", [ideal])[0]] + before)
     m, sd = _mean_sd(before)
     return 2 * math.sqrt(binomial_se(ideal, n) ** 2 + binomial_se(m, n) ** 2 + sd ** 2 / len(before))
 
@@ -64,8 +78,10 @@ def verdict(ideal: float, before: Sequence[float], after: Sequence[float], n: in
 
     ``before`` / ``after``: accuracy (%) of each chip; ``ideal``: the ideal student's; ``control``: the ideal
     student after the same calibration (``None``: taken as ``ideal``, i.e. no extra training); ``n``: test
-    samples. Returns ``status`` (``"holds"``, ``"fails"``, ``"not measurable"``), ``strict``, ``recovered``
-    (without the control), ``cost``, ``resolution``, ``gain``, ``reason``.
+    samples. Accuracies are in percent, 0 to 100 (what ``evaluate`` reports): a ``ValueError`` refuses others,
+    and also a set of accuracies all at or below 1 (not all 0), which are fractions in all likelihood. Returns
+    ``status`` (``"holds"``, ``"fails"``, ``"not measurable"``), ``strict``, ``recovered`` (without the control),
+    ``cost``, ``resolution``, ``gain``, ``reason``.
     """
     before, after = _accuracies("before", before), _accuracies("after", after)
     ideal = _accuracies("ideal", [ideal])[0]
@@ -73,6 +89,7 @@ def verdict(ideal: float, before: Sequence[float], after: Sequence[float], n: in
         control = _accuracies("control", [control])[0]
     if len(before) != len(after) or not before:
         raise ValueError(f"need one 'after' per 'before' chip, got {len(before)} and {len(after)}")
+    _check_percent([ideal] + before + after + ([] if control is None else [control]))
     if not 0 < target <= 1:
         raise ValueError(f"target must be a fraction in (0, 1], got {target}")
     k = len(before)

@@ -47,6 +47,9 @@ class BPTTTrainer:
 
     def fit(self, loader: Iterable, epochs: int = 1, val_loader: Optional[Iterable] = None,
             progress: bool = True) -> List[Dict[str, Any]]:
+        """Train until ``epochs`` epochs are done in total (as ``LocalTandemTrainer.fit`` counts them). Returns the
+        history: one dict per epoch with ``epoch``, ``seconds``, ``loss`` and, with ``val_loader`` (a validation
+        set), ``val_student_acc`` (%), the key ``LocalTandemTrainer`` uses."""
         check_epochs(epochs)
         warn_if_nothing_to_train(len(self.history), epochs, stacklevel=3)
         first = len(self.history)
@@ -62,7 +65,9 @@ class BPTTTrainer:
                 raise no_batch_error(epoch, epoch > first, "sample")
             entry = {"epoch": epoch + 1, "seconds": time.perf_counter() - t0, "loss": loss_sum / seen}
             if val_loader is not None:
-                entry["student_acc"] = evaluate_spiking(self.student, val_loader, device=self.device)["student_acc"]
+                # named as LocalTandemTrainer names it: plots and comparisons read both histories by one key
+                report = evaluate_spiking(self.student, val_loader, device=self.device)
+                entry["val_student_acc"] = report["student_acc"]
             self.history.append(entry)
         return self.history
 

@@ -6,7 +6,8 @@ trainer passes itself and plain numbers (floats, ints, dicts of them), never ten
     class Callback:
         on_fit_start(trainer)                        before the first step of a fit
         on_step_end(trainer, step, stats)            after every optimiser step; stats = {"loss", "ce", "local/<layer>"}
-        on_epoch_end(trainer, entry)                 after each epoch; entry = the history row (losses per layer,
+        on_epoch_end(trainer, entry)                 after each epoch, once its metrics file and checkpoints are
+                                                     written; entry = the history row (losses per layer,
                                                      validation accuracy, firing rates, accuracy per time step,
                                                      images/s, seconds)
         on_fit_end(trainer, history)                 after the last epoch

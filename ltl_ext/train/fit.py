@@ -109,15 +109,18 @@ def fit(trainer, train_loader: Iterable, epochs: int, val_loader: Optional[Itera
         entry = _end_epoch(trainer, time.perf_counter() - t0, val_loader, progress)
         if progress:
             _print_epoch(entry)
+        # the epoch's files before the callbacks: one that raised used to leave trainer.best naming an epoch whose
+        # best.pt was never written (and a last.pt that did not know the epoch was evaluated); best.pt before
+        # last.pt, so that no last.pt on disk names a best epoch its best.pt does not hold
+        if metrics_path is not None and dist.is_main:
+            write_json(metrics_path, {"config": asdict(trainer.config), "history": trainer.history})
+        if best_checkpoint is not None and trainer.best is not None and trainer.best["epoch"] == entry["epoch"]:
+            trainer.save(best_checkpoint)
+        if checkpoint is not None:
+            trainer.save(checkpoint)
         if callback is not None:
             callback(entry)
         trainer.callbacks.on_epoch_end(trainer, entry)
-        if metrics_path is not None and dist.is_main:
-            write_json(metrics_path, {"config": asdict(trainer.config), "history": trainer.history})
-        if checkpoint is not None:
-            trainer.save(checkpoint)
-        if best_checkpoint is not None and trainer.best is not None and trainer.best["epoch"] == entry["epoch"]:
-            trainer.save(best_checkpoint)
     trainer.callbacks.on_fit_end(trainer, trainer.history)
     return trainer.history
 

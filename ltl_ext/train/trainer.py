@@ -50,7 +50,8 @@ class LocalTandemTrainer:
 
     The teacher passed in is used in place, not copied: it is moved to the device, put in eval mode and its
     parameters are frozen (``requires_grad=False``); with several processes rank 0's weights are copied into it.
-    No hook stays on it: the hooks that read its activations are on only during each teacher forward.
+    The hooks that read its activations are on only during each teacher forward; the one hook that stays is the
+    time-average a sequence student (``encoding="none"``) puts in front of it, until :meth:`close`.
 
     Several processes (``torchrun --nproc_per_node N``; ``distributed=None`` detects it, ``True`` requires it,
     ``False`` ignores it, or pass a :class:`ltl_ext.distributed.Distributed`): the student trains in DDP (one
@@ -97,6 +98,7 @@ class LocalTandemTrainer:
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         self._teacher_hooks = []           # what this trainer installs on the caller's teacher; close() removes it
+        self._closed = False               # close() ends the trainer's life: see _check_open
         if encoding == "none":             # sequences [T, B, ...]: the teacher sees their time-average
             self._teacher_hooks.append(self.teacher.register_forward_pre_hook(time_average))
         if not isinstance(student, SpikingModel):
@@ -155,6 +157,7 @@ class LocalTandemTrainer:
     # ------------------------------------------------------------------------------------------ one step
     def train_step(self, x: Tensor, y: Tensor) -> Dict[str, float]:
         """One LTL step on a batch (all layers at once); returns the losses as floats."""
+        self._check_open("train_step")
         y = fit_loop.class_labels(y)
         if not x.is_floating_point():      # else a bare dtype error deep in the first layer
             raise TypeError(f"inputs must be floating point, got {x.dtype} (8-bit images: x.float() / 255, the "
@@ -186,13 +189,15 @@ class LocalTandemTrainer:
         ``LocalTandemTrainer.load(path).fit(same loader, epochs)`` then gives the same result as an
         uninterrupted run (bit for bit on CPU). ``best_checkpoint``: written when an epoch beats every earlier one
         on validation student accuracy (``self.best`` says which); it needs ``val_loader``. ``metrics_path``: the
-        history as JSON. ``max_steps``: at most this many steps per epoch. ``callback``: called with each epoch's entry.
+        history as JSON. ``max_steps``: at most this many steps per epoch. ``callback``: called with each epoch's entry
+        once the epoch's files are written (as the callbacks' ``on_epoch_end``), so one that raises leaves them whole.
         Returns the history: one dict per epoch (losses, per-layer local losses, validation accuracies, seconds).
 
         Raises ``ValueError`` when the loader yields no batch or a label outside the model's classes, and
         ``FloatingPointError`` naming the layer and the step when a loss is NaN or infinite; the checkpoints
         written before stay as they were.
         """
+        self._check_open("fit")
         return fit_loop.fit(self, train_loader, epochs, val_loader, checkpoint=checkpoint,
                             checkpoint_every=checkpoint_every, progress=progress, metrics_path=metrics_path,
                             callback=callback, max_steps=max_steps, best_checkpoint=best_checkpoint)
@@ -211,6 +216,7 @@ class LocalTandemTrainer:
         """The LTL losses on ``loader`` without training: ``{"loss", "ce", "local_loss": {layer: loss}}``, each
         a mean over samples (online constant-memory runs are measured in the equal batched online form); an empty
         loader raises ``ValueError``."""
+        self._check_open("local_losses")
         return evaluation.local_losses(self.student, self.link, loader, self.config, device=self.device,
                                        max_batches=max_batches)
 
@@ -230,6 +236,7 @@ class LocalTandemTrainer:
         readout up to each time step), ``firing_rate`` (spikes per neuron per step, per LIF layer),
         ``spikes_per_sample`` and ``samples``.
         """
+        self._check_open("evaluate")
         model = self.student if model is None else self._as_spiking(model)
         with autocast(self.config.precision, self.device):      # evaluated as it was trained
             # a rank's share of a small set may be empty (fewer samples than ranks): only the whole may not be
@@ -259,6 +266,7 @@ class LocalTandemTrainer:
         are normalised as in training (running scales continue from the trainer's, which stay as they are).
         Returns ``{"steps", "loss", "ce", "local_loss"}`` averaged over the last 10 % of the steps.
         """
+        self._check_open("calibrate")
         return calibration.calibrate(self.teacher, self._as_spiking(model), loader, self.config, steps=steps,
                                      mode=mode, lr=lr, train_thresholds=train_thresholds, memory=memory,
                                      warmup=warmup, device=self.device, normaliser=self.link.normaliser,
@@ -278,14 +286,26 @@ class LocalTandemTrainer:
         return Path(path)
 
     def close(self) -> None:
-        """Take any hook off the teacher (the trainer leaves none between teacher forwards) and leave the process
-        group, if this trainer joined one (after the last ``fit`` / ``evaluate``). ``with LocalTandemTrainer(...)
-        as trainer:`` calls it at the end of the block."""
+        """End the trainer: take its hooks off the teacher (``encoding="none"`` keeps one on it that shows the
+        teacher the time-average of a sequence) and leave the process group, if this trainer joined one. Call it
+        after the last ``fit`` / ``evaluate`` / ``calibrate``, which refuse a closed trainer (to go on later: ``save``
+        before closing, then ``LocalTandemTrainer.load``). ``with LocalTandemTrainer(...) as trainer:`` calls it at
+        the end of the block; a second call does nothing."""
+        self._closed = True
         self.link.close()
         for handle in self._teacher_hooks:
             handle.remove()
         self._teacher_hooks = []
         self.dist.close()
+
+    def _check_open(self, what: str) -> None:
+        """Refuse work after :meth:`close`. Why: close took the teacher's hooks off and left the process group, so
+        a time-major run (``encoding="none"``) failed deep in the teacher's first layer, and a run of several
+        processes at its first collective."""
+        if self._closed:
+            raise ValueError(f"{what}: this LocalTandemTrainer is closed (close() or the end of its with block): "
+                             f"call {what} before closing it, or go on with a new trainer "
+                             f"(trainer.save(path) before close(), then LocalTandemTrainer.load(path))")
 
     def __enter__(self) -> "LocalTandemTrainer":
         return self
