@@ -56,6 +56,29 @@ def _boom(entry):
     raise RuntimeError("boom")
 
 
+def test_trainers_of_one_sequence_teacher_share_one_time_average():
+    """Each trainer with encoding="none" put its own time-average hook on the teacher: with two trainers (or a hook
+    the user had registered, as time_average's docstring shows) the teacher averaged the batch away too and failed
+    deep in a layer (IndexError). One shared hook now, taken off with its last trainer; the user's stays theirs."""
+    from ltl_ext.nn.encoding import time_average
+    x, y = torch.rand(3, 4, 5), torch.arange(4) % 3          # time-major [T, B, features]
+    first = _trainer(encoding="none")
+    teacher = first.teacher
+    second = LocalTandemTrainer(teacher, time_steps=3, encoding="none", device="cpu", distributed=False)
+    assert sum(h is time_average for h in teacher._forward_pre_hooks.values()) == 1
+    second.train_step(x, y)
+    first.close()                                             # the other trainer still needs the hook
+    second.train_step(x, y)
+    second.close()
+    assert not teacher._forward_pre_hooks
+    own = teacher.register_forward_pre_hook(time_average)     # the user's own hook: used, never removed here
+    third = LocalTandemTrainer(teacher, time_steps=3, encoding="none", device="cpu", distributed=False)
+    third.train_step(x, y)
+    third.close()
+    assert list(teacher._forward_pre_hooks.values()) == [time_average]
+    own.remove()
+
+
 @pytest.mark.parametrize("how", ["Callback", "callback="])
 def test_a_callback_that_raises_leaves_best_and_the_files_in_agreement(tmp_path, how):
     """The callbacks ran before the epoch's files were written: one raising in on_epoch_end left trainer.best

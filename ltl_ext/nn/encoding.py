@@ -7,10 +7,12 @@
 """
 from __future__ import annotations
 
+import weakref
+
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ENCODINGS", "encode", "time_average"]
+__all__ = ["ENCODINGS", "encode", "time_average", "attach_time_average"]
 
 ENCODINGS = ("direct", "poisson", "none")
 
@@ -57,6 +59,46 @@ def time_average(module: nn.Module, args: tuple) -> tuple:
     """Forward pre-hook giving a teacher the time-average ``[B, ...]`` of a time-major input ``[T, B, ...]``.
 
     The ANN teacher of a student fed sequences (``encoding="none"``) has no time axis; it sees the mean over T,
-    the rate that direct encoding would repeat at every step. ``teacher.register_forward_pre_hook(time_average)``.
+    the rate that direct encoding would repeat at every step. ``teacher.register_forward_pre_hook(time_average)``,
+    once: a second one would average the batch too (:func:`attach_time_average` shares one between its users).
     """
     return (args[0].mean(0),) + tuple(args[1:])
+
+
+# teacher -> [the hook's handle, how many attach_time_average users share it]; weak: a dropped teacher is forgotten
+_SHARED: "weakref.WeakKeyDictionary[nn.Module, list]" = weakref.WeakKeyDictionary()
+
+
+class _SharedHook:
+    """One user's claim on a teacher's shared :func:`time_average` hook (None: nothing claimed); ``remove()`` lets
+    it go, and the hook goes with the last claim. Removing twice does nothing."""
+
+    def __init__(self, teacher: "nn.Module | None"):
+        self._teacher = None if teacher is None else weakref.ref(teacher)
+
+    def remove(self) -> None:
+        teacher = self._teacher() if self._teacher is not None else None
+        self._teacher = None
+        entry = _SHARED.get(teacher) if teacher is not None else None
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] == 0:
+            entry[0].remove()
+            del _SHARED[teacher]
+
+
+def attach_time_average(teacher: nn.Module) -> _SharedHook:
+    """Put :func:`time_average` in front of ``teacher`` once, however many users (trainers on one teacher) ask for
+    it; returns a handle whose ``remove()`` drops this user's claim. Why: each trainer of a sequence student
+    registered its own hook, so with two trainers (or a hook the user had put there) the teacher averaged the
+    batch away as well and failed deep in a layer. A hook the user registered stays theirs: used, not claimed,
+    never removed here."""
+    entry = _SHARED.get(teacher)
+    if entry is not None:
+        entry[1] += 1
+    elif any(hook is time_average for hook in teacher._forward_pre_hooks.values()):
+        return _SharedHook(None)                        # the user's own hook does it
+    else:
+        _SHARED[teacher] = [teacher.register_forward_pre_hook(time_average), 1]
+    return _SharedHook(teacher)

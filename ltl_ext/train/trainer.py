@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from ..distributed import Distributed
 from ..ltl import tandem
 from ..nn import SpikingModel
-from ..nn.encoding import time_average
+from ..nn.encoding import attach_time_average
 from . import calibration, evaluation, fit as fit_loop, state
 from .callbacks import Callback, CallbackList
 from .checkpoint import save_checkpoint
@@ -100,7 +100,7 @@ class LocalTandemTrainer:
         self._teacher_hooks = []           # what this trainer installs on the caller's teacher; close() removes it
         self._closed = False               # close() ends the trainer's life: see _check_open
         if encoding == "none":             # sequences [T, B, ...]: the teacher sees their time-average
-            self._teacher_hooks.append(self.teacher.register_forward_pre_hook(time_average))
+            self._teacher_hooks.append(attach_time_average(self.teacher))   # (one hook, shared by its trainers)
         if not isinstance(student, SpikingModel):
             student = SpikingModel(student, time_steps=time_steps, encoding=encoding)
         elif student.encoding != encoding:
