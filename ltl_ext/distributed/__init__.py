@@ -52,7 +52,7 @@ from .group import Distributed  # noqa: F401
 from .launch import (DEFAULT_TIMEOUT_S, DistributedError, LaunchEnv, default_timeout_s, free_port,  # noqa: F401
                      launch_env)
 from .replica import Replica  # noqa: F401
-from .sampling import ShardedBatches, ShardSampler  # noqa: F401
+from .sampling import ShardedBatches, ShardSampler, SplitBatches  # noqa: F401
 
 __all__ = ["DistributedError", "LaunchEnv", "launch_env", "Distributed", "Replica", "ShardSampler",
-           "ShardedBatches", "free_port", "DEFAULT_TIMEOUT_S", "default_timeout_s"]
+           "ShardedBatches", "SplitBatches", "free_port", "DEFAULT_TIMEOUT_S", "default_timeout_s"]

@@ -14,13 +14,14 @@ import torch
 import torch.distributed as torch_dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, SequentialSampler
+from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 from torch.utils.data.distributed import DistributedSampler
 
 from .collectives import Collectives
-from .launch import DistributedError, _is_comm_error, _local_device, default_timeout_s, launch_env
+from .launch import (DistributedError, _is_comm_error, _local_device, check_timeout_s, default_timeout_s,
+                     launch_env)
 from .replica import Replica, _ddp_kwargs, _Entry
-from .sampling import BatchShare, ShardedBatches, ShardSampler
+from .sampling import BatchShare, ShardedBatches, ShardSampler, SplitBatches
 
 
 class Distributed(Collectives):
@@ -36,7 +37,7 @@ class Distributed(Collectives):
         self.rank, self.world_size, self.local_rank = rank, world_size, local_rank
         self.device = torch.device(device)
         self.backend = backend
-        self.timeout_s = default_timeout_s() if timeout_s is None else float(timeout_s)
+        self.timeout_s = default_timeout_s() if timeout_s is None else check_timeout_s(timeout_s)
         self._owns_group = owns_group
         self._closed = False
 
@@ -61,7 +62,7 @@ class Distributed(Collectives):
           ``LTL_DIST_TIMEOUT`` or 600 s).
         - ``required``: raise if not launched by torchrun (for ``distributed=True``).
         """
-        timeout_s = default_timeout_s() if timeout_s is None else float(timeout_s)
+        timeout_s = default_timeout_s() if timeout_s is None else check_timeout_s(timeout_s)
         env = launch_env(environ)
         if env is None:
             if required:
@@ -131,21 +132,45 @@ class Distributed(Collectives):
             kwargs.setdefault("device_ids", [self.device.index])
         with self.guard("wrapping the student in DDP", collective=True):
             ddp = DistributedDataParallel(_Entry(student), **kwargs)
+            # rank 0's buffers too (LIF thresholds balanced on this rank's calibration data, say): before torch
+            # 2.13, broadcast_buffers=False (the only way to keep the stepwise state per rank) also left them out
+            # of DDP's sync at wrapping, so the ranks trained with different thresholds
+            for b in student.buffers():
+                self._broadcast(b, 0)
         return Replica(student, ddp)
 
     @torch.no_grad()
     def broadcast_module(self, module: nn.Module, src: int = 0) -> nn.Module:
         """Copy rank ``src``'s parameters and buffers into ``module`` on every rank (e.g. the teacher)."""
         if self.enabled:
+            named = list(module.named_parameters()) + list(module.named_buffers())
+            self._check_same_layout(named, src)
             with self.guard("broadcasting a model", collective=True):
-                for t in list(module.parameters()) + list(module.buffers()):
-                    if t.device.type != self.device.type and self.backend == "nccl":
-                        tmp = t.detach().to(self.device)
-                        torch_dist.broadcast(tmp, src)
-                        t.copy_(tmp)
-                    else:
-                        torch_dist.broadcast(t.detach(), src)
+                for _, t in named:
+                    self._broadcast(t, src)
         return module
+
+    def _broadcast(self, t: torch.Tensor, src: int) -> None:
+        if t.device.type != self.device.type and self.backend == "nccl":
+            tmp = t.detach().to(self.device)
+            torch_dist.broadcast(tmp, src)
+            t.detach().copy_(tmp)
+        else:
+            torch_dist.broadcast(t.detach(), src)
+
+    def _check_same_layout(self, named, src: int) -> None:
+        """Every rank's model must hold the tensors of rank ``src``'s (names, shapes, dtypes). Why: other models
+        (another --teacher file on another machine) made the broadcast abort the process, hang until the timeout,
+        or copy tensors of equal size into the wrong places; every rank now gets the same error, naming them."""
+        layouts = self.gather_object([f"{name} {tuple(t.shape)} {t.dtype}" for name, t in named])
+        want = layouts[src]
+        for rank, got in enumerate(layouts):
+            if got != want:
+                diff = [f"{g} where rank {src} has {w}" for g, w in zip(got, want) if g != w][:3]
+                if len(got) != len(want):
+                    diff.append(f"{len(got)} tensors where rank {src} has {len(want)}")
+                raise ValueError(f"the model broadcast from rank {src} (e.g. the teacher) differs on rank {rank}: "
+                                 f"{'; '.join(diff)}; give every rank the same model")
 
     # -- data -------------------------------------------------------------------------------------------------
     def train_sampler(self, dataset, *, shuffle: bool = True, seed: int = 0,
@@ -169,11 +194,29 @@ class Distributed(Collectives):
           batch is split across ranks (:class:`ShardedBatches`; padded to equal shares when ``train``).
         - A per-sample loader (``batch_size=b``): ``train`` uses a :class:`DistributedSampler` (shuffled if the
           loader shuffles; seed ``seed``, a new order per :meth:`set_epoch`) with batches of b / N (b must be a
-          multiple of N); evaluation an unpadded :class:`ShardSampler` with batches of b.
+          multiple of N); evaluation an unpadded :class:`ShardSampler` with batches of b. Both go over the whole
+          dataset, so the loader's sampler must be the plain one (``shuffle=True`` or ``False``): for part of a
+          dataset, pass ``torch.utils.data.Subset(dataset, indices)``.
+        - Any other iterable of whole batches (a list of ``(inputs, labels)``, ``ltl_ext.data.SequenceBatches``):
+          every batch is split across ranks (:class:`SplitBatches`; padded to equal shares when ``train``).
 
         Alone, or for a loader already split, ``loader`` is returned unchanged.
         """
-        if not self.enabled or isinstance(loader.sampler, (DistributedSampler, ShardSampler, ShardedBatches)):
+        if not self.enabled or isinstance(loader, SplitBatches):
+            return loader
+        if not isinstance(loader, DataLoader):
+            # (it failed with "'list' object has no attribute 'sampler'", though fit takes lists of batches)
+            return SplitBatches(loader, self.rank, self.world_size, pad=train)
+        sampler = loader.sampler
+        if hasattr(sampler, "num_replicas") and hasattr(sampler, "rank"):     # a DistributedSampler or one like it
+            if (sampler.num_replicas, sampler.rank) != (self.world_size, self.rank):
+                # else every rank trained on the share of the rank it was built for: samples twice or never
+                raise DistributedError(f"the loader's {type(sampler).__name__} splits the data for rank "
+                                       f"{sampler.rank} of {sampler.num_replicas}, but this is rank {self.rank} of "
+                                       f"{self.world_size}: build it with this rank and world size (the default of "
+                                       f"DistributedSampler(dataset)), or pass the loader unsplit")
+            return loader
+        if isinstance(sampler, (ShardSampler, ShardedBatches)):
             return loader
         if isinstance(loader.dataset, torch.utils.data.IterableDataset):
             raise DistributedError("an IterableDataset cannot be split across ranks by a sampler; "
@@ -191,6 +234,7 @@ class Distributed(Collectives):
         if loader.batch_size is None or type(loader.batch_sampler) is not torch.utils.data.BatchSampler:
             raise DistributedError("a DataLoader with a custom batch_sampler cannot be split automatically; "
                                    "build one per rank with Distributed.train_sampler()")
+        _check_whole_dataset_sampler(loader)
         if not train:
             return DataLoader(loader.dataset, batch_size=loader.batch_size, drop_last=loader.drop_last,
                               sampler=self.eval_sampler(loader.dataset), **kwargs)
@@ -267,7 +311,8 @@ class Distributed(Collectives):
                 self.barrier("closing")
             finally:
                 self._closed = True
-                torch_dist.destroy_process_group()
+                if torch_dist.is_initialized():      # a failed barrier destroyed it already (and said why)
+                    torch_dist.destroy_process_group()
         self._closed = True
 
     def __enter__(self) -> "Distributed":
@@ -283,3 +328,20 @@ class Distributed(Collectives):
                       file=sys.stderr, flush=True)
             self._abort()
 
+
+def _check_whole_dataset_sampler(loader: DataLoader) -> None:
+    """A per-sample loader is split by a sampler of the whole dataset in its order or shuffled (DistributedSampler,
+    ShardSampler), which stands in for the loader's own: refuse a sampler that draws another set. Why: a
+    ``SubsetRandomSampler`` (a train/validation split of one dataset), a weighted or a with-replacement sampler was
+    silently replaced, and every rank trained or evaluated on the whole dataset."""
+    sampler = loader.sampler
+    if isinstance(sampler, SequentialSampler):
+        return
+    if isinstance(sampler, RandomSampler) and not sampler.replacement \
+            and sampler.num_samples == len(sampler.data_source):
+        return
+    raise DistributedError(f"the loader's {type(sampler).__name__} cannot be split across ranks: the split goes over "
+                           f"the whole dataset in order or shuffled. For part of a dataset pass "
+                           f"torch.utils.data.Subset(dataset, indices) with shuffle=True (training) or False; for "
+                           f"another sampling give each rank its own sampler, with the attributes num_replicas and "
+                           f"rank (as DistributedSampler has)")

@@ -1,6 +1,8 @@
 """The job as torchrun describes it, its timeout, and how a failed peer is recognised."""
 from __future__ import annotations
 
+import math
+import numbers
 import os
 import socket
 from dataclasses import dataclass
@@ -11,15 +13,35 @@ import torch.distributed as torch_dist
 
 
 DEFAULT_TIMEOUT_S = 600.0      # seconds a collective waits for the other ranks; LTL_DIST_TIMEOUT overrides it
+MAX_TIMEOUT_S = 1e9            # torch holds the timeout in int64 nanoseconds: 1e10 s overflowed into "timed out"
 
 
 def default_timeout_s() -> float:
     """``LTL_DIST_TIMEOUT`` (seconds) if set, else :data:`DEFAULT_TIMEOUT_S`."""
     text = os.environ.get("LTL_DIST_TIMEOUT", "")
+    if not text:
+        return DEFAULT_TIMEOUT_S
     try:
-        return float(text) if text else DEFAULT_TIMEOUT_S
+        value = float(text)
     except ValueError:
-        raise DistributedError(f"LTL_DIST_TIMEOUT must be a number of seconds, got {text!r}") from None
+        value = math.nan
+    if not 0 < value <= MAX_TIMEOUT_S:
+        # 0 or 1e10 made joining fail at once as "timed out after 0ms" (read as a network problem), inf and nan a
+        # bare OverflowError / ValueError
+        raise DistributedError(f"LTL_DIST_TIMEOUT must be a number of seconds in (0, {MAX_TIMEOUT_S:g}], got "
+                               f"{text!r} (unset it for the default {DEFAULT_TIMEOUT_S:g} s)")
+    return value
+
+
+def check_timeout_s(timeout_s) -> float:
+    """``timeout_s`` as a float, refused unless it is a number of seconds in (0, :data:`MAX_TIMEOUT_S`]."""
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, numbers.Real):
+        raise TypeError(f"timeout_s must be a number of seconds, got {timeout_s!r}")
+    value = float(timeout_s)
+    if not 0 < value <= MAX_TIMEOUT_S:
+        raise ValueError(f"timeout_s must be in (0, {MAX_TIMEOUT_S:g}] seconds, got {timeout_s!r} (None: "
+                         f"LTL_DIST_TIMEOUT or {DEFAULT_TIMEOUT_S:g} s)")
+    return value
 
 
 class DistributedError(RuntimeError):
@@ -42,7 +64,13 @@ class LaunchEnv:
 def launch_env(environ: Optional[Mapping[str, str]] = None) -> Optional[LaunchEnv]:
     """The torchrun environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ...), or ``None`` when not launched by it."""
     env = os.environ if environ is None else environ
-    if "RANK" not in env or "WORLD_SIZE" not in env:
+    if ("RANK" in env) != ("WORLD_SIZE" in env):
+        # one without the other is a hand-made launch gone wrong: run alone, every process would train on all the
+        # data and write the same files
+        have, missing = ("RANK", "WORLD_SIZE") if "RANK" in env else ("WORLD_SIZE", "RANK")
+        raise DistributedError(f"{have}={env[have]} is set but {missing} is not: launch with torchrun (it sets "
+                               f"both), set {missing} too, or unset {have} to run one process")
+    if "RANK" not in env:
         return None
     try:
         rank, world = int(env["RANK"]), int(env["WORLD_SIZE"])

@@ -52,11 +52,7 @@ class ShardedBatches(Sampler):
         if not isinstance(indices, (Tensor, list)):
             raise DistributedError(f"cannot split a batch key of type {type(key).__name__} across ranks; "
                                    f"give each rank its own loader")
-        n = len(indices)
-        rows = torch.arange(n)
-        if self.pad and n and n % self.world_size:
-            rows = rows[torch.arange(n + self.world_size - n % self.world_size) % n]
-        return rows[self.rank::self.world_size]
+        return _share_rows(len(indices), self.rank, self.world_size, self.pad)
 
     def __iter__(self):
         for key in self.batches:
@@ -79,9 +75,79 @@ class ShardedBatches(Sampler):
             self.batches.load_state_dict(state)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# The student replica
-# ---------------------------------------------------------------------------------------------------------------
+class SplitBatches:
+    """This rank's part of every batch of an iterable of whole batches that is not a DataLoader: a list of
+    ``(inputs, labels)`` batches, or :class:`ltl_ext.data.SequenceBatches` (time-major ``x [T, B, ...]``).
+
+    Rank r keeps rows ``r::N`` of each batch (padded to a multiple of N by repeating its first rows with ``pad``,
+    as :class:`ShardedBatches` does; without it an empty share is skipped). A batch's size is the first dimension
+    of its last tensor (the labels); every tensor is split along its first dimension of that size, so a
+    time-major input is split along dim 1 (where T equals the batch size, dim 0 is taken). Every rank must iterate
+    the same batches (a list, or an order seeded alone, as ``SequenceBatches``' is).
+    """
+
+    def __init__(self, batches, rank: int, world_size: int, *, pad: bool):
+        self.batches, self.rank, self.world_size, self.pad = batches, rank, world_size, pad
+
+    def __iter__(self):
+        for batch in self.batches:
+            n = _batch_size(batch)
+            rows = _share_rows(n, self.rank, self.world_size, self.pad)
+            if len(rows):
+                yield _split_rows(batch, rows, n)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.batches, "set_epoch"):
+            self.batches.set_epoch(epoch)
+
+
+def _share_rows(n: int, rank: int, world_size: int, pad: bool) -> Tensor:
+    """Rows ``rank::world_size`` of a batch of n; with ``pad``, of the batch padded to a multiple of
+    ``world_size`` by repeating its first rows (every rank then gets an equal share)."""
+    rows = torch.arange(n)
+    if pad and n and n % world_size:
+        rows = rows[torch.arange(n + world_size - n % world_size) % n]
+    return rows[rank::world_size]
+
+
+def _tensors(batch) -> list:
+    if isinstance(batch, Tensor):
+        return [batch]
+    if isinstance(batch, (tuple, list)):
+        return [t for b in batch for t in _tensors(b)]
+    if isinstance(batch, dict):
+        return [t for b in batch.values() for t in _tensors(b)]
+    return []
+
+
+def _batch_size(batch) -> int:
+    tensors = [t for t in _tensors(batch) if t.dim() > 0]
+    if not tensors:
+        raise DistributedError(f"cannot split a batch of type {type(batch).__name__} across ranks (no tensor in "
+                               f"it); pass a DataLoader over its samples instead")
+    return tensors[-1].shape[0]          # the labels [B]
+
+
+def _split_rows(batch, rows: Tensor, n: int):
+    """``rows`` of every tensor of ``batch`` along its batch dimension (the first of size ``n``)."""
+    if isinstance(batch, Tensor):
+        if batch.dim() > 0 and batch.shape[0] == n:
+            return batch[rows.to(batch.device)]
+        if batch.dim() > 1 and batch.shape[1] == n:          # time-major [T, B, ...]
+            return batch[:, rows.to(batch.device)]
+        raise DistributedError(f"cannot split a batch across ranks: a tensor of shape {tuple(batch.shape)} has no "
+                               f"dimension 0 or 1 of the batch size {n} (the labels' length); pass a DataLoader "
+                               f"over its samples instead")
+    if isinstance(batch, (tuple, list)):
+        parts = [_split_rows(b, rows, n) for b in batch]
+        return type(batch)(*parts) if hasattr(batch, "_fields") else type(batch)(parts)   # a namedtuple
+    if isinstance(batch, dict):
+        return {k: _split_rows(v, rows, n) for k, v in batch.items()}
+    raise DistributedError(f"cannot split a batch of type {type(batch).__name__} across ranks; pass a DataLoader "
+                           f"over its samples instead")
 
 
 class BatchShare(Dataset):

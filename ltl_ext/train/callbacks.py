@@ -96,7 +96,8 @@ def flatten(entry: Dict[str, Any], prefix: str = "") -> Dict[str, float]:
 class CSVLogger(Callback):
     """One row per epoch in ``path`` (CSV, flattened keys). Columns are the union of every row's keys: a key that
     appears later (validation accuracy from the second epoch on, say) rewrites the header; missing cells are empty.
-    The file is rewritten whole and atomically after each epoch, so a reader never sees half a row."""
+    The file is rewritten whole and atomically after each epoch, so a reader never sees half a row. With several
+    processes rank 0 writes it (:func:`writes`)."""
 
     def __init__(self, path, *, append: bool = False):
         self.path = Path(path)
@@ -106,6 +107,8 @@ class CSVLogger(Callback):
                 self.rows = [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
 
     def on_epoch_end(self, trainer, entry: Dict[str, Any]) -> None:
+        if not writes(trainer):
+            return
         self.rows.append(flatten(entry))
         self._write()
 
@@ -125,7 +128,8 @@ class CSVLogger(Callback):
 
 class TensorBoardLogger(Callback):
     """Scalars for TensorBoard in ``log_dir``: ``step/<stat>`` every ``every`` optimiser steps and ``epoch/<key>``
-    for every number of the epoch's history row. Needs ``tensorboard`` (``pip install tensorboard``)."""
+    for every number of the epoch's history row (rank 0's steps; with several processes rank 0 writes, see
+    :func:`writes`). Needs ``tensorboard`` (``pip install tensorboard``)."""
 
     def __init__(self, log_dir, every: int = 10):
         try:
@@ -135,15 +139,25 @@ class TensorBoardLogger(Callback):
                               f"({type(e).__name__}: {e})") from None
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"every must be a positive int, got {every!r}")
-        self.writer = SummaryWriter(str(log_dir))
+        self._make_writer = lambda: SummaryWriter(str(log_dir))
+        self.writer = None                # made at the first write: on rank 0 only (other ranks made empty files)
         self.every = every
 
+    def _writer(self, trainer):
+        if not writes(trainer):
+            return None
+        if self.writer is None:
+            self.writer = self._make_writer()
+        return self.writer
+
     def on_step_end(self, trainer, step: int, stats: Dict[str, float]) -> None:
-        if step % self.every == 0:
+        if step % self.every == 0 and self._writer(trainer) is not None:
             for k, v in stats.items():
                 self.writer.add_scalar(f"step/{k}", v, step)
 
     def on_epoch_end(self, trainer, entry: Dict[str, Any]) -> None:
+        if self._writer(trainer) is None:
+            return
         epoch = int(entry.get("epoch", 0))
         for k, v in flatten(entry).items():
             if k != "epoch":
@@ -151,10 +165,19 @@ class TensorBoardLogger(Callback):
         self.writer.flush()
 
     def on_fit_end(self, trainer, history: List[Dict[str, Any]]) -> None:
-        self.writer.flush()
+        if self.writer is not None:
+            self.writer.flush()
 
     def close(self) -> None:
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def writes(trainer) -> bool:
+    """Whether this process writes the loggers' files: rank 0 of several (its history holds every rank's figures;
+    all ranks wrote one CSV through one temporary file, a race, and TensorBoard one event file each), or alone."""
+    dist = getattr(trainer, "dist", None)
+    return dist is None or dist.is_main
 
 
 LOGGERS: Sequence[str] = ("csv", "tensorboard")

@@ -90,6 +90,8 @@ def load_trainer(cls, path, teacher: Optional[nn.Module] = None, student: Option
         trainer.global_step = int(state["global_step"])
         trainer.history = list(state["history"])
         trainer._epoch_sums = dict(state["epoch_sums"])
+        if not trainer.dist.is_main:   # the sums over all ranks (trainer.save): rank 0 holds them, the others 0
+            trainer._epoch_sums = {k: (v if k == "seconds" else 0.0) for k, v in trainer._epoch_sums.items()}
         es = state.get("epoch_start")
         trainer._epoch_start = None if es is None else (es["rng"], es["loader"])
         trainer.best = state.get("best")

@@ -280,8 +280,17 @@ class LocalTandemTrainer:
     def save(self, path) -> Path:
         """Write a checkpoint atomically: models, optimiser, epoch/step, history, config, RNG states.
         With several processes rank 0 writes it and every rank returns once it is written."""
+        sums = self._epoch_sums
+        if self.dist.enabled:
+            # the epoch's partial loss sums are each rank's own: rank 0's alone, restored on every rank and summed
+            # over the ranks at the epoch's end, counted N times (a mid-epoch resume logged another loss). Summed
+            # here on every rank (a collective); restored on rank 0 only (state.load_trainer)
+            sums = {**self.dist.all_sum({k: v for k, v in sums.items() if k != "seconds"}),
+                    **{k: v for k, v in sums.items() if k == "seconds"}}
         if self.dist.is_main:
-            save_checkpoint(self.state_dict(), path, kind=CKPT_KIND)
+            state_ = self.state_dict()
+            state_["epoch_sums"] = sums
+            save_checkpoint(state_, path, kind=CKPT_KIND)
         self.dist.barrier("saving a checkpoint")
         return Path(path)
 
