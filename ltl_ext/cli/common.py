@@ -14,6 +14,10 @@ DATASETS = tuple(_DATASETS)
 ARCHS = ("cnn_small", "mlp", "vgg11", "vgg16", "resnet")
 
 
+#: the data sets whose classes their name fixes -> the classes (the embedded subset is Fashion-MNIST's)
+FIXED_CLASSES = {"embedded": "fashion-mnist", "fashion-mnist": "fashion-mnist", "mnist": "mnist", "kmnist": "kmnist",
+                 "cifar10": "cifar10", "cifar100": "cifar100"}
+
 #: the files a run writes into its output folder; any of them there means a run is there
 RUN_FILES = ("settings.json", "teacher.pt", "last.pt", "best.pt", "history.json", "history.csv", "metrics.json",
              "ckpt.pt")
@@ -23,30 +27,39 @@ class UserError(Exception):
     """A problem with the command's input, shown as one line."""
 
 
-def add_data_args(p: argparse.ArgumentParser) -> None:
+def add_data_args(p: argparse.ArgumentParser, training: bool = True) -> None:
+    """The data flags; ``training=False`` (``eval``, which reads the test set only) leaves out --val-fraction and
+    --augment, which it would accept and ignore."""
     p.add_argument("--data", choices=list(DATASETS), default="embedded",
                    help="data set (default: the embedded Fashion-MNIST subset)")
     p.add_argument("--data-dir", default=None, metavar="PATH", help="where the data set's files are")
     p.add_argument("--limit", type=int, default=None, help="use at most N train and N test images")
     p.add_argument("--image-size", type=int, default=None, help="folder data: resize images to S x S")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
+    if not training:
+        return
     p.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION,
                    help="share of each class of the training data held out for validation, which selects the "
                         "epoch and the teacher (default: %(default)s); the test set is evaluated once, at the end")
-    p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="training augmentation (default: on for CIFAR, off otherwise)")
 
 
-def _torch(args):
+def _check_device(device: Optional[str]) -> None:
     import torch
-    if getattr(args, "device", None):
+    if device:
         try:
-            dev = torch.device(args.device)
+            dev = torch.device(device)
         except RuntimeError:
-            raise UserError(f"--device {args.device!r} is not a device (use cpu, cuda or cuda:N)") from None
+            raise UserError(f"--device {device!r} is not a device (use cpu, cuda or cuda:N)") from None
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise UserError("--device cuda asked for, but this torch sees no CUDA device")
+
+
+def _torch(args):
+    import torch
+    _check_device(getattr(args, "device", None))
     if getattr(args, "seed", None) is not None:
         torch.manual_seed(args.seed)
     return torch
@@ -107,6 +120,15 @@ def _require_test(splits) -> None:
         raise UserError(f"no test images in {splits.describe()}: the accuracy is reported on the test split")
 
 
+def _check_teacher_batches(train_loader, epochs: int, fix: str) -> None:
+    """Every zoo teacher has BatchNorm, which cannot train on a batch of one image: --batch-size 1, or a training
+    split whose size leaves one image over (N % batch == 1), crashed in the teacher's first epoch."""
+    n, size = train_loader.sampler.num_samples, train_loader.sampler.batch_size
+    if epochs > 0 and (size == 1 or n % size == 1):
+        raise UserError(f"the teacher's training batches would include one of a single image ({n} training images, "
+                        f"batches of {size}), which its BatchNorm layers cannot train on: {fix}")
+
+
 def _out_folder(text: str) -> Path:
     """``--out`` as the folder a command writes into; an existing file there (a data set, a checkpoint) is refused
     before anything runs."""
@@ -143,7 +165,9 @@ def _build_teacher(arch: str, splits, extra: Optional[Dict[str, Any]] = None):
     kwargs.update(extra or {})
     # the class names travel with the spec (teacher.pt, every checkpoint): labels are positions in them, so data
     # with other names in the same positions can be refused (:func:`_check_fits`) rather than scored permuted
-    return MODELS[arch](**kwargs), {"arch": arch, "kwargs": kwargs, "class_names": list(splits.class_names)}
+    # the data set's name too: MNIST's class names are its digits, which say nothing (:func:`_check_fits`)
+    return MODELS[arch](**kwargs), {"arch": arch, "kwargs": kwargs, "class_names": list(splits.class_names),
+                                    "data": splits.name}
 
 
 def _check_fits(spec: Optional[Dict[str, Any]], splits, where) -> None:
@@ -156,6 +180,14 @@ def _check_fits(spec: Optional[Dict[str, Any]], splits, where) -> None:
     for what, model, data in checks:
         if model is not None and model != data:
             raise UserError(f"{where} was trained for {model} {what}, but {splits.name} has {data}")
+    # the catalogued data sets have fixed classes: a model of one is refused on another even where the names cannot
+    # tell them apart (MNIST's "0".."9" are compared with nothing); the embedded subset is Fashion-MNIST
+    trained_on = (spec or {}).get("data")
+    if trained_on in FIXED_CLASSES and splits.name in FIXED_CLASSES \
+            and FIXED_CLASSES[trained_on] != FIXED_CLASSES[splits.name]:
+        raise UserError(f"{where} was trained on {trained_on}, but this is {splits.name}, whose classes are "
+                        f"others: its labels would be scored against the wrong classes (pass the --data it was "
+                        f"trained on)")
     names, data_names = (spec or {}).get("class_names"), list(splits.class_names)
     # a checkpoint from before names were stored, or integer labels on either side: nothing to compare
     if names is None or _index_names(names) or _index_names(data_names) or list(names) == data_names:

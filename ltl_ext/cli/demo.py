@@ -5,8 +5,8 @@ import argparse
 import time
 from pathlib import Path
 
-from .common import (RUN_FILES, UserError, _build_teacher, _final_test, _finish, _first_images, _limit, _metrics,
-                     _out_folder, _positive, _say, _split_record, _torch)
+from .common import (RUN_FILES, UserError, _build_teacher, _check_teacher_batches, _final_test, _finish,
+                     _first_images, _limit, _metrics, _out_folder, _positive, _say, _split_record, _torch)
 from ..data.loaders import DEFAULT_VAL_FRACTION
 
 
@@ -76,6 +76,7 @@ def run(args) -> int:
     splits = ltl_data.load_dataset("embedded", limit=_limit(args))
     train_loader, val_loader, test_loader = ltl_data.make_loaders(splits, batch_size=recipe["batch_size"],
                                                                   augment=False, seed=args.seed)
+    _check_teacher_batches(train_loader, recipe["teacher_epochs"], "choose another --limit")
     teacher, spec = _build_teacher(recipe["arch"], splits, recipe["arch_kwargs"])
     _say(progress, f"{splits.describe()}\nteacher: {recipe['arch']}, {recipe['teacher_epochs']} epochs")
     history = train_teacher(teacher, train_loader, recipe["teacher_epochs"], lr=recipe["teacher_lr"],

@@ -12,7 +12,7 @@ EVAL_FILES = ("eval.json", "acc_per_step.png")
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("eval", help="evaluate a trained student (best.pt or last.pt of a run) on a test set")
     p.add_argument("checkpoint", metavar="CKPT")
-    add_data_args(p)
+    add_data_args(p, training=False)
     p.add_argument("--out", default=None, help="write eval.json (and acc_per_step.png) here")
     p.add_argument("--overwrite", action="store_true", help="replace eval.json and acc_per_step.png in --out")
     p.add_argument("--device", default=None)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
@@ -34,6 +35,14 @@ def _floats(flag: str, text: str) -> Tuple[float, ...]:
     return values
 
 
+def _shape(text: str) -> Tuple[int, ...]:
+    """--input-shape as whole sizes: int() would make 28.7 a silent 28."""
+    values = _floats("--input-shape", text)
+    if any(not math.isfinite(v) or v != int(v) or v < 1 for v in values):
+        raise UserError(f"--input-shape must be whole sizes >= 1 separated by commas, got {text!r}")
+    return tuple(int(v) for v in values)
+
+
 def _spec_input_shape(spec) -> Optional[Tuple[int, ...]]:
     """(C, S, S) or (F,) from a zoo model's spec, its builder's defaults filling the gaps; None if unknown."""
     kw = _spec_arguments(spec)
@@ -63,7 +72,12 @@ def run(args) -> int:
     from ..train import LocalTandemTrainer
     if (args.mean is None) != (args.std is None):
         raise UserError("--mean and --std go together")
+    shape = _shape(args.input_shape) if args.input_shape else None
     out = Path(args.out)
+    if out.is_dir():     # --overwrite would not help: the NIR writer cannot replace a folder
+        raise UserError(f"--out {out} is a folder: name the file to write, e.g. {out / 'student.nir'}")
+    if any(p.exists() and not p.is_dir() for p in out.parents):      # mkdir would fail with a traceback
+        raise UserError(f"--out {out}: a file stands where its folder should be")
     if out.exists() and not args.overwrite:     # e.g. --out best.pt by mistake: never replaced without asking
         raise UserError(f"{out} exists already: pass --overwrite to replace it, or choose another --out")
     try:
@@ -71,8 +85,7 @@ def run(args) -> int:
     except ImportError as e:
         raise UserError(str(e)) from None
     trainer = LocalTandemTrainer.load(args.checkpoint, device="cpu", restore_rng=False)
-    shape = (tuple(int(v) for v in _floats("--input-shape", args.input_shape)) if args.input_shape
-             else _spec_input_shape(trainer.teacher_spec))
+    shape = shape or _spec_input_shape(trainer.teacher_spec)
     normalization = _normalization(args, trainer.student)
     try:
         graph = export_nir(trainer.student, input_shape=shape, normalization=normalization,

@@ -9,7 +9,7 @@ from typing import List
 
 from ..hw import drift_study, noise, robustness as study
 from ..hw.robustness import DEFAULT_DEVICES, DEFAULT_SIGMAS, _say, plot, run_study, table
-from .common import DATASETS, UserError, _check_fits, _out_folder, _require_test
+from .common import DATASETS, UserError, _check_device, _check_fits, _out_folder, _require_test
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -90,8 +90,17 @@ def run(args) -> int:
             raise ValueError(f"--calib-time must be seconds > 0, got {args.calib_time}")
         if args.in_the_loop and not args.preset:
             raise ValueError("--in-the-loop runs in the drift study: give a --preset too")
+        # checked here: the trainer would refuse it only after the checkpoint and the data are loaded
+        if args.calib_lr is not None and not (math.isfinite(args.calib_lr) and args.calib_lr > 0):
+            raise ValueError(f"--calib-lr must be a number > 0, got {args.calib_lr}")
     except ValueError as e:
         raise _user_error(str(e)) from None
+    _check_device(args.device)           # before anything loads (the seed seeds each chip, not torch)
+    if args.checkpoint is None and args.data != "embedded":
+        # the student it would train follows the demo recipe, on the embedded Fashion-MNIST subset: a study of it
+        # on other data measures nothing (and is refused only after the training, or not at all for MNIST)
+        raise _user_error(f"without --checkpoint the student is trained on the embedded data, not {args.data}: "
+                          f"give --checkpoint (a run's best.pt trained on {args.data})")
     for flag, v, low in (("--chips", args.chips, 1), ("--steps", args.steps, 0), ("--batch-size", args.batch_size, 1),
                            ("--calib-batch-size", args.calib_batch_size, 1)):
         if v < low:

@@ -6,10 +6,10 @@ import shutil
 import time
 from pathlib import Path
 
-from .common import (ARCHS, RUN_FILES, UserError, _arch_kwargs, _build_teacher, _check_fits, _check_teacher_flags,
-                     _check_teacher_split, _default_arch, _distributed, _final_test, _finish, _first_images, _limit,
-                     _load_data, _metrics, _out_folder, _percentile, _positive, _say, _split_record, _torch,
-                     _val_fraction, add_data_args)
+from .common import (ARCHS, RUN_FILES, UserError, _arch_kwargs, _build_teacher, _check_fits, _check_teacher_batches,
+                     _check_teacher_flags, _check_teacher_split, _default_arch, _distributed, _final_test, _finish,
+                     _first_images, _limit, _load_data, _metrics, _out_folder, _percentile, _positive, _say,
+                     _split_record, _torch, _val_fraction, add_data_args)
 from ..train.callbacks import CallbackList, CSVLogger, TensorBoardLogger
 from ..train.config import DEFAULT_LR
 
@@ -150,6 +150,20 @@ def _teacher_training_flags(args) -> None:
         raise UserError(f"--teacher-lr must be >= 0, got {args.teacher_lr}")
 
 
+def _check_ltl_flags(args, percentile) -> None:
+    """The trainer's own checks of the LTL flags (--lr, --grad-clip, --time-block ...), run before the teacher
+    trains and OUT is written: the trainer runs them only after both, minutes later, leaving a half-made run."""
+    from ..train.config import LTLConfig, default_warmup
+    try:
+        LTLConfig(time_steps=args.time_steps, mode=args.mode, memory=args.memory, init=args.init, lr=args.lr,
+                  warmup=default_warmup(args.time_steps) if args.warmup is None else args.warmup,
+                  percentile=percentile, weight_decay=args.weight_decay, schedule=args.schedule,
+                  grad_clip=args.grad_clip, precision=args.precision, time_block=args.time_block,
+                  compact_targets=not args.exact_targets).check()
+    except (ValueError, TypeError) as e:
+        raise UserError(str(e).splitlines()[0]) from None
+
+
 def _train(args, dist) -> int:
     t_start = time.perf_counter()
     _torch(args)
@@ -161,6 +175,10 @@ def _train(args, dist) -> int:
     percentile = _percentile(args.percentile, args.mode)
     if args.exact_targets and args.memory != "constant":
         raise UserError("--exact-targets applies to --memory constant (the only mode that compacts its targets)")
+    # offline LTL learns from every step: --warmup would be ignored (a run made before this check still resumes)
+    if args.warmup is not None and args.mode != "online" and not args.resume:
+        raise UserError("--warmup applies to --mode online (offline LTL learns from all T steps)")
+    _check_ltl_flags(args, percentile)
     out = _out_folder(args.out)
     device = dist.device
     progress = not args.quiet and dist.is_main
@@ -170,6 +188,8 @@ def _train(args, dist) -> int:
         splits, batch_size=args.batch_size, val_fraction=_val_fraction(args), augment=augment, seed=args.seed,
         num_workers=args.workers)
     split = _split_record(args.data, _limit(args), args.seed, _val_fraction(args))
+    if not args.teacher and not args.resume:      # this run trains its teacher
+        _check_teacher_batches(train_loader, args.teacher_epochs, "choose another --batch-size")
     teacher = spec = None
     if args.teacher and not args.resume:   # read before --overwrite clears OUT: it may be OUT/teacher.pt
         teacher, spec, meta = load_teacher(args.teacher)
