@@ -209,3 +209,14 @@ def test_programming_an_all_zero_layer_warns_naming_it(tmp_path):
         noise.program(_chip_student(), dev, seed=0)                  # a trained layer: no warning
         noise.save_chip(chip, str(tmp_path / "chip.pt"))
         noise.load_chip(str(tmp_path / "chip.pt"), student)          # the student gives only the architecture
+
+
+def test_a_teacher_batch_of_one_sample_gets_an_error_saying_so():
+    """A last batch of one image (len(data) % batch_size == 1) failed in BatchNorm1d with torch's bare "Expected
+    more than 1 value per channel when training"."""
+    from ltl_ext import train_teacher
+    torch.manual_seed(0)
+    teacher = mlp(num_classes=3, in_features=5, hidden=[8], dropout=0.0)       # BatchNorm1d after the hidden layer
+    x, y = torch.rand(9, 5), torch.arange(9) % 3
+    with pytest.raises(ValueError, match="batch of one sample"):
+        train_teacher(teacher, [(x[:8], y[:8]), (x[8:], y[8:])], epochs=1, progress=False)

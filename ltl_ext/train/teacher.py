@@ -54,7 +54,14 @@ def train_teacher(model: nn.Module, loader: Iterable, epochs: int = 10, *, lr: f
         bar = _progress(loader, progress, desc=f"teacher epoch {epoch + 1}/{epochs}", total=steps_per_epoch)
         for x, y in bar:
             x, y = x.to(device), y.to(device)
-            out = model(x)
+            try:
+                out = model(x)
+            except ValueError as e:        # BatchNorm's bare "Expected more than 1 value per channel when training"
+                if len(y) == 1 and "more than 1 value per channel" in str(e):
+                    raise ValueError(f"train_teacher: epoch {epoch + 1} has a batch of one sample, which the "
+                                     f"model's BatchNorm cannot train on: use another batch size (the last batch "
+                                     f"holds len(data) % batch_size samples), or drop_last=True") from None
+                raise
             loss = F.cross_entropy(out, y, label_smoothing=label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
