@@ -13,15 +13,7 @@ import torch
 from ltl_ext.data import (DataError, DatasetSplits, EpochBatchSampler, load_dataset, make_loaders,
                           validation_split)
 from ltl_ext.data.sequences import SequenceSplits, load_sequences, save_sequences, sequence_loaders
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+from test_data import one_thread  # noqa: F401 (its autouse fixture: these tensors are tiny, one thread is faster)
 
 def tiny(n: int = 12, classes: int = 3, seed: int = 0) -> DatasetSplits:
     x = np.random.default_rng(seed).integers(0, 256, size=(n, 1, 4, 4), dtype=np.uint8)
