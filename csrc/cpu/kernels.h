@@ -213,8 +213,15 @@ void backward_impl(const Launch& p, bool offline) {
         }
       }
     }
-    // 2. BPTT in reverse, from the scratch only
+    // 2. BPTT in reverse, from the scratch only. No input is read here, so the next block's rows of x and dL/dS
+    // are prefetched meanwhile, one row a step in the order phase 1 reads them: their loads overlap this phase's
+    // stores instead of stalling the next block's phase 1
+    const int64_t j0 = i0 + kB, m = AB ? imin(kB, N - j0) : 0;
     for (int64_t t = T - 1; t >= 0; --t) {
+      if (m > 0) {
+        prefetch_piece(x + (T - 1 - t) * N + j0, m);
+        if (gs_rows) prefetch_piece(grad_spikes + (T - 1 - t) * N + j0, m);
+      }
       acc_t* gxt = stream ? l.gxbuf : row_dst(gx + t * N + i0, l.gxbuf);
       const acc_t* Ht = l.H + t * kB;
       const acc_t* Pt = l.PSI + t * kB;
