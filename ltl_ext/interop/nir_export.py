@@ -6,6 +6,8 @@ call), every value's shape is read from one run on zeros, and each call becomes 
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import operator
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -54,6 +56,10 @@ def export_nir(model: nn.Module, *, input_shape: Optional[Sequence[int]] = None,
     student = model.model if isinstance(model, SpikingModel) else model
     if not isinstance(student, nn.Module):
         raise TypeError(f"export_nir takes a spiking student (nn.Module), got {type(model).__name__}")
+    # fx traces the student's forward, not its call: a hook on it (or on the SpikingModel) would vanish silently
+    if isinstance(model, SpikingModel):
+        _refuse_hooks("the SpikingModel", model)
+    _refuse_hooks("the student", student)
     neurons = lifs(student)
     if not neurons:
         raise ValueError("export_nir takes a spiking student (a model with ltl_ext.nn.LIF layers); this model has "
@@ -115,8 +121,7 @@ def export_nir(model: nn.Module, *, input_shape: Optional[Sequence[int]] = None,
                                                    end_dim=-1), value[src])
             elif n.op == "call_method" and n.target == "contiguous":
                 value[n] = value[src]
-            elif n.op == "call_method" and n.target == "size" and all(u.op == "call_method" and
-                                                                      _is_flatten(u, shapes) for u in n.users):
+            elif _only_sizes_a_flatten(n, shapes):
                 continue        # x.size(0) of x.view(x.size(0), -1): read by the flatten, no value of its own
             else:
                 raise ValueError(f"export_nir: cannot express {n.format_node()} in NIR (supported: Linear, "
@@ -142,8 +147,9 @@ def _refuse_hooks(name: str, m: nn.Module) -> None:
     hooks = [h for h in (*m._forward_pre_hooks.values(), *m._forward_hooks.values()) if h is not _materialise_hook]
     if hooks:
         names = ", ".join(getattr(h, "__name__", type(h).__name__) for h in hooks)
-        raise ValueError(f"{name}: has forward hooks ({names}) that NIR cannot express (a chip's DAC/ADC converters "
-                         f"are hooks: export a chip programmed without dac_bits/adc_bits, or noise.unprogram(chip))")
+        raise ValueError(f"{name}: has forward hooks ({names}) that NIR cannot express; remove them before export (a "
+                         f"chip's DAC/ADC converters are hooks: export a chip programmed without dac_bits/adc_bits, or "
+                         f"noise.unprogram(chip))")
 
 
 def _version() -> str:
@@ -177,10 +183,12 @@ def _shapes(gm: fx.GraphModule, student: nn.Module, input_shape) -> Dict[fx.Node
     x = torch.zeros(steps, *input_shape, device=p.device if p is not None else None,
                     dtype=p.dtype if p is not None else None)
     try:
-        ShapeProp(gm).propagate(x)
+        with contextlib.redirect_stderr(io.StringIO()):     # ShapeProp prints the whole traceback before raising
+            ShapeProp(gm).propagate(x)
     except Exception as e:
+        cause = e.__cause__ or e    # ShapeProp's own error only names the node; its cause says what went wrong
         raise ValueError(f"export_nir: the student does not run on an input of shape {tuple(input_shape)} "
-                         f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+                         f"({type(cause).__name__}: {str(cause).splitlines()[0][:200]})") from None
     finally:
         for m in neurons:
             m.reset_state()
@@ -196,6 +204,21 @@ def _is_flatten(n: fx.Node, shapes) -> bool:
                  (n.op == "call_method" and n.target in ("flatten", "view", "reshape"))
     return flattening and n in shapes and len(shapes[n]) == 1 and math.prod(shapes[n]) == \
         math.prod(shapes[n.args[0]])
+
+
+def _is_size(n: fx.Node) -> bool:
+    """``x.size()``, ``x.size(0)``, ``x.shape``, ``x.shape[0]``: sizes, not values."""
+    if n.op == "call_method" and n.target == "size":
+        return True
+    if n.op == "call_function" and n.target is getattr and n.args[1:] == ("shape",):
+        return True
+    return n.op == "call_function" and n.target is operator.getitem and isinstance(n.args[0], fx.Node) \
+        and _is_size(n.args[0])
+
+
+def _only_sizes_a_flatten(n: fx.Node, shapes) -> bool:
+    """A size read only by flattens: ``x.view(x.size(0), -1)``, ``x.reshape(x.shape[0], -1)``."""
+    return _is_size(n) and all(_is_flatten(u, shapes) or _only_sizes_a_flatten(u, shapes) for u in n.users)
 
 
 def _pair(v) -> np.ndarray:
@@ -288,8 +311,10 @@ def _normalizer(nir, normalization, input_shape):
         mean, std = (np.asarray(v, np.float64).reshape(-1) for v in normalization)
     except (TypeError, ValueError):
         raise ValueError(f"normalization must be (mean, std) sequences, got {normalization!r}") from None
-    if not (std > 0).all() or mean.size != std.size:
-        raise ValueError(f"normalization needs std > 0 and as many means as stds, got {normalization!r}")
+    # (a NaN mean or an infinite std wrote a graph whose every input is NaN or 0, without a word)
+    if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()) or mean.size != std.size:
+        raise ValueError(f"normalization needs finite means, finite stds > 0 and as many means as stds, got "
+                         f"{normalization!r}")
     c = input_shape[0]
     if mean.size not in (1, c):
         raise ValueError(f"normalization has {mean.size} values; the input has {c} channels/features")

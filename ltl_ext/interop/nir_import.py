@@ -6,6 +6,8 @@ The graph's nodes are visited in topological order and each becomes a module of 
 """
 from __future__ import annotations
 
+import copy
+import keyword
 import math
 import operator
 from collections import defaultdict
@@ -30,7 +32,8 @@ def import_nir(graph_or_path, *, dt: Optional[float] = None, time_steps: Optiona
     become :class:`~ltl_ext.nn.LIF` with a hard reset (``beta = 1 - dt/tau``, ``alpha = dt*r/tau``; IF: ``beta = 1``,
     ``alpha = dt*r``), Affine/Linear -> ``nn.Linear``, Conv -> ``nn.Conv1d/2d``, AvgPool2d -> ``nn.AvgPool2d``,
     SumPool2d -> ``nn.AvgPool2d(divisor_override=1)``, Flatten -> ``nn.Flatten``; a node with several inputs sums
-    them. The model is a ``torch.fx.GraphModule`` whose submodules are named after the NIR nodes.
+    them. The model is a ``torch.fx.GraphModule`` whose submodules are named after the NIR nodes (``_1`` added
+    where a name is taken, e.g. ``forward``).
 
     Its dtype is the weights': float64 when every Affine/Linear/Conv weight array is float64 (a float64 student's
     export, or a graph built with numpy's default float; ``model.float()`` makes it float32), else float32.
@@ -44,6 +47,12 @@ def import_nir(graph_or_path, *, dt: Optional[float] = None, time_steps: Optiona
         graph = graph_or_path
     if not isinstance(graph, nir.NIRGraph):
         raise TypeError(f"import_nir takes a nir.NIRGraph or a path to a NIR file, got {type(graph).__name__}")
+    if graph is graph_or_path:
+        # the checks a file gets from nir.read, on a copy (the caller's graph stays as it is): a graph built with
+        # type_check=False would sum a duplicate edge twice, and an Affine fed an image act on its last dim
+        checked = copy.deepcopy(graph)
+        _fix_grouped_conv_types(checked.nodes.values())
+        checked.infer_types()
     meta = graph.metadata if isinstance(graph.metadata, dict) else {}
     dt = float(dt if dt is not None else meta.get("dt", DEFAULT_DT))
     if not (math.isfinite(dt) and dt > 0):
@@ -56,6 +65,9 @@ def import_nir(graph_or_path, *, dt: Optional[float] = None, time_steps: Optiona
         preds[b].append(a)
     dtype = _dtype(nir, graph.nodes.values())
     fx_graph, root, values, out = fx.Graph(), nn.Module(), {}, None
+    # a node named after one of the model's own attributes (forward, graph, code, training, ...) would replace it,
+    # one named after a Python keyword ("if": an IF layer) breaks the generated code (self.if(x))
+    taken = set(dir(fx.GraphModule(nn.Module(), fx.Graph()))) | set(keyword.kwlist)
     for name in _topological(graph):
         node = graph.nodes[name]
         if isinstance(node, nir.Input):
@@ -69,7 +81,8 @@ def import_nir(graph_or_path, *, dt: Optional[float] = None, time_steps: Optiona
         if isinstance(node, nir.Output):
             out = x
             continue
-        attr = _unique(_safe(name), root._modules)
+        attr = _unique(_safe(name), taken)
+        taken.add(attr)
         root.add_module(attr, _torch_module(nir, name, node, dt, dtype))
         values[name] = fx_graph.call_module(attr, (x,))
     fx_graph.output(out)
