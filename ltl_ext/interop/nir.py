@@ -16,8 +16,11 @@ is ltl_ext's ``H[t] = beta * V[t-1] + alpha * X[t]`` with::
 ``beta = 1`` (no leak) is NIR's ``IF`` (``dv/dt = r * I``, so ``r = alpha / dt``). The reset is NIR's hard reset
 ``v <- v_reset`` after a spike (ltl_ext ``reset="hard"``, the LTL default); NIR 1.0 has no subtracting (soft)
 reset, so a soft-reset LIF raises a ``ValueError`` naming the layer. NIR writes the spike condition as
-``v > v_threshold``; ltl_ext, SpikingJelly and snnTorch fire at ``>=`` (they differ only when ``v`` lands exactly
-on the threshold). The surrogate gradient and ``detach_reset`` only shape training and are dropped (listed in the
+``v > v_threshold``; ltl_ext, SpikingJelly and snnTorch fire at ``>=``. They differ only when ``v`` lands exactly
+on the threshold: rare with trained float weights, but in integer-valued graphs (weights, inputs and threshold
+whole numbers, as hardware toolchains make them) it happens at every such step (an IF with weight 1, threshold 1
+and input 1 fires every step here, every other step under ``>``); the files carry the threshold as it is, and a
+tool reading them fires by its own rule. The surrogate gradient and ``detach_reset`` only shape training and are dropped (listed in the
 graph's ``metadata["notes"]``).
 
 **Graph.** Linear (``nir.Affine`` / ``nir.Linear``), Conv1d/Conv2d, AvgPool2d (``AdaptiveAvgPool2d`` when the
