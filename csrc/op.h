@@ -57,11 +57,14 @@ inline at::Tensor as_contiguous(const at::Tensor& t, at::ScalarType s) {
 }
 
 // ---- values: where a tensor's values are read, on the CPU only ---------------------------------------------------
-// How many of v[0 .. n) lie outside [low, high] ((low, high] if low_open); NaN is outside. One branch-free counting
-// loop, which the compiler vectorises: ~1 us for N = 4096.
+// How many of v[0 .. n) lie outside [low, high] ((low, high] if low_open); NaN is outside, and so is an infinity
+// (an infinite bound is an open one: an infinite threshold makes the soft reset's H - threshold S an inf * 0,
+// NaN in V and every gradient). One branch-free counting loop, which the compiler vectorises: ~1 us for N = 4096.
 template <typename real>
 int64_t count_outside(const real* v, int64_t n, double low, double high, bool low_open) {
-  const real lo = static_cast<real>(low), hi = static_cast<real>(high);
+  const real most = std::numeric_limits<real>::max();
+  const real lo = std::isinf(low) ? -most : static_cast<real>(low);
+  const real hi = std::isinf(high) ? most : static_cast<real>(high);
   int64_t bad = 0;
   if (low_open) {
     for (int64_t i = 0; i < n; ++i) bad += !((v[i] > lo) & (v[i] <= hi));
@@ -94,8 +97,9 @@ struct Range {
 constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr Range kBetaRange{0.0, 1.0, false}, kAlphaRange{-kInf, kInf, false}, kThresholdRange{0.0, kInf, true};
 
-inline std::string bounds(const Range& r) {
-  return (r.low_open ? "(" : "[") + c10::str(r.low) + ", " + c10::str(r.high) + "]";
+inline std::string bounds(const Range& r) {  // as params.py's _bound writes them: an infinite end is open
+  return (r.low_open || std::isinf(r.low) ? "(" : "[") + c10::str(r.low) + ", " + c10::str(r.high) +
+         (std::isinf(r.high) ? ")" : "]");
 }
 
 // A tensor's values are checked here on the CPU: one pass over its values next to the kernel's T passes. On a GPU

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from .library import _C, HAS_C, HAS_CUDA_KERNELS, check_device
-from .params import check_flag, check_surrogate_alpha, check_v_reset, is_compiling
+from .params import check_flag, check_names, check_surrogate_alpha, check_v_reset, is_compiling
 
 __all__ = ["lif"]
 
@@ -77,6 +77,8 @@ def lif(x: Tensor, *, beta, alpha=1.0, threshold=1.0, reset="soft", v_reset=0.0,
         surrogate_alpha=None, detach_reset=False, return_v=False):
     """Multi-step LIF over ``x`` [T, *] with the fused kernel of x's device; see ``lif_reference``."""
     check_ready(x, "lif", v0=v0)
+    if type(reset) is not str or type(surrogate) is not str:   # (the common case needs no call)
+        check_names(reset, surrogate)
     b, bs = split_param("beta", beta)
     a, as_ = split_param("alpha", alpha)
     th, ths = split_param("threshold", threshold)

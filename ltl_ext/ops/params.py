@@ -56,18 +56,19 @@ def is_compiling() -> bool:
         return False
 
 
-#: name -> (low, high, low_open): the legal values of each LIF parameter
+#: name -> (low, high, low_open): the legal values of each LIF parameter, always finite: an infinite threshold
+#: (a neuron meant never to fire) makes the soft reset's H - threshold * S an inf * 0, NaN in V and every gradient
 RANGES = {"beta": (0.0, 1.0, False), "alpha": (-math.inf, math.inf, False), "threshold": (0.0, math.inf, True)}
 
 
 def _bound(name: str) -> str:
     low, high, low_open = RANGES[name]
-    return f"({low}, {high}]" if low_open else f"[{low}, {high}]"
+    return f"{'(' if low_open or math.isinf(low) else '['}{low}, {high}{')' if math.isinf(high) else ']'}"
 
 
 def _outside(name: str, lo: float, hi: float) -> bool:
     low, high, low_open = RANGES[name]
-    return math.isnan(lo) or math.isnan(hi) or (lo <= low if low_open else lo < low) or hi > high
+    return not (math.isfinite(lo) and math.isfinite(hi)) or (lo <= low if low_open else lo < low) or hi > high
 
 
 def _check_tensor_values(name: str, p: Tensor) -> None:
@@ -146,6 +147,15 @@ def check_surrogate_alpha(surrogate_alpha) -> Optional[float]:
     if not is_finite_number(surrogate_alpha) or surrogate_alpha <= 0:
         raise ValueError(f"surrogate_alpha must be a positive float, got {surrogate_alpha!r}")
     return float(surrogate_alpha)
+
+
+def check_names(reset, surrogate) -> None:
+    """``reset`` and ``surrogate`` as the references check them. The fused ops' schema reads them as strings and
+    answers anything else (None, a list) with a dispatcher RuntimeError; the op itself checks the string's value."""
+    if not isinstance(reset, str):
+        raise ValueError(f"reset must be one of {RESETS}, got {reset!r}")
+    if not isinstance(surrogate, str):
+        raise ValueError(f"surrogate must be one of {tuple(SURROGATES)}, got {surrogate!r}")
 
 
 def check_flag(name: str, value) -> bool:
@@ -243,7 +253,8 @@ def check_target(target, x: Tensor, *, time_dim: bool = True, check_values: bool
 def check_unshared_state(**tensors) -> None:
     """The in-place online block writes ``v`` and ``count`` while it reads ``x`` and the target: two of them in
     overlapping memory (``v`` passed as ``count``, say) would update each other mid-block, a wrong state with no
-    error. Views of one buffer that do not overlap (``state[0]``, ``state[1]``) are fine."""
+    error. Views of one buffer that do not overlap (``state[0]``, ``state[1]``) are fine, and so are inputs that are
+    only read sharing memory with each other (a target that is a view of x)."""
     if is_compiling():   # (traced tensors have no addresses to compare)
         return
     spans = []
@@ -254,6 +265,8 @@ def check_unshared_state(**tensors) -> None:
         start = t.data_ptr()
         end = start + (last + 1) * t.element_size()
         for other, (device, s0, e0) in spans:
+            if {name, other} <= {"x", "target"}:   # both only read: nothing is written through either
+                continue
             if device == t.device and start < e0 and s0 < end:
                 raise ValueError(f"tandem_block_: {other} and {name} share memory; the state is updated in place, "
                                  f"so v and count must be tensors of their own (ltl_ext.functional.online_state "

@@ -18,12 +18,17 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .params import (LIFParams, check_lif_args, check_step_args, check_target, check_unshared_state, check_warmup,
-                     check_x)
+from .params import (SURROGATES, LIFParams, check_lif_args, check_step_args, check_surrogate_alpha, check_target,
+                     check_unshared_state, check_warmup, check_x)
 
 
-def surrogate_grad(u: Tensor, kind: str, a: float) -> Tensor:
-    """psi(u), the surrogate of dS/dH at u = H - threshold (ltl-method.md §1 table)."""
+def surrogate_grad(u: Tensor, kind: str, a: Optional[float] = None) -> Tensor:
+    """psi(u), the surrogate of dS/dH at u = H - threshold (ltl-method.md §1 table); ``a`` None: the default."""
+    if not isinstance(kind, str) or kind not in SURROGATES:
+        raise ValueError(f"unknown surrogate {kind!r}; use one of {tuple(SURROGATES)}")
+    # as the ops check surrogate_alpha: a <= 0 would flip the gradient's sign (or flatten it) with no error
+    a = check_surrogate_alpha(a)
+    a = SURROGATES[kind] if a is None else a
     if kind == "rect":
         return (u.abs() < a).to(u.dtype)
     if kind == "sigmoid":
@@ -31,9 +36,7 @@ def surrogate_grad(u: Tensor, kind: str, a: float) -> Tensor:
         return a * s * (1 - s)
     if kind == "atan":
         return (a / 2) / (1 + (math.pi / 2 * a * u) ** 2)
-    if kind == "fast_sigmoid":
-        return 1 / (1 + a * u.abs()) ** 2
-    raise ValueError(f"unknown surrogate {kind!r}")
+    return 1 / (1 + a * u.abs()) ** 2   # fast_sigmoid
 
 
 class _Heaviside(torch.autograd.Function):
@@ -133,7 +136,10 @@ def tandem_loss_reference(x: Tensor, target: Tensor, *, mode="offline", warmup=0
 def _online_step(x_t, y, v, count, t, warmup, p):
     s, v_new = lif_step_reference(x_t, v.detach(), p)
     count = s if count is None else count.detach() + s
-    loss_t = ((count / (t + 1) - y) ** 2).mean() if t >= warmup else y.new_zeros(())
+    if t >= warmup:
+        loss_t = ((count / (t + 1) - y) ** 2).mean()
+    else:   # a zero still in the graph, as the op's: loss_t.backward() in warmup gives zero gradients, not an error.
+        loss_t = s.reshape(-1)[:0].sum() + y.reshape(-1)[:0].sum()   # (an empty sum: no inf * 0 from the target)
     return s, v_new, count, loss_t
 
 

@@ -30,8 +30,8 @@ import torch
 from torch import Tensor
 
 from .library import _C, HAS_C
-from .lif import call_op, check_ready, check_same_device, grad_like, math_dtype, split_param
-from .params import (check_continued_state, check_flag, check_surrogate_alpha, check_target_type,
+from .lif import _functorch, call_op, check_ready, check_same_device, grad_like, math_dtype, split_param
+from .params import (check_continued_state, check_flag, check_names, check_surrogate_alpha, check_target_type,
                      check_unshared_state, check_v_reset, check_warmup)
 
 __all__ = ["tandem_loss", "tandem_block", "tandem_block_", "online_state", "tandem_step"]
@@ -51,6 +51,18 @@ def _needs(t: Optional[Tensor]) -> bool:
     return t is not None and t.requires_grad
 
 
+def _online_needs(x: Tensor, b, a, th, target) -> tuple:
+    """Which local gradients the online op writes in its forward (x, beta, alpha, threshold, target): those autograd
+    will ask for. Inside a torch.func transform every given tensor's: a vmap-batched tensor reports requires_grad
+    False even when the tensor it wraps needs a gradient, and the op's backward would then hand autograd an empty
+    gradient (an error, or, for a 0-d parameter, silently summed to zero)."""
+    if not torch.is_grad_enabled():
+        return False, False, False, False, False
+    if _functorch.maybe_current_level() is not None:
+        return True, b is not None, a is not None, th is not None, True
+    return x.requires_grad, _needs(b), _needs(a), _needs(th), target.requires_grad
+
+
 # ---- public API ---------------------------------------------------------------------------------------------
 
 def tandem_loss(x: Tensor, target: Tensor, *, mode="offline", warmup=0, beta, alpha=1.0, threshold=1.0,
@@ -62,6 +74,8 @@ def tandem_loss(x: Tensor, target: Tensor, *, mode="offline", warmup=0, beta, al
     check_target_type(target)
     if mode != "offline" or type(warmup) is not int or warmup != 0:   # (the common case needs no check)
         check_warmup(mode, warmup, x.shape[0] if x.dim() else 0)
+    if type(reset) is not str or type(surrogate) is not str:
+        check_names(reset, surrogate)
     b, bs = split_param("beta", beta)
     a, as_ = split_param("alpha", alpha)
     th, ts = split_param("threshold", threshold)
@@ -72,10 +86,8 @@ def tandem_loss(x: Tensor, target: Tensor, *, mode="offline", warmup=0, beta, al
         out = call_op(_OFFLINE_FWD_FAST, _OFFLINE_FWD, x, target, b, a, th, v0, bs, as_, ts, reset, v_reset,
                       surrogate, surrogate_alpha, detach_reset)
         return out[0], out[1]
-    g = torch.is_grad_enabled()
     out = call_op(_ONLINE_FAST, _ONLINE, x, target, b, a, th, v0, None, bs, as_, ts, reset, v_reset, surrogate,
-                  surrogate_alpha, 0, warmup, False, g and x.requires_grad, g and _needs(b), g and _needs(a),
-                  g and _needs(th), g and _needs(target))
+                  surrogate_alpha, 0, warmup, False, *_online_needs(x, b, a, th, target))
     return out[0], out[1]
 
 
@@ -119,14 +131,15 @@ def _online_block(in_place: bool, x, target, v, count, t0, warmup, beta, alpha, 
     check_target_type(target)
     check_continued_state(t0, v, count)
     check_warmup("offline", warmup, t0 + 1)
+    if type(reset) is not str or type(surrogate) is not str:
+        check_names(reset, surrogate)
     b, bs = split_param("beta", beta)
     a, as_ = split_param("alpha", alpha)
     th, ts = split_param("threshold", threshold)
     v_reset = check_v_reset(v_reset)   # never a tensor (no gradient)
     surrogate_alpha = check_surrogate_alpha(surrogate_alpha)   # the same, and never True (read as 1.0)
     check_flag("detach_reset", detach_reset)
-    g = torch.is_grad_enabled()
-    needs = (g and x.requires_grad, g and _needs(b), g and _needs(a), g and _needs(th), g and _needs(target))
+    needs = _online_needs(x, b, a, th, target)
     lif = (reset, v_reset, surrogate, surrogate_alpha, t0, warmup)
     if in_place:
         return call_op(_ONLINE_INPLACE_FAST, _ONLINE_INPLACE, x, target, b, a, th, v, count, bs, as_, ts, *lif, *needs)
@@ -138,6 +151,9 @@ def online_state(x_t: Tensor, steps: int):
     of ``steps`` steps: v in the math type; the count in uint8 when ``steps <= 255``, else in the math type."""
     if not isinstance(x_t, Tensor):
         raise TypeError(f"x_t must be a tensor of one time step's shape, got {type(x_t).__name__}")
+    # steps picks the count's dtype: None or "16" failed the comparison below with a bare TypeError
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be the run's number of time steps, a positive int, got {steps!r}")
     v = torch.zeros(x_t.shape, dtype=math_dtype(x_t.dtype), device=x_t.device)
     return v, torch.zeros(x_t.shape, dtype=torch.uint8 if steps <= 255 else v.dtype, device=x_t.device)
 
