@@ -10,6 +10,7 @@ import ltl_ext
 from ltl_ext.nn import LIF, SpikingModel
 
 nir = pytest.importorskip("nir", reason="the optional extra is not installed: pip install 'ltl_ext[nir]'")
+from test_nir import _ViewFlatten  # noqa: E402 (after the skip: test_nir needs nir too)
 
 
 def _mlp() -> SpikingModel:
@@ -57,10 +58,8 @@ def test_a_student_that_does_not_run_on_input_shape_says_why(capsys):
     assert "Traceback" not in capsys.readouterr().err
 
 
-class _ShapeFlatten(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv, self.lif, self.fc = nn.Conv2d(1, 2, 3), LIF(threshold=0.3), nn.Linear(2 * 4 * 4, 3)
+class _ShapeFlatten(_ViewFlatten):
+    """test_nir's model, flattened with reshape(y.shape[0], -1) instead of view(y.size(0), -1)."""
 
     def forward(self, x):
         y = self.lif(self.conv(x))
