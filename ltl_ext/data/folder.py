@@ -29,15 +29,16 @@ _TEST_FOLDERS = ("test", "val")   # a labelled test/ is the test set; val/ stand
 _TINY_IMAGENET_ANNOTATIONS = "val_annotations.txt"
 
 
-def _visible(path: Path) -> bool:
-    return not path.name.startswith(".")
+def _visible(name: str) -> bool:
+    """Not a hidden file or folder (``.DS_Store``, ``.ipynb_checkpoints``)."""
+    return not name.startswith(".")
 
 
 def _image_files(folder: Path) -> list[Path]:
     """Image files under ``folder`` (recursively), sorted by path; none from hidden folders (``.ipynb_checkpoints``
     and the like hold copies, which would count twice)."""
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-                  and all(part[:1] != "." for part in p.relative_to(folder).parts))
+                  and all(map(_visible, p.relative_to(folder).parts)))
 
 
 def _class_tree(folder: Path, classes: list[str]) -> list[tuple[Path, int]]:
@@ -72,7 +73,7 @@ def _test_files(data_dir: Path, classes: list[str]) -> list[tuple[Path, int]]:
             continue
         if (folder / _TINY_IMAGENET_ANNOTATIONS).is_file():
             return _tiny_imagenet_val(folder, classes)
-        unknown = sorted(p.name for p in folder.iterdir() if p.is_dir() and _visible(p) and p.name not in classes)
+        unknown = sorted(p.name for p in folder.iterdir() if p.is_dir() and _visible(p.name) and p.name not in classes)
         if unknown and not (len(unknown) == 1 and unknown[0] == "images"):
             problem = f"folder: {folder} has class folders not in {data_dir / 'train'}: {', '.join(unknown[:5])}"
             if name == "test" and (data_dir / "val").is_dir():
@@ -141,7 +142,7 @@ def load_image_folder(data_dir: Path, image_size: Optional[int] = None) -> Datas
     if not train_dir.is_dir():
         raise DataError(f"folder: expected {train_dir}/<class>/*.png|jpg (a folder per class) and "
                         f"{data_dir}/val or test/ likewise; {train_dir} is not a folder")
-    classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir() and _visible(p))
+    classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir() and _visible(p.name))
     if not classes:
         raise DataError(f"folder: expected class folders in {train_dir}, found none")
     train_files = _class_tree(train_dir, classes)

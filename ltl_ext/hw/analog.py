@@ -82,9 +82,7 @@ class AnalogWeight(nn.Module):
             eps = w.new_zeros(0)
         self.register_buffer("eps", eps.to(w.device))
         n = w.numel()
-        n_off, n_on = int(round(dev.stuck_off * n)), int(round(dev.stuck_on * n))
-        # both counts rounded up can ask for one device more than the layer has (3 weights, 0.5 + 0.5: 2 + 2)
-        n_on = min(n_on, n - n_off)
+        n_off, n_on = dev.stuck_counts(n)
         if n_off + n_on > 0:
             g = _generator(seed, layer_index, _PURPOSE["stuck"])
             perm = torch.randperm(n, generator=g)

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from ..data.loaders import check_seed
 from .analog import _PURPOSE, AnalogWeight, NeuronMismatch, _generator
 from .converters import Converters, attach_converters, detach_converters
 from .devices import DeviceModel
@@ -185,8 +186,7 @@ def program(student: nn.Module, dev: DeviceModel, seed: int = 0, *, example_inpu
     """
     if not isinstance(dev, DeviceModel):
         raise TypeError(f"dev must be a noise.DeviceModel, got {type(dev).__name__}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {seed!r}")
+    seed = check_seed(seed)
     if getattr(student, "_ltl_chip", None) is not None or any(
             isinstance(m, (AnalogWeight, PairWeight, NeuronMismatch, Converters)) for m in student.modules()):
         raise ValueError("this model is already a chip; program the clean student (noise.unprogram(chip) gives one)")

@@ -93,6 +93,13 @@ class DeviceModel:
                 and self.stuck_off == 0 and self.stuck_on == 0 and self.levels is None and self.threshold_sigma == 0
                 and self.beta_sigma == 0 and self.dac_bits is None and self.adc_bits is None)
 
+    def stuck_counts(self, n: int) -> tuple:
+        """``(off, on)``: how many of ``n`` devices are stuck at 0 and at the top, each fraction rounded. Both
+        rounded up can ask for one device more than there are (3 devices, 0.5 + 0.5: 2 + 2): ``on`` takes what
+        ``off`` leaves."""
+        off = int(round(self.stuck_off * n))
+        return off, min(int(round(self.stuck_on * n)), n - off)
+
     @property
     def random(self) -> bool:
         """Whether two seeds give two different chips (levels or converters alone are deterministic)."""

@@ -116,8 +116,7 @@ class PairWeight(nn.Module):
             nu = w.new_zeros(0)
         self.register_buffer("nu", nu.to(w.device))
         n = 2 * w.numel()
-        n_off, n_on = int(round(dev.stuck_off * n)), int(round(dev.stuck_on * n))
-        n_on = min(n_on, n - n_off)    # both rounded up: never more stuck devices than the pairs have
+        n_off, n_on = dev.stuck_counts(n)
         mask, value = torch.zeros(n, dtype=torch.bool), torch.zeros(n, dtype=w.dtype)
         if n_off + n_on:
             perm = torch.randperm(n, generator=generators("stuck"))

@@ -7,7 +7,6 @@ by :mod:`.checkpoint`). The trainer sees only ``ltl_ext.nn`` / ``ltl_ext.ltl`` (
 """
 from __future__ import annotations
 
-import numbers
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Union
@@ -15,6 +14,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 import torch
 from torch import Tensor, nn
 
+from ..data.loaders import check_seed
 from ..distributed import Distributed
 from ..ltl import tandem
 from ..nn import SpikingModel
@@ -83,9 +83,7 @@ class LocalTandemTrainer:
         if not isinstance(teacher, nn.Module):
             raise TypeError(f"teacher must be a torch.nn.Module (a trained ANN), got {type(teacher).__name__}")
         if seed is not None:
-            if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):   # manual_seed(1.5) seeds with 1
-                raise TypeError(f"seed must be an int or None, got {seed!r}")
-            torch.manual_seed(seed)
+            torch.manual_seed(check_seed(seed))   # (manual_seed(1.5) seeds with 1)
         self.dist = _join(distributed, device)
         _check_same_config(self.dist, self.config)
         self.device = self.dist.device
